@@ -1,0 +1,74 @@
+"""``behaviorseq`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _fmt_int(x) -> str:
+    return f"{int(x):,}"
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from behaviorseq.data.datasets import DatasetNotFound, open_dataset, stats
+
+    try:
+        store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache)
+    except DatasetNotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    st = stats(store)
+    lines = [
+        f"dataset      {st['dataset']}",
+        f"users        {_fmt_int(st['users'])}",
+        f"items        {_fmt_int(st['items'])}",
+        f"events       {_fmt_int(st['events'])}",
+        f"density      {st['density']:.6f}",
+    ]
+    if st["time_min"] is not None:
+        lines.append(f"time         {st['time_min']:.0f} .. {st['time_max']:.0f} (span {st['time_span']:.0f})")
+    sl = st["sequence_length"]
+    if sl:
+        lines.append("seq length   " + "  ".join(f"{k}={v:g}" for k, v in sl.items()))
+    for k, v in st["cardinality"].items():
+        lines.append(f"cardinality  {k:<22} {_fmt_int(v)}")
+    print("\n".join(lines))
+    out = Path(args.json) if args.json else None
+    if out is not None:
+        from behaviorseq.utils import atomic_write_text
+
+        atomic_write_text(out, json.dumps(st, indent=2, default=str))
+        print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="behaviorseq", description="Learning from user behavior sequences.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect and prepare datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    st = dsub.add_parser("stats", help="users, items, events, time span, length percentiles, cardinalities")
+    st.add_argument("dataset", help="a registered name (ml-100k, beauty, toys, lastfm, ...) or a path")
+    st.add_argument("--data-root", default=None, help="data folder (default: $BEHAVIORSEQ_DATA, ./data, ../shared/data)")
+    st.add_argument("--cache-dir", default=None, help="sequence-store cache (default: $BEHAVIORSEQ_CACHE or ~/.cache)")
+    st.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    st.add_argument("--json", default=None, help="also write the statistics to this JSON file")
+    st.set_defaults(func=cmd_data_stats)
+
+    from behaviorseq import cli_train
+
+    cli_train.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Dataset registry: well-known names resolved under a data folder, and paths to a user's own files.
+
+Nothing is ever downloaded. A registered dataset that is absent gives a message saying where to get it
+and which path to pass. The data folder is, in order: the ``root`` argument, ``$BEHAVIORSEQ_DATA``,
+then ``./data`` and ``../shared/data`` (the layout of this project's machines).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from behaviorseq.data.events import EventTable
+from behaviorseq.data.preprocess import Step, run, step_from_dict
+from behaviorseq.data.store import SequenceStore, cached_store
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    format: str  # recbole | seqtext | movielens | taobao
+    path: str  # relative to the data folder
+    where: str  # where a user gets it
+    exclude_history: bool = True  # default history masking in full-ranking evaluation
+    note: str = ""
+    steps: tuple = field(default_factory=tuple)  # default preprocessing for training, as step dicts
+
+
+_SEQREC = ("the S3-Rec preprocessed files (Amazon 2014 5-core, LastFM), e.g. the 'data' folder of the "
+           "S3-Rec or SRA-CL repositories: NAME.txt and NAME_item2attributes.json")
+REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
+    DatasetSpec("ml-100k", "recbole", "ml-100k", "RecBole atomic files of MovieLens 100K (ml-100k.inter, "
+                ".item, .user) from RecBole's dataset collection, or the raw GroupLens ml-100k.zip (u.data)"),
+    DatasetSpec("beauty", "seqtext", "seqrec/Beauty.txt", _SEQREC),
+    DatasetSpec("toys", "seqtext", "seqrec/Toys_and_Games.txt", _SEQREC),
+    DatasetSpec("lastfm", "seqtext", "seqrec/LastFM.txt", _SEQREC),
+    DatasetSpec("ml-1m", "movielens", "ml-1m", "GroupLens ml-1m.zip (ratings.dat, movies.dat), unzipped"),
+    DatasetSpec("ml-10m", "movielens", "ml-10M100K", "GroupLens ml-10m.zip (ratings.dat, movies.dat)"),
+    DatasetSpec("ml-20m", "movielens", "ml-20m", "GroupLens ml-20m.zip (ratings.csv, movies.csv)"),
+    DatasetSpec("ml-25m", "movielens", "ml-25m", "GroupLens ml-25m.zip (ratings.csv, movies.csv)"),
+    DatasetSpec("taobao", "taobao", "taobao/UserBehavior.csv", "Tianchi dataset 649 'User Behavior Data "
+                "from Taobao' (UserBehavior.csv, 100M events, about 3.5 GB)"),
+    DatasetSpec("amazon-books", "recbole", "amazon-books", "RecBole atomic files of Amazon Books "
+                "(Amazon_Books.inter) from RecBole's dataset collection"),
+]}
+
+
+class DatasetNotFound(FileNotFoundError):
+    pass
+
+
+def data_roots(root: str | Path | None = None) -> list[Path]:
+    if root is not None:
+        return [Path(root)]
+    env = os.environ.get("BEHAVIORSEQ_DATA")
+    return [Path(env)] if env else [Path("data"), Path("../shared/data")]
+
+
+def resolve(name_or_path: str | Path, root: str | Path | None = None) -> tuple[str, Path, DatasetSpec | None]:
+    """(format, path, spec). A registered name is looked up under the data roots; anything else is
+    taken as a path, its format guessed from the file names."""
+    key = str(name_or_path).lower()
+    if key in REGISTRY:
+        spec = REGISTRY[key]
+        tried = [r / spec.path for r in data_roots(root)]
+        for p in tried:
+            if p.exists():
+                return spec.format, p, spec
+        raise DatasetNotFound(
+            f"dataset {spec.name!r} not found; looked in: {', '.join(str(p) for p in tried)}.\n"
+            f"Get it from {spec.where}, put it at <data folder>/{spec.path} and pass --data-root "
+            f"(or set BEHAVIORSEQ_DATA), or pass the path itself. Nothing is downloaded.")
+    p = Path(name_or_path)
+    if not p.exists():
+        raise DatasetNotFound(f"{name_or_path!s} is neither a registered dataset ({', '.join(REGISTRY)}) "
+                              f"nor an existing path")
+    return guess_format(p), p, None
+
+
+def guess_format(p: Path) -> str:
+    names = {c.name for c in p.iterdir()} if p.is_dir() else {p.name}
+    if any(n.endswith(".inter") for n in names):
+        return "recbole"
+    if names & {"u.data", "ratings.dat", "ratings.csv"}:
+        return "movielens"
+    if "UserBehavior.csv" in names:
+        return "taobao"
+    if p.is_file() and p.suffix == ".txt":
+        return "seqtext"
+    if p.is_file() and p.suffix in (".csv", ".parquet", ".pq", ".tsv"):
+        return "table"
+    raise ValueError(f"cannot tell the format of {p}; use a loader from behaviorseq.data.loaders directly")
+
+
+def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwargs) -> EventTable:
+    """Read a dataset into an EventTable (no preprocessing)."""
+    from behaviorseq.data import loaders
+
+    fmt, path, spec = resolve(name_or_path, root)
+    reader = {"recbole": loaders.read_recbole, "seqtext": loaders.read_seqtext, "movielens": loaders.read_movielens,
+              "taobao": loaders.read_taobao, "table": loaders.read_table}[fmt]
+    table = reader(path, **kwargs)
+    if spec is not None:
+        table.name = spec.name
+    return table
+
+
+def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = None, *, root: str | Path | None = None,
+                 cache_dir: str | Path | None = None, cache: bool = True, refresh: bool = False) -> SequenceStore:
+    """Load, preprocess and store a dataset, through the cache keyed by its files and the steps."""
+    steps = [step_from_dict(s) if isinstance(s, dict) else s for s in (steps or [])]
+    fmt, path, spec = resolve(name_or_path, root)
+    name = spec.name if spec else Path(path).stem
+
+    def build() -> SequenceStore:
+        store = SequenceStore.build(run(load_events(path, root), steps), name=name)
+        store.meta["dataset"] = {"name": name, "format": fmt, "path": str(path),
+                                 "exclude_history_default": spec.exclude_history if spec else True}
+        return store
+
+    if not cache:
+        return build()
+    files = sorted(str(f) for f in (Path(path).iterdir() if Path(path).is_dir() else [Path(path)]) if f.is_file())
+    if fmt == "seqtext":  # the attribute file beside it is a source too
+        files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
+    config = {"dataset": name, "format": fmt, "steps": [s.to_dict() for s in steps]}
+    return cached_store(files, config, build, cache_dir, refresh)
+
+
+def stats(store: SequenceStore) -> dict:
+    """The numbers ``behaviorseq data stats`` prints."""
+    st = dict(store.meta["stats"])
+    span = None
+    if st.get("time_min") is not None:
+        span = st["time_max"] - st["time_min"]
+    return {"dataset": store.meta.get("name"), "users": st["users"], "items": st["items"], "events": st["events"],
+            "density": st["events"] / max(1, st["users"] * st["items"]),
+            "time_min": st["time_min"], "time_max": st["time_max"], "time_span": span,
+            "sequence_length": st["sequence_length"], "cardinality": st["cardinality"],
+            "preprocess": store.meta.get("preprocess"), "sources": store.meta.get("sources")}

@@ -1,0 +1,447 @@
+"""Shared fast reader for delimited text files, with exact error locations.
+
+Fast path: one ``pyarrow.csv`` typed, multithreaded read. Only when that fails (``ArrowInvalid``: a
+wrong column count, a value that does not parse) or a post-check fails (a missing required value, a
+value outside its allowed set, a bad list element) is the file read again on the diagnostic path:
+every line as one string with its exact 1-based physical line number (header lines counted), split
+into fields, values validated with vectorized regexes (with a bisection fallback for the rare value
+a regex accepts but Arrow does not). Bad rows are then either reported (the first one, as a
+``DataFormatError``) or dropped and recorded (``skip_bad_rows``). Blank lines are skipped silently on
+both paths but still count in line numbers. Multi-character delimiters (MovieLens ``::``) always take
+the line path, which is vectorized too. Nothing here writes to the source.
+
+Line numbers of quoted CSV files (``quoted=True``) are exact unless a quoted value spans lines.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+
+from behaviorseq.data.loaders.errors import DataFormatError
+
+# What Arrow's own string -> number parsers accept (no surrounding spaces, no '+' on integers).
+INT_RE = r"^-?[0-9]+$"
+FLOAT_RE = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$|^[+-]?(?i:nan|inf|infinity)$"
+ISO_RE = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+)
+_TZ_RE = r"[T ].*(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+_LINE_DELIM = "\x1f"  # ASCII unit separator: never in these text formats, so each line is one field
+MAX_RECORDED = 100
+
+
+class _Fallback(Exception):
+    """The fast path found something it cannot locate; take the diagnostic path."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of a fixed-layout file.
+
+    ``type`` is ``pa.int64()``, ``pa.float64()``, ``pa.string()`` or a list of string / float64 (a
+    whitespace-separated list inside the field, as in RecBole ``token_seq`` / ``float_seq``).
+    ``required``: an empty value is a bad row (else empty numbers become null, empty strings stay "").
+    ``allowed``: the only values a string column may hold.
+    """
+
+    name: str
+    type: pa.DataType
+    required: bool = True
+    allowed: tuple[str, ...] | None = None
+
+
+@dataclass
+class Issue:
+    """Bad rows found by one check: their line numbers, the field and a reason (``{value}`` is filled in)."""
+
+    lines: np.ndarray
+    field: str | None
+    reason: str
+    values: pa.Array | pa.ChunkedArray | np.ndarray | None = None
+
+    def describe(self, k: int) -> str:
+        if self.values is None or "{value" not in self.reason:
+            return self.reason
+        v = self.values[k]
+        return self.reason.format(value=v.as_py() if hasattr(v, "as_py") else v.item())
+
+
+class BadRows:
+    """Collects bad rows across the files of one load: raise on the first, or count and keep 100."""
+
+    def __init__(self, skip: bool, limit: int = MAX_RECORDED) -> None:
+        self.skip = skip
+        self.limit = limit
+        self.count = 0
+        self.rows: list[dict] = []
+
+    def add(self, file: str | PathLike | None, issues: Sequence[Issue], *, unit: str = "line") -> None:
+        """Report the bad rows of one file; each line counts once (its first issue, in ``issues`` order)."""
+        issues = [i for i in issues if len(i.lines)]
+        if not issues:
+            return
+        lines = np.concatenate([np.asarray(i.lines, dtype=np.int64) for i in issues])
+        which = np.concatenate([np.full(len(i.lines), k) for k, i in enumerate(issues)])
+        pos = np.concatenate([np.arange(len(i.lines)) for i in issues])
+        order = np.lexsort((which, lines))
+        sl = lines[order]
+        first = order[np.r_[True, sl[1:] != sl[:-1]]] if len(sl) else order
+        file = None if file is None else str(file)
+        if not self.skip:
+            k = first[0]
+            iss = issues[which[k]]
+            raise DataFormatError(file, int(lines[k]), iss.field, iss.describe(pos[k]), unit=unit)
+        self.count += len(first)
+        for k in first[: max(0, self.limit - len(self.rows))]:
+            iss = issues[which[k]]
+            self.rows.append({"file": file, "line": int(lines[k]), "field": iss.field, "reason": iss.describe(pos[k])})
+
+    def finish(self, report: dict, what: str) -> dict:
+        """Write ``skipped_rows`` / ``bad_rows`` into ``report`` and warn when rows were dropped."""
+        report["skipped_rows"] = self.count
+        report["bad_rows"] = list(self.rows)
+        if self.count:
+            r = self.rows[0]
+            first = str(DataFormatError(r["file"], r["line"], r["field"], r["reason"]))
+            warnings.warn(f"{what}: skipped {self.count:,} malformed row(s); first: {first}", stacklevel=3)
+        return report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+
+
+def first_line(path: str | PathLike, encoding: str = "utf8") -> str:
+    """The first line of a (possibly compressed) text file, without its line break or a UTF-8 BOM."""
+    buf = b""
+    with pa.input_stream(str(path), compression="detect") as f:
+        while b"\n" not in buf:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b"\n", 1)[0].rstrip(b"\r").decode(encoding).lstrip("\ufeff")
+
+
+def read_lines(path: str | PathLike, *, skip_rows: int = 0, encoding: str = "utf8") -> pa.ChunkedArray:
+    """Every line after ``skip_rows`` as one string (blank lines kept as ""), so index i is line skip_rows+1+i."""
+    try:
+        t = pv.read_csv(
+            str(path),
+            read_options=pv.ReadOptions(column_names=["line"], skip_rows=skip_rows, encoding=encoding),
+            parse_options=pv.ParseOptions(
+                delimiter=_LINE_DELIM, quote_char=False, escape_char=False, ignore_empty_lines=False
+            ),
+            convert_options=pv.ConvertOptions(
+                column_types={"line": pa.string()}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return pa.chunked_array([], pa.string())
+        raise DataFormatError(path, None, None, f"cannot read as {encoding} text: {e}") from e
+    return t["line"]
+
+
+def split_fields(
+    lines: pa.ChunkedArray, delimiter: str, names: Sequence[str], first_line_no: int
+) -> tuple[pa.Table, np.ndarray, list[Issue]]:
+    """Split lines on ``delimiter`` into string columns ``names``; drop blank lines; flag wrong field counts."""
+    k = len(names)
+    lineno = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
+    nonblank = pc.not_equal(lines, "")
+    if not pc.all(nonblank).as_py() and len(lines):
+        keep = _np_mask(nonblank)
+        lines, lineno = lines.filter(nonblank), lineno[keep]
+    parts = pc.split_pattern(lines, delimiter, max_splits=k)  # k+1 pieces at most: enough to see "too many"
+    counts = pc.list_value_length(parts)
+    ok = pc.equal(counts, k)
+    issues = []
+    if len(lines) and not pc.all(ok).as_py():
+        okn = _np_mask(ok)
+        got = _np(counts)[~okn]
+        # with max_splits a long line stops at k+1 pieces: count its fields exactly for the message
+        over = got > k
+        if over.any():
+            extra = lines.filter(pa.array(~okn))
+            got[over] = _np(pc.count_substring(extra.filter(pa.array(over)), delimiter)) + 1
+        issues.append(Issue(lineno[~okn], None, f"expected {k} fields, found {{value}}", got))
+        parts, lineno = parts.filter(ok), lineno[okn]
+    cols = [pc.list_element(parts, i) if len(parts) else pa.chunked_array([], pa.string()) for i in range(k)]
+    return pa.table(dict(zip(names, cols))), lineno, issues
+
+
+def _read_quoted(
+    path: str, names: Sequence[str], skip_rows: int, delimiter: str, encoding: str
+) -> tuple[pa.Table, np.ndarray, list[Issue]]:
+    """Quoted CSV as strings, single-threaded so that Arrow reports each bad row's physical line number."""
+    bad_lines: list[int] = []
+    bad_counts: list[int] = []
+
+    def handler(row) -> str:
+        bad_lines.append(row.number)
+        bad_counts.append(row.actual_columns)
+        return "skip"
+
+    t = pv.read_csv(
+        path,
+        read_options=pv.ReadOptions(use_threads=False, column_names=list(names), skip_rows=skip_rows, encoding=encoding),
+        parse_options=pv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=handler),
+        convert_options=pv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    total = t.num_rows + len(bad_lines)
+    lineno = np.arange(skip_rows + 1, skip_rows + 1 + total, dtype=np.int64)
+    if bad_lines:
+        lineno = lineno[~np.isin(lineno, np.asarray(bad_lines, dtype=np.int64))]
+    # with ignore_empty_lines=False a blank line arrives as a row of empty strings: drop those
+    if t.num_rows and names:
+        blank = pc.equal(t[names[0]], "")
+        for n in names[1:]:
+            blank = pc.and_(blank, pc.equal(t[n], ""))
+        if pc.any(blank).as_py():
+            keep = _np_mask(blank) == 0
+            t, lineno = t.filter(pa.array(keep)), lineno[keep]
+    issues = [Issue(np.asarray(bad_lines, dtype=np.int64), None, f"expected {len(names)} fields, found {{value}}",
+                    np.asarray(bad_counts))] if bad_lines else []
+    return t, lineno, issues
+
+
+def read_delimited(
+    path: str | PathLike,
+    specs: Sequence[ColumnSpec],
+    *,
+    delimiter: str,
+    bad: BadRows,
+    skip_rows: int = 0,
+    quoted: bool = False,
+    encoding: str = "utf8",
+) -> pa.Table:
+    """Read a delimited file whose columns are ``specs`` (in order), skipping ``skip_rows`` header lines.
+
+    Returns the typed table of good rows; bad rows go to ``bad`` (which raises unless skipping).
+    """
+    path = str(path)
+    names = [s.name for s in specs]
+    if len(delimiter) == 1:
+        try:
+            return _fast_read(path, specs, delimiter, skip_rows, quoted, encoding)
+        except (pa.ArrowInvalid, _Fallback):
+            pass
+    if quoted:
+        try:
+            strings, lineno, issues = _read_quoted(path, names, skip_rows, delimiter, encoding)
+        except pa.ArrowInvalid as e:
+            raise DataFormatError(path, None, None, f"cannot read as {encoding} text: {e}") from e
+    else:
+        lines = read_lines(path, skip_rows=skip_rows, encoding=encoding)
+        strings, lineno, issues = split_fields(lines, delimiter, names, skip_rows + 1)
+    table, more = parse_strings(strings, specs, lineno)
+    bad.add(path, issues + more)
+    return table
+
+
+def _fast_read(path: str, specs: Sequence[ColumnSpec], delimiter: str, skip_rows: int, quoted: bool,
+               encoding: str) -> pa.Table:
+    types = {s.name: (pa.string() if _is_list(s.type) else s.type) for s in specs}
+    t = pv.read_csv(
+        path,
+        read_options=pv.ReadOptions(column_names=list(types), skip_rows=skip_rows, encoding=encoding),
+        parse_options=pv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
+        convert_options=pv.ConvertOptions(
+            column_types=types, null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    for s in specs:
+        col = t[s.name]
+        if s.required and (col.null_count or (pa.types.is_string(col.type) and _any(pc.equal(col, "")))):
+            raise _Fallback
+        if s.allowed is not None and not _all(pc.or_(pc.is_in(col, pa.array(s.allowed)), pc.equal(col, ""))):
+            raise _Fallback
+        if _is_list(s.type):
+            lists, bad_flat, _, _ = split_list(col, s.type.value_type)
+            if bad_flat is not None:
+                raise _Fallback
+            t = t.set_column(t.column_names.index(s.name), s.name, lists)
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------
+# parsing strings
+
+
+def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray) -> tuple[pa.Table, list[Issue]]:
+    """Convert string columns to the spec types; rows with a bad value are dropped and reported as issues."""
+    n = t.num_rows
+    bad_any = np.zeros(n, dtype=bool)
+    issues: list[Issue] = []
+    out: dict[str, pa.ChunkedArray | pa.Array] = {}
+
+    def flag(mask: np.ndarray, field: str, reason: str, values=None) -> None:
+        if mask.any():
+            issues.append(Issue(lineno[mask], field, reason, values))
+            bad_any[mask] = True
+
+    for s in specs:
+        col = t[s.name]
+        empty = _np_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
+        if s.required:
+            flag(empty, s.name, "missing value")
+        if pa.types.is_integer(s.type) or pa.types.is_floating(s.type):
+            what = "integer" if pa.types.is_integer(s.type) else "number"
+            typed, badm = parse_numbers(col, s.type, empty)
+            flag(badm, s.name, f"invalid {what} {{value!r}}", col.filter(pa.array(badm)))
+            out[s.name] = typed
+        elif _is_list(s.type):
+            lists, bad_flat, parents, tokens = split_list(col, s.type.value_type)
+            if bad_flat is not None:
+                # one message per row: its first bad element
+                rows, first = np.unique(parents[bad_flat], return_index=True)
+                vals = tokens.take(pa.array(bad_flat[first]))
+                issues.append(Issue(lineno[rows], s.name, "invalid number {value!r} in list", vals))
+                bad_any[rows] = True
+            out[s.name] = lists
+        else:
+            if s.allowed is not None:
+                ok = _np_mask(pc.is_in(col, pa.array(s.allowed))) | (empty & ~s.required)
+                shown = ", ".join(s.allowed)
+                flag(~ok & ~empty, s.name, f"unexpected value {{value!r}} (expected one of {shown})",
+                     col.filter(pa.array(~ok & ~empty)))
+            out[s.name] = col
+    table = pa.table(out)
+    if bad_any.any():
+        table = table.filter(pa.array(~bad_any))
+    return table, issues
+
+
+def parse_numbers(col: pa.ChunkedArray | pa.Array, type_: pa.DataType, empty: np.ndarray | None = None
+                  ) -> tuple[pa.ChunkedArray | pa.Array, np.ndarray]:
+    """Strings to numbers: (typed column with null where empty or bad, mask of bad non-empty values)."""
+    n = len(col)
+    if empty is None:
+        empty = _np_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    if empty.any():
+        col = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), col)
+    try:
+        return pc.cast(col, type_), bad
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    pattern = INT_RE if pa.types.is_integer(type_) else FLOAT_RE
+    bad = ~_np_mask(pc.match_substring_regex(col, pattern)) & ~empty
+    clean = pc.if_else(pa.array(bad | empty), pa.scalar(None, pa.string()), col)
+    extra = _unparseable(clean, type_)  # e.g. an integer too large for int64
+    if extra:
+        bad[extra] = True
+        clean = pc.if_else(pa.array(bad | empty), pa.scalar(None, pa.string()), col)
+    return pc.cast(clean, type_), bad
+
+
+def _unparseable(arr, type_: pa.DataType, offset: int = 0) -> list[int]:
+    """Positions whose cast fails, by bisection: cheap when (as after a regex check) there are few."""
+    try:
+        pc.cast(arr, type_)
+        return []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(arr) == 1:
+            return [offset]
+        mid = len(arr) // 2
+        return _unparseable(arr.slice(0, mid), type_, offset) + _unparseable(arr.slice(mid), type_, offset + mid)
+
+
+def split_list(col: pa.ChunkedArray | pa.Array, value_type: pa.DataType
+               ) -> tuple[pa.Array, np.ndarray | None, np.ndarray, pa.Array]:
+    """Whitespace-separated values inside each field -> list array ("" -> []).
+
+    Returns (lists, positions of bad tokens or None, parent row of each token, the tokens as strings).
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    parts = pc.ascii_split_whitespace(col)
+    flat = pc.list_flatten(parts)
+    parents = _np(pc.list_parent_indices(parts)).astype(np.int64)
+    keep = pc.not_equal(flat, "")  # leading/trailing blanks and empty fields give "" pieces
+    if len(flat) and not pc.all(keep).as_py():
+        km = _np_mask(keep)
+        flat, parents = flat.filter(keep), parents[km]
+    bad_pos = None
+    if pa.types.is_string(value_type):
+        values = flat
+    else:
+        values, badm = parse_numbers(flat, value_type, np.zeros(len(flat), dtype=bool))
+        if badm.any():
+            bad_pos = np.flatnonzero(badm)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parents, minlength=n), out=offsets[1:])
+    if offsets[-1] < 2**31:
+        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    else:
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    return lists, bad_pos, parents, flat
+
+
+# ----------------------------------------------------------------------------------------------------------
+# small vectorized helpers shared by the loaders
+
+
+def positions_within(keys: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """For each row, how many earlier rows share its key (0, 1, 2, ... per key, in row order), as int64."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
+    n = len(keys)
+    if n == 0:
+        return pa.array([], pa.int64())
+    codes = _np(pc.dictionary_encode(keys).indices)
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    idx = np.arange(n, dtype=np.int64)
+    starts = np.r_[True, sc[1:] != sc[:-1]]
+    pos = idx - np.maximum.accumulate(np.where(starts, idx, 0))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = pos
+    return pa.array(out)
+
+
+def integral_to_int64(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A float column whose values are all whole numbers becomes int64 (e.g. RecBole ``timestamp:float``)."""
+    if not pa.types.is_floating(col.type) or len(col) == 0 or col.null_count:
+        return col
+    if _all(pc.equal(pc.floor(col), col)) and _all(pc.less(pc.abs(col), 2.0**62)):
+        return pc.cast(col, pa.int64())
+    return col
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _np(arr) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _np_mask(arr) -> np.ndarray:
+    """Boolean Arrow array -> numpy bool, null counting as False."""
+    if arr.null_count:
+        arr = pc.fill_null(arr, False)
+    return _np(arr).astype(bool, copy=False)
+
+
+def _all(mask) -> bool:
+    return bool(pc.all(mask).as_py() is not False)
+
+
+def _any(mask) -> bool:
+    return bool(pc.any(mask).as_py())

@@ -1,0 +1,105 @@
+"""Negative samplers over items 1..n_items. Vectorised; each never returns the positive it is given.
+
+Both take a ``numpy.random.Generator`` per call, so a trainer can derive it from (seed, epoch, step)
+and resume to the exact same negatives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from behaviorseq.data.store import SequenceStore
+
+
+class InteractionSet:
+    """Membership test for (user, item) pairs of a store: sorted int64 keys + ``searchsorted``."""
+
+    def __init__(self, store: SequenceStore, events: np.ndarray | None = None):
+        """``events``: flat event indices to include (e.g. the training events); default all."""
+        self.n = np.int64(store.num_items + 1)
+        users, items = store.event_user(), np.asarray(store.item)
+        if events is not None:
+            users, items = users[events], items[events]
+        self.keys = np.unique(users.astype(np.int64) * self.n + items.astype(np.int64))
+
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        q = np.asarray(users, dtype=np.int64) * self.n + np.asarray(items, dtype=np.int64)
+        pos = np.searchsorted(self.keys, q)
+        pos = np.minimum(pos, len(self.keys) - 1)
+        return self.keys[pos] == q
+
+
+class UniformSampler:
+    """Uniform over the items other than the positive (exactly: draws among n_items - 1 ids)."""
+
+    name = "uniform"
+
+    def __init__(self, n_items: int, exclude: InteractionSet | None = None, max_rounds: int = 100):
+        if n_items < 2:
+            raise ValueError("negative sampling needs at least 2 items")
+        self.n_items, self.exclude, self.max_rounds = n_items, exclude, max_rounds
+
+    def _draw(self, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        has_pos = pos > 0
+        r = rng.integers(1, self.n_items + 1 - has_pos.astype(np.int64), size=pos.shape)  # [1, n-1] or [1, n]
+        return np.where(has_pos & (r >= pos), r + 1, r)
+
+    def sample(self, pos: np.ndarray, n: int, rng: np.random.Generator,
+               users: np.ndarray | None = None) -> np.ndarray:
+        """pos [...]: positive ids (0 = none). Returns [..., n] negatives != pos (and, with ``exclude``
+        and ``users`` [...], never an item the user interacted with)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        rep = np.broadcast_to(pos[..., None], pos.shape + (n,))
+        neg = self._draw(rep, rng)
+        if self.exclude is not None and users is not None:
+            u = np.broadcast_to(np.asarray(users)[..., None], rep.shape)
+            for _ in range(self.max_rounds):
+                bad = self.exclude.contains(u, neg)
+                if not bad.any():
+                    break
+                neg[bad] = self._draw(rep[bad], rng)
+            else:
+                raise RuntimeError("negative sampler: some users have interacted with nearly every item")
+        return neg
+
+
+class PopularitySampler(UniformSampler):
+    """Items drawn with probability proportional to count**alpha (word2vec uses alpha = 0.75)."""
+
+    name = "popularity"
+
+    def __init__(self, counts: np.ndarray, alpha: float = 1.0, exclude: InteractionSet | None = None,
+                 max_rounds: int = 100):
+        counts = np.asarray(counts, dtype=np.float64).copy()
+        counts[0] = 0.0
+        super().__init__(len(counts) - 1, exclude, max_rounds)
+        w = counts ** alpha
+        if w.sum() <= 0:
+            raise ValueError("popularity sampler: all item counts are zero")
+        self.cdf = np.cumsum(w) / w.sum()
+        self.alpha = alpha
+
+    def _draw(self, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.searchsorted(self.cdf, rng.random(pos.shape), side="right").clip(1, self.n_items)
+        for _ in range(self.max_rounds):  # resample the draws that hit the positive
+            hit = out == pos
+            if not hit.any():
+                return out
+            out[hit] = np.searchsorted(self.cdf, rng.random(int(hit.sum())), side="right").clip(1, self.n_items)
+        raise RuntimeError("popularity sampler: the positive holds nearly all the probability mass")
+
+
+def item_counts(store: SequenceStore, events: np.ndarray | None = None) -> np.ndarray:
+    """[num_items + 1] event counts per item (over ``events`` indices, e.g. the training events)."""
+    items = np.asarray(store.item) if events is None else np.asarray(store.item)[events]
+    return np.bincount(items, minlength=store.num_items + 1)
+
+
+def make_sampler(name: str, store: SequenceStore, train_events: np.ndarray | None = None,
+                 exclude_history: bool = False, alpha: float = 1.0) -> UniformSampler:
+    exclude = InteractionSet(store) if exclude_history else None
+    if name == "uniform":
+        return UniformSampler(store.num_items, exclude)
+    if name == "popularity":
+        return PopularitySampler(item_counts(store, train_events), alpha, exclude)
+    raise ValueError(f"unknown negative sampler {name!r}; valid: ['uniform', 'popularity']")

@@ -1,0 +1,48 @@
+"""Model registry: ``behaviorseq.models.get("sasrec")`` returns the class; every name round-trips in a test.
+
+A model class carries ``Config`` (a StrictConfig), ``padding`` ("left"/"right"), ``fields`` (the batch
+fields it reads besides ``item``) and ``n_negatives`` (sampled negatives per training position, 0 for
+none). Retrieval models implement ``loss(batch) -> scalar`` and ``score(batch) -> [B, n_items + 1]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_REGISTRY: dict[str, type] = {}
+# name -> module, imported on first use so that importing the package stays cheap.
+_MODULES = {
+    "sasrec": "behaviorseq.models.retrieval.sasrec",
+    "gru4rec": "behaviorseq.models.retrieval.gru4rec",
+    "bert4rec": "behaviorseq.models.retrieval.bert4rec",
+}
+
+
+def register(name: str):
+    def deco(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get(name: str) -> type:
+    key = name.lower()
+    if key not in _MODULES:
+        raise KeyError(f"unknown model {name!r}; registered models are {names()}")
+    if key not in _REGISTRY:
+        importlib.import_module(_MODULES[key])
+    return _REGISTRY[key]
+
+
+def build(name: str, n_items: int, config: dict | None = None):
+    cls = get(name)
+    cfg = cls.Config.from_dict(config or {})
+    return cls(cfg, n_items)

@@ -1,0 +1,147 @@
+"""Preprocessing steps and the SequenceStore: encoding, k-core, dedup, truncation, CSR, cache."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import make_events
+
+from behaviorseq.data import preprocess as P
+from behaviorseq.data.schema import Schema
+from behaviorseq.data.events import EventTable
+from behaviorseq.data.store import SequenceStore, cached_store
+from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
+
+
+def test_ids_are_contiguous_from_one_sorted_by_raw_value_and_map_back():
+    t = make_events(["u9", "u1", "u1", "u5"], [30, 10, 20, 10], [1, 2, 1, 7])
+    prep = P.run(t)
+    store = SequenceStore.build(prep)
+    assert store.num_users == 3 and store.num_items == 3
+    assert store.raw_users([1, 2, 3]) == ["u1", "u5", "u9"]
+    # u1's events sorted by time: item 20 (t=1), item 10 (t=2)
+    assert store.raw_items(store.sequence(1)) == [20, 10]
+    assert list(store.offsets) == [0, 0, 2, 3, 4]
+    assert store.lengths[0] == 0  # the padding user
+
+
+def test_time_sort_is_stable_for_ties():
+    t = make_events(["a"] * 4, [4, 3, 2, 1], [5, 5, 5, 1])
+    store = SequenceStore.build(P.run(t))
+    assert store.raw_items(store.sequence(1)) == [1, 4, 3, 2]
+
+
+def test_iterative_k_core_reaches_a_fixed_point():
+    rng = np.random.default_rng(0)
+    n = 5000
+    u, i = rng.integers(0, 300, n), (rng.zipf(1.6, n) % 400)
+    t = make_events(u.tolist(), i.tolist(), np.arange(n).tolist())
+    prep = P.run(t, [P.KCore(5, 5)])
+    du, di = np.bincount(prep.user)[1:], np.bincount(prep.item)[1:]
+    assert du.min() >= 5 and di.min() >= 5
+    # a brute-force reference loop
+    pairs = list(zip(u.tolist(), i.tolist()))
+    while True:
+        cu, ci = {}, {}
+        for a, b in pairs:
+            cu[a] = cu.get(a, 0) + 1
+            ci[b] = ci.get(b, 0) + 1
+        new = [(a, b) for a, b in pairs if cu[a] >= 5 and ci[b] >= 5]
+        if len(new) == len(pairs):
+            break
+        pairs = new
+    assert len(pairs) == len(prep.item)
+    assert prep.record[-1]["events"] == len(pairs) and prep.record[-1]["step"] == "k_core"
+
+
+def test_dedup_modes():
+    t = make_events(["a", "a", "a", "a"], [1, 2, 1, 1], [3, 1, 2, 2])
+    first = P.run(t, [P.Dedup("first")])
+    assert first.events["timestamp"].to_pylist() == [1, 2]  # item 2 @1, item 1 @2
+    last = P.run(t, [P.Dedup("last")])
+    assert sorted(last.events["timestamp"].to_pylist()) == [1, 3]
+    exact = P.run(t, [P.Dedup("exact")])
+    assert len(exact.item) == 3
+
+
+def test_threshold_label_and_truncate():
+    t = make_events(["a"] * 5 + ["b"] * 2, [1, 2, 3, 4, 5, 1, 2], [1, 2, 3, 4, 5, 1, 2],
+                    rating=[5.0, 1.0, 4.0, 4.0, 2.0, 5.0, 3.0])
+    kept = P.run(t, [P.Threshold("rating", ">=", 4)])
+    assert len(kept.item) == 4
+    lab = P.run(t, [P.Label("rating", ">=", 4)])
+    assert lab.events["label"].to_pylist() == [1, 0, 1, 1, 0, 1, 0]
+    tr = P.run(t, [P.Truncate(2)])
+    assert tr.events["timestamp"].to_pylist() == [4, 5, 1, 2]  # the most recent two of each user
+
+
+def test_steps_round_trip_through_dicts_and_reject_unknown():
+    steps = [P.Dedup("last"), P.KCore(3, 2), P.Threshold("rating", ">", 3.5), P.Truncate(50)]
+    again = [P.step_from_dict(json.loads(json.dumps(s.to_dict()))) for s in steps]
+    assert again == steps
+    with pytest.raises(ValueError, match="valid steps"):
+        P.step_from_dict({"step": "kcore"})
+    with pytest.raises(ValueError, match="bad arguments"):
+        P.step_from_dict({"step": "k_core", "users": 3})
+
+
+def test_store_round_trip_mmap_with_fields_and_side_tables(tmp_path):
+    ev = pa.table({"user": [1, 1, 2, 2, 2], "item": ["x", "y", "y", "z", "x"], "timestamp": [1, 2, 1, 2, 3],
+                   "behavior": ["pv", "buy", "pv", None, "cart"], "amount": [1.5, 2.0, None, 4.0, 5.0]})
+    items = pa.table({"item": ["z", "x", "w"], "genre": ["g2", "g1", "g3"], "tags": [[7], [5, 6], []],
+                      "title": ["Zed", "Ex", "Wu"]})
+    t = EventTable(ev, Schema.of(user="categorical", item="categorical", timestamp="timestamp",
+                                 behavior="categorical", amount="numeric"),
+                   items=items, item_schema=Schema.of(item="categorical", genre="categorical",
+                                                      tags="categorical_list", title="text"))
+    store = SequenceStore.build(P.run(t))
+    path = store.save(tmp_path / "s")
+    back = SequenceStore.load(path)
+    assert isinstance(back.item, np.memmap)
+    np.testing.assert_array_equal(back.item, store.item)
+    beh = back.events["behavior"]
+    assert beh.decode(beh.data) == ["pv", "buy", "pv", None, "cart"]
+    assert np.isnan(back.events["amount"].data[2])
+    # item ids: x=1, y=2, z=3 ; y has no row in the item table -> 0 / empty / null
+    g = back.items["genre"]
+    assert g.decode(g.data) == [None, "g1", None, "g2"]
+    tags = back.items["tags"]
+    assert tags.offsets.tolist() == [0, 0, 2, 2, 3]
+    assert tags.decode(tags.data) == [5, 6, 7]
+    assert back.items["title"].data.to_pylist() == [None, "Ex", None, "Zed"]
+    assert back.meta["stats"]["events"] == 5 and back.meta["preprocess"][0]["step"] == "load"
+
+
+def test_save_is_atomic_and_leaves_no_partial_entry(tmp_path, monkeypatch):
+    table, _ = generate_seqrec(SeqRecConfig(n_users=50, n_items=40, n_topics=4, seed=1))
+    store = SequenceStore.build(P.run(table))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError):
+        store.save(tmp_path / "entry")
+    assert not (tmp_path / "entry").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_is_keyed_by_source_and_config(tmp_path):
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    calls = []
+    table, _ = generate_seqrec(SeqRecConfig(n_users=30, n_items=20, n_topics=2, seed=2))
+
+    def build():
+        calls.append(1)
+        return SequenceStore.build(P.run(table))
+
+    a = cached_store([src], {"steps": []}, build, tmp_path / "c")
+    b = cached_store([src], {"steps": []}, build, tmp_path / "c")
+    assert len(calls) == 1 and a.path == b.path
+    cached_store([src], {"steps": [{"step": "k_core"}]}, build, tmp_path / "c")
+    assert len(calls) == 2
+    src.write_text("changed")
+    cached_store([src], {"steps": []}, build, tmp_path / "c")
+    assert len(calls) == 3
