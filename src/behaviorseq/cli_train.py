@@ -1,9 +1,123 @@
-"""Training commands (train / evaluate / compare); filled in by the engine."""
+"""``behaviorseq train | evaluate | compare``: thin wrappers over ``behaviorseq.train``.
+
+Config resolution, later wins: the model's packaged YAML (``behaviorseq/configs/<model>.yaml``), a
+dataset-specific one (``<model>_<dataset>.yaml``) if packaged, ``--config FILE``, then ``key=value``
+overrides (``train.lr=0.001``, ``model.hidden_size=64``, ``eval.ks=[10,20]``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from behaviorseq.config import ConfigError, parse_overrides
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def packaged_config(name: str) -> dict:
+    f = resources.files("behaviorseq") / "configs" / f"{name}.yaml"
+    return yaml.safe_load(f.read_text()) or {} if f.is_file() else {}
+
+
+def build_config(model: str, data: str | None, config_file: str | None, overrides: list[str]) -> dict:
+    cfg: dict = {"model": model}
+    cfg = _merge(cfg, packaged_config(model))
+    if data:
+        cfg = _merge(cfg, packaged_config(f"{model}_{data.lower()}"))
+    if config_file:
+        cfg = _merge(cfg, yaml.safe_load(Path(config_file).read_text()) or {})
+    ov = parse_overrides(overrides)
+    if "model" in ov and isinstance(ov["model"], dict):  # model.x=... -> the model's own config
+        ov["model_args"] = ov.pop("model")
+    cfg = _merge(cfg, ov)
+    if data:
+        cfg = _merge(cfg, {"data": {"dataset": data}})
+    return cfg
+
+
+def format_metrics(result: dict, ks=None) -> str:
+    ks = ks or result["protocol"]["ks"]
+    head = ["role"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["MRR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for role in ("valid", "test"):
+        r = result[role]
+        vals = [f"{r.get(f'{m.lower()}@{k}', float('nan')):.4f}" for k in ks for m in ("HR", "NDCG")]
+        lines.append("| " + " | ".join([role] + vals + [f"{r.get('mrr', float('nan')):.4f}"]) + " |")
+    p = result["protocol"]
+    lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats_after_preprocessing']}), {p['split']['split']}, "
+                 f"{p['ranking']} ranking, history excluded: {p['exclude_history']}, ties: {p['ties']}, "
+                 f"seed {p['seed']}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from behaviorseq.train import run_experiment
+
+    try:
+        cfg = build_config(args.model, args.data, args.config, args.overrides)
+        if args.data_root:
+            cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
+        out = Path(args.out or f"runs/{args.model}-{(args.data or 'data').lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+        result = run_experiment(cfg, out, resume=args.resume)
+    except ConfigError as e:
+        print(f"error: {e}")
+        return 2
+    print(format_metrics(result))
+    print(f"\nrun folder: {out}  (best epoch {result['best_epoch']}, {result['seconds_per_epoch']:.1f} s/epoch)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from behaviorseq.train import evaluate_run
+
+    ov = parse_overrides(args.overrides)
+    result = evaluate_run(args.run_dir, overrides=ov or None)
+    print(format_metrics(result))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from behaviorseq.train import compare_runs
+
+    table, rows = compare_runs(args.run_dirs, role=args.role, out=args.plot)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    return None
+    t = sub.add_parser("train", help="train, early-stop, evaluate the best checkpoint on test")
+    t.add_argument("--model", required=True, help="a registered model: sasrec, gru4rec, bert4rec, ...")
+    t.add_argument("--data", default=None, help="a registered dataset name or a path")
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--config", default=None, help="a YAML run config")
+    t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001 model.loss=ce")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a run's best checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("overrides", nargs="*", help="e.g. eval.negatives=100 eval.exclude_history=false")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="a table and a bar chart of several runs")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--role", default="test", choices=["valid", "test"])
+    c.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    c.add_argument("--json", default=None)
+    c.set_defaults(func=cmd_compare)

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 class StrictConfig(pydantic.BaseModel):
     """Base of every config. ``extra='forbid'`` plus a message naming the valid keys."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> StrictConfig:

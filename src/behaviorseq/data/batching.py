@@ -128,8 +128,11 @@ def epoch_loader(batcher: SeqBatcher, batch_size: int, *, shuffle: bool, seed: i
     ``start_step`` of the epoch so that resume continues with the exact batches and negatives."""
     batches = batch_indices(len(batcher), batch_size, shuffle, seed, epoch, drop_last)
     ds = _BatchDataset(batcher, batches, seed, epoch, start_step)
+    # Its own generator: a DataLoader draws a base seed per iterator, which must not consume the
+    # global torch RNG (dropout's), or a resumed run would drift from an uninterrupted one.
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
-                                       persistent_workers=False)
+                                       persistent_workers=False, generator=gen)
 
 
 def item_field(store: SequenceStore, name: str) -> torch.Tensor:

@@ -1,0 +1,8 @@
+"""Training: the Trainer, run folders, evaluation and comparison of runs."""
+
+from behaviorseq.train.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from behaviorseq.train.run import compare_runs, evaluate_run, resolve_config, run_experiment
+from behaviorseq.train.trainer import Trainer
+
+__all__ = ["DataConfig", "EvalConfig", "RunConfig", "TrainConfig", "Trainer", "compare_runs", "evaluate_run",
+           "resolve_config", "run_experiment"]

@@ -15,6 +15,7 @@ Line numbers of quoted CSV files (``quoted=True``) are exact unless a quoted val
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ ISO_RE = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
 )
-_TZ_RE = r"[T ].*(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+TZ_RE = r"[T ].*(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
 _LINE_DELIM = "\x1f"  # ASCII unit separator: never in these text formats, so each line is one field
 MAX_RECORDED = 100
+_BLOCK = 1 << 23  # 8 MiB blocks: fewer, larger parse tasks (and fewer Python reads when streaming)
 
 
 class _Fallback(Exception):
@@ -83,6 +85,7 @@ class BadRows:
         self.limit = limit
         self.count = 0
         self.rows: list[dict] = []
+        self._unit = "line"  # of the first recorded row, for the warning
 
     def add(self, file: str | PathLike | None, issues: Sequence[Issue], *, unit: str = "line") -> None:
         """Report the bad rows of one file; each line counts once (its first issue, in ``issues`` order)."""
@@ -100,10 +103,14 @@ class BadRows:
             k = first[0]
             iss = issues[which[k]]
             raise DataFormatError(file, int(lines[k]), iss.field, iss.describe(pos[k]), unit=unit)
+        if not self.rows:
+            self._unit = unit
         self.count += len(first)
         for k in first[: max(0, self.limit - len(self.rows))]:
             iss = issues[which[k]]
-            self.rows.append({"file": file, "line": int(lines[k]), "field": iss.field, "reason": iss.describe(pos[k])})
+            self.rows.append(
+                {"file": file, "line": int(lines[k]), "field": iss.field, "reason": iss.describe(pos[k])}
+            )
 
     def finish(self, report: dict, what: str) -> dict:
         """Write ``skipped_rows`` / ``bad_rows`` into ``report`` and warn when rows were dropped."""
@@ -111,7 +118,7 @@ class BadRows:
         report["bad_rows"] = list(self.rows)
         if self.count:
             r = self.rows[0]
-            first = str(DataFormatError(r["file"], r["line"], r["field"], r["reason"]))
+            first = str(DataFormatError(r["file"], r["line"], r["field"], r["reason"], unit=self._unit))
             warnings.warn(f"{what}: skipped {self.count:,} malformed row(s); first: {first}", stacklevel=3)
         return report
 
@@ -142,7 +149,9 @@ def read_lines(path: str | PathLike, *, skip_rows: int = 0, encoding: str = "utf
                 delimiter=_LINE_DELIM, quote_char=False, escape_char=False, ignore_empty_lines=False
             ),
             convert_options=pv.ConvertOptions(
-                column_types={"line": pa.string()}, strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types={"line": pa.string()},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as e:
@@ -160,27 +169,27 @@ def split_fields(
     lineno = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
     nonblank = pc.not_equal(lines, "")
     if not pc.all(nonblank).as_py() and len(lines):
-        keep = _np_mask(nonblank)
+        keep = to_mask(nonblank)
         lines, lineno = lines.filter(nonblank), lineno[keep]
     parts = pc.split_pattern(lines, delimiter, max_splits=k)  # k+1 pieces at most: enough to see "too many"
     counts = pc.list_value_length(parts)
     ok = pc.equal(counts, k)
     issues = []
     if len(lines) and not pc.all(ok).as_py():
-        okn = _np_mask(ok)
-        got = _np(counts)[~okn]
+        okn = to_mask(ok)
+        got = to_np(counts)[~okn]
         # with max_splits a long line stops at k+1 pieces: count its fields exactly for the message
         over = got > k
         if over.any():
             extra = lines.filter(pa.array(~okn))
-            got[over] = _np(pc.count_substring(extra.filter(pa.array(over)), delimiter)) + 1
+            got[over] = to_np(pc.count_substring(extra.filter(pa.array(over)), delimiter)) + 1
         issues.append(Issue(lineno[~okn], None, f"expected {k} fields, found {{value}}", got))
         parts, lineno = parts.filter(ok), lineno[okn]
     cols = [pc.list_element(parts, i) if len(parts) else pa.chunked_array([], pa.string()) for i in range(k)]
-    return pa.table(dict(zip(names, cols))), lineno, issues
+    return pa.table(dict(zip(names, cols, strict=True))), lineno, issues
 
 
-def _read_quoted(
+def read_quoted(
     path: str, names: Sequence[str], skip_rows: int, delimiter: str, encoding: str
 ) -> tuple[pa.Table, np.ndarray, list[Issue]]:
     """Quoted CSV as strings, single-threaded so that Arrow reports each bad row's physical line number."""
@@ -194,10 +203,16 @@ def _read_quoted(
 
     t = pv.read_csv(
         path,
-        read_options=pv.ReadOptions(use_threads=False, column_names=list(names), skip_rows=skip_rows, encoding=encoding),
-        parse_options=pv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=handler),
+        read_options=pv.ReadOptions(
+            use_threads=False, column_names=list(names), skip_rows=skip_rows, encoding=encoding
+        ),
+        parse_options=pv.ParseOptions(
+            delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=handler
+        ),
         convert_options=pv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     total = t.num_rows + len(bad_lines)
@@ -210,10 +225,20 @@ def _read_quoted(
         for n in names[1:]:
             blank = pc.and_(blank, pc.equal(t[n], ""))
         if pc.any(blank).as_py():
-            keep = _np_mask(blank) == 0
+            keep = to_mask(blank) == 0
             t, lineno = t.filter(pa.array(keep)), lineno[keep]
-    issues = [Issue(np.asarray(bad_lines, dtype=np.int64), None, f"expected {len(names)} fields, found {{value}}",
-                    np.asarray(bad_counts))] if bad_lines else []
+    issues = (
+        [
+            Issue(
+                np.asarray(bad_lines, dtype=np.int64),
+                None,
+                f"expected {len(names)} fields, found {{value}}",
+                np.asarray(bad_counts),
+            )
+        ]
+        if bad_lines
+        else []
+    )
     return t, lineno, issues
 
 
@@ -233,14 +258,18 @@ def read_delimited(
     """
     path = str(path)
     names = [s.name for s in specs]
-    if len(delimiter) == 1:
-        try:
+    try:
+        if len(delimiter) == 1:
             return _fast_read(path, specs, delimiter, skip_rows, quoted, encoding)
-        except (pa.ArrowInvalid, _Fallback):
-            pass
+        if not quoted:
+            # a multi-character delimiter becomes one unused byte while streaming, so Arrow's parser still works
+            with _Replacing(path, delimiter.encode(encoding), _LINE_DELIM.encode()) as src:
+                return _fast_read(src, specs, _LINE_DELIM, skip_rows, False, encoding)
+    except (pa.ArrowInvalid, _Fallback):
+        pass
     if quoted:
         try:
-            strings, lineno, issues = _read_quoted(path, names, skip_rows, delimiter, encoding)
+            strings, lineno, issues = read_quoted(path, names, skip_rows, delimiter, encoding)
         except pa.ArrowInvalid as e:
             raise DataFormatError(path, None, None, f"cannot read as {encoding} text: {e}") from e
     else:
@@ -251,12 +280,15 @@ def read_delimited(
     return table
 
 
-def _fast_read(path: str, specs: Sequence[ColumnSpec], delimiter: str, skip_rows: int, quoted: bool,
-               encoding: str) -> pa.Table:
+def _fast_read(
+    source, specs: Sequence[ColumnSpec], delimiter: str, skip_rows: int, quoted: bool, encoding: str
+) -> pa.Table:
     types = {s.name: (pa.string() if _is_list(s.type) else s.type) for s in specs}
     t = pv.read_csv(
-        path,
-        read_options=pv.ReadOptions(column_names=list(types), skip_rows=skip_rows, encoding=encoding),
+        source,
+        read_options=pv.ReadOptions(
+            column_names=list(types), skip_rows=skip_rows, encoding=encoding, block_size=_BLOCK
+        ),
         parse_options=pv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
         convert_options=pv.ConvertOptions(
             column_types=types, null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False
@@ -276,11 +308,52 @@ def _fast_read(path: str, specs: Sequence[ColumnSpec], delimiter: str, skip_rows
     return t
 
 
+class _Replacing(io.RawIOBase):
+    """Read-only stream over a (possibly compressed) file with every ``old`` byte string replaced by ``new``.
+
+    Replacement is left to right, as ``bytes.replace`` and ``pc.split_pattern`` do: a run of delimiter
+    characters cut by a block boundary is held back so that pairs are never split.
+    """
+
+    def __init__(self, path: str, old: bytes, new: bytes) -> None:
+        super().__init__()
+        self._f = pa.input_stream(path, compression="detect")
+        self._old, self._new, self._carry = old, new, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n and n > 0 else _BLOCK
+        data = self._carry + self._f.read(max(1, want - len(self._carry)))  # never more than asked for
+        self._carry = b""
+        if not data:
+            return b""
+        if len(self._old) > 1:
+            c = self._old[-1:]
+            run = len(data) - len(data.rstrip(c))
+            keep = run % len(self._old) if self._old == c * len(self._old) else min(run, len(self._old) - 1)
+            if keep and len(data) > keep:
+                data, self._carry = data[:-keep], data[-keep:]
+        return data.replace(self._old, self._new)
+
+    def readinto(self, b) -> int:
+        d = self.read(len(b))
+        b[: len(d)] = d
+        return len(d)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # parsing strings
 
 
-def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray) -> tuple[pa.Table, list[Issue]]:
+def parse_strings(
+    t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray
+) -> tuple[pa.Table, list[Issue]]:
     """Convert string columns to the spec types; rows with a bad value are dropped and reported as issues."""
     n = t.num_rows
     bad_any = np.zeros(n, dtype=bool)
@@ -294,7 +367,7 @@ def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray) 
 
     for s in specs:
         col = t[s.name]
-        empty = _np_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
+        empty = to_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
         if s.required:
             flag(empty, s.name, "missing value")
         if pa.types.is_integer(s.type) or pa.types.is_floating(s.type):
@@ -313,10 +386,14 @@ def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray) 
             out[s.name] = lists
         else:
             if s.allowed is not None:
-                ok = _np_mask(pc.is_in(col, pa.array(s.allowed))) | (empty & ~s.required)
+                ok = to_mask(pc.is_in(col, pa.array(s.allowed))) | (empty & (not s.required))
                 shown = ", ".join(s.allowed)
-                flag(~ok & ~empty, s.name, f"unexpected value {{value!r}} (expected one of {shown})",
-                     col.filter(pa.array(~ok & ~empty)))
+                flag(
+                    ~ok & ~empty,
+                    s.name,
+                    f"unexpected value {{value!r}} (expected one of {shown})",
+                    col.filter(pa.array(~ok & ~empty)),
+                )
             out[s.name] = col
     table = pa.table(out)
     if bad_any.any():
@@ -324,12 +401,13 @@ def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray) 
     return table, issues
 
 
-def parse_numbers(col: pa.ChunkedArray | pa.Array, type_: pa.DataType, empty: np.ndarray | None = None
-                  ) -> tuple[pa.ChunkedArray | pa.Array, np.ndarray]:
+def parse_numbers(
+    col: pa.ChunkedArray | pa.Array, type_: pa.DataType, empty: np.ndarray | None = None
+) -> tuple[pa.ChunkedArray | pa.Array, np.ndarray]:
     """Strings to numbers: (typed column with null where empty or bad, mask of bad non-empty values)."""
     n = len(col)
     if empty is None:
-        empty = _np_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
+        empty = to_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
     bad = np.zeros(n, dtype=bool)
     if empty.any():
         col = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), col)
@@ -338,16 +416,16 @@ def parse_numbers(col: pa.ChunkedArray | pa.Array, type_: pa.DataType, empty: np
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     pattern = INT_RE if pa.types.is_integer(type_) else FLOAT_RE
-    bad = ~_np_mask(pc.match_substring_regex(col, pattern)) & ~empty
+    bad = ~to_mask(pc.match_substring_regex(col, pattern)) & ~empty
     clean = pc.if_else(pa.array(bad | empty), pa.scalar(None, pa.string()), col)
-    extra = _unparseable(clean, type_)  # e.g. an integer too large for int64
+    extra = unparseable(clean, type_)  # e.g. an integer too large for int64
     if extra:
         bad[extra] = True
         clean = pc.if_else(pa.array(bad | empty), pa.scalar(None, pa.string()), col)
     return pc.cast(clean, type_), bad
 
 
-def _unparseable(arr, type_: pa.DataType, offset: int = 0) -> list[int]:
+def unparseable(arr, type_: pa.DataType, offset: int = 0) -> list[int]:
     """Positions whose cast fails, by bisection: cheap when (as after a regex check) there are few."""
     try:
         pc.cast(arr, type_)
@@ -356,11 +434,14 @@ def _unparseable(arr, type_: pa.DataType, offset: int = 0) -> list[int]:
         if len(arr) == 1:
             return [offset]
         mid = len(arr) // 2
-        return _unparseable(arr.slice(0, mid), type_, offset) + _unparseable(arr.slice(mid), type_, offset + mid)
+        return unparseable(arr.slice(0, mid), type_, offset) + unparseable(
+            arr.slice(mid), type_, offset + mid
+        )
 
 
-def split_list(col: pa.ChunkedArray | pa.Array, value_type: pa.DataType
-               ) -> tuple[pa.Array, np.ndarray | None, np.ndarray, pa.Array]:
+def split_list(
+    col: pa.ChunkedArray | pa.Array, value_type: pa.DataType
+) -> tuple[pa.Array, np.ndarray | None, np.ndarray, pa.Array]:
     """Whitespace-separated values inside each field -> list array ("" -> []).
 
     Returns (lists, positions of bad tokens or None, parent row of each token, the tokens as strings).
@@ -370,10 +451,10 @@ def split_list(col: pa.ChunkedArray | pa.Array, value_type: pa.DataType
     n = len(col)
     parts = pc.ascii_split_whitespace(col)
     flat = pc.list_flatten(parts)
-    parents = _np(pc.list_parent_indices(parts)).astype(np.int64)
+    parents = to_np(pc.list_parent_indices(parts)).astype(np.int64)
     keep = pc.not_equal(flat, "")  # leading/trailing blanks and empty fields give "" pieces
     if len(flat) and not pc.all(keep).as_py():
-        km = _np_mask(keep)
+        km = to_mask(keep)
         flat, parents = flat.filter(keep), parents[km]
     bad_pos = None
     if pa.types.is_string(value_type):
@@ -382,13 +463,18 @@ def split_list(col: pa.ChunkedArray | pa.Array, value_type: pa.DataType
         values, badm = parse_numbers(flat, value_type, np.zeros(len(flat), dtype=bool))
         if badm.any():
             bad_pos = np.flatnonzero(badm)
+    return build_lists(n, parents, values), bad_pos, parents, flat
+
+
+def build_lists(n: int, parents: np.ndarray, values: pa.Array) -> pa.Array:
+    """A list array of ``n`` rows from flat ``values`` and the (non-decreasing) row each value belongs to."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(parents, minlength=n), out=offsets[1:])
     if offsets[-1] < 2**31:
-        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-    else:
-        lists = pa.LargeListArray.from_arrays(pa.array(offsets), values)
-    return lists, bad_pos, parents, flat
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -402,7 +488,7 @@ def positions_within(keys: pa.ChunkedArray | pa.Array) -> pa.Array:
     n = len(keys)
     if n == 0:
         return pa.array([], pa.int64())
-    codes = _np(pc.dictionary_encode(keys).indices)
+    codes = to_np(pc.dictionary_encode(keys).indices)
     order = np.argsort(codes, kind="stable")
     sc = codes[order]
     idx = np.arange(n, dtype=np.int64)
@@ -426,17 +512,17 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
-def _np(arr) -> np.ndarray:
+def to_np(arr) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _np_mask(arr) -> np.ndarray:
+def to_mask(arr) -> np.ndarray:
     """Boolean Arrow array -> numpy bool, null counting as False."""
     if arr.null_count:
         arr = pc.fill_null(arr, False)
-    return _np(arr).astype(bool, copy=False)
+    return to_np(arr).astype(bool, copy=False)
 
 
 def _all(mask) -> bool:

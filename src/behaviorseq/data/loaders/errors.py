@@ -29,7 +29,9 @@ class DataFormatError(ValueError):
         self.field = field
         self.reason = reason
         self.unit = unit
-        where = [Path(self.file).name if self.file and not self.file.startswith("<") else (self.file or "<data>")]
+        where = [
+            Path(self.file).name if self.file and not self.file.startswith("<") else (self.file or "<data>")
+        ]
         if line is not None:
             where.append(f"{unit} {line}")
         if field is not None:

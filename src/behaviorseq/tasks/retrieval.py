@@ -1,0 +1,145 @@
+"""Next-item retrieval: how a SequenceStore and a split become training batches, a loss, and metrics.
+
+Evaluation is vectorised over chunks of users: the model scores every item, the user's history items
+are removed when asked (never the target), and each target's rank gives HR/NDCG/MRR@K. Sampled-N
+evaluation ranks the target among N negatives drawn once from a fixed seed. Per-sample metric sums and
+counts are all-reduced under DDP, so several processes give the same numbers as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from behaviorseq import __version__
+from behaviorseq.data.batching import SeqBatcher, epoch_loader
+from behaviorseq.data.sampling import InteractionSet, make_sampler
+from behaviorseq.data.splits import TRAIN, Split, View
+from behaviorseq.data.store import SequenceStore
+from behaviorseq.metrics import per_sample_ranking_metrics, set_metrics, target_ranks, topk_with_exclusion
+from behaviorseq.train.config import EvalConfig, TrainConfig
+
+
+def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@dataclass
+class RetrievalTask:
+    store: SequenceStore
+    split: Split
+    max_len: int
+    padding: str
+    fields: tuple[str, ...]
+    n_negatives: int
+    train_cfg: TrainConfig
+    eval_cfg: EvalConfig
+    exclude_history: bool
+
+    @classmethod
+    def create(cls, store: SequenceStore, split: Split, model, train_cfg: TrainConfig,
+               eval_cfg: EvalConfig) -> RetrievalTask:
+        ex = eval_cfg.exclude_history
+        if ex is None:
+            ex = bool(store.meta.get("dataset", {}).get("exclude_history_default", True))
+        return cls(store, split, int(model.cfg.max_len), model.padding, tuple(getattr(model, "fields", ())),
+                   int(model.n_negatives), train_cfg, eval_cfg, ex)
+
+    # ---- training -------------------------------------------------------------------------------
+    def train_batcher(self) -> SeqBatcher:
+        sampler = None
+        if self.n_negatives > 0:
+            train_events = np.flatnonzero(self.split.roles == TRAIN) if self.train_cfg.negatives_exclude_history else None
+            sampler = make_sampler("uniform", self.store)
+            if train_events is not None:
+                sampler.exclude = InteractionSet(self.store, train_events)
+        return SeqBatcher(self.store, self.split.train, self.max_len, self.padding, self.fields, sampler,
+                          max(1, self.n_negatives))
+
+    def train_loader(self, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        batcher = self.train_batcher()
+        loader = epoch_loader(batcher, self.train_cfg.batch_size, shuffle=True, seed=self.train_cfg.seed,
+                              epoch=epoch, start_step=start_step, num_workers=self.train_cfg.num_workers)
+        return loader, batcher
+
+    def steps_per_epoch(self) -> int:
+        n = -(-len(self.split.train) // self.train_cfg.batch_size)
+        return min(n, self.train_cfg.max_steps_per_epoch or n)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, role: str, device: torch.device,
+                 rank: int = 0, world: int = 1) -> dict[str, float]:
+        view: View = self.split.view(role)
+        ec = self.eval_cfg
+        ks = sorted(ec.ks)
+        batcher = SeqBatcher(self.store, view, self.max_len, self.padding, self.fields)
+        is_set = bool(len(view)) and bool((view.target_end - view.target_start > 1).any())
+        sampler = None
+        if ec.negatives != "full":
+            sampler = make_sampler(ec.negative_sampler, self.store, np.flatnonzero(self.split.roles == TRAIN))
+            sampler.exclude = InteractionSet(self.store)  # sampled negatives are items the user never touched
+        was_training = model.training
+        model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), dtype=torch.float64)
+        idx_all = np.arange(len(view))[rank::world]
+        for start in range(0, len(idx_all), ec.batch_size):
+            idx = idx_all[start:start + ec.batch_size]
+            batch = batcher.batch(idx)
+            scores = model.score(_move(batch, device)).float().cpu()  # [B, n_items + 1]
+            scores[:, 0] = -torch.inf
+            exclude = None
+            if self.exclude_history:
+                rows, items = batcher.history(idx)
+                exclude = (torch.from_numpy(rows), torch.from_numpy(items.astype(np.int64)))
+            if is_set:
+                per = set_metrics(topk_with_exclusion(scores, max(ks), exclude), batch["targets"], ks)
+            elif sampler is not None:
+                rng = np.random.default_rng([ec.seed, int(idx[0]) if len(idx) else 0])
+                tgt = batch["target"].numpy()
+                neg = torch.from_numpy(sampler.sample(tgt, int(ec.negatives), rng, view.user[idx]))
+                cand = torch.cat([batch["target"][:, None], neg], 1)  # target first
+                sub = scores.gather(1, cand)
+                ranks = target_ranks(torch.cat([torch.full((len(idx), 1), -torch.inf), sub], 1),
+                                     torch.ones(len(idx), dtype=torch.long), ties=ec.ties)
+                per = per_sample_ranking_metrics(ranks, ks)
+            else:
+                ranks = target_ranks(scores, batch["target"], exclude=exclude, ties=ec.ties)
+                per = per_sample_ranking_metrics(ranks, ks)
+            for k, v in per.items():
+                sums[k] = sums.get(k, torch.zeros((), dtype=torch.float64)) + v.double().sum()
+            count += len(idx)
+        if world > 1:
+            names = sorted(sums) if sums else []
+            vec = torch.stack([sums[k] for k in names] + [count]) if names else count.reshape(1)
+            dist.all_reduce(vec)
+            sums, count = dict(zip(names, vec[:-1])), vec[-1]
+        if was_training:
+            model.train()
+        out = {k: float(v / count) for k, v in sorted(sums.items())} if count > 0 else {}
+        out["n"] = int(count)
+        return out
+
+    def protocol(self, role: str = "test") -> dict:
+        """Everything a reader needs to compare this result with another."""
+        st = self.store.meta["stats"]
+        ec = self.eval_cfg
+        return {
+            "task": "next_item_retrieval",
+            "dataset": self.store.meta.get("name"),
+            "dataset_stats_after_preprocessing": {k: st[k] for k in ("users", "items", "events")},
+            "preprocessing": self.store.meta.get("preprocess"),
+            "split": self.split.describe(),
+            "evaluated_role": role,
+            "ranking": "full" if ec.negatives == "full" else f"sampled-{ec.negatives}-{ec.negative_sampler}",
+            "exclude_history": self.exclude_history,
+            "ties": ec.ties,
+            "ks": sorted(ec.ks),
+            "max_len": self.max_len,
+            "seed": self.train_cfg.seed,
+            "code_version": __version__,
+        }

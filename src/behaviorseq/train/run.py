@@ -1,0 +1,170 @@
+"""Runs: one config -> a run folder with the resolved config, log, checkpoints, metrics and a plot.
+
+    run_dir/config.yaml       the resolved RunConfig (model defaults filled in)
+    run_dir/log.jsonl         one line per epoch: loss, validation metrics, elapsed seconds
+    run_dir/checkpoints/      last.pt (resumable state) and best.pt (weights of the best validation epoch)
+    run_dir/metrics.json      best epoch, validation and test metrics of the best weights, the protocol
+    run_dir/curves.png        training loss and the validation metric per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from behaviorseq import models
+from behaviorseq.data.datasets import open_dataset
+from behaviorseq.data.splits import make_split
+from behaviorseq.tasks.retrieval import RetrievalTask
+from behaviorseq.train.config import RunConfig
+from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
+from behaviorseq.utils import atomic_write_text
+
+
+def resolve_config(config: dict | RunConfig) -> RunConfig:
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    model_cfg = models.get(cfg.model).Config.from_dict(cfg.model_args)  # validates, fills defaults
+    return cfg.model_copy(update={"model_args": model_cfg.to_dict()})
+
+
+def prepare(cfg: RunConfig):
+    """(store, split, model, task) for a resolved config."""
+    store = open_dataset(cfg.data.dataset, cfg.data.steps, root=cfg.data.data_root, cache_dir=cfg.data.cache_dir)
+    split = make_split(store, cfg.data.split, **cfg.data.split_args)
+    seed_everything(cfg.train.seed)
+    model = models.build(cfg.model, store.num_items, cfg.model_args)
+    task = RetrievalTask.create(store, split, model, cfg.train, cfg.eval)
+    return store, split, model, task
+
+
+def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train with early stopping, then evaluate the best weights on validation and test."""
+    cfg = resolve_config(config)
+    run_dir = Path(run_dir)
+    rank, world = dist_info()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    store, split, model, task = prepare(cfg)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    trainer = Trainer(model, task, cfg.train, run_dir)
+    t0 = time.perf_counter()
+    state = trainer.fit(resume=resume)
+    train_s = time.perf_counter() - t0
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=trainer.device, weights_only=True))
+    valid = task.evaluate(model, "valid", trainer.device, rank, world)
+    test = task.evaluate(model, "test", trainer.device, rank, world)
+    result = {
+        "model": cfg.model, "dataset": store.meta.get("name"), "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"], "valid": valid, "test": test, "protocol": task.protocol("test"),
+        "train_seconds": train_s, "seconds_per_epoch": state["elapsed_s"] / max(1, state["epoch"]),
+        "environment": environment(trainer.device, world),
+    }
+    if rank == 0:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, default=str))
+        plot_curves(run_dir, cfg.train.early_stop_metric)
+    return result
+
+
+def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | None = None) -> dict:
+    """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100)."""
+    run_dir = Path(run_dir)
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if overrides:
+        for k, v in overrides.items():
+            data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
+    cfg = resolve_config(data)
+    store, split, model, task = prepare(cfg)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True))
+    out = {"run": str(run_dir), "model": cfg.model, "dataset": store.meta.get("name"),
+           **{r: task.evaluate(model, r, device) for r in roles}, "protocol": task.protocol("test")}
+    atomic_write_text(run_dir / "evaluation.json", json.dumps(out, indent=2, default=str))
+    return out
+
+
+def environment(device: torch.device, world: int) -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+            "world_size": world, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    p = Path(run_dir) / "log.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+
+def plot_curves(run_dir: Path, metric: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(run_dir)
+    if not rows:
+        return None
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ep = [r["epoch"] for r in rows if r.get("train_loss") is not None]
+    ax1.plot(ep, [r["train_loss"] for r in rows if r.get("train_loss") is not None], color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ev = [r for r in rows if "valid" in r]
+    ax2.plot([r["epoch"] for r in ev], [r["valid"].get(metric) for r in ev], color="tab:red", marker="o", ms=3)
+    ax2.set_ylabel(f"valid {metric}", color="tab:red")
+    ax1.set_title(f"{run_dir.name}")
+    fig.tight_layout()
+    out = Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path | None = None) -> tuple[str, list[dict]]:
+    """A markdown table of several runs' metrics (with the protocol columns that must agree) and,
+    with ``out``, a grouped bar chart PNG."""
+    rows = []
+    for d in run_dirs:
+        m = json.loads((Path(d) / "metrics.json").read_text())
+        rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
+                     "ranking": m["protocol"]["ranking"], "exclude_history": m["protocol"]["exclude_history"],
+                     **{k: v for k, v in m[role].items() if k != "n"}, "n": m[role].get("n")})
+    metrics = [k for k in rows[0] if "@" in k or k == "mrr"] if rows else []
+    protocols = {(r["dataset"], r["ranking"], r["exclude_history"]) for r in rows}
+    head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vals = [r["run"], r["model"], r["dataset"], r["ranking"], str(r["exclude_history"])]
+        lines.append("| " + " | ".join(vals + [f"{r.get(m, float('nan')):.4f}" for m in metrics]) + " |")
+    table = "\n".join(lines)
+    if len(protocols) > 1:
+        table += "\n\nWARNING: these runs use different datasets or protocols; their numbers are not comparable."
+    if out is not None and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(max(6, len(metrics) * 1.2), 4))
+        w = 0.8 / len(rows)
+        x = np.arange(len(metrics))
+        for i, r in enumerate(rows):
+            ax.bar(x + i * w, [r.get(m, 0) for m in metrics], w, label=r["run"])
+        ax.set_xticks(x + 0.4 - w / 2, metrics)
+        ax.set_ylabel(role)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return table, rows

@@ -1,0 +1,258 @@
+"""Tests of the sequential retrieval baselines (SASRec, GRU4Rec, BERT4Rec) and their shared contract.
+
+Batches are built by hand (dicts of tensors) so that these tests do not depend on the data layer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from behaviorseq import models
+from behaviorseq.config import ConfigError, StrictConfig
+from behaviorseq.nn.transformer import attention_mask
+
+N_ITEMS = 30
+L = 10
+SMALL = {  # small but default-shaped configs, to keep the tests fast
+    "sasrec": {"hidden_size": 16, "max_len": L},
+    "gru4rec": {"embedding_size": 16, "hidden_size": 16, "max_len": L},
+    "bert4rec": {"hidden_size": 16, "max_len": L},
+}
+
+
+def make_batch(seqs: list[list[int]], width: int, padding: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A shifted training/scoring batch: each ``seq`` is a whole sequence; inputs are all but its last
+    item, targets all but its first (the last ``width`` of each), one uniform negative per position."""
+    B = len(seqs)
+    item, target = torch.zeros(B, width, dtype=torch.long), torch.zeros(B, width, dtype=torch.long)
+    length = torch.zeros(B, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        inp, tgt = torch.tensor(s[:-1][-width:]), torch.tensor(s[1:][-width:])
+        n = len(inp)
+        cols = slice(width - n, width) if padding == "left" else slice(0, n)
+        item[b, cols], target[b, cols], length[b] = inp, tgt, n
+    g = torch.Generator().manual_seed(seed)
+    negative = torch.randint(1, N_ITEMS + 1, (B, width), generator=g) * (target > 0)
+    return {"user": torch.arange(B), "item": item, "target": target, "negative": negative, "length": length}
+
+
+def random_seqs(n: int, seed: int, min_len: int = 2, max_len: int = L + 1) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
+    return [torch.randint(1, N_ITEMS + 1, (k,), generator=g).tolist() for k in lens]
+
+
+def cyclic_seqs(n: int, seed: int, min_len: int = 2, max_len: int = L + 1) -> list[list[int]]:
+    """The planted pattern: next item = item mod 30 + 1, from a random start."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, N_ITEMS, (n,), generator=g).tolist()
+    lens = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
+    return [[(s + t) % N_ITEMS + 1 for t in range(k)] for s, k in zip(starts, lens)]
+
+
+def build(name: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return models.build(name, N_ITEMS, {**SMALL[name], **overrides})
+
+
+def train_step(model, batch, lr: float = 1e-3) -> float:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss = model.loss(batch)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+# ---------------------------------------------------------------- contract, over every registered model
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_contract_train_save_reload_same_scores(name, tmp_path):
+    cls = models.get(name)
+    assert cls.name == name and issubclass(cls.Config, StrictConfig)
+    assert cls.padding in ("left", "right") and isinstance(cls.fields, tuple)
+    model = build(name)
+    assert isinstance(model.n_negatives, int)
+    batch = make_batch(random_seqs(8, seed=1), L, cls.padding)
+    assert torch.isfinite(torch.tensor(train_step(model, batch)))
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    fresh = build(name, seed=123)
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        s1, s2 = model.score(batch), fresh.score(batch)
+    assert s1.shape == (8, N_ITEMS + 1)
+    assert torch.equal(s1, s2)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_config_rejects_unknown_keys_listing_valid_ones(name):
+    with pytest.raises(ConfigError, match="valid keys") as e:
+        models.build(name, N_ITEMS, {"hiden_size": 8})
+    assert "hidden_size" in str(e.value) and "hiden_size" in str(e.value)
+    with pytest.raises(ConfigError):
+        models.build(name, N_ITEMS, {"dropout": 1.5})
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_one_step_reduces_loss_on_a_fixed_batch(name):
+    model = build(name, dropout=0.0)
+    batch = make_batch(random_seqs(16, seed=2), L, models.get(name).padding)
+    torch.manual_seed(0)  # BERT4Rec draws its masks from the global RNG: the same masks both times
+    before = train_step(model, batch)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        after = model.loss(batch).item()
+    assert after < before
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_learns_a_planted_cyclic_pattern(name):
+    """next item = item mod 30 + 1; after 100 Adam steps HR@1 on held-out sequences is > 0.9."""
+    model = build(name)
+    padding = models.get(name).padding
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(100):
+        loss = model.loss(make_batch(cyclic_seqs(64, seed=step), L, padding, seed=step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = cyclic_seqs(200, seed=10_000)
+    batch = make_batch(test, L, padding)
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(batch)
+    scores[:, 0] = -torch.inf  # the evaluator masks the padding column
+    hr1 = (scores.argmax(1) == torch.tensor([s[-1] for s in test])).float().mean().item()
+    assert hr1 > 0.9, f"{name}: HR@1 {hr1:.3f}"
+
+
+def test_n_negatives_follow_the_loss():
+    assert build("sasrec").n_negatives == 1 and build("sasrec", loss="ce").n_negatives == 0
+    assert build("gru4rec").n_negatives == 0 and build("gru4rec", loss="bce").n_negatives == 1
+    assert build("bert4rec").n_negatives == 0
+
+
+@pytest.mark.parametrize("name,loss", [("sasrec", "ce"), ("gru4rec", "bce")])
+def test_other_loss_trains(name, loss):
+    model = build(name, loss=loss, dropout=0.0)
+    batch = make_batch(random_seqs(16, seed=3), L, models.get(name).padding)
+    before = train_step(model, batch)
+    with torch.no_grad():
+        assert model.loss(batch).item() < before
+
+
+# ---------------------------------------------------------------- shared attention mask
+
+
+def test_attention_mask_hides_padding_keys_and_the_future():
+    valid = torch.tensor([[False, True, True], [False, False, False]])
+    m = attention_mask(valid, causal=True)[:, 0]  # [B, L, L]
+    assert m[0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    assert m[1].tolist() == torch.eye(3, dtype=torch.bool).tolist()  # no row is left without a key
+    assert attention_mask(valid, causal=False)[0, 0, 1].tolist() == [False, True, True]
+
+
+# ---------------------------------------------------------------- SASRec
+
+
+def test_sasrec_is_causal():
+    model = build("sasrec").eval()
+    item = torch.randint(1, N_ITEMS + 1, (4, L))
+    changed = item.clone()
+    t = 6
+    changed[:, t] = item[:, t] % N_ITEMS + 1
+    with torch.no_grad():
+        h, h2 = model.encode(item), model.encode(changed)
+    torch.testing.assert_close(h[:, :t], h2[:, :t])
+    assert not torch.allclose(h[:, t], h2[:, t])
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_extra_left_padding_does_not_change_scores(name):
+    model = build(name, max_len=20).eval()
+    seqs = random_seqs(6, seed=4, max_len=8)  # inputs of at most 7 items: the width-8 batch is padded
+    narrow, wide = make_batch(seqs, 8, "left"), make_batch(seqs, 20, "left")
+    assert (narrow["item"][:, 0] == 0).all()
+    with torch.no_grad():
+        torch.testing.assert_close(model.score(narrow), model.score(wide), atol=1e-5, rtol=1e-5)
+
+
+def test_sasrec_rejects_sequences_longer_than_max_len():
+    with pytest.raises(ValueError, match="max_len"):
+        build("sasrec").score(make_batch(random_seqs(2, seed=5), L + 1, "left"))
+
+
+# ---------------------------------------------------------------- GRU4Rec
+
+
+def test_gru4rec_scores_the_state_at_length_minus_one():
+    model = build("gru4rec").eval()
+    seqs = random_seqs(6, seed=6)
+    batch = make_batch(seqs, L, "right")
+    garbage = batch["item"].clone()  # trailing positions filled with items: must not matter
+    pad = garbage == 0
+    garbage[pad] = torch.randint(1, N_ITEMS + 1, (int(pad.sum()),))
+    with torch.no_grad():
+        scores = model.score(batch)
+        assert torch.allclose(scores, model.score({**batch, "item": garbage}), atol=1e-6)
+        for b, s in enumerate(seqs):
+            alone = model.score({"item": torch.tensor([s[:-1]]), "length": torch.tensor([len(s) - 1])})
+            torch.testing.assert_close(scores[b], alone[0], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- BERT4Rec
+
+
+def test_bert4rec_masks_at_least_one_real_position_and_never_padding():
+    model = build("bert4rec", mask_prob=0.3)
+    seq = make_batch(random_seqs(500, seed=7, min_len=2) + [[1]], L, "left")["item"]  # last row: empty
+    inp, labels = model.cloze(seq, torch.Generator().manual_seed(0))
+    masked = labels > 0
+    assert not (masked & (seq == 0)).any()
+    assert (masked.sum(1)[:-1] >= 1).all() and masked[-1].sum() == 0
+    assert (inp[masked] == model.mask_token).all() and torch.equal(labels[masked], seq[masked])
+    assert torch.equal(inp[~masked], seq[~masked])
+    rate = masked.sum() / (seq > 0).sum()
+    assert 0.28 < rate < 0.40  # ~0.3 plus the forced masks of short sequences
+    # With a vanishing probability exactly the latest item is masked.
+    inp, labels = build("bert4rec", mask_prob=1e-9).cloze(seq)
+    assert torch.equal(labels[:-1, -1], seq[:-1, -1]) and (labels[:, :-1] == 0).all()
+    # mask_prob = 1: every real item; a generator makes the draw repeatable.
+    full = build("bert4rec", mask_prob=1.0)
+    assert torch.equal(full.cloze(seq)[1], seq)
+    a = model.cloze(seq, torch.Generator().manual_seed(5))[0]
+    assert torch.equal(a, model.cloze(seq, torch.Generator().manual_seed(5))[0])
+
+
+def test_bert4rec_trains_on_the_whole_window_sequence():
+    model = build("bert4rec")
+    seqs = [[3, 4, 5, 6], list(range(1, L + 3))]  # short (left-padded) and longer than the window
+    seen = {}
+    cloze = model.cloze
+
+    def spy(seq, generator=None):
+        seen["seq"] = seq
+        return cloze(seq, generator)
+
+    model.cloze = spy
+    model.loss(make_batch(seqs, L, "left"))
+    assert seen["seq"][0].tolist() == [0] * (L - 4) + [3, 4, 5, 6]
+    assert seen["seq"][1].tolist() == list(range(3, L + 3))
+
+
+def test_bert4rec_scores_at_an_appended_mask_token():
+    model = build("bert4rec").eval()
+    batch = make_batch(random_seqs(5, seed=8), L, "left")
+    item = batch["item"]
+    with torch.no_grad():
+        scores = model.score(batch)
+        mask = torch.full((5, 1), model.mask_token)
+        expect = model.logits(model.encode(torch.cat([item[:, 1:], mask], 1))[:, -1])
+        torch.testing.assert_close(scores, expect)
+        model.item_emb.weight[model.mask_token] += 1.0  # the [MASK] embedding feeds the score
+        assert not torch.allclose(model.score(batch), scores)
