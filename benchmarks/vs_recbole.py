@@ -20,12 +20,17 @@ RecBole side
     reloaded for the test with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (torch >= 2.6 defaults to
     ``weights_only`` loading, which RecBole 1.2.1's checkpoint format does not pass).
 
-    Data: ml-100k is RecBole's own atomic file (only ``ml-100k.inter`` is linked, columns user, item,
-    timestamp loaded); LastFM (S3-Rec ``LastFM.txt``) is written as a ``.inter`` file whose timestamp is the
-    position in the user's line. No filtering: ``user_inter_num_interval``/``item_inter_num_interval`` are
-    ``[0,inf)`` (RecBole's ml-100k.yaml sets none either), ``val_interval`` and ``rm_dup_inter`` unset. The
-    script checks that RecBole sees the same numbers of users, items and interactions as ours, and that
-    every user's validation and test target and (truncated) input sequence are identical on both sides.
+    Data: RecBole reads a ``.inter`` file written to the work folder, with user, item and, as timestamp,
+    each event's position in its user's sequence. For ml-100k (RecBole's own atomic file) that position
+    follows the exact Unix time with ties in file order, as ours does: RecBole 1.2.1 keeps float fields as
+    float32 (step 64 s near 1e9), so raw timestamps would reorder events less than about a minute apart
+    (38 of 943 users' validation inputs and 5 validation targets differ; ``--recbole-raw-timestamps`` gives
+    it the raw file). The dataset is called ``ml100k`` on RecBole's side because RecBole 1.2.1 points the
+    name ``ml-100k`` at its bundled copy whatever ``data_path`` says. LastFM (S3-Rec ``LastFM.txt``) gets
+    the position in the user's line. No filtering: ``user_inter_num_interval``/``item_inter_num_interval``
+    are ``[0,inf)``, ``val_interval`` and ``rm_dup_inter`` unset. The script checks that RecBole sees the
+    same numbers of users, items and interactions as ours, and that every user's validation and test
+    target and (last 50) input items are identical on both sides.
 
 Our side
     ``behaviorseq.train.run_experiment(config, run_dir)`` in a subprocess of this venv; ``log.jsonl`` gives
@@ -61,9 +66,11 @@ WORK = ROOT / "benchmarks" / "_work"
 RECBOLE_VENV = WORK / "recbole-venv"
 RECBOLE_VERSION = "1.2.1"
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000", "MALLOC_TOP_PAD_": "536870912"}
-DATASETS = {  # name -> (ours: registered name, source path under the data root, format)
-    "ml-100k": ("ml-100k", "ml-100k/ml-100k.inter", "recbole"),
-    "lastfm": ("lastfm", "seqrec/LastFM.txt", "seqtext"),
+DATASETS = {  # name -> (ours: registered name, source path under the data root, format, RecBole's name)
+    # Not "ml-100k" on RecBole's side: RecBole 1.2.1 points that name at its bundled copy whatever data_path
+    # says (Config._set_default_parameters), and loads its ml-100k.yaml (normalize_all etc.) with it.
+    "ml-100k": ("ml-100k", "ml-100k/ml-100k.inter", "recbole", "ml100k"),
+    "lastfm": ("lastfm", "seqrec/LastFM.txt", "seqtext", "lastfm"),
 }
 DEFAULT_RECBOLE_EPOCHS = {"ml-100k": 12, "lastfm": 300}
 KS = (5, 10, 20)
@@ -78,6 +85,14 @@ T_PROCESS = time.perf_counter()
 import json, os, sys
 spec = json.load(open(sys.argv[1]))
 out_path = spec["out"]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sys_busy_s():
+    """CPU seconds all processes on the machine have used (/proc/stat: user+nice+system+irq+softirq+steal)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
 
 import numpy as np
 import torch
@@ -139,7 +154,7 @@ class TimedTrainer(Trainer):
 
     def fit(self, *args, **kwargs):
         result["anomaly_during_fit"] = torch.is_anomaly_enabled()
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0, self._busy0 = time.perf_counter(), time.process_time(), sys_busy_s()
         self._epoch = 0
         return super().fit(*args, **kwargs)
 
@@ -156,8 +171,10 @@ class TimedTrainer(Trainer):
         now = time.perf_counter()
         # elapsed_s: since the start of fit(), at the end of this epoch's evaluation (the previous
         # epoch's checkpoint save is inside it, this epoch's is not yet)
+        cpu = time.process_time() - self._cpu0
         result["epochs"].append({"epoch": self._epoch, "elapsed_s": now - self._t0, "train_s": self._train_s,
-                                 "eval_s": now - t, "train_loss": self._loss,
+                                 "eval_s": now - t, "train_loss": self._loss, "cpu_s": cpu,
+                                 "foreign_cpu_s": sys_busy_s() - self._busy0 - cpu, "loadavg": os.getloadavg()[0],
                                  "valid": {k: float(v) for k, v in res.items()}})
         self._epoch += 1
         save()
@@ -171,8 +188,8 @@ result["fit_s"] = time.perf_counter() - T_FIT
 t = time.perf_counter()
 test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
 result["test_s"] = time.perf_counter() - t
-best = max(range(len(result["epochs"])), key=lambda i: result["epochs"][i]["valid"]["ndcg@10"])  # first max
-result.update(best_epoch=best, best_valid={k: float(v) for k, v in best_valid_result.items()},
+best = max(range(len(result["epochs"])), key=lambda i: result["epochs"][i]["valid"]["ndcg@10"], default=None)
+result.update(best_epoch=best, best_valid={k: float(v) for k, v in (best_valid_result or {}).items()},
               test={k: float(v) for k, v in test_result.items()}, process_s=time.perf_counter() - T_PROCESS)
 save()
 print(json.dumps({k: result[k] for k in ("counts", "best_epoch", "best_valid", "test", "fit_s")}))
@@ -182,16 +199,49 @@ OURS_DRIVER = r'''
 """Run by benchmarks/vs_recbole.py in the project venv: python driver.py CONFIG.json RUN_DIR OUT.json"""
 import time
 T_PROCESS = time.perf_counter()
-import json, os, sys
+import json, os, sys, threading
 import torch
 from behaviorseq.train import run_experiment
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sys_busy_s():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
+
+
+# A sampler thread: (wall since process start, process CPU, machine-wide busy CPU) every 0.1 s, and the same
+# at the moment each new line of log.jsonl appears, so that per-epoch CPU and foreign load can be derived.
+samples, lines, stop = [], [], threading.Event()
+log_path = os.path.join(sys.argv[2], "log.jsonl")
+
+
+def sampler():
+    seen = 0
+    while not stop.wait(0.1):
+        now = (time.perf_counter() - T_PROCESS, time.process_time(), sys_busy_s(), os.getloadavg()[0])
+        samples.append(now)
+        try:
+            with open(log_path, "rb") as f:
+                n = f.read().count(b"\n")
+        except OSError:
+            n = 0
+        while seen < n:
+            lines.append(now)
+            seen += 1
+
+
 config = json.load(open(sys.argv[1]))
+threading.Thread(target=sampler, daemon=True).start()
 t = time.perf_counter()
 res = run_experiment(config, sys.argv[2])
 run_s = time.perf_counter() - t
+stop.set()
 json.dump({"threads": torch.get_num_threads(), "torch": torch.__version__, "run_experiment_s": run_s,
-           "process_s": time.perf_counter() - T_PROCESS, "env": {k: os.environ.get(k) for k in sys.argv[4:]},
+           "run_experiment_start_s": t - T_PROCESS, "process_s": time.perf_counter() - T_PROCESS,
+           "env": {k: os.environ.get(k) for k in sys.argv[4:]}, "samples": samples, "line_samples": lines,
            "returned": res}, open(sys.argv[3], "w"), indent=1, default=str)
 '''
 
@@ -256,28 +306,40 @@ def norm_metrics(d: dict | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- RecBole side
-def recbole_data(name: str, data_root: Path, data_dir: Path) -> None:
-    """RecBole atomic files for ``name`` under data_dir/name/ (a link for ml-100k, a converted file for LastFM)."""
-    ds_dir = data_dir / name
+def recbole_data(name: str, data_root: Path, data_dir: Path, raw_timestamps: bool = False) -> None:
+    """The RecBole atomic file for ``name`` under data_dir/name/: user, item and, as timestamp, the event's
+    position in its user's sequence (exact time order, ties in file order, as ours). RecBole 1.2.1 keeps
+    float fields as float32, whose step at Unix times (~1e9) is 64 s, so raw timestamps would reorder
+    events less than about a minute apart (on ml-100k: 38 users' inputs, 5 validation targets); with
+    ``raw_timestamps`` the original ml-100k file is linked instead."""
+    rb_name = DATASETS[name][3]
+    ds_dir = data_dir / rb_name
     ds_dir.mkdir(parents=True, exist_ok=True)
-    inter = ds_dir / f"{name}.inter"
+    inter = ds_dir / f"{rb_name}.inter"
     src = data_root / DATASETS[name][1]
-    if DATASETS[name][2] == "recbole":
+    if raw_timestamps and DATASETS[name][2] == "recbole":
         if inter.is_symlink() or inter.exists():
             inter.unlink()
         inter.symlink_to(src)
         return
-    if inter.exists() and inter.stat().st_mtime >= src.stat().st_mtime:
-        return
     tmp = inter.with_suffix(".tmp")
-    with open(src) as fin, open(tmp, "w") as fout:  # S3-Rec text: "user item item ...", in time order
+    with open(src) as fin, open(tmp, "w") as fout:
         fout.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for line in fin:
-            parts = line.split()
-            if len(parts) < 2:
-                continue
-            user = parts[0]
-            fout.writelines(f"{user}\t{item}\t{pos}\n" for pos, item in enumerate(parts[1:]))
+        if DATASETS[name][2] == "seqtext":  # S3-Rec text: "user item item ...", in time order
+            for line in fin:
+                parts = line.split()
+                if len(parts) >= 2:
+                    fout.writelines(f"{parts[0]}\t{item}\t{pos}\n" for pos, item in enumerate(parts[1:]))
+        else:  # RecBole atomic file: timestamp -> the event's rank in its user's (time, file row) order
+            header = fin.readline().rstrip("\n").split("\t")
+            cu, ci, ct = (header.index(c) for c in ("user_id:token", "item_id:token", "timestamp:float"))
+            rows = [line.rstrip("\n").split("\t") for line in fin if line.strip()]
+            order = sorted(range(len(rows)), key=lambda j: (rows[j][cu], float(rows[j][ct])))  # stable: file order on ties
+            rank: dict[str, int] = {}
+            for j in order:
+                u = rows[j][cu]
+                rank[u] = rank.get(u, -1) + 1
+                fout.write(f"{u}\t{rows[j][ci]}\t{rank[u]}\n")
     os.replace(tmp, inter)
 
 
@@ -285,7 +347,7 @@ def recbole_config(name: str, data_dir: Path, saved_dir: Path, epochs: int, batc
     return {
         "data_path": str(data_dir), "checkpoint_dir": str(saved_dir),
         "use_gpu": False, "gpu_id": "", "seed": SEED, "reproducibility": True, "show_progress": False,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "normalize_all": False,
         "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
         "val_interval": None, "rm_dup_inter": None,
         "n_layers": LAYERS, "n_heads": HEADS, "hidden_size": HIDDEN, "inner_size": 256,
@@ -303,13 +365,13 @@ def recbole_config(name: str, data_dir: Path, saved_dir: Path, epochs: int, batc
 def run_recbole(name: str, args, workdir: Path) -> dict:
     py = ensure_recbole_venv()
     data_dir, saved_dir = workdir / "recbole_data", workdir / "recbole_saved"
-    recbole_data(name, args.data_root, data_dir)
+    recbole_data(name, args.data_root, data_dir, args.recbole_raw_timestamps)
     saved_dir.mkdir(parents=True, exist_ok=True)
     driver = workdir / "recbole_driver.py"
     driver.write_text(RECBOLE_DRIVER)
     out = workdir / f"recbole_{name}.json"
     epochs = args.recbole_epochs.get(name, args.recbole_epochs.get("*", DEFAULT_RECBOLE_EPOCHS[name]))
-    spec = {"dataset": name, "out": str(out), "keep_anomaly": args.recbole_anomaly, "dump_targets": True,
+    spec = {"dataset": DATASETS[name][3], "out": str(out), "keep_anomaly": args.recbole_anomaly, "dump_targets": True,
             "env_keys": sorted(MALLOC_ENV) + ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "OMP_NUM_THREADS"],
             "config": recbole_config(name, data_dir, saved_dir, epochs, args.recbole_batch)}
     spec_path = workdir / f"recbole_{name}_spec.json"
@@ -335,6 +397,55 @@ def ours_config(name: str, args) -> dict:
     }
 
 
+def add_cpu_clock(epochs: list[dict], samples: list, line_samples: list) -> None:
+    """Per-epoch process CPU seconds and other processes' CPU seconds since our training loop started.
+
+    The driver's sampler saw log line i appear at (wall, cpu, machine busy, loadavg); the loop started at
+    wall(line 0) - elapsed_s(epoch 0), where CPU and machine busy are interpolated from the 0.1 s samples."""
+    if not samples or len(line_samples) < len(epochs) or not epochs or epochs[0].get("elapsed_s") is None:
+        return
+    start = line_samples[0][0] - epochs[0]["elapsed_s"]
+
+    def at(t: float, j: int) -> float:
+        prev = samples[0]
+        for s in samples:
+            if s[0] >= t:
+                if s[0] == prev[0]:
+                    return s[j]
+                return prev[j] + (s[j] - prev[j]) * (t - prev[0]) / (s[0] - prev[0])
+            prev = s
+        return samples[-1][j]
+
+    cpu0, busy0 = at(start, 1), at(start, 2)
+    for e, ls in zip(epochs, line_samples, strict=False):
+        e["cpu_s"] = ls[1] - cpu0
+        e["foreign_cpu_s"] = ls[2] - busy0 - e["cpu_s"]
+        e["loadavg"] = ls[3]
+
+
+def machine_busy_cores(window_s: float = 5.0) -> float:
+    """Average number of busy cores on the machine over window_s (all processes)."""
+    def busy():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+    b0 = busy()
+    time.sleep(window_s)
+    return (busy() - b0) / window_s
+
+
+def wait_quiet(max_wait_s: float, threshold: float) -> dict:
+    """Wait (up to max_wait_s) until other processes use less than ``threshold`` cores; return what was seen."""
+    t0 = time.time()
+    load = machine_busy_cores()
+    while load > threshold and time.time() - t0 < max_wait_s:
+        log(f"machine busy: {load:.2f} cores in use by other processes; waiting (up to {max_wait_s - (time.time() - t0):.0f} s more)")
+        time.sleep(25)
+        load = machine_busy_cores()
+    return {"busy_cores_before": round(load, 3), "waited_s": round(time.time() - t0, 1)}
+
+
 def wait_for_ours(timeout_s: float, every_s: float) -> None:
     """Our engine may still be being written: wait until ``behaviorseq.train.run_experiment`` imports."""
     check = [sys.executable, "-c", "from behaviorseq.train import run_experiment"]
@@ -347,8 +458,6 @@ def wait_for_ours(timeout_s: float, every_s: float) -> None:
 
 
 def run_ours(name: str, args, workdir: Path) -> dict:
-    if args.wait_for_ours > 0:
-        wait_for_ours(args.wait_for_ours, 120)
     run_dir = workdir / f"ours_{name}"
     if run_dir.exists():
         import shutil
@@ -364,11 +473,12 @@ def run_ours(name: str, args, workdir: Path) -> dict:
                       child_env(not args.no_malloc_tuning), workdir / f"ours_{name}.log")
     drv = json.loads(out.read_text())
     epochs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    add_cpu_clock(epochs, drv.get("samples") or [], drv.get("line_samples") or [])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"config": cfg, "threads": drv["threads"], "torch": drv["torch"], "env": drv["env"],
             "run_experiment_s": drv["run_experiment_s"], "process_s": drv["process_s"], "subprocess_wall_s": wall,
-            "epochs": [{"epoch": e.get("epoch"), "elapsed_s": e.get("elapsed_s"), "train_loss": e.get("train_loss"),
-                        "valid": e.get("valid") or {}} for e in epochs],
+            "epochs": [{k: e.get(k) for k in ("epoch", "elapsed_s", "train_loss", "cpu_s", "foreign_cpu_s", "loadavg")}
+                       | {"valid": e.get("valid") or {}} for e in epochs],
             "best_epoch": metrics.get("best_epoch"), "best_valid": metrics.get("valid"), "test": metrics.get("test"),
             "protocol": metrics.get("protocol"), "metrics_json": metrics, "run_dir": str(run_dir)}
 
@@ -410,7 +520,8 @@ def first_reach(epochs: list[dict], target: float) -> dict | None:
     for e in epochs:
         v = (e.get("valid") or {}).get("ndcg@10")
         if v is not None and v >= target - 1e-12:
-            return {"epoch": e["epoch"], "elapsed_s": e["elapsed_s"], "ndcg@10": v}
+            return {"epoch": e["epoch"], "elapsed_s": e["elapsed_s"], "cpu_s": e.get("cpu_s"),
+                    "foreign_cpu_s": e.get("foreign_cpu_s"), "ndcg@10": v}
     return None
 
 
@@ -424,6 +535,9 @@ def side_summary(side: dict) -> dict:
          "best_valid_epoch": best["epoch"] if best else None,
          "best_valid_elapsed_s": best["elapsed_s"] if best else None,
          "test": norm_metrics(side.get("test")), "best_valid": norm_metrics(side.get("best_valid"))}
+    if eps and eps[-1].get("cpu_s") is not None:
+        s["cpu_s_per_epoch"] = eps[-1]["cpu_s"] / n
+        s["foreign_cores"] = eps[-1]["foreign_cpu_s"] / total  # other processes' average load during the loop
     if eps and "train_s" in eps[0]:
         s["train_s_per_epoch"] = sum(e["train_s"] for e in eps) / n
         s["eval_s_per_epoch"] = sum(e["eval_s"] for e in eps) / n
@@ -441,6 +555,8 @@ def compare(rb: dict, ours: dict | None) -> dict:
         out.update(ours=os_, ours_reach=reach)
         if reach and out["recbole_reach"]:
             out["speedup_to_target"] = out["recbole_reach"]["elapsed_s"] / max(reach["elapsed_s"], 1e-9)
+            if reach.get("cpu_s") and out["recbole_reach"].get("cpu_s"):
+                out["speedup_to_target_cpu"] = out["recbole_reach"]["cpu_s"] / max(reach["cpu_s"], 1e-9)
         if rs["s_per_epoch"] and os_["s_per_epoch"]:
             out["s_per_epoch_ratio"] = rs["s_per_epoch"] / os_["s_per_epoch"]
         rt, ot = rs["test"].get("ndcg@10"), os_["test"].get("ndcg@10")
@@ -510,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recbole-epochs", nargs="+", default=None, metavar="N|DATASET=N",
                     help=f"RecBole epoch cap, for all datasets (N) or one (DATASET=N); default {DEFAULT_RECBOLE_EPOCHS}")
     ap.add_argument("--recbole-batch", type=int, default=2048, help="RecBole train_batch_size (its default 2048)")
+    ap.add_argument("--recbole-raw-timestamps", action="store_true",
+                    help="give RecBole ml-100k's raw Unix timestamps (float32 in RecBole: reorders near ties)")
     ap.add_argument("--recbole-anomaly", action="store_true",
                     help="leave RecBole's set_detect_anomaly(True) on (for reference; off by default)")
     ap.add_argument("--ours-batch", type=int, default=256)
@@ -518,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--wait-for-ours", type=float, default=0.0, metavar="SECONDS",
                     help="poll (every 120 s) up to this long for behaviorseq.train.run_experiment to exist")
+    ap.add_argument("--wait-quiet", type=float, default=1800.0, metavar="SECONDS",
+                    help="before each side, wait up to this long for other processes to leave the CPUs idle")
+    ap.add_argument("--quiet-threshold", type=float, default=0.3, metavar="CORES",
+                    help="'idle' = other processes use fewer than this many cores (5 s average)")
     ap.add_argument("--no-malloc-tuning", action="store_true", help="run both sides without the glibc malloc env")
     ap.add_argument("--data-root", type=Path,
                     default=Path(os.environ.get("BEHAVIORSEQ_DATA", ROOT.parent / "shared" / "data")))
@@ -551,7 +673,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--skip-recbole: no stored RecBole result for {name} in {args.out}")
             log(f"{name}: reusing RecBole results from {r['recbole'].get('date', args.out)}")
         else:
+            quiet = wait_quiet(args.wait_quiet, args.quiet_threshold)
             rb = run_recbole(name, args, args.workdir)
+            rb["quiet_check"] = quiet
             rb["date"] = _dt.datetime.now().isoformat(timespec="seconds")
             rb["malloc_env"] = None if args.no_malloc_tuning else MALLOC_ENV
             valid_t, test_t = rb.pop("valid_targets", None), rb.pop("test_targets", None)
@@ -561,7 +685,11 @@ def main(argv: list[str] | None = None) -> int:
         results["datasets"][name] = r
         save()
         if not args.skip_ours:
+            if args.wait_for_ours > 0:
+                wait_for_ours(args.wait_for_ours, 120)
+            quiet = wait_quiet(args.wait_quiet, args.quiet_threshold)
             ours = run_ours(name, args, args.workdir)
+            ours["quiet_check"] = quiet
             ours["date"] = _dt.datetime.now().isoformat(timespec="seconds")
             ours["malloc_env"] = None if args.no_malloc_tuning else MALLOC_ENV
             r["ours"] = ours

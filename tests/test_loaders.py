@@ -92,7 +92,9 @@ INTER = (
 def recbole_dir(tmp_path: Path) -> Path:
     d = tmp_path / "toy"
     write(d / "toy.inter", INTER)
-    write(d / "toy.item", "item_id:token\ttitle:token_seq\tyear:float\ni1\tThe Movie\t1999\ni2\tOther\t2001\n")
+    write(
+        d / "toy.item", "item_id:token\ttitle:token_seq\tyear:float\ni1\tThe Movie\t1999\ni2\tOther\t2001\n"
+    )
     write(d / "toy.user", "user_id:token\tage:float\tgender:token\nu1\t30\tF\nu2\t41\tM\n")
     return d
 
@@ -101,17 +103,30 @@ def test_recbole_folder(recbole_dir: Path):
     et = read_recbole(recbole_dir)
     assert et.name == "toy" and et.num_events == 3 and et.num_users == 2 and et.num_items == 2
     assert et.events.column_names == ["user", "item", "timestamp", "rating", "tags", "vec"]
-    assert kinds(et) == {"user": "categorical", "item": "categorical", "timestamp": "timestamp",
-                         "rating": "numeric", "tags": "categorical_list", "vec": "numeric_list"}  # fmt: skip
+    assert kinds(et) == {
+        "user": "categorical",
+        "item": "categorical",
+        "timestamp": "timestamp",
+        "rating": "numeric",
+        "tags": "categorical_list",
+        "vec": "numeric_list",
+    }
     ev = et.events.to_pydict()
     assert ev["user"] == ["u1", "u1", "u2"] and et.events["user"].type == pa.string()
-    assert ev["timestamp"] == [100, 101, 99] and et.events["timestamp"].type == pa.int64()  # whole floats -> int64
+    # whole-number float timestamps become int64
+    assert ev["timestamp"] == [100, 101, 99] and et.events["timestamp"].type == pa.int64()
     assert ev["rating"] == [4.0, 3.5, 5.0]
     assert ev["tags"] == [["a", "b"], [], ["c"]]
     assert ev["vec"] == [[0.5, 1.0], [], [2.0]]
-    assert et.items.to_pydict() == {"item": ["i1", "i2"], "title": [["The", "Movie"], ["Other"]], "year": [1999.0, 2001.0]}
+    assert et.items.to_pydict() == {
+        "item": ["i1", "i2"],
+        "title": [["The", "Movie"], ["Other"]],
+        "year": [1999.0, 2001.0],
+    }
     assert kinds(et, "items") == {"item": "categorical", "title": "categorical_list", "year": "numeric"}
-    assert et.users.column_names == ["user", "age", "gender"] and kinds(et, "users")["gender"] == "categorical"
+    assert (
+        et.users.column_names == ["user", "age", "gender"] and kinds(et, "users")["gender"] == "categorical"
+    )
     assert [Path(s).name for s in et.sources] == ["toy.inter", "toy.item", "toy.user"]
     assert et.report == {"skipped_rows": 0, "bad_rows": []}
 
@@ -145,7 +160,9 @@ def test_recbole_skip_bad_rows(tmp_path: Path):
     et, warned = skipped(read_recbole, f)
     assert et.num_events == 3 and et.events["user"].to_pylist() == ["u1", "u2", "u3"]
     assert et.report["skipped_rows"] == 1
-    assert et.report["bad_rows"] == [{"file": str(f), "line": 3, "field": "rating", "reason": "invalid number 'abc'"}]
+    assert et.report["bad_rows"] == [
+        {"file": str(f), "line": 3, "field": "rating", "reason": "invalid number 'abc'"}
+    ]
     assert len(warned) == 1 and "skipped 1 malformed row" in warned[0]
 
 
@@ -240,8 +257,12 @@ def flags(*names: str) -> str:
 def ml100k(tmp_path: Path) -> Path:
     d = tmp_path / "ml-100k"
     write(d / "u.data", "1\t10\t4\t881250949\n1\t20\t3\t881250950\n2\t10\t5\t881250951\n")
-    write(d / "u.item", f"10|Café Society (1995)|01-Jan-1995||http://x|{flags('Action', 'Comedy')}\n"
-                        f"20|unknown||||{flags('unknown')}\n", encoding="latin-1")  # fmt: skip
+    write(
+        d / "u.item",
+        f"10|Café Society (1995)|01-Jan-1995||http://x|{flags('Action', 'Comedy')}\n"
+        f"20|unknown||||{flags('unknown')}\n",
+        encoding="latin-1",
+    )
     write(d / "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n")
     return d
 
@@ -249,12 +270,30 @@ def ml100k(tmp_path: Path) -> Path:
 def test_movielens_100k(ml100k: Path):
     et = read_movielens(ml100k)
     assert et.report["format"] == "ml-100k" and et.name == "ml-100k"
-    assert et.events.to_pydict() == {"user": [1, 1, 2], "item": [10, 20, 10],
-                                     "timestamp": [881250949, 881250950, 881250951], "rating": [4.0, 3.0, 5.0]}  # fmt: skip
-    assert kinds(et) == {"user": "categorical", "item": "categorical", "timestamp": "timestamp", "rating": "numeric"}
-    assert et.items.to_pydict() == {"item": [10, 20], "title": ["Café Society (1995)", "unknown"],
-                                    "year": [1995, None], "genres": [["Action", "Comedy"], ["unknown"]]}  # fmt: skip
-    assert kinds(et, "items") == {"item": "categorical", "title": "text", "year": "numeric", "genres": "categorical_list"}
+    assert et.events.to_pydict() == {
+        "user": [1, 1, 2],
+        "item": [10, 20, 10],
+        "timestamp": [881250949, 881250950, 881250951],
+        "rating": [4.0, 3.0, 5.0],
+    }
+    assert kinds(et) == {
+        "user": "categorical",
+        "item": "categorical",
+        "timestamp": "timestamp",
+        "rating": "numeric",
+    }
+    assert et.items.to_pydict() == {
+        "item": [10, 20],
+        "title": ["Café Society (1995)", "unknown"],
+        "year": [1995, None],
+        "genres": [["Action", "Comedy"], ["unknown"]],
+    }
+    assert kinds(et, "items") == {
+        "item": "categorical",
+        "title": "text",
+        "year": "numeric",
+        "genres": "categorical_list",
+    }
     assert et.users.to_pydict()["occupation"] == ["technician", "other"]
     assert read_movielens(ml100k / "u.data").num_events == 3  # the ratings file itself
 
@@ -262,27 +301,47 @@ def test_movielens_100k(ml100k: Path):
 def test_movielens_1m_dat(tmp_path: Path):
     d = tmp_path / "ml-1m"
     write(d / "ratings.dat", "1::10::4::978300760\n1::20::3.5::978300761\n2::10::5::978300762\n")
-    write(d / "movies.dat", "10::Café (1995)::Comedy|Drama\n20::X: The Movie (2000)::Action\n", encoding="latin-1")
+    write(
+        d / "movies.dat",
+        "10::Café (1995)::Comedy|Drama\n20::X: The Movie (2000)::Action\n",
+        encoding="latin-1",
+    )
     write(d / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n")
     et = read_movielens(d)
     assert et.report["format"] == "ml-1m/10m"
     assert et.events["rating"].to_pylist() == [4.0, 3.5, 5.0]
-    assert et.items.to_pydict() == {"item": [10, 20], "title": ["Café (1995)", "X: The Movie (2000)"],
-                                    "year": [1995, 2000], "genres": [["Comedy", "Drama"], ["Action"]]}  # fmt: skip
-    assert et.users.to_pydict() == {"user": [1, 2], "age": [1, 56], "gender": ["F", "M"], "occupation": [10, 16],
-                                    "zip": ["48067", "70072"]}  # fmt: skip
+    assert et.items.to_pydict() == {
+        "item": [10, 20],
+        "title": ["Café (1995)", "X: The Movie (2000)"],
+        "year": [1995, 2000],
+        "genres": [["Comedy", "Drama"], ["Action"]],
+    }
+    assert et.users.to_pydict() == {
+        "user": [1, 2],
+        "age": [1, 56],
+        "gender": ["F", "M"],
+        "occupation": [10, 16],
+        "zip": ["48067", "70072"],
+    }
 
 
 def test_movielens_csv(tmp_path: Path):
     d = tmp_path / "ml-25m"
     write(d / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,978300760\n2,20,3.5,978300761\n")
-    write(d / "movies.csv", 'movieId,title,genres\n10,"American President, The (1995)",Comedy|Romance\n'
-                            "20,Nothing (2019),(no genres listed)\n")  # fmt: skip
+    write(
+        d / "movies.csv",
+        'movieId,title,genres\n10,"American President, The (1995)",Comedy|Romance\n'
+        "20,Nothing (2019),(no genres listed)\n",
+    )
     et = read_movielens(d)
     assert et.report["format"] == "ml-20m+" and et.users is None
     assert et.events.to_pydict()["item"] == [10, 20]
-    assert et.items.to_pydict() == {"item": [10, 20], "title": ["American President, The (1995)", "Nothing (2019)"],
-                                    "year": [1995, 2019], "genres": [["Comedy", "Romance"], []]}  # fmt: skip
+    assert et.items.to_pydict() == {
+        "item": [10, 20],
+        "title": ["American President, The (1995)", "Nothing (2019)"],
+        "year": [1995, 2019],
+        "genres": [["Comedy", "Romance"], []],
+    }
 
 
 def test_movielens_malformed(tmp_path: Path):
@@ -321,18 +380,27 @@ def test_multichar_delimiter_stream_matches_replace(tmp_path: Path, text: str, b
 # ----------------------------------------------------------------------------------------------------------
 # Taobao
 
-TAOBAO = "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n2,2576651,149192,cart,1511572885\n"
+TAOBAO = (
+    "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n2,2576651,149192,cart,1511572885\n"
+)
 
 
 def test_taobao(tmp_path: Path):
     et = read_taobao(write(tmp_path / "UserBehavior.csv", TAOBAO))
     assert et.events.column_names == ["user", "item", "timestamp", "category", "behavior"]
-    assert kinds(et) == {"user": "categorical", "item": "categorical", "timestamp": "timestamp",
-                         "category": "categorical", "behavior": "categorical"}  # fmt: skip
+    assert kinds(et) == {
+        "user": "categorical",
+        "item": "categorical",
+        "timestamp": "timestamp",
+        "category": "categorical",
+        "behavior": "categorical",
+    }
     assert et.events["behavior"].to_pylist() == ["pv", "buy", "cart"]
     assert et.events["behavior"].type == pa.string() and et.events["item"].type == pa.int64()
     assert read_taobao(tmp_path).num_events == 3  # the folder holding it
-    header = write(tmp_path / "h" / "UserBehavior.csv", "user_id,item_id,category_id,behavior_type,timestamp\n" + TAOBAO)
+    header = write(
+        tmp_path / "h" / "UserBehavior.csv", "user_id,item_id,category_id,behavior_type,timestamp\n" + TAOBAO
+    )
     assert read_taobao(header).num_events == 3
 
 
@@ -367,13 +435,23 @@ def test_taobao_compressed(tmp_path: Path):
 def test_bad_row_found_in_a_large_file(tmp_path: Path):
     n = 300_000
     rng = np.random.default_rng(0)
-    body = pa.table({"u": rng.integers(0, 1000, n), "i": rng.integers(0, 5000, n), "c": rng.integers(0, 50, n),
-                     "b": np.array(["pv", "cart", "fav", "buy"])[rng.integers(0, 4, n)], "t": np.arange(n) + 1.5e9})  # fmt: skip
+    body = pa.table(
+        {
+            "u": rng.integers(0, 1000, n),
+            "i": rng.integers(0, 5000, n),
+            "c": rng.integers(0, 50, n),
+            "b": np.array(["pv", "cart", "fav", "buy"])[rng.integers(0, 4, n)],
+            "t": np.arange(n) + 1.5e9,
+        }
+    )
     import pyarrow.csv as pv
 
     f = tmp_path / "UserBehavior.csv"
-    pv.write_csv(body.set_column(4, "t", body["t"].cast(pa.int64())), f,
-                 write_options=pv.WriteOptions(include_header=False, quoting_style="none"))  # fmt: skip
+    pv.write_csv(
+        body.set_column(4, "t", body["t"].cast(pa.int64())),
+        f,
+        write_options=pv.WriteOptions(include_header=False, quoting_style="none"),
+    )
     assert read_taobao(f).num_events == n
     lines = f.read_bytes().split(b"\n")
     lines[250_000] = lines[250_000].replace(b",", b";", 1)
@@ -399,8 +477,15 @@ def test_table_csv_mapping_kinds_and_iso_times(tmp_path: Path):
     et = read_table(f, MAPPING, kinds={"desc": "text", "zip": "categorical", "tags": "categorical_list"})
     assert et.name == "shop" and et.sources == [str(f)]
     assert et.events.column_names == ["user", "item", "timestamp", "price", "desc", "zip", "tags"]
-    assert kinds(et) == {"user": "categorical", "item": "categorical", "timestamp": "timestamp", "price": "numeric",
-                         "desc": "text", "zip": "categorical", "tags": "categorical_list"}  # fmt: skip
+    assert kinds(et) == {
+        "user": "categorical",
+        "item": "categorical",
+        "timestamp": "timestamp",
+        "price": "numeric",
+        "desc": "text",
+        "zip": "categorical",
+        "tags": "categorical_list",
+    }
     ev = et.events.to_pydict()
     assert ev["timestamp"] == [1577934245, 1578009600, 1578009600]  # int64 seconds, naive = UTC
     assert et.events["timestamp"].type == pa.int64()
@@ -431,7 +516,12 @@ def test_table_csv_malformed(tmp_path: Path):
         read_table(f, kinds={"r": "numeric"})
     et, warned = skipped(read_table, f, kinds={"r": "numeric"})
     assert et.events.to_pydict() == {"user": [1, 5], "item": [2, 6], "timestamp": [3, 7], "r": [4, 8]}
-    assert [(r["line"], r["field"]) for r in et.report["bad_rows"]] == [(4, None), (5, "r"), (6, "user"), (7, "timestamp")]
+    assert [(r["line"], r["field"]) for r in et.report["bad_rows"]] == [
+        (4, None),
+        (5, "r"),
+        (6, "user"),
+        (7, "timestamp"),
+    ]
     # well-formed columns but a bad value: found after the fast read, line numbers still exact
     write(f, "user,item,timestamp,r\n1,2,3,4\n\n1,2,4.5,x\n")
     with raises_at("e.csv", 4, "r", "invalid number 'x'"):
@@ -448,17 +538,29 @@ def test_table_without_timestamp_and_tsv(tmp_path: Path):
 
 
 def test_table_pandas(tmp_path: Path):
-    df = pd.DataFrame({
-        "uid": [1, 2, 2], "sku": ["a", "b", "c"],
-        "when": pd.to_datetime(["2020-01-01 00:00:00", "2020-01-02 00:00:01", "2020-01-03 00:00:00"]),
-        "cat": pd.Categorical(["x", "y", "x"]), "l": [[1, 2], [3], []], "v": [[0.5], [], [1.0]],
-        "flag": [True, False, True],
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "uid": [1, 2, 2],
+            "sku": ["a", "b", "c"],
+            "when": pd.to_datetime(["2020-01-01 00:00:00", "2020-01-02 00:00:01", "2020-01-03 00:00:00"]),
+            "cat": pd.Categorical(["x", "y", "x"]),
+            "l": [[1, 2], [3], []],
+            "v": [[0.5], [], [1.0]],
+            "flag": [True, False, True],
+        }
+    )
     et = read_table(df, {"user": "uid", "item": "sku", "timestamp": "when"}, name="pd")
     assert et.name == "pd" and et.sources == []
     assert et.events["timestamp"].to_pylist() == [1577836800, 1577923201, 1578009600]
-    assert kinds(et) == {"user": "categorical", "item": "categorical", "timestamp": "timestamp", "cat": "categorical",
-                         "l": "categorical_list", "v": "numeric_list", "flag": "numeric"}  # fmt: skip
+    assert kinds(et) == {
+        "user": "categorical",
+        "item": "categorical",
+        "timestamp": "timestamp",
+        "cat": "categorical",
+        "l": "categorical_list",
+        "v": "numeric_list",
+        "flag": "numeric",
+    }
     assert et.events["cat"].to_pylist() == ["x", "y", "x"] and et.events["cat"].type == pa.string()
     bad = pd.DataFrame({"user": [1.0, None, 3.0], "item": [1, 2, 3], "timestamp": [1, 2, 3]})
     with raises_at("<pandas.DataFrame>", 2, "user", "missing value"):
@@ -472,10 +574,15 @@ def test_table_polars(tmp_path: Path):
     pl = pytest.importorskip("polars")
     import datetime as dt
 
-    df = pl.DataFrame({
-        "user": ["u1", "u2"], "item": [1, 2], "timestamp": [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 2)],
-        "f": [[1.0], [2.0, 3.0]], "c": pl.Series(["a", "b"], dtype=pl.Categorical),
-    })  # fmt: skip
+    df = pl.DataFrame(
+        {
+            "user": ["u1", "u2"],
+            "item": [1, 2],
+            "timestamp": [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 2)],
+            "f": [[1.0], [2.0, 3.0]],
+            "c": pl.Series(["a", "b"], dtype=pl.Categorical),
+        }
+    )
     et = read_table(df)
     assert et.events["timestamp"].to_pylist() == [1577836800, 1577923200]
     assert et.events["user"].type == pa.string() and et.events["c"].to_pylist() == ["a", "b"]
@@ -483,8 +590,14 @@ def test_table_polars(tmp_path: Path):
 
 
 def test_table_parquet_and_arrow(tmp_path: Path):
-    t = pa.table({"user": [1, 2, 3], "item": [1, 2, 3], "timestamp": pa.array([1, 2, 3], pa.timestamp("ms")),
-                  "d": pa.array([0, 1, 2], pa.date32())})  # fmt: skip
+    t = pa.table(
+        {
+            "user": [1, 2, 3],
+            "item": [1, 2, 3],
+            "timestamp": pa.array([1, 2, 3], pa.timestamp("ms")),
+            "d": pa.array([0, 1, 2], pa.date32()),
+        }
+    )
     f = tmp_path / "e.parquet"
     pq.write_table(t, f)
     et = read_table(f)
@@ -549,7 +662,11 @@ def data_dir() -> Path:
 
 @pytest.mark.parametrize(
     "name,users,items,events",
-    [("Beauty", 22_363, 12_101, 198_502), ("Toys_and_Games", 19_412, 11_924, 167_597), ("LastFM", 1_090, 3_646, 52_551)],
+    [
+        ("Beauty", 22_363, 12_101, 198_502),
+        ("Toys_and_Games", 19_412, 11_924, 167_597),
+        ("LastFM", 1_090, 3_646, 52_551),
+    ],
 )
 def test_real_seqrec(data_dir: Path, name: str, users: int, items: int, events: int):
     f = data_dir / "seqrec" / f"{name}.txt"

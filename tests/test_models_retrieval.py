@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
 
 from behaviorseq import models
 from behaviorseq.config import ConfigError, StrictConfig
-from behaviorseq.nn.transformer import attention_mask
+from behaviorseq.nn.transformer import MultiHeadAttention, attention_mask
 
 N_ITEMS = 30
 L = 10
@@ -144,6 +147,53 @@ def test_other_loss_trains(name, loss):
     before = train_step(model, batch)
     with torch.no_grad():
         assert model.loss(batch).item() < before
+
+
+# ---------------------------------------------------------------- shared pieces vs torch references
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 3), Lq=st.integers(1, 6), heads=st.sampled_from([1, 2, 4]), causal=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_attention_matches_torch_multihead_attention(B, Lq, heads, causal, seed):
+    """Our MultiHeadAttention + attention_mask against torch.nn.MultiheadAttention, forward and backward."""
+    torch.manual_seed(seed)
+    d = 8
+    ours, ref = MultiHeadAttention(d, heads, 0.0), nn.MultiheadAttention(d, heads, batch_first=True)
+    ref.load_state_dict(ours.state_dict())
+    valid = torch.rand(B, Lq) < 0.7
+    valid[:, -1] = True  # left padding: the latest position is real
+    mask = attention_mask(valid, causal)  # [B, 1, L, L]
+    q, x = torch.randn(B, Lq, d, requires_grad=True), torch.randn(B, Lq, d)
+    out = ours(q, x, x, mask)
+    # torch's boolean attn_mask means "may NOT attend", one [L, L] per (batch, head).
+    expect, _ = ref(q, x, x, attn_mask=(~mask).expand(B, heads, Lq, Lq).reshape(B * heads, Lq, Lq))
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    g1, = torch.autograd.grad(out.square().sum(), q)
+    g2, = torch.autograd.grad(expect.square().sum(), q)
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+
+
+def test_bert4rec_layer_matches_torch_post_ln_encoder_layer():
+    from behaviorseq.models.retrieval.bert4rec import _Layer
+
+    torch.manual_seed(0)
+    d, heads = 16, 2
+    ours = _Layer(d, heads, 0.0)
+    ref = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu", batch_first=True,
+                                     layer_norm_eps=1e-12)
+    names = {"attn.": "self_attn.", "attn_norm.": "norm1.", "ffn_norm.": "norm2.", "ffn.net.0.": "linear1.",
+             "ffn.net.3.": "linear2."}
+    sd = {}
+    for k, v in ours.state_dict().items():
+        prefix = max((p for p in names if k.startswith(p)), key=len)
+        sd[names[prefix] + k[len(prefix):]] = v
+    ref.load_state_dict(sd)
+    valid = torch.tensor([[False, False, True, True, True], [True] * 5])
+    x = torch.randn(2, 5, d)
+    out = ours(x, attention_mask(valid, causal=False))
+    expect = ref(x, src_key_padding_mask=~valid)
+    torch.testing.assert_close(out[valid], expect[valid], atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- shared attention mask

@@ -8,8 +8,8 @@ import pytest
 from conftest import make_events
 
 from behaviorseq.data import preprocess as P
-from behaviorseq.data.schema import Schema
 from behaviorseq.data.events import EventTable
+from behaviorseq.data.schema import Schema
 from behaviorseq.data.store import SequenceStore, cached_store
 from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
 

@@ -1,10 +1,13 @@
-"""Strict typed configs: an unknown or misspelt key is an error that lists the valid keys."""
+"""Strict typed configs: an unknown or misspelt key is an error that lists the valid keys.
+
+Also the run configuration (data, training, evaluation) shared by tasks and the trainer."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
+from pydantic import Field
 
 
 class ConfigError(ValueError):
@@ -46,3 +49,63 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(k, {})
         node[parts[-1]] = yaml.safe_load(val)
     return out
+
+class DataConfig(StrictConfig):
+    dataset: str = "ml-100k"  # registered name or path
+    data_root: str | None = None  # default: $BEHAVIORSEQ_DATA, ./data, ../shared/data
+    steps: list[dict[str, Any]] = Field(default_factory=list)  # preprocessing, e.g. [{"step": "k_core"}]
+    split: Literal["leave_one_out", "temporal", "user_holdout"] = "leave_one_out"
+    split_args: dict[str, Any] = Field(default_factory=dict)
+    cache_dir: str | None = None
+
+
+class TrainConfig(StrictConfig):
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)  # SASRec's official code uses (0.9, 0.98)
+    scheduler: Literal["none", "cosine", "warmup_linear"] = "none"
+    warmup_steps: int = 0
+    clip_grad_norm: float | None = 5.0
+    early_stop_metric: str = "ndcg@10"
+    patience: int = 10  # evaluations without improvement before stopping
+    eval_every: int = 1  # epochs
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision on CUDA only; ignored on CPU
+    num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads (default: torch's choice)
+    negatives_exclude_history: bool = True  # sampled training negatives avoid the user's training items
+    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
+    time_limit_s: float | None = None  # stop (after the running epoch) past this wall time
+    max_steps_per_epoch: int | None = None
+
+
+class EvalConfig(StrictConfig):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool | None = None  # None: the dataset's stated default (recorded in the results)
+    negatives: Literal["full"] | int = "full"  # "full" ranking, or N sampled negatives per target
+    negative_sampler: Literal["uniform", "popularity"] = "uniform"
+    ties: Literal["pessimistic", "optimistic", "average"] = "pessimistic"
+    batch_size: int = 1024  # users per chunk
+    seed: int = 12345  # sampled negatives for evaluation are fixed by this seed
+
+
+class RunConfig(StrictConfig):
+    model: str = "sasrec"
+    model_args: dict[str, Any] = Field(default_factory=dict)  # the model's own typed config
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+        data = dict(data or {})
+        if "model_config" in data:  # accepted spelling; pydantic reserves the attribute name
+            data["model_args"] = data.pop("model_config")
+        for key, sub in (("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+            if key in data and isinstance(data[key], dict):
+                data[key] = sub.from_dict(data[key])
+        return super().from_dict(data, **overrides)  # type: ignore[return-value]

@@ -1,6 +1,6 @@
 """From split views to batches of tensors, by vectorised gathers from the store's flat arrays.
 
-Batch fields (B samples, L = max_len, last L events kept):
+Batch fields (B samples, L <= max_len: the batch's longest sequence, last max_len events kept):
     user       [B]        encoded user ids
     item       [B, L]     input item ids, 0 = padding (left or right padded, as the model declares)
     <field>    [B, L]     any other event field asked for (timestamp, behavior, ...)
@@ -44,12 +44,15 @@ class SeqBatcher:
 
     def __init__(self, store: SequenceStore, view: View, max_len: int, padding: str = "left",
                  fields: Sequence[str] = (), sampler: UniformSampler | None = None, n_neg: int = 1,
-                 max_targets: int | None = None):
+                 max_targets: int | None = None, trim: bool = True):
         missing = [f for f in fields if f not in store.events]
         if missing:
             raise KeyError(f"batch fields {missing} are not in the store; it has {sorted(store.events)}")
         self.store, self.view, self.max_len, self.padding = store, view, max_len, padding
         self.fields, self.sampler, self.n_neg, self.max_targets = tuple(fields), sampler, n_neg, max_targets
+        # trim: cut the batch to its longest sequence (width <= max_len). Models place positions
+        # relative to the latest item and mask padding, so this changes speed, not results.
+        self.trim = trim
         self._item = np.asarray(store.item)
 
     def __len__(self) -> int:
@@ -60,6 +63,10 @@ class SeqBatcher:
         idx = np.asarray(idx, dtype=np.int64)
         s, e = v.input_start[idx], v.input_end[idx]
         flat, valid = window_index(s, e, self.max_len, self.padding)
+        if self.trim and len(idx):
+            w = max(1, int(valid.sum(1).max()))
+            cols = slice(self.max_len - w, None) if self.padding == "left" else slice(0, w)
+            flat, valid = flat[:, cols], valid[:, cols]
         out = {
             "user": torch.from_numpy(v.user[idx].astype(np.int64)),
             "item": torch.from_numpy(np.where(valid, self._item[flat], 0)),

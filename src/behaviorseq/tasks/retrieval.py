@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 
 from behaviorseq import __version__
+from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.batching import SeqBatcher, epoch_loader
 from behaviorseq.data.sampling import InteractionSet, make_sampler
 from behaviorseq.data.splits import TRAIN, Split, View
 from behaviorseq.data.store import SequenceStore
 from behaviorseq.metrics import per_sample_ranking_metrics, set_metrics, target_ranks, topk_with_exclusion
-from behaviorseq.train.config import EvalConfig, TrainConfig
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -86,7 +86,10 @@ class RetrievalTask:
         model.eval()
         sums: dict[str, torch.Tensor] = {}
         count = torch.zeros((), dtype=torch.float64)
-        idx_all = np.arange(len(view))[rank::world]
+        # Chunks of similar length: batches are trimmed to their longest sequence, so sorting by
+        # length saves most of the padding work; metrics are sums, so the order does not matter.
+        order = np.argsort(np.minimum(view.input_end - view.input_start, self.max_len), kind="stable")
+        idx_all = order[rank::world]
         for start in range(0, len(idx_all), ec.batch_size):
             idx = idx_all[start:start + ec.batch_size]
             batch = batcher.batch(idx)
@@ -96,6 +99,12 @@ class RetrievalTask:
             if self.exclude_history:
                 rows, items = batcher.history(idx)
                 exclude = (torch.from_numpy(rows), torch.from_numpy(items.astype(np.int64)))
+                if not is_set:  # excluded items drop to -inf, the target keeps its score (never excluded)
+                    tgt = batch["target"]
+                    s_t = scores[torch.arange(len(idx)), tgt]
+                    scores[exclude] = -torch.inf
+                    scores[torch.arange(len(idx)), tgt] = s_t
+                    exclude = None
             if is_set:
                 per = set_metrics(topk_with_exclusion(scores, max(ks), exclude), batch["targets"], ks)
             elif sampler is not None:

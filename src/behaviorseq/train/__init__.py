@@ -1,6 +1,6 @@
 """Training: the Trainer, run folders, evaluation and comparison of runs."""
 
-from behaviorseq.train.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from behaviorseq.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from behaviorseq.train.run import compare_runs, evaluate_run, resolve_config, run_experiment
 from behaviorseq.train.trainer import Trainer
 

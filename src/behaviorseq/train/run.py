@@ -19,10 +19,10 @@ import torch
 import yaml
 
 from behaviorseq import models
+from behaviorseq.config import RunConfig
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.splits import make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
-from behaviorseq.train.config import RunConfig
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
 

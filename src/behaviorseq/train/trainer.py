@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from behaviorseq.train.config import TrainConfig
+from behaviorseq.config import TrainConfig
 from behaviorseq.utils import atomic_write_text
 
 # Tests set this to kill the process (SIGKILL, no clean-up) after a given global step.

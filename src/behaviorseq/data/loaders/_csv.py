@@ -1,14 +1,16 @@
 """Shared fast reader for delimited text files, with exact error locations.
 
-Fast path: one ``pyarrow.csv`` typed, multithreaded read. Only when that fails (``ArrowInvalid``: a
-wrong column count, a value that does not parse) or a post-check fails (a missing required value, a
-value outside its allowed set, a bad list element) is the file read again on the diagnostic path:
-every line as one string with its exact 1-based physical line number (header lines counted), split
-into fields, values validated with vectorized regexes (with a bisection fallback for the rare value
-a regex accepts but Arrow does not). Bad rows are then either reported (the first one, as a
-``DataFormatError``) or dropped and recorded (``skip_bad_rows``). Blank lines are skipped silently on
-both paths but still count in line numbers. Multi-character delimiters (MovieLens ``::``) always take
-the line path, which is vectorized too. Nothing here writes to the source.
+Fast path: one ``pyarrow.csv`` typed, multithreaded read, then vectorized checks (missing required
+values, values outside an allowed set, bad list elements); rows failing a check are located by one
+cheap extra pass that maps row ordinals to physical lines (blank lines are skipped by the reader but
+count in line numbers). Only when the typed read itself fails (``ArrowInvalid``: a wrong field count,
+a value that does not parse) is the file read again on the diagnostic path: every field as a string,
+single-threaded so that Arrow reports the ordinal of each row with a wrong field count, values then
+validated with vectorized regexes (with a bisection fallback for the rare value a regex accepts but
+Arrow does not). Bad rows are either reported (the first one, as a ``DataFormatError`` naming file,
+1-based line counting header lines, and field) or dropped and recorded (``skip_bad_rows``).
+Multi-character delimiters (MovieLens ``::``) are replaced by one unused byte while streaming, so both
+paths use Arrow's parser. Nothing here writes to the source.
 
 Line numbers of quoted CSV files (``quoted=True``) are exact unless a quoted value spans lines.
 """
@@ -41,10 +43,6 @@ MAX_RECORDED = 100
 _BLOCK = 1 << 23  # 8 MiB blocks: fewer, larger parse tasks (and fewer Python reads when streaming)
 
 
-class _Fallback(Exception):
-    """The fast path found something it cannot locate; take the diagnostic path."""
-
-
 @dataclass(frozen=True)
 class ColumnSpec:
     """One column of a fixed-layout file.
@@ -69,6 +67,10 @@ class Issue:
     field: str | None
     reason: str
     values: pa.Array | pa.ChunkedArray | np.ndarray | None = None
+
+    def at(self, lines: np.ndarray) -> Issue:
+        """The same issue with ``lines`` holding row positions mapped through ``lines`` (row -> line)."""
+        return Issue(lines[self.lines], self.field, self.reason, self.values)
 
     def describe(self, k: int) -> str:
         if self.values is None or "{value" not in self.reason:
@@ -161,85 +163,76 @@ def read_lines(path: str | PathLike, *, skip_rows: int = 0, encoding: str = "utf
     return t["line"]
 
 
-def split_fields(
-    lines: pa.ChunkedArray, delimiter: str, names: Sequence[str], first_line_no: int
+def read_strings(
+    path: str,
+    names: Sequence[str],
+    *,
+    delimiter: str,
+    skip_rows: int = 0,
+    quoted: bool = False,
+    encoding: str = "utf8",
 ) -> tuple[pa.Table, np.ndarray, list[Issue]]:
-    """Split lines on ``delimiter`` into string columns ``names``; drop blank lines; flag wrong field counts."""
-    k = len(names)
-    lineno = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
-    nonblank = pc.not_equal(lines, "")
-    if not pc.all(nonblank).as_py() and len(lines):
-        keep = to_mask(nonblank)
-        lines, lineno = lines.filter(nonblank), lineno[keep]
-    parts = pc.split_pattern(lines, delimiter, max_splits=k)  # k+1 pieces at most: enough to see "too many"
-    counts = pc.list_value_length(parts)
-    ok = pc.equal(counts, k)
-    issues = []
-    if len(lines) and not pc.all(ok).as_py():
-        okn = to_mask(ok)
-        got = to_np(counts)[~okn]
-        # with max_splits a long line stops at k+1 pieces: count its fields exactly for the message
-        over = got > k
-        if over.any():
-            extra = lines.filter(pa.array(~okn))
-            got[over] = to_np(pc.count_substring(extra.filter(pa.array(over)), delimiter)) + 1
-        issues.append(Issue(lineno[~okn], None, f"expected {k} fields, found {{value}}", got))
-        parts, lineno = parts.filter(ok), lineno[okn]
-    cols = [pc.list_element(parts, i) if len(parts) else pa.chunked_array([], pa.string()) for i in range(k)]
-    return pa.table(dict(zip(names, cols, strict=True))), lineno, issues
+    """Every field as a string: (table, physical line number of each row, issues for wrong field counts).
 
-
-def read_quoted(
-    path: str, names: Sequence[str], skip_rows: int, delimiter: str, encoding: str
-) -> tuple[pa.Table, np.ndarray, list[Issue]]:
-    """Quoted CSV as strings, single-threaded so that Arrow reports each bad row's physical line number."""
-    bad_lines: list[int] = []
+    Single-threaded so that Arrow numbers the rows it rejects (1-based among non-blank lines, header
+    lines included); ``row_lines`` turns those ordinals into physical line numbers.
+    """
+    bad_rows: list[int] = []
     bad_counts: list[int] = []
 
     def handler(row) -> str:
-        bad_lines.append(row.number)
+        bad_rows.append(row.number)
         bad_counts.append(row.actual_columns)
         return "skip"
 
-    t = pv.read_csv(
-        path,
-        read_options=pv.ReadOptions(
-            use_threads=False, column_names=list(names), skip_rows=skip_rows, encoding=encoding
-        ),
-        parse_options=pv.ParseOptions(
-            delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=handler
-        ),
-        convert_options=pv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    total = t.num_rows + len(bad_lines)
-    lineno = np.arange(skip_rows + 1, skip_rows + 1 + total, dtype=np.int64)
-    if bad_lines:
-        lineno = lineno[~np.isin(lineno, np.asarray(bad_lines, dtype=np.int64))]
-    # with ignore_empty_lines=False a blank line arrives as a row of empty strings: drop those
-    if t.num_rows and names:
-        blank = pc.equal(t[names[0]], "")
-        for n in names[1:]:
-            blank = pc.and_(blank, pc.equal(t[n], ""))
-        if pc.any(blank).as_py():
-            keep = to_mask(blank) == 0
-            t, lineno = t.filter(pa.array(keep)), lineno[keep]
-    issues = (
-        [
+    def read(source, delim: str) -> pa.Table:
+        return pv.read_csv(
+            source,
+            read_options=pv.ReadOptions(
+                use_threads=False,
+                column_names=list(names),
+                skip_rows=skip_rows,
+                encoding=encoding,
+                block_size=_BLOCK,
+            ),
+            parse_options=pv.ParseOptions(
+                delimiter=delim, quote_char='"' if quoted else False, invalid_row_handler=handler
+            ),
+            convert_options=pv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        if len(delimiter) == 1:
+            t = read(path, delimiter)
+        else:
+            with _Replacing(path, delimiter.encode(encoding), _LINE_DELIM.encode()) as src:
+                t = read(src, _LINE_DELIM)
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return pa.table({n: pa.array([], pa.string()) for n in names}), np.zeros(0, dtype=np.int64), []
+        raise DataFormatError(path, None, None, f"cannot read as {encoding} text: {e}") from e
+    lines = row_lines(path, skip_rows, encoding)
+    bad_idx = np.asarray(bad_rows, dtype=np.int64) - skip_rows - 1
+    total = t.num_rows + len(bad_idx)
+    if len(lines) != total or (len(bad_idx) and bad_idx.min() < 0):
+        # a quoted value spanning lines: line numbers are approximate from here on
+        last = int(lines[-1]) if len(lines) else skip_rows
+        more = last + np.arange(1, max(total - len(lines), 0) + 1, dtype=np.int64)
+        lines = np.concatenate([lines, more])[:total]
+        bad_idx = np.clip(bad_idx, 0, max(total - 1, 0))
+    issues = []
+    if len(bad_idx):
+        issues.append(
             Issue(
-                np.asarray(bad_lines, dtype=np.int64),
-                None,
-                f"expected {len(names)} fields, found {{value}}",
-                np.asarray(bad_counts),
+                lines[bad_idx], None, f"expected {len(names)} fields, found {{value}}", np.asarray(bad_counts)
             )
-        ]
-        if bad_lines
-        else []
-    )
-    return t, lineno, issues
+        )
+        lines = np.delete(lines, bad_idx)
+    return t, lines, issues
 
 
 def read_delimited(
@@ -257,34 +250,48 @@ def read_delimited(
     Returns the typed table of good rows; bad rows go to ``bad`` (which raises unless skipping).
     """
     path = str(path)
-    names = [s.name for s in specs]
+    fast = None
     try:
         if len(delimiter) == 1:
-            return _fast_read(path, specs, delimiter, skip_rows, quoted, encoding)
-        if not quoted:
+            fast = _fast_read(path, specs, delimiter, skip_rows, quoted, encoding)
+        elif not quoted:
             # a multi-character delimiter becomes one unused byte while streaming, so Arrow's parser still works
             with _Replacing(path, delimiter.encode(encoding), _LINE_DELIM.encode()) as src:
-                return _fast_read(src, specs, _LINE_DELIM, skip_rows, False, encoding)
-    except (pa.ArrowInvalid, _Fallback):
+                fast = _fast_read(src, specs, _LINE_DELIM, skip_rows, False, encoding)
+    except pa.ArrowInvalid:
         pass
-    if quoted:
-        try:
-            strings, lineno, issues = read_quoted(path, names, skip_rows, delimiter, encoding)
-        except pa.ArrowInvalid as e:
-            raise DataFormatError(path, None, None, f"cannot read as {encoding} text: {e}") from e
-    else:
-        lines = read_lines(path, skip_rows=skip_rows, encoding=encoding)
-        strings, lineno, issues = split_fields(lines, delimiter, names, skip_rows + 1)
-    table, more = parse_strings(strings, specs, lineno)
-    bad.add(path, issues + more)
+    if fast is not None:
+        table, issues = check_values(fast, specs)
+        if issues:  # values that parsed but fail a check: locate them without parsing again
+            lines = row_lines(path, skip_rows, encoding)
+            bad.add(path, [i.at(lines) for i in issues])
+        return table
+    strings, lineno, issues = read_strings(
+        path,
+        [s.name for s in specs],
+        delimiter=delimiter,
+        skip_rows=skip_rows,
+        quoted=quoted,
+        encoding=encoding,
+    )
+    table, more = parse_strings(strings, specs)
+    bad.add(path, issues + [i.at(lineno) for i in more])
     return table
+
+
+def row_lines(path: str | PathLike, skip_rows: int = 0, encoding: str = "utf8") -> np.ndarray:
+    """Physical line number of each data row as Arrow's reader counts rows (blank lines skipped)."""
+    lines = read_lines(path, skip_rows=skip_rows, encoding=encoding)
+    if not len(lines):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(to_mask(pc.not_equal(lines, ""))) + skip_rows + 1
 
 
 def _fast_read(
     source, specs: Sequence[ColumnSpec], delimiter: str, skip_rows: int, quoted: bool, encoding: str
 ) -> pa.Table:
     types = {s.name: (pa.string() if _is_list(s.type) else s.type) for s in specs}
-    t = pv.read_csv(
+    return pv.read_csv(
         source,
         read_options=pv.ReadOptions(
             column_names=list(types), skip_rows=skip_rows, encoding=encoding, block_size=_BLOCK
@@ -294,18 +301,6 @@ def _fast_read(
             column_types=types, null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False
         ),
     )
-    for s in specs:
-        col = t[s.name]
-        if s.required and (col.null_count or (pa.types.is_string(col.type) and _any(pc.equal(col, "")))):
-            raise _Fallback
-        if s.allowed is not None and not _all(pc.or_(pc.is_in(col, pa.array(s.allowed)), pc.equal(col, ""))):
-            raise _Fallback
-        if _is_list(s.type):
-            lists, bad_flat, _, _ = split_list(col, s.type.value_type)
-            if bad_flat is not None:
-                raise _Fallback
-            t = t.set_column(t.column_names.index(s.name), s.name, lists)
-    return t
 
 
 class _Replacing(io.RawIOBase):
@@ -351,54 +346,83 @@ class _Replacing(io.RawIOBase):
 # parsing strings
 
 
-def parse_strings(
-    t: pa.Table, specs: Sequence[ColumnSpec], lineno: np.ndarray
-) -> tuple[pa.Table, list[Issue]]:
-    """Convert string columns to the spec types; rows with a bad value are dropped and reported as issues."""
+def parse_strings(t: pa.Table, specs: Sequence[ColumnSpec]) -> tuple[pa.Table, list[Issue]]:
+    """String columns to the spec types, then ``check_values``; issues hold row positions in ``t``."""
     n = t.num_rows
-    bad_any = np.zeros(n, dtype=bool)
+    flagged = np.zeros(n, dtype=bool)
     issues: list[Issue] = []
-    out: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for s in specs:
+        if pa.types.is_integer(s.type) or pa.types.is_floating(s.type):
+            col = t[s.name]
+            what = "integer" if pa.types.is_integer(s.type) else "number"
+            typed, badm = parse_numbers(col, s.type)  # empty -> null, judged by check_values
+            if badm.any():
+                issues.append(
+                    Issue(
+                        np.flatnonzero(badm),
+                        s.name,
+                        f"invalid {what} {{value!r}}",
+                        col.filter(pa.array(badm)),
+                    )
+                )
+                flagged |= badm
+            t = t.set_column(t.column_names.index(s.name), s.name, typed)
+    table, more = check_values(t, specs, flagged)
+    return table, issues + more
+
+
+def check_values(
+    t: pa.Table, specs: Sequence[ColumnSpec], flagged: np.ndarray | None = None
+) -> tuple[pa.Table, list[Issue]]:
+    """Missing required values, values outside ``allowed``, bad list elements (list columns are split here).
+
+    Returns the table without the bad rows (nor those already ``flagged``) and the issues, by row position.
+    """
+    n = t.num_rows
+    bad_any = np.zeros(n, dtype=bool) if flagged is None else flagged.copy()
+    issues: list[Issue] = []
 
     def flag(mask: np.ndarray, field: str, reason: str, values=None) -> None:
         if mask.any():
-            issues.append(Issue(lineno[mask], field, reason, values))
+            issues.append(Issue(np.flatnonzero(mask), field, reason, values))
             bad_any[mask] = True
 
     for s in specs:
         col = t[s.name]
-        empty = to_mask(pc.equal(col, "")) if n else np.zeros(0, dtype=bool)
-        if s.required:
-            flag(empty, s.name, "missing value")
-        if pa.types.is_integer(s.type) or pa.types.is_floating(s.type):
-            what = "integer" if pa.types.is_integer(s.type) else "number"
-            typed, badm = parse_numbers(col, s.type, empty)
-            flag(badm, s.name, f"invalid {what} {{value!r}}", col.filter(pa.array(badm)))
-            out[s.name] = typed
-        elif _is_list(s.type):
+        is_str = pa.types.is_string(col.type)
+        if not n:
+            pass
+        elif s.required and (col.null_count or (is_str and _any(pc.equal(col, "")))):
+            flag(
+                to_mask(pc.is_null(col)) | (to_mask(pc.equal(col, "")) if is_str else False),
+                s.name,
+                "missing value",
+            )
+        if (
+            n
+            and s.allowed is not None
+            and not _all(pc.or_(pc.is_in(col, pa.array(s.allowed)), pc.equal(col, "")))
+        ):
+            out = ~to_mask(pc.is_in(col, pa.array(s.allowed))) & ~to_mask(pc.equal(col, ""))
+            shown = ", ".join(s.allowed)
+            flag(
+                out,
+                s.name,
+                f"unexpected value {{value!r}} (expected one of {shown})",
+                col.filter(pa.array(out)),
+            )
+        if _is_list(s.type):
             lists, bad_flat, parents, tokens = split_list(col, s.type.value_type)
             if bad_flat is not None:
                 # one message per row: its first bad element
                 rows, first = np.unique(parents[bad_flat], return_index=True)
                 vals = tokens.take(pa.array(bad_flat[first]))
-                issues.append(Issue(lineno[rows], s.name, "invalid number {value!r} in list", vals))
+                issues.append(Issue(rows, s.name, "invalid number {value!r} in list", vals))
                 bad_any[rows] = True
-            out[s.name] = lists
-        else:
-            if s.allowed is not None:
-                ok = to_mask(pc.is_in(col, pa.array(s.allowed))) | (empty & (not s.required))
-                shown = ", ".join(s.allowed)
-                flag(
-                    ~ok & ~empty,
-                    s.name,
-                    f"unexpected value {{value!r}} (expected one of {shown})",
-                    col.filter(pa.array(~ok & ~empty)),
-                )
-            out[s.name] = col
-    table = pa.table(out)
+            t = t.set_column(t.column_names.index(s.name), s.name, lists)
     if bad_any.any():
-        table = table.filter(pa.array(~bad_any))
-    return table, issues
+        t = t.filter(pa.array(~bad_any))
+    return t, issues
 
 
 def parse_numbers(

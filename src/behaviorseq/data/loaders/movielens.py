@@ -30,10 +30,11 @@ from behaviorseq.data.loaders._csv import BadRows, ColumnSpec, build_lists, firs
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
 
-GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+# the 19 genre flags at the end of a u.item line, in order
+GENRES_100K = tuple(
+    "unknown|Action|Adventure|Animation|Children's|Comedy|Crime|Documentary|Drama|Fantasy|Film-Noir|Horror|"
+    "Musical|Mystery|Romance|Sci-Fi|Thriller|War|Western".split("|")
+)
 _RATINGS = [
     ColumnSpec(USER, pa.int64()),
     ColumnSpec(ITEM, pa.int64()),

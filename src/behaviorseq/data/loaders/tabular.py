@@ -49,8 +49,8 @@ from behaviorseq.data.loaders._csv import (
     integral_to_int64,
     parse_numbers,
     positions_within,
-    read_lines,
-    read_quoted,
+    read_strings,
+    row_lines,
     split_list,
     to_mask,
     to_np,
@@ -87,6 +87,7 @@ def read_table(
     kinds = {k: Kind(v) for k, v in (kinds or {}).items()}
     bad = BadRows(skip_bad_rows)
     loaded = _load(source, format, delimiter, kinds)
+    kinds = {**loaded.kinds, **kinds}
     table = _normalize_types(loaded.table)
     label = loaded.label
     roles = _map_roles(table, columns, kinds, label)
@@ -159,6 +160,7 @@ class _Loaded:
     ) -> None:
         self.table, self.label, self.name, self.path, self.unit = table, label, name, path, unit
         self.locate, self.issues = locate, issues or []
+        self.kinds: dict[str, Kind] = {}  # kinds the reader inferred beyond the Arrow types
 
 
 def _rows(rows: np.ndarray) -> np.ndarray:
@@ -226,10 +228,7 @@ def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind]) -> 
         return _load_csv_diagnostic(path, stem, header, delimiter, kinds)
 
     def locate(rows: np.ndarray) -> np.ndarray:
-        # the fast read skipped blank lines: recover the physical line of each row from the raw lines
-        lines = read_lines(path, skip_rows=1)
-        nonblank = np.flatnonzero(to_mask(pc.not_equal(lines, ""))) + 2
-        return nonblank[rows]
+        return row_lines(path, 1)[rows]  # the reader skipped blank lines, which still count as lines
 
     return _Loaded(table, str(path), stem, str(path), "line", locate)
 
@@ -240,8 +239,9 @@ def _load_csv_diagnostic(
     """All columns as strings with exact line numbers; undeclared columns typed by what all their values allow."""
     if len(set(header)) != len(header):
         raise DataFormatError(path, 1, None, f"duplicate column names in header {header}")
-    strings, lineno, issues = read_quoted(str(path), header, 1, delimiter, "utf8")
+    strings, lineno, issues = read_strings(str(path), header, delimiter=delimiter, skip_rows=1, quoted=True)
     cols = {}
+    inferred: dict[str, Kind] = {}
     for c in header:
         col = strings[c]
         if c in kinds:  # converted (with bad rows located) by read_table
@@ -255,8 +255,13 @@ def _load_csv_diagnostic(
                 if not badm.any():
                     col = typed
                     break
+        else:
+            if len(filled) and pc.all(pc.match_substring_regex(filled, ISO_RE)).as_py():
+                inferred[c] = Kind.TIMESTAMP  # as the fast read would have typed it
         cols[c] = col
-    return _Loaded(pa.table(cols), str(path), stem, str(path), "line", lambda rows: lineno[rows], issues)
+    loaded = _Loaded(pa.table(cols), str(path), stem, str(path), "line", lambda rows: lineno[rows], issues)
+    loaded.kinds = inferred
+    return loaded
 
 
 # ----------------------------------------------------------------------------------------------------------

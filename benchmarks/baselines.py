@@ -1,0 +1,73 @@
+"""SASRec / GRU4Rec / BERT4Rec on Beauty, Toys, LastFM and ml-100k: HR and NDCG @5/10/20, mean and std
+over seeds, full ranking, leave-one-out, history items excluded (the S3-Rec/SRA-CL and RecBole protocol).
+
+    python benchmarks/baselines.py --models sasrec gru4rec bert4rec --datasets beauty toys lastfm ml-100k \
+        --seeds 1 2 3
+
+Each run is a normal run folder under benchmarks/_work/runs/<model>-<dataset>-s<seed>; finished runs are
+reused (delete the folder to retrain). Results: benchmarks/results/baselines.json and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from common import WORK, data_root, machine, write_json
+
+from behaviorseq.cli_train import build_config
+from behaviorseq.train import run_experiment
+
+METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", "bert4rec"])
+    ap.add_argument("--datasets", nargs="+", default=["ml-100k", "lastfm", "beauty", "toys"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--out", default="baselines.json")
+    ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.epochs=50")
+    args = ap.parse_args()
+    runs = {}
+    for ds in args.datasets:
+        for model in args.models:
+            for seed in args.seeds:
+                run_dir = WORK / "runs" / f"{model}-{ds}-s{seed}"
+                if (run_dir / "metrics.json").exists():
+                    res = json.loads((run_dir / "metrics.json").read_text())
+                else:
+                    cfg = build_config(model, ds, None, args.overrides + [f"train.seed={seed}"])
+                    cfg.setdefault("data", {})["data_root"] = str(data_root())
+                    t0 = time.time()
+                    res = run_experiment(cfg, run_dir)
+                    print(f"{model} {ds} seed {seed}: test ndcg@10 {res['test']['ndcg@10']:.4f} "
+                          f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
+                runs.setdefault((model, ds), []).append(res)
+    table = ["| dataset | model | seeds | " + " | ".join(m.upper() for m in METRICS) + " | epochs | s/epoch |",
+             "|" + "---|" * (len(METRICS) + 5)]
+    summary = []
+    for (model, ds), rs in runs.items():
+        row = {"model": model, "dataset": ds, "seeds": [r["protocol"]["seed"] for r in rs],
+               "protocol": rs[0]["protocol"], "config_of_first": None}
+        for m in METRICS:
+            v = np.array([r["test"][m] for r in rs])
+            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+        row["best_epochs"] = [r["best_epoch"] for r in rs]
+        row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rs]))
+        summary.append(row)
+        cells = [f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" for m in METRICS]
+        table.append(f"| {ds} | {model} | {len(rs)} | " + " | ".join(cells)
+                     + f" | {'/'.join(map(str, row['best_epochs']))} | {row['seconds_per_epoch']:.1f} |")
+    print("\n".join(table))
+    out = write_json(args.out, {"machine": machine(), "command": "python benchmarks/baselines.py "
+                                + " ".join(f"--{k} {' '.join(map(str, v))}" for k, v in
+                                           (("models", args.models), ("datasets", args.datasets), ("seeds", args.seeds)))
+                                + " " + " ".join(args.overrides), "results": summary, "table": "\n".join(table)})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
