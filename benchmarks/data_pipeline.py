@@ -177,7 +177,9 @@ class Meter:
         self._note(rec)
 
     def mark(self, name: str, secs: float, peak: int) -> None:
-        self.stages.append({"stage": name, "seconds": secs, "peak_mb": peak / 2**20, "sub": True})
+        rec = {"stage": name, "seconds": secs, "peak_mb": peak / 2**20, "sub": True}
+        self.stages.append(rec)
+        self._note(rec)
 
     def take_peak(self) -> int:
         """Peak since the last call (for sub-stages inside a library call)."""
@@ -555,7 +557,7 @@ def report(out: dict) -> None:
             "save": ["pickle"]}
     po = stage_seconds(pdres) if pdres and not pdres.get("failed") else {}
     ppk = {s["stage"]: s["peak_mb"] for s in (pdres or {}).get("stages", [])}
-    w = [34, 9, 10, 9, 10, 11]
+    w = [52, 8, 8, 9, 8, 11]
     print()
     print(fmt_row(["stage (10M CSV)", "ours s", "peak MB", "pandas s", "peak MB", "pandas/ours"], w))
     for s in ours["stages"]:

@@ -46,12 +46,28 @@ def random_seqs(n: int, seed: int, min_len: int = 2, max_len: int = L + 1) -> li
     return [torch.randint(1, N_ITEMS + 1, (k,), generator=g).tolist() for k in lens]
 
 
-def cyclic_seqs(n: int, seed: int, min_len: int = 2, max_len: int = L + 1) -> list[list[int]]:
-    """The planted pattern: next item = item mod 30 + 1, from a random start."""
+def cyclic_batch(n: int, seed: int, padding: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The planted pattern, vectorised: next item = item mod 30 + 1 from a random start, 1..L inputs.
+    Returns the batch and each row's next item after its inputs."""
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, N_ITEMS, (n,), generator=g).tolist()
-    lens = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
-    return [[(s + t) % N_ITEMS + 1 for t in range(k)] for s, k in zip(starts, lens)]
+    start = torch.randint(0, N_ITEMS, (n, 1), generator=g)
+    k = torch.randint(1, L + 1, (n, 1), generator=g)  # number of inputs
+    col = torch.arange(L)[None, :]
+    i = col - (L - k) if padding == "left" else col  # index of the input in its sequence
+    real = (i >= 0) & (i < k)
+    item, target = ((start + i) % N_ITEMS + 1) * real, ((start + i + 1) % N_ITEMS + 1) * real
+    negative = torch.randint(1, N_ITEMS + 1, (n, L), generator=g) * real
+    batch = {"user": torch.arange(n), "item": item, "target": target, "negative": negative, "length": k[:, 0]}
+    return batch, ((start + k) % N_ITEMS + 1)[:, 0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is faster, and immune to a busy machine's oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def build(name: str, seed: int = 0, **overrides):
@@ -84,7 +100,8 @@ def test_contract_train_save_reload_same_scores(name, tmp_path):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     fresh = build(name, seed=123)
     fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
-    model.eval(), fresh.eval()
+    model.eval()
+    fresh.eval()
     with torch.no_grad():
         s1, s2 = model.score(batch), fresh.score(batch)
     assert s1.shape == (8, N_ITEMS + 1)
@@ -112,25 +129,41 @@ def test_one_step_reduces_loss_on_a_fixed_batch(name):
     assert after < before
 
 
+# name -> (Adam steps, peak lr, config overrides) for the planted-pattern test. BERT4Rec needs more
+# steps: it must learn to attend to the previous position from BERT's 0.02-std init (SASRec and GRU4Rec
+# read the latest item through the residual / the recurrent state), and only its last-position masks
+# train the left-context-only prediction that scoring asks for, so a low mask_prob (more forced last
+# masks) helps. Tried over seeds: BERT4Rec reached HR@1 >= 0.97 on 8 of 8, the others 1.0 on 3 of 3.
+LEARN = {
+    "sasrec": (150, 1e-2, {}),
+    "gru4rec": (100, 1e-2, {}),
+    "bert4rec": (300, 5e-3, {"hidden_size": 32, "num_heads": 1, "dropout": 0.0, "mask_prob": 0.1}),
+}
+
+
 @pytest.mark.parametrize("name", models.names())
 def test_learns_a_planted_cyclic_pattern(name):
-    """next item = item mod 30 + 1; after 100 Adam steps HR@1 on held-out sequences is > 0.9."""
-    model = build(name)
+    """next item = item mod 30 + 1: after 100-300 Adam steps (linear decay, clipping at 1, as BERT's
+    optimiser) HR@1 on held-out sequences is > 0.9."""
+    steps, lr, overrides = LEARN[name]
+    model = build(name, **overrides)
     padding = models.get(name).padding
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)
     model.train()
-    for step in range(100):
-        loss = model.loss(make_batch(cyclic_seqs(64, seed=step), L, padding, seed=step))
+    for step in range(steps):
+        loss = model.loss(cyclic_batch(64, seed=step, padding=padding)[0])
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    test = cyclic_seqs(200, seed=10_000)
-    batch = make_batch(test, L, padding)
+        decay.step()
+    batch, nxt = cyclic_batch(200, seed=10_000, padding=padding)
     model.eval()
     with torch.no_grad():
         scores = model.score(batch)
     scores[:, 0] = -torch.inf  # the evaluator masks the padding column
-    hr1 = (scores.argmax(1) == torch.tensor([s[-1] for s in test])).float().mean().item()
+    hr1 = (scores.argmax(1) == nxt).float().mean().item()
     assert hr1 > 0.9, f"{name}: HR@1 {hr1:.3f}"
 
 
@@ -224,10 +257,10 @@ def test_sasrec_is_causal():
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
 def test_extra_left_padding_does_not_change_scores(name):
+    """A batch trimmed to its longest sequence scores as the same batch padded to max_len."""
     model = build(name, max_len=20).eval()
-    seqs = random_seqs(6, seed=4, max_len=8)  # inputs of at most 7 items: the width-8 batch is padded
+    seqs = random_seqs(6, seed=4, max_len=9) + [list(range(1, 10))]  # inputs of up to 8 items
     narrow, wide = make_batch(seqs, 8, "left"), make_batch(seqs, 20, "left")
-    assert (narrow["item"][:, 0] == 0).all()
     with torch.no_grad():
         torch.testing.assert_close(model.score(narrow), model.score(wide), atol=1e-5, rtol=1e-5)
 
@@ -279,9 +312,8 @@ def test_bert4rec_masks_at_least_one_real_position_and_never_padding():
     assert torch.equal(a, model.cloze(seq, torch.Generator().manual_seed(5))[0])
 
 
-def test_bert4rec_trains_on_the_whole_window_sequence():
+def test_bert4rec_trains_on_the_whole_sequence_up_to_max_len():
     model = build("bert4rec")
-    seqs = [[3, 4, 5, 6], list(range(1, L + 3))]  # short (left-padded) and longer than the window
     seen = {}
     cloze = model.cloze
 
@@ -290,9 +322,13 @@ def test_bert4rec_trains_on_the_whole_window_sequence():
         return cloze(seq, generator)
 
     model.cloze = spy
-    model.loss(make_batch(seqs, L, "left"))
+    # A short (left-padded) sequence and one longer than max_len: the latter keeps its last max_len.
+    model.loss(make_batch([[3, 4, 5, 6], list(range(1, L + 3))], L, "left"))
     assert seen["seq"][0].tolist() == [0] * (L - 4) + [3, 4, 5, 6]
     assert seen["seq"][1].tolist() == list(range(3, L + 3))
+    # A batch trimmed to its longest input (width 5 < max_len) loses nothing: width 6.
+    model.loss(make_batch([[3, 4, 5, 6], [1, 2, 3, 4, 5, 6]], 5, "left"))
+    assert seen["seq"].tolist() == [[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]]
 
 
 def test_bert4rec_scores_at_an_appended_mask_token():
@@ -301,7 +337,7 @@ def test_bert4rec_scores_at_an_appended_mask_token():
     item = batch["item"]
     with torch.no_grad():
         scores = model.score(batch)
-        mask = torch.full((5, 1), model.mask_token)
+        mask = torch.full((5, 1), model.mask_token)  # a full window (width max_len) drops its oldest item
         expect = model.logits(model.encode(torch.cat([item[:, 1:], mask], 1))[:, -1])
         torch.testing.assert_close(scores, expect)
         model.item_emb.weight[model.mask_token] += 1.0  # the [MASK] embedding feeds the score

@@ -53,9 +53,10 @@ class MultiHeadAttention(nn.Module):
         def heads(x: Tensor) -> Tensor:  # [B, L, d] -> [B, H, L, d / H]
             return x.view(B, x.shape[1], self.num_heads, d // self.num_heads).transpose(1, 2)
 
-        q, k, v = heads(F.linear(query, w_q, b_q)), heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)  # [B, H, Lq, d / H]
+        q = heads(F.linear(query, w_q, b_q))  # [B, H, Lq, d / H]
+        k, v = heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))  # [B, H, Lk, d / H]
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, Lq, d / H]
         return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d))  # [B, Lq, d]
 
 

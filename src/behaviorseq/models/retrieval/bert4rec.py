@@ -16,8 +16,8 @@ Deviations from the official code, one line each:
   round(len * p) positions, capped at max_predictions_per_seq).
 - A sequence that draws no mask gets its latest item masked, instead of the official extra
   "mask the last item" copy of every sequence; every sequence thus trains at least one position.
-- Training sequences are the batch's sliding windows, without the official 10x duplication
-  (dupe_factor) of differently masked copies; each epoch draws fresh masks instead.
+- Each training sample is a window from the data pipeline, masked afresh at every step, instead of
+  the official 10 pre-generated masked copies (dupe_factor) of each sliding window.
 - Sequences are left-padded and positions right-aligned to the table (official: right padding),
   so the appended [MASK] always has position max_len - 1.
 - The softmax runs over the items only, not over the padding and [MASK] tokens of the vocabulary.
@@ -40,8 +40,9 @@ class BERT4RecConfig(StrictConfig):
     num_layers: int = Field(2, gt=0)  # official config: num_hidden_layers = 2
     num_heads: int = Field(2, gt=0)  # official config: num_attention_heads = 2
     dropout: float = Field(0.2, ge=0.0, lt=1.0)  # official config: hidden and attention dropout 0.2
-    max_len: int = Field(50, gt=0)  # official: 200 on MovieLens-1M/20M, 50 on Beauty and Steam
-    mask_prob: float = Field(0.2, gt=0.0, le=1.0)  # paper's rho: 0.2 on MovieLens, 0.4 Steam, 0.6 Beauty
+    max_len: int = Field(50, gt=0)  # official run_*.sh: 200 on MovieLens-1M, 50 on Beauty and Steam
+    # The paper's rho; official run_*.sh: 0.2 on MovieLens-1M, 0.4 on Steam, 0.6 on Beauty.
+    mask_prob: float = Field(0.2, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> BERT4RecConfig:
@@ -125,23 +126,25 @@ class BERT4Rec(nn.Module):
         return inp, torch.where(masked, seq, torch.zeros_like(seq))
 
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
-        """Cloze loss: cross-entropy over all items at the masked positions (the paper's negative log-likelihood).
+        """Cloze loss: cross-entropy over all items at the masked positions (the paper's NLL).
 
         Randomness comes from torch's global RNG (seeded and checkpointed by the trainer), or from
         ``generator``.
         """
-        item, target = batch["item"], batch["target"]  # [B, L] shifted view, left-padded
-        # The window's whole sequence: inputs from the second on, then the final target. (``target``
-        # alone would lose the first item of a sequence shorter than the window.)
-        seq = torch.cat([item[:, 1:], target[:, -1:]], 1)  # [B, L]
+        item, target = batch["item"], batch["target"]  # [B, L] shifted view, left-padded, L <= max_len
+        # The whole sequence is the inputs then the final target (``target`` alone would lose the first
+        # item); its last max_len items, so only a window already max_len wide loses its oldest item.
+        seq = torch.cat([item, target[:, -1:]], 1)[:, -self.cfg.max_len:]  # [B, L'] L' = min(L + 1, max_len)
         inp, labels = self.cloze(seq, generator)
-        h = self.encode(inp)  # [B, L, d]
-        at = labels > 0  # [B, L]
+        h = self.encode(inp)  # [B, L', d]
+        at = labels > 0  # [B, L']
         logits = self.logits(h[at])[:, 1:]  # [N, n_items], never the padding item
         return F.cross_entropy(logits, labels[at] - 1)
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
-        item = batch["item"]  # [B, L] left-padded history
+        item = batch["item"]  # [B, L] left-padded history, L <= max_len
         mask = torch.full_like(item[:, :1], self.mask_token)  # [B, 1]
-        h = self.encode(torch.cat([item[:, 1:], mask], 1))[:, -1]  # [B, d] at the appended [MASK]
+        # History then [MASK], cut to max_len: a full window gives up its oldest item for the [MASK].
+        inp = torch.cat([item, mask], 1)[:, -self.cfg.max_len:]  # [B, min(L + 1, max_len)]
+        h = self.encode(inp)[:, -1]  # [B, d] at the appended [MASK]
         return self.logits(h)  # [B, n_items + 1]
