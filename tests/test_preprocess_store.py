@@ -145,3 +145,9 @@ def test_cache_is_keyed_by_source_and_config(tmp_path):
     src.write_text("changed")
     cached_store([src], {"steps": []}, build, tmp_path / "c")
     assert len(calls) == 3
+
+
+def test_added_label_column_reaches_the_store():
+    t = make_events(["a", "a", "b"], [1, 2, 1], [1, 2, 3], rating=[5.0, 2.0, 4.0])
+    store = SequenceStore.build(P.run(t, [P.Label("rating", ">=", 4), P.Threshold("rating", ">", 1)]))
+    assert store.events["label"].data.tolist() == [1, 0, 1]
