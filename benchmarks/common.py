@@ -41,3 +41,22 @@ def write_json(name: str, payload: dict) -> Path:
     out = RESULTS / name
     atomic_write_text(out, json.dumps(payload, indent=2, default=str))
     return out
+
+
+def beauty_task(dataset: str = "beauty", loss: str = "ce", **train):
+    """(store, split, model, task) for a benchmark-size SASRec (hidden 64, 2 blocks, 2 heads, max_len 50)
+    on a registered dataset with leave-one-out, as the speed benchmarks use it."""
+    import torch
+
+    from behaviorseq.config import EvalConfig, TrainConfig
+    from behaviorseq.data import leave_one_out, open_dataset
+    from behaviorseq.models import build
+    from behaviorseq.tasks.retrieval import RetrievalTask
+
+    store = open_dataset(dataset, root=data_root())
+    split = leave_one_out(store)
+    torch.manual_seed(0)
+    model = build("sasrec", store.num_items, {"hidden_size": 64, "num_heads": 2, "loss": loss})
+    eval_cfg = EvalConfig(batch_size=train.pop("eval_chunk", 1024))
+    task = RetrievalTask.create(store, split, model, TrainConfig(**train), eval_cfg)
+    return store, split, model, task

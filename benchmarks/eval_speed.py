@@ -12,12 +12,7 @@ import time
 
 import numpy as np
 import torch
-from common import data_root, machine, write_json
-
-from behaviorseq.config import EvalConfig, TrainConfig
-from behaviorseq.data import leave_one_out, open_dataset
-from behaviorseq.models import build
-from behaviorseq.tasks.retrieval import RetrievalTask
+from common import beauty_task, machine, write_json
 
 
 def main() -> None:
@@ -26,11 +21,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=1024)
     args = ap.parse_args()
-    store = open_dataset(args.dataset, root=data_root())
-    split = leave_one_out(store)
-    torch.manual_seed(0)
-    model = build("sasrec", store.num_items, {"hidden_size": 64, "num_heads": 2, "loss": "ce"})
-    task = RetrievalTask.create(store, split, model, TrainConfig(), EvalConfig(batch_size=args.chunk))
+    store, split, model, task = beauty_task(args.dataset, eval_chunk=args.chunk)
     task.evaluate(model, "test", torch.device("cpu"))  # warm-up
     times = []
     for _ in range(args.repeats):

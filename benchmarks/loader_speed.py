@@ -11,12 +11,7 @@ import argparse
 import time
 
 import torch
-from common import data_root, machine, write_json
-
-from behaviorseq.config import EvalConfig, TrainConfig
-from behaviorseq.data import leave_one_out, open_dataset
-from behaviorseq.models import build
-from behaviorseq.tasks.retrieval import RetrievalTask
+from common import beauty_task, machine, write_json
 
 
 def main() -> None:
@@ -25,11 +20,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=256)
     args = ap.parse_args()
-    store = open_dataset(args.dataset, root=data_root())
-    split = leave_one_out(store)
-    torch.manual_seed(0)
-    model = build("sasrec", store.num_items, {"hidden_size": 64, "num_heads": 2, "loss": "bce"})
-    task = RetrievalTask.create(store, split, model, TrainConfig(batch_size=args.batch_size), EvalConfig())
+    store, split, model, task = beauty_task(args.dataset, loss="bce", batch_size=args.batch_size)
     loader, _ = task.train_loader(epoch=0)
     t0 = time.perf_counter()
     batches = []
