@@ -128,3 +128,13 @@ def test_temporal_rejects_bad_cutoffs():
     store = SequenceStore.build(P.run(make_events(["a"] * 3, [1, 2, 3], [1, 2, 3])))
     with pytest.raises(ValueError, match="after the test cutoff"):
         temporal(store, cutoffs=(3, 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(stores(), st.integers(1, 6))
+def test_training_windows_cover_every_target_once(store, max_len):
+    tr = leave_one_out(store).train
+    w = tr.windows(max_len)
+    assert np.all(w.input_end - w.input_start <= max_len) and np.all(w.input_end > w.input_start)
+    assert sorted(ranges(w.target_start, w.target_end).tolist()) == sorted(ranges(tr.target_start, tr.target_end).tolist())
+    assert np.all(w.target_start == w.input_start + 1)

@@ -39,6 +39,19 @@ class View:
         return View(self.role, self.user[idx], self.input_start[idx], self.input_end[idx],
                     self.target_start[idx], self.target_end[idx], self.shifted)
 
+    def windows(self, max_len: int) -> View:
+        """A shifted view cut into consecutive chunks of at most ``max_len`` inputs, from the latest
+        backwards, so that every training target is predicted once per epoch even when a sequence is
+        longer than the model's window (SASRec's own code keeps only the latest ``max_len``)."""
+        if not self.shifted:
+            raise ValueError("windows() applies to shifted (training) views")
+        n = self.input_end - self.input_start
+        k = -(-n // max_len)  # chunks per sample
+        j = ragged_arange(k)
+        end = np.repeat(self.input_end, k) - j * max_len
+        start = np.maximum(np.repeat(self.input_start, k), end - max_len)
+        return View(self.role, np.repeat(self.user, k), start, end, start + 1, end + 1, shifted=True)
+
     @property
     def num_targets(self) -> int:
         return int((self.target_end - self.target_start).sum())

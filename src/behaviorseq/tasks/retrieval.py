@@ -56,8 +56,13 @@ class RetrievalTask:
             sampler = make_sampler("uniform", self.store)
             if train_events is not None:
                 sampler.exclude = InteractionSet(self.store, train_events)
-        return SeqBatcher(self.store, self.split.train, self.max_len, self.padding, self.fields, sampler,
+        return SeqBatcher(self.store, self.train_view, self.max_len, self.padding, self.fields, sampler,
                           max(1, self.n_negatives))
+
+    @property
+    def train_view(self) -> View:
+        view = self.split.train
+        return view.windows(self.max_len) if self.train_cfg.train_windows == "all" else view
 
     def train_loader(self, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1):
         batcher = self.train_batcher()
@@ -66,7 +71,7 @@ class RetrievalTask:
         return loader, batcher
 
     def steps_per_epoch(self) -> int:
-        n = -(-len(self.split.train) // self.train_cfg.batch_size)
+        n = -(-len(self.train_view) // self.train_cfg.batch_size)
         return min(n, self.train_cfg.max_steps_per_epoch or n)
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -149,6 +154,7 @@ class RetrievalTask:
             "ties": ec.ties,
             "ks": sorted(ec.ks),
             "max_len": self.max_len,
+            "train_windows": self.train_cfg.train_windows,
             "seed": self.train_cfg.seed,
             "code_version": __version__,
         }
