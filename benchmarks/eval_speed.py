@@ -20,7 +20,10 @@ def main() -> None:
     ap.add_argument("--dataset", default="beauty")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     store, split, model, task = beauty_task(args.dataset, eval_chunk=args.chunk)
     task.evaluate(model, "test", torch.device("cpu"))  # warm-up
     times = []
