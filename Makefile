@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The main job: train SASRec on MovieLens-100K, early-stop, evaluate the best checkpoint on test
 # (full ranking, leave-one-out) and print the metrics table.
 demo: setup
-	$(VENV)/bin/behaviorseq train --model sasrec --data ml-100k --out runs/demo-sasrec-ml100k train.epochs=40 train.patience=5
+	$(VENV)/bin/behaviorseq train --model sasrec --data ml-100k --out runs/demo-sasrec-ml100k train.epochs=30 train.patience=5
 
 test: setup
 	$(PY) -m pytest -q
