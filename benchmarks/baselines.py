@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml-100k", "lastfm", "beauty", "toys"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--out", default="baselines.json")
+    ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.epochs=50")
     args = ap.parse_args()
     runs = {}
@@ -38,6 +39,8 @@ def main() -> None:
                 run_dir = WORK / "runs" / f"{model}-{ds}-s{seed}"
                 if (run_dir / "metrics.json").exists():
                     res = json.loads((run_dir / "metrics.json").read_text())
+                elif args.no_train:
+                    continue
                 else:
                     cfg = build_config(model, ds, None, args.overrides + [f"train.seed={seed}"])
                     cfg.setdefault("data", {})["data_root"] = str(data_root())
@@ -46,7 +49,7 @@ def main() -> None:
                     print(f"{model} {ds} seed {seed}: test ndcg@10 {res['test']['ndcg@10']:.4f} "
                           f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
                 runs.setdefault((model, ds), []).append(res)
-    table = ["| dataset | model | seeds | " + " | ".join(m.upper() for m in METRICS) + " | epochs | s/epoch |",
+    table = ["| dataset | model | seeds | " + " | ".join(m.upper() for m in METRICS) + " | best epoch | s/epoch |",
              "|" + "---|" * (len(METRICS) + 5)]
     summary = []
     for (model, ds), rs in runs.items():
@@ -54,11 +57,12 @@ def main() -> None:
                "protocol": rs[0]["protocol"], "config_of_first": None}
         for m in METRICS:
             v = np.array([r["test"][m] for r in rs])
-            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
         row["best_epochs"] = [r["best_epoch"] for r in rs]
         row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rs]))
         summary.append(row)
-        cells = [f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" for m in METRICS]
+        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if row[m]["std"] is not None else "")
+                 for m in METRICS]
         table.append(f"| {ds} | {model} | {len(rs)} | " + " | ".join(cells)
                      + f" | {'/'.join(map(str, row['best_epochs']))} | {row['seconds_per_epoch']:.1f} |")
     print("\n".join(table))
