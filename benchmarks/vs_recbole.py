@@ -394,7 +394,7 @@ def ours_config(name: str, args) -> dict:
                          "max_len": MAX_LEN, "loss": "ce"},
         "data": {"dataset": DATASETS[name][0], "data_root": str(args.data_root), "split": "leave_one_out"},
         "train": {"epochs": args.ours_epochs, "batch_size": args.ours_batch, "lr": LR, "patience": args.ours_patience,
-                  "seed": SEED, "early_stop_metric": "ndcg@10"},
+                  "seed": SEED, "early_stop_metric": "ndcg@10", "train_windows": args.ours_windows},
         "eval": {"ks": list(KS), "exclude_history": False},
     }
 
@@ -641,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recbole-anomaly", action="store_true",
                     help="leave RecBole's set_detect_anomaly(True) on (for reference; off by default)")
     ap.add_argument("--ours-batch", type=int, default=256)
+    ap.add_argument("--ours-windows", choices=["last", "all"], default="all",
+                    help="our training windows: 'all' trains every event like RecBole's prefixes; 'last' is SASRec's own")
     ap.add_argument("--ours-epochs", type=int, default=200)
     ap.add_argument("--ours-patience", type=int, default=PATIENCE,
                     help=f"our early-stopping patience in evaluations (default {PATIENCE}, as RecBole's stopping_step)")
