@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.losses import next_item_loss
 
 
 class GRU4RecConfig(StrictConfig):
@@ -71,16 +71,8 @@ class GRU4Rec(nn.Module):
         return self.dense(out)  # [B, L, e]
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])  # [B, L, e]
-        target = batch["target"]  # [B, L] next item at each position, 0 on padding
-        valid = target > 0  # [B, L]
-        if self.cfg.loss == "bce":
-            pos = (h * self.item_emb(target)).sum(-1)[valid]  # [N]
-            neg = (h * self.item_emb(batch["negative"])).sum(-1)[valid]  # [N]
-            return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-                    + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
-        logits = h[valid] @ self.item_emb.weight[1:].T  # [N, n_items], never the padding item
-        return F.cross_entropy(logits, target[valid] - 1)
+        h = self.encode(batch["item"])  # [B, L, d]
+        return next_item_loss(h, batch["target"], self.item_emb.weight, self.cfg.loss, batch.get("negative"))
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encode(batch["item"])  # [B, L, e]

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.losses import next_item_loss
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
 
 
@@ -98,15 +98,7 @@ class SASRec(nn.Module):
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encode(batch["item"])  # [B, L, d]
-        target = batch["target"]  # [B, L] next item at each position, 0 on padding
-        valid = target > 0  # [B, L]
-        if self.cfg.loss == "bce":  # paper's BCE, averaged over real positions as in the reference
-            pos = (h * self.item_emb(target)).sum(-1)[valid]  # [N]
-            neg = (h * self.item_emb(batch["negative"])).sum(-1)[valid]  # [N]
-            return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-                    + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
-        logits = h[valid] @ self.item_emb.weight[1:].T  # [N, n_items], never the padding item
-        return F.cross_entropy(logits, target[valid] - 1)
+        return next_item_loss(h, batch["target"], self.item_emb.weight, self.cfg.loss, batch.get("negative"))  # paper: BCE with one negative; "ce": full softmax
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encode(batch["item"])[:, -1]  # [B, d] left padding: the latest item is at -1
