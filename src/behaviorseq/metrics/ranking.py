@@ -136,15 +136,17 @@ def target_ranks(
     def count(op: str, self_hit: int) -> Tensor:
         # On CPU, numpy's comparison + count_nonzero is several times faster than torch's bool reduction.
         if on_cpu:
-            hit = np.greater(s_np, t_np) if op == "gt" else np.equal(s_np, t_np)
+            hit = {"gt": np.greater, "eq": np.equal, "ge": np.greater_equal}[op](s_np, t_np)
             if others is None:
                 return torch.from_numpy(np.count_nonzero(hit, axis=1) - hit[:, 0] - self_hit).long()
             return torch.from_numpy(np.count_nonzero(hit & others.numpy(), axis=1)).long()
-        hit = scores > s_t if op == "gt" else scores == s_t
+        hit = {"gt": torch.gt, "eq": torch.eq, "ge": torch.ge}[op](scores, s_t)
         if others is None:
             return torch.count_nonzero(hit, dim=1) - hit[:, 0].long() - self_hit
         return torch.count_nonzero(hit.logical_and_(others), dim=1)
 
+    if ties == "pessimistic":  # one pass: every other item scoring >= the target is ahead of it
+        return count("ge", 1)
     higher = count("gt", 0)  # the target never scores above itself
     if ties == "optimistic":
         return higher
