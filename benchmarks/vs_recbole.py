@@ -22,19 +22,33 @@ RecBole side
 
     Data: RecBole reads a ``.inter`` file written to the work folder, with user, item and, as timestamp,
     each event's position in its user's sequence. For ml-100k (RecBole's own atomic file) that position
-    follows the exact Unix time with ties in file order, as ours does: RecBole 1.2.1 keeps float fields as
-    float32 (step 64 s near 1e9), so raw timestamps reorder events close in time: unnormalized, 254 of 943
-    validation targets differ from the exact order; min-max normalized as RecBole's ml-100k.yaml does
-    (step about 1.3 s), 5 targets and 38 validation inputs (``--recbole-raw-timestamps`` links the raw file). The dataset is called ``ml100k`` on RecBole's side because RecBole 1.2.1 points the
-    name ``ml-100k`` at its bundled copy whatever ``data_path`` says. LastFM (S3-Rec ``LastFM.txt``) gets
-    the position in the user's line. No filtering: ``user_inter_num_interval``/``item_inter_num_interval``
-    are ``[0,inf)``, ``val_interval`` and ``rm_dup_inter`` unset. The script checks that RecBole sees the
-    same numbers of users, items and interactions as ours, and that every user's validation and test
-    target and (last 50) input items are identical on both sides.
+    follows the exact Unix time with ties in file order, as ours does. RecBole 1.2.1 keeps float fields as
+    float32 (step 64 s near 1e9), so raw timestamps reorder events close in time: unnormalized, 254 of the
+    943 validation targets differ from the exact order; min-max normalized as RecBole's ml-100k.yaml does
+    (step about 1.3 s), 5 targets and 38 validation inputs (``--recbole-raw-timestamps`` links the raw
+    file). The dataset is called ``ml100k`` on RecBole's side because RecBole 1.2.1 points the name
+    ``ml-100k`` at its bundled copy whatever ``data_path`` says. LastFM (S3-Rec ``LastFM.txt``) gets the
+    position in the user's line. No filtering: ``user_inter_num_interval``/``item_inter_num_interval`` are
+    ``[0,inf)``, ``val_interval`` and ``rm_dup_inter`` unset. The script checks that RecBole sees the same
+    numbers of users, items and interactions as ours, and that every user's validation and test target and
+    (last 50) input items are identical on both sides.
+
+    Training samples: RecBole trains on every prefix (one sample per training event, its last <= 50 items
+    as input, the loss at the last position only), batch 2048 (its default). Epochs are capped
+    (``--recbole-epochs``; about 80-200 s each on ml-100k on 2 cores), so its "best" is the best within the
+    cap.
 
 Our side
     ``behaviorseq.train.run_experiment(config, run_dir)`` in a subprocess of this venv; ``log.jsonl`` gives
-    the per-epoch clock and validation metrics, ``metrics.json`` the test metrics.
+    the per-epoch clock and validation metrics, ``metrics.json`` the test metrics. ``--ours-windows all``
+    (the default) trains each user's training sequence in chunks of <= 50 with the loss at every position,
+    so every training event is a target once per epoch, as in RecBole; ``last`` keeps only each user's
+    latest 50 (SASRec's own sampling: 40% of ml-100k's training targets, 51% of LastFM's).
+
+Clocks: each side's training-loop wall clock, plus its process CPU seconds and the CPU seconds all other
+processes on the machine used meanwhile (from /proc/stat), per epoch, so that a run disturbed by other jobs
+shows it ("other load (cores)" in the table). ``--wait-quiet`` waits before each side for the machine to
+be idle.
 
 Evaluation masking: RecBole 1.2.1's full-sort evaluation masks a user's history items only for
 non-sequential models; for sequential models (``FullSortEvalDataLoader.collate_fn``) the history index is
@@ -45,8 +59,9 @@ Both subprocesses run with the same environment: glibc malloc tuning (``MALLOC_M
 MALLOC_TRIM_THRESHOLD_=100000000000 MALLOC_TOP_PAD_=536870912``, off with ``--no-malloc-tuning``) and
 torch's default thread count; both are recorded in the results.
 
-    python benchmarks/vs_recbole.py --datasets ml-100k lastfm --recbole-epochs ml-100k=12
+    python benchmarks/vs_recbole.py --datasets ml-100k lastfm        # RecBole capped at 12 / 20 epochs
     python benchmarks/vs_recbole.py --skip-recbole        # rerun ours against the stored RecBole results
+    python benchmarks/vs_recbole.py --skip-recbole --skip-ours --md table.md   # only redo the tables
 """
 
 from __future__ import annotations
@@ -601,8 +616,10 @@ def markdown(results: dict) -> str:
                 speed = f"{c['speedup_to_target']:.1f}x" if c.get("speedup_to_target") else "not reached"
                 speed_cpu = f"{c['speedup_to_target_cpu']:.1f}x" if c.get("speedup_to_target_cpu") else "-"
             cap = f" (cap {r[side].get('epochs_cap')})" if side == "recbole" else ""
+            label = "RecBole 1.2.1" if side == "recbole" else \
+                f"behaviorseq (windows: {r[side]['config']['train'].get('train_windows', 'last')})"
             lines.append(
-                f"| {'RecBole 1.2.1' if side == 'recbole' else 'behaviorseq'} | {batch} | {fmt(s['s_per_epoch'], 1)} | "
+                f"| {label} | {batch} | {fmt(s['s_per_epoch'], 1)} | "
                 f"{s['epochs_run']}{cap} | {fmt(s['best_valid_ndcg@10'])} ({s['best_valid_epoch']}) | "
                 f"{fmt(t.get('hr@5'))} / {fmt(t.get('ndcg@5'))} | {fmt(t.get('hr@10'))} / {fmt(t.get('ndcg@10'))} | "
                 f"{fmt(t.get('hr@20'))} / {fmt(t.get('ndcg@20'))} | "
