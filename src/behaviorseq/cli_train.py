@@ -1,7 +1,8 @@
 """``behaviorseq train | evaluate | compare``: thin wrappers over ``behaviorseq.train``.
 
 Config resolution, later wins: the model's packaged YAML (``behaviorseq/configs/<model>.yaml``), a
-dataset-specific one (``<model>_<dataset>.yaml``) if packaged, ``--config FILE``, then ``key=value``
+dataset-specific one (``<model>_<dataset>.yaml``) if packaged, an evaluation protocol
+(``--protocol comirec`` -> ``protocol_comirec.yaml``), ``--config FILE``, then ``key=value``
 overrides (``train.lr=0.001``, ``model.hidden_size=64``, ``eval.ks=[10,20]``).
 """
 
@@ -30,11 +31,19 @@ def packaged_config(name: str) -> dict:
     return yaml.safe_load(f.read_text()) or {} if f.is_file() else {}
 
 
-def build_config(model: str, data: str | None, config_file: str | None, overrides: list[str]) -> dict:
+def build_config(model: str, data: str | None, config_file: str | None, overrides: list[str],
+                 protocol: str | None = None) -> dict:
     cfg: dict = {"model": model}
     cfg = _merge(cfg, packaged_config(model))
     if data:
         cfg = _merge(cfg, packaged_config(f"{model}_{data.lower()}"))
+    if protocol:
+        proto = packaged_config(f"protocol_{protocol}")
+        if not proto:
+            known = sorted(p.name[9:-5] for p in (resources.files("behaviorseq") / "configs").iterdir()
+                           if p.name.startswith("protocol_"))
+            raise ConfigError(f"unknown protocol {protocol!r}; packaged protocols: {known}")
+        cfg = _merge(cfg, proto)
     if config_file:
         cfg = _merge(cfg, yaml.safe_load(Path(config_file).read_text()) or {})
     ov = parse_overrides(overrides)
@@ -48,12 +57,13 @@ def build_config(model: str, data: str | None, config_file: str | None, override
 
 def format_metrics(result: dict, ks=None) -> str:
     ks = ks or result["protocol"]["ks"]
-    head = ["role"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["MRR"]
+    names = [n for n in ("Recall", "HR", "NDCG", "MRR") if any(f"{n.lower()}@{k}" in result["test"] for k in ks)]
+    head = ["role"] + [f"{m}@{k}" for k in ks for m in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for role in ("valid", "test"):
         r = result[role]
-        vals = [f"{r.get(f'{m.lower()}@{k}', float('nan')):.4f}" for k in ks for m in ("HR", "NDCG")]
-        lines.append("| " + " | ".join([role] + vals + [f"{r.get('mrr', float('nan')):.4f}"]) + " |")
+        vals = [f"{r.get(f'{m.lower()}@{k}', float('nan')):.4f}" for k in ks for m in names]
+        lines.append("| " + " | ".join([role] + vals) + " |")
     p = result["protocol"]
     lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats_after_preprocessing']}), {p['split']['split']}, "
                  f"{p['ranking']} ranking, history excluded: {p['exclude_history']}, ties: {p['ties']}, "
@@ -65,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from behaviorseq.train import run_experiment
 
     try:
-        cfg = build_config(args.model, args.data, args.config, args.overrides)
+        cfg = build_config(args.model, args.data, args.config, args.overrides, args.protocol)
         if args.data_root:
             cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
         out = Path(args.out or f"runs/{args.model}-{(args.data or 'data').lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -101,10 +111,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train, early-stop, evaluate the best checkpoint on test")
-    t.add_argument("--model", required=True, help="a registered model: sasrec, gru4rec, bert4rec, ...")
+    t.add_argument("--model", required=True, help="a registered model: sasrec, gru4rec, bert4rec, comirec_sa, comirec_dr, mostpop, ...")
     t.add_argument("--data", default=None, help="a registered dataset name or a path")
     t.add_argument("--data-root", default=None)
     t.add_argument("--config", default=None, help="a YAML run config")
+    t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001 model.loss=ce")

@@ -77,9 +77,12 @@ class TrainConfig(StrictConfig):
     amp: bool = True  # mixed precision on CUDA only; ignored on CPU
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
-    # "last": each user's latest max_len training events per epoch (SASRec paper and code);
-    # "all": the whole training sequence in max_len chunks, every event a target once per epoch.
-    train_windows: Literal["last", "all"] = "last"
+    # Training samples per epoch. "last": each user's latest max_len training events (SASRec paper and
+    # code); "all": the whole training sequence in max_len chunks, every event a target once;
+    # "prefixes": one single-target sample per training event with its history (RecBole, SRA-CL);
+    # "random_target": one sample per user, its target drawn uniformly anew each epoch (ComiRec).
+    # None: the model's own default (its class attribute ``train_windows``), else "last".
+    train_windows: Literal["last", "all", "prefixes", "random_target"] | None = None
     negatives_exclude_history: bool = True  # sampled training negatives avoid the user's training items
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
     time_limit_s: float | None = None  # stop (after the running epoch) past this wall time

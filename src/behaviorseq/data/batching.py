@@ -1,6 +1,7 @@
 """From split views to batches of tensors, by vectorised gathers from the store's flat arrays.
 
 Batch fields (B samples, L <= max_len: the batch's longest sequence, last max_len events kept):
+    index      [B]        the samples' row numbers in the view
     user       [B]        encoded user ids
     item       [B, L]     input item ids, 0 = padding (left or right padded, as the model declares)
     <field>    [B, L]     any other event field asked for (timestamp, behavior, ...)
@@ -68,6 +69,7 @@ class SeqBatcher:
             cols = slice(self.max_len - w, None) if self.padding == "left" else slice(0, w)
             flat, valid = flat[:, cols], valid[:, cols]
         out = {
+            "index": torch.from_numpy(idx.copy()),  # the samples' rows in the view (e.g. prefix ids)
             "user": torch.from_numpy(v.user[idx].astype(np.int64)),
             "item": torch.from_numpy(np.where(valid, self._item[flat], 0)),
             "length": torch.from_numpy(valid.sum(1)),

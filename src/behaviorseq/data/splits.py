@@ -52,6 +52,33 @@ class View:
         start = np.maximum(np.repeat(self.input_start, k), end - max_len)
         return View(self.role, np.repeat(self.user, k), start, end, start + 1, end + 1, shifted=True)
 
+    def prefixes(self, min_input: int = 1) -> View:
+        """One single-target sample per target event of a shifted view: the event is the target and
+        everything before it (from ``input_start``) the input, so every training event is predicted
+        once per epoch with its full history (RecBole's and SRA-CL's training samples). Targets with
+        fewer than ``min_input`` input events are dropped. Rows are ordered by user, then time, so a
+        row index names the same prefix in every epoch."""
+        if not self.shifted:
+            raise ValueError("prefixes() applies to shifted (training) views")
+        n = self.target_end - self.target_start
+        j = np.repeat(self.target_start, n) + ragged_arange(n)  # target event of each sample
+        hs = np.repeat(self.input_start, n)
+        keep = j - hs >= max(1, min_input)
+        j, hs, u = j[keep], hs[keep], np.repeat(self.user, n)[keep]
+        return View(self.role, u, hs, j, j, j + 1)
+
+    def random_targets(self, rng: np.random.Generator, min_input: int = 4) -> View:
+        """One single-target sample per user of a shifted view, the target drawn uniformly among the
+        events with at least ``min_input`` predecessors (fewer when the sequence is too short: then
+        among all events with at least one), as ComiRec's training does for each sampled user."""
+        if not self.shifted:
+            raise ValueError("random_targets() applies to shifted (training) views")
+        n_events = self.target_end - self.input_start  # events of the user's training sequence
+        lo = np.where(n_events > min_input, min_input, 1)  # first admissible target offset
+        off = lo + np.floor(rng.random(len(self)) * (n_events - lo)).astype(np.int64)
+        j = self.input_start + off
+        return View(self.role, self.user, self.input_start.copy(), j, j, j + 1)
+
     @property
     def num_targets(self) -> int:
         return int((self.target_end - self.target_start).sum())

@@ -4,6 +4,7 @@ All functions are pure and vectorized; ranking functions take torch tensors (num
 ones take numpy arrays or tensors and return Python floats.
 """
 
+from behaviorseq.metrics.diversity import diversity_at_n
 from behaviorseq.metrics.pointwise import auc, gauc, logloss, per_group_auc
 from behaviorseq.metrics.ranking import (
     per_sample_ranking_metrics,
@@ -16,6 +17,7 @@ from behaviorseq.metrics.ranking import (
 
 __all__ = [
     "auc",
+    "diversity_at_n",
     "gauc",
     "logloss",
     "per_group_auc",

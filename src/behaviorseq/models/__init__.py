@@ -15,6 +15,9 @@ _MODULES = {
     "sasrec": "behaviorseq.models.retrieval.sasrec",
     "gru4rec": "behaviorseq.models.retrieval.gru4rec",
     "bert4rec": "behaviorseq.models.retrieval.bert4rec",
+    "comirec_sa": "behaviorseq.models.retrieval.comirec_sa",
+    "comirec_dr": "behaviorseq.models.retrieval.comirec_dr",
+    "mostpop": "behaviorseq.models.retrieval.mostpop",
 }
 
 

@@ -38,6 +38,7 @@ class RetrievalTask:
     train_cfg: TrainConfig
     eval_cfg: EvalConfig
     exclude_history: bool
+    train_windows: str = "last"  # resolved: the config's choice, else the model's default
 
     @classmethod
     def create(cls, store: SequenceStore, split: Split, model, train_cfg: TrainConfig,
@@ -45,33 +46,43 @@ class RetrievalTask:
         ex = eval_cfg.exclude_history
         if ex is None:
             ex = bool(store.meta.get("dataset", {}).get("exclude_history_default", True))
+        windows = train_cfg.train_windows or getattr(model, "train_windows", "last")
         return cls(store, split, int(model.cfg.max_len), model.padding, tuple(getattr(model, "fields", ())),
-                   int(model.n_negatives), train_cfg, eval_cfg, ex)
+                   int(model.n_negatives), train_cfg, eval_cfg, ex, windows)
 
     # ---- training -------------------------------------------------------------------------------
-    def train_batcher(self) -> SeqBatcher:
+    def train_batcher(self, epoch: int = 0) -> SeqBatcher:
         sampler = None
         if self.n_negatives > 0:
             train_events = np.flatnonzero(self.split.roles == TRAIN) if self.train_cfg.negatives_exclude_history else None
             sampler = make_sampler("uniform", self.store)
             if train_events is not None:
                 sampler.exclude = InteractionSet(self.store, train_events)
-        return SeqBatcher(self.store, self.train_view, self.max_len, self.padding, self.fields, sampler,
+        return SeqBatcher(self.store, self.train_view(epoch), self.max_len, self.padding, self.fields, sampler,
                           max(1, self.n_negatives))
 
-    @property
-    def train_view(self) -> View:
-        view = self.split.train
-        return view.windows(self.max_len) if self.train_cfg.train_windows == "all" else view
+    def train_view(self, epoch: int = 0) -> View:
+        """The epoch's training samples (see ``TrainConfig.train_windows``); a function of (seed, epoch)
+        only, so a resumed run sees the same samples."""
+        view, w = self.split.train, self.train_windows
+        if w == "all":
+            return view.windows(self.max_len)
+        if w == "prefixes":
+            return view.prefixes()
+        if w == "random_target":
+            return view.random_targets(np.random.default_rng([self.train_cfg.seed, epoch, 7]))
+        if w != "last":
+            raise ValueError(f"train_windows must be last|all|prefixes|random_target, got {w!r}")
+        return view
 
     def train_loader(self, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1):
-        batcher = self.train_batcher()
+        batcher = self.train_batcher(epoch)
         loader = epoch_loader(batcher, self.train_cfg.batch_size, shuffle=True, seed=self.train_cfg.seed,
                               epoch=epoch, start_step=start_step, num_workers=self.train_cfg.num_workers)
         return loader, batcher
 
     def steps_per_epoch(self) -> int:
-        n = -(-len(self.train_view) // self.train_cfg.batch_size)
+        n = -(-len(self.train_view(0)) // self.train_cfg.batch_size)
         return min(n, self.train_cfg.max_steps_per_epoch or n)
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -154,7 +165,7 @@ class RetrievalTask:
             "ties": ec.ties,
             "ks": sorted(ec.ks),
             "max_len": self.max_len,
-            "train_windows": self.train_cfg.train_windows,
+            "train_windows": self.train_windows,
             "seed": self.train_cfg.seed,
             "code_version": __version__,
         }

@@ -15,13 +15,15 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from behaviorseq import models
 from behaviorseq.config import RunConfig
 from behaviorseq.data.datasets import open_dataset
-from behaviorseq.data.splits import make_split
+from behaviorseq.data.sampling import item_counts
+from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
@@ -39,6 +41,8 @@ def prepare(cfg: RunConfig):
     split = make_split(store, cfg.data.split, **cfg.data.split_args)
     seed_everything(cfg.train.seed)
     model = models.build(cfg.model, store.num_items, cfg.model_args)
+    if hasattr(model, "use_item_counts"):  # popularity-aware models: counts over training events only
+        model.use_item_counts(torch.from_numpy(item_counts(store, np.flatnonzero(split.roles == TRAIN))))
     task = RetrievalTask.create(store, split, model, cfg.train, cfg.eval)
     return store, split, model, task
 
@@ -54,20 +58,25 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    trainer = Trainer(model, task, cfg.train, run_dir)
     t0 = time.perf_counter()
-    state = trainer.fit(resume=resume)
+    if any(p.requires_grad for p in model.parameters()):
+        trainer = Trainer(model, task, cfg.train, run_dir)
+        state, device = trainer.fit(resume=resume), trainer.device
+    else:  # nothing to learn (e.g. MostPop): evaluate as built
+        device = resolve_device(cfg.train.device)
+        model.to(device)
+        state = {"best_epoch": None, "epoch": 0, "elapsed_s": 0.0}
     train_s = time.perf_counter() - t0
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
-        model.load_state_dict(torch.load(best, map_location=trainer.device, weights_only=True))
-    valid = task.evaluate(model, "valid", trainer.device, rank, world)
-    test = task.evaluate(model, "test", trainer.device, rank, world)
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
+    valid = task.evaluate(model, "valid", device, rank, world)
+    test = task.evaluate(model, "test", device, rank, world)
     result = {
         "model": cfg.model, "dataset": store.meta.get("name"), "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"], "valid": valid, "test": test, "protocol": task.protocol("test"),
         "train_seconds": train_s, "seconds_per_epoch": state["elapsed_s"] / max(1, state["epoch"]),
-        "environment": environment(trainer.device, world),
+        "environment": environment(device, world),
     }
     if rank == 0:
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, default=str))
@@ -86,7 +95,11 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     store, split, model, task = prepare(cfg)
     device = resolve_device(cfg.train.device)
     model.to(device)
-    model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True))
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
+    elif any(p.requires_grad for p in model.parameters()):
+        raise FileNotFoundError(f"{best} is missing: the run has not finished an epoch")
     out = {"run": str(run_dir), "model": cfg.model, "dataset": store.meta.get("name"),
            **{r: task.evaluate(model, r, device) for r in roles}, "protocol": task.protocol("test")}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(out, indent=2, default=str))

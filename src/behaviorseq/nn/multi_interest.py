@@ -1,0 +1,66 @@
+"""What multi-interest retrieval models share: capsule squash, the hard readout used in training, the
+max-over-interests score used in serving, and the training loss (sampled softmax with shared negatives,
+or the full softmax). Used by ComiRec-SA and ComiRec-DR (Cen et al., KDD 2020)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from behaviorseq.nn.sampled_softmax import proposal_probs, sampled_softmax_loss
+
+
+def squash(s: Tensor, eps: float = 1e-9) -> Tensor:
+    """Capsule squash along the last axis: |s|^2 / (1 + |s|^2) * s / |s|, with the official eps."""
+    n2 = (s * s).sum(-1, keepdim=True)
+    return n2 / (1 + n2) / torch.sqrt(n2 + eps) * s
+
+
+def hard_readout(interests: Tensor, target_emb: Tensor) -> Tensor:
+    """interests [B, K, d], target_emb [B, d] -> [B, d]: the interest with the largest inner product
+    with the target (ComiRec's training readout; argmax, so no gradient through the choice)."""
+    k = torch.einsum("bkd,bd->bk", interests, target_emb).argmax(1)  # [B]
+    return interests[torch.arange(len(k), device=k.device), k]
+
+
+def max_interest_scores(interests: Tensor, table: Tensor) -> Tensor:
+    """[B, K, d] x [n_items + 1, d] -> [B, n_items + 1]: f(u, i) = max_k e_i . v_k, the score that
+    pooling each interest's top-N (ComiRec's serving) ranks by."""
+    return torch.einsum("bkd,nd->bkn", interests, table).amax(1)
+
+
+class MultiInterestLoss(nn.Module):
+    """Training loss of a user vector against the target item over a tied item table.
+
+    ``kind="sampled"``: ``neg_ratio * B`` candidates shared by the batch (the official ComiRec's
+    num_sampled = 10 x batch), capped at ``max_sample_fraction`` of the catalogue (a unique sampler
+    cannot draw nearly all items), from the ``proposal`` over training frequencies, logQ-corrected with
+    accidental hits removed. ``kind="full"``: softmax cross-entropy over all items.
+    """
+
+    def __init__(self, n_items: int, kind: str = "sampled", neg_ratio: int = 10, proposal: str = "log_uniform",
+                 max_sample_fraction: float = 0.5):
+        super().__init__()
+        if kind not in ("sampled", "full"):
+            raise ValueError(f"loss must be 'sampled' or 'full', got {kind!r}")
+        self.kind, self.neg_ratio, self.proposal = kind, neg_ratio, proposal
+        self.max_sampled = max(1, int(max_sample_fraction * n_items))
+        # Training counts per item id; set by use_item_counts() before training (saved with the model).
+        self.register_buffer("counts", torch.zeros(n_items + 1, dtype=torch.float64))
+        self._q: Tensor | None = None
+
+    def use_item_counts(self, counts: Tensor) -> None:
+        self.counts.copy_(torch.as_tensor(counts, dtype=torch.float64))
+        self._q = None
+
+    def forward(self, user: Tensor, target: Tensor, table: Tensor) -> Tensor:
+        if self.kind == "full":
+            return F.cross_entropy(user @ table[1:].T, target - 1)
+        if self._q is None:
+            if self.proposal != "uniform" and self.counts.sum() <= 0:
+                raise RuntimeError("sampled softmax needs the training item counts: call "
+                                   "model.use_item_counts(counts) (run_experiment does) or use loss='full'")
+            self._q = proposal_probs(self.counts.cpu(), self.proposal)
+        num = min(self.neg_ratio * len(target), self.max_sampled)
+        return sampled_softmax_loss(user, target, table, self._q, num)
