@@ -39,4 +39,4 @@ class MostPop(nn.Module):
         raise RuntimeError("MostPop has nothing to train; run_experiment evaluates it directly")
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.counts.expand(len(batch["item"]), -1)  # [B, n_items + 1]
+        return self.counts.expand(len(batch["item"]), -1).clone()  # [B, n_items + 1]

@@ -1,0 +1,201 @@
+"""ComiRec (issue 4) under the ComiRec protocol: user holdout 8:1:1 (seed 1230), held-out users' first
+80% as input and the rest as the target set, full ranking over all items, history items kept,
+Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on validation Recall@50.
+
+    # the table: MostPopular, GRU4Rec, SASRec (single interest), ComiRec-SA, ComiRec-DR, 3 seeds
+    python benchmarks/comirec.py table --datasets ml-100k --seeds 1 2 3 train.threads=1
+    # the interest-count sweep K in {1, 2, 4, 8} (seed 1)
+    python benchmarks/comirec.py ksweep --datasets ml-100k train.threads=1
+    # controllable aggregation: lambda in {0, .05, .1, .25, .5} on the trained seed-1 runs -> PNG
+    python benchmarks/comirec.py lambda --datasets ml-100k
+    # planted multi-topic users (2-4 topics each): ComiRec vs single-interest SASRec on Recall@50
+    python benchmarks/comirec.py planted --seeds 1 2 3 train.threads=1
+
+Runs are normal run folders under benchmarks/_work/comirec/<dataset>/<model>[-K<k>]-s<seed>; finished
+ones are reused (delete a folder to retrain). Results: benchmarks/results/comirec_*.json and tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from common import WORK, data_root, machine, write_json
+
+from behaviorseq.cli_train import build_config
+from behaviorseq.train import run_experiment
+
+MODELS = ["mostpop", "gru4rec", "sasrec", "comirec_sa", "comirec_dr"]
+METRICS = ["recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "hr@50"]
+LAMBDAS = [0.0, 0.05, 0.1, 0.25, 0.5]
+
+
+def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", extra: list[str] = ()) -> dict:
+    run_dir = WORK / "comirec" / ds / f"{model}{tag}-s{seed}"
+    if (run_dir / "metrics.json").exists():
+        return json.loads((run_dir / "metrics.json").read_text())
+    data = None if ds.endswith(".csv") else ds
+    cfg = build_config(model, data, None, list(overrides) + list(extra) + [f"train.seed={seed}"], protocol="comirec")
+    if data is None:
+        cfg.setdefault("data", {})["dataset"] = ds
+    else:
+        cfg.setdefault("data", {})["data_root"] = str(data_root())
+    t0 = time.time()
+    res = run_experiment(cfg, run_dir)
+    print(f"{model}{tag} {Path(ds).name} seed {seed}: test recall@50 {res['test']['recall@50']:.4f} "
+          f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
+    return res
+
+
+def summarize(rows: dict, label: str) -> tuple[list[dict], str]:
+    table = [f"| dataset | {label} | seeds | " + " | ".join(m for m in METRICS) + " | s/epoch |",
+             "|" + "---|" * (len(METRICS) + 4)]
+    out = []
+    for (ds, name), rs in rows.items():
+        row = {"dataset": ds, label: name, "seeds": [r["protocol"]["seed"] for r in rs], "protocol": rs[0]["protocol"]}
+        for m in METRICS:
+            v = np.array([r["test"][m] for r in rs])
+            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+        row["best_epochs"] = [r["best_epoch"] for r in rs]
+        row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rs]))
+        out.append(row)
+        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if row[m]["std"] is not None else "")
+                 for m in METRICS]
+        table.append(f"| {Path(ds).stem} | {name} | {len(rs)} | " + " | ".join(cells)
+                     + f" | {row['seconds_per_epoch']:.2f} |")
+    return out, "\n".join(table)
+
+
+def cmd_table(args) -> None:
+    rows = {}
+    for ds in args.datasets:
+        for model in args.models:
+            for seed in args.seeds:
+                rows.setdefault((ds, model), []).append(run(model, ds, seed, args.overrides))
+    summary, table = summarize(rows, "model")
+    print(table)
+    write_json(f"comirec_table{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": summary,
+                                                     "table": table})
+
+
+def cmd_ksweep(args) -> None:
+    rows = {}
+    for ds in args.datasets:
+        for model in ("comirec_sa", "comirec_dr"):
+            for k in (1, 2, 4, 8):
+                for seed in args.seeds:
+                    tag = "" if k == 4 else f"-K{k}"
+                    rows.setdefault((ds, f"{model} K={k}"), []).append(
+                        run(model, ds, seed, args.overrides, tag, [f"model.num_interests={k}"]))
+    summary, table = summarize(rows, "model")
+    print(table)
+    write_json(f"comirec_ksweep{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": summary,
+                                                      "table": table})
+
+
+def cmd_lambda(args) -> None:
+    import torch
+
+    from behaviorseq.data.categories import item_categories
+    from behaviorseq.tasks.multi_interest import evaluate_controllable
+    from behaviorseq.train.run import prepare, resolve_config
+
+    results, lines = [], ["| dataset | model | seed | lambda | recall@50 | ndcg@50 | hr@50 | diversity@50 | recall@20 | diversity@20 |",
+                          "|" + "---|" * 10]
+    for ds in args.datasets:
+        for model in ("comirec_sa", "comirec_dr"):
+            for seed in args.seeds:
+                run_dir = WORK / "comirec" / ds / f"{model}-s{seed}"
+                if not (run_dir / "metrics.json").exists():
+                    print(f"skip {run_dir}: not trained (run the table first)")
+                    continue
+                import yaml
+
+                cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+                store, split, m, task = prepare(cfg)
+                m.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True))
+                cate, record = item_categories(store)
+                res = evaluate_controllable(task, m, "test", cate, LAMBDAS, n=50, ks=[20, 50],
+                                            index={"kind": args.index})
+                for lam, r in res.items():
+                    results.append({"dataset": ds, "model": model, "seed": seed, "lambda": lam, "category": record,
+                                    "index": args.index, **r})
+                    lines.append(f"| {Path(ds).stem} | {model} | {seed} | {lam} | {r['recall@50']:.4f} | "
+                                 f"{r['ndcg@50']:.4f} | {r['hr@50']:.4f} | {r['diversity@50']:.4f} | "
+                                 f"{r['recall@20']:.4f} | {r['diversity@20']:.4f} |")
+    table = "\n".join(lines)
+    print(table)
+    write_json(f"comirec_lambda{args.suffix}.json", {"machine": machine(), "argv": vars(args), "lambdas": LAMBDAS,
+                                                      "results": results, "table": table})
+    plot_lambda(results, Path(__file__).parent / "results" / f"comirec_lambda{args.suffix}.png")
+
+
+def plot_lambda(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = sorted({(r["dataset"], r["model"]) for r in results})
+    for ds, model in keys:
+        rs = [r for r in results if r["dataset"] == ds and r["model"] == model]
+        lam = sorted({r["lambda"] for r in rs})
+        rec = [np.mean([r["recall@50"] for r in rs if r["lambda"] == x]) for x in lam]
+        div = [np.mean([r["diversity@50"] for r in rs if r["lambda"] == x]) for x in lam]
+        ax.plot(div, rec, "o-", label=f"{Path(ds).stem} {model}")
+        for x, d, rr in zip(lam, div, rec):
+            ax.annotate(f"{x:g}", (d, rr), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("Diversity@50")
+    ax.set_ylabel("Recall@50")
+    ax.set_title("ComiRec controllable aggregation (labels: lambda)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def planted_csv(seed: int) -> Path:
+    """The planted multi-topic users as a CSV the dataset layer reads (user,item,timestamp,category)."""
+    from behaviorseq.data.synthetic import MultiInterestConfig, generate_multi_interest
+
+    path = WORK / "comirec" / f"planted-multi-interest-d{seed}.csv"
+    if not path.exists():
+        table, _ = generate_multi_interest(MultiInterestConfig(n_users=3000, n_topics=50, items_per_topic=40,
+                                                               min_topics=2, max_topics=4, min_len=20, max_len=60,
+                                                               seed=seed))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.events.to_pandas().to_csv(path, index=False)
+    return path
+
+
+def cmd_planted(args) -> None:
+    rows = {}
+    for seed in args.seeds:
+        ds = str(planted_csv(seed))
+        for model in args.models:
+            rows.setdefault(("planted", model), []).append(run(model, ds, seed, args.overrides))
+    summary, table = summarize(rows, "model")
+    print(table)
+    write_json(f"comirec_planted{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": summary,
+                                                       "table": table})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["table", "ksweep", "lambda", "planted"])
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--datasets", nargs="+", default=["ml-100k"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    ap.add_argument("--suffix", default="", help="appended to the result file names")
+    ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.threads=1")
+    args = ap.parse_args()
+    {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
