@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recbole-anomaly", action="store_true",
                     help="leave RecBole's set_detect_anomaly(True) on (for reference; off by default)")
     ap.add_argument("--ours-batch", type=int, default=256)
-    ap.add_argument("--ours-windows", choices=["last", "all"], default="all",
+    ap.add_argument("--ours-windows", choices=["last", "all", "prefixes"], default="all",
                     help="our training windows: 'all' trains every event like RecBole's prefixes; 'last' is SASRec's own")
     ap.add_argument("--ours-epochs", type=int, default=200)
     ap.add_argument("--ours-patience", type=int, default=PATIENCE,
