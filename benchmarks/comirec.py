@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -34,11 +35,15 @@ LAMBDAS = [0.0, 0.05, 0.1, 0.25, 0.5]
 
 
 def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", extra: list[str] = ()) -> dict:
-    run_dir = WORK / "comirec" / ds / f"{model}{tag}-s{seed}"
+    run_dir = WORK / "comirec" / Path(ds).stem / f"{model}{tag}-s{seed}"
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
     data = None if ds.endswith(".csv") else ds
-    cfg = build_config(model, data, None, list(overrides) + list(extra) + [f"train.seed={seed}"], protocol="comirec")
+    from behaviorseq import models
+
+    fields = models.get(model).Config.model_fields  # model.* overrides apply where the model has the key
+    ov = [o for o in list(overrides) + list(extra) if not o.startswith("model.") or o[6:].split("=")[0] in fields]
+    cfg = build_config(model, data, None, ov + [f"train.seed={seed}"], protocol="comirec")
     if data is None:
         cfg.setdefault("data", {})["dataset"] = ds
     else:
@@ -108,7 +113,7 @@ def cmd_lambda(args) -> None:
     for ds in args.datasets:
         for model in ("comirec_sa", "comirec_dr"):
             for seed in args.seeds:
-                run_dir = WORK / "comirec" / ds / f"{model}-s{seed}"
+                run_dir = WORK / "comirec" / Path(ds).stem / f"{model}-s{seed}"
                 if not (run_dir / "metrics.json").exists():
                     print(f"skip {run_dir}: not trained (run the table first)")
                     continue
@@ -192,8 +197,12 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
     ap.add_argument("--suffix", default="", help="appended to the result file names")
-    ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.threads=1")
-    args = ap.parse_args()
+    # and any number of key=value overrides for every run, e.g. train.threads=1
+    argv = sys.argv[1:]
+    # key=value overrides may stand anywhere (after --seeds 1 2 3 too), so take them out before argparse.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = ap.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted}[args.what](args)
 
 

@@ -123,6 +123,11 @@ def test_contract_train_save_reload_same_scores(name, tmp_path):
     batch = contract_batch(name, random_seqs(8, seed=1), L)
     if hasattr(model, "use_item_counts"):
         model.use_item_counts(torch.arange(N_ITEMS + 1) % 7 + 1)
+    if hasattr(model, "set_index"):  # SRA-CL: a semantic index over the batch's own samples
+        from behaviorseq.models.retrieval.semantic_index import index_for_batch
+
+        batch["index"] = torch.arange(len(batch["item"]))
+        model.set_index(index_for_batch(batch, N_ITEMS, model.cfg.semantic.dim))
     if any(p.requires_grad for p in model.parameters()):
         assert torch.isfinite(torch.tensor(train_step(model, batch)))
     torch.save(model.state_dict(), tmp_path / "model.pt")
@@ -372,3 +377,20 @@ def test_bert4rec_scores_at_an_appended_mask_token():
         torch.testing.assert_close(scores, expect)
         model.item_emb.weight[model.mask_token] += 1.0  # the [MASK] embedding feeds the score
         assert not torch.allclose(model.score(batch), scores)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_single_target_batches_train_the_last_position_only(name, loss):
+    """train_windows prefixes/random_target give one target per sample: the loss is the shifted loss with
+    every position but the latest one's target blanked."""
+    model = build(name, loss=loss, dropout=0.0)
+    padding = models.get(name).padding
+    shifted = make_batch(random_seqs(8, seed=4), L, padding)
+    single = single_target(shifted, padding)
+    last = shifted["length"] - 1 if padding == "right" else torch.full((8,), L - 1)
+    keep = torch.zeros_like(shifted["target"], dtype=torch.bool)
+    keep[torch.arange(8), last] = True
+    blanked = {**shifted, "target": shifted["target"] * keep, "negative": shifted["negative"] * keep}
+    single["negative"] = shifted["negative"][torch.arange(8), last][:, None]
+    torch.testing.assert_close(model.loss(single), model.loss(blanked))

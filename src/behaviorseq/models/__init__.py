@@ -18,6 +18,8 @@ _MODULES = {
     "comirec_sa": "behaviorseq.models.retrieval.comirec_sa",
     "comirec_dr": "behaviorseq.models.retrieval.comirec_dr",
     "mostpop": "behaviorseq.models.retrieval.mostpop",
+    "cl4srec": "behaviorseq.models.retrieval.cl4srec",
+    "sracl": "behaviorseq.models.retrieval.sracl",
 }
 
 

@@ -44,6 +44,8 @@ def prepare(cfg: RunConfig):
     if hasattr(model, "use_item_counts"):  # popularity-aware models: counts over training events only
         model.use_item_counts(torch.from_numpy(item_counts(store, np.flatnonzero(split.roles == TRAIN))))
     task = RetrievalTask.create(store, split, model, cfg.train, cfg.eval)
+    if hasattr(model, "attach"):  # models that read the training data beyond their batches (SRA-CL's index)
+        model.attach(store, task.train_view(0))
     return store, split, model, task
 
 

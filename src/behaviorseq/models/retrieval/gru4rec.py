@@ -71,11 +71,17 @@ class GRU4Rec(nn.Module):
         return self.dense(out)  # [B, L, e]
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])  # [B, L, d]
-        return next_item_loss(h, batch["target"], self.item_emb.weight, self.cfg.loss, batch.get("negative"))
+        h, target, neg = self.encode(batch["item"]), batch["target"], batch.get("negative")  # h [B, L, d]
+        if target.dim() == 1:  # single-target samples (train_windows prefixes/random_target): last state
+            h, target = self._last(h, batch["length"])[:, None], target[:, None]
+            neg = neg[:, :1] if neg is not None else None
+        return next_item_loss(h, target, self.item_emb.weight, self.cfg.loss, neg)
+
+    @staticmethod
+    def _last(h: Tensor, length: Tensor) -> Tensor:
+        last = (length - 1).clamp(min=0)  # [B] right padding: the latest item is at length - 1
+        return h.gather(1, last.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)  # [B, e]
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])  # [B, L, e]
-        last = (batch["length"] - 1).clamp(min=0)  # [B] right padding: the latest item is at length - 1
-        h = h.gather(1, last.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)  # [B, e]
+        h = self._last(self.encode(batch["item"]), batch["length"])  # [B, e]
         return h @ self.item_emb.weight.T  # [B, n_items + 1]

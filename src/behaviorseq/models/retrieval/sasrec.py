@@ -97,8 +97,11 @@ class SASRec(nn.Module):
         return self.last_norm(x)  # [B, L, d]
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])  # [B, L, d]
-        return next_item_loss(h, batch["target"], self.item_emb.weight, self.cfg.loss, batch.get("negative"))  # paper: BCE with one negative; "ce": full softmax
+        h, target, neg = self.encode(batch["item"]), batch["target"], batch.get("negative")  # h [B, L, d]
+        if target.dim() == 1:  # single-target samples (train_windows prefixes/random_target): last position
+            h, target = h[:, -1:], target[:, None]
+            neg = neg[:, :1] if neg is not None else None
+        return next_item_loss(h, target, self.item_emb.weight, self.cfg.loss, neg)  # paper: BCE, 1 negative
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encode(batch["item"])[:, -1]  # [B, d] left padding: the latest item is at -1

