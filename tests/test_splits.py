@@ -138,3 +138,28 @@ def test_training_windows_cover_every_target_once(store, max_len):
     assert np.all(w.input_end - w.input_start <= max_len) and np.all(w.input_end > w.input_start)
     assert sorted(ranges(w.target_start, w.target_end).tolist()) == sorted(ranges(tr.target_start, tr.target_end).tolist())
     assert np.all(w.target_start == w.input_start + 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(stores())
+def test_prefix_samples_are_every_training_target_with_its_whole_history(store):
+    tr = leave_one_out(store).train
+    p = tr.prefixes()
+    assert (p.target_end - p.target_start == 1).all() and (p.target_start == p.input_end).all()
+    assert sorted(p.target_start.tolist()) == sorted(ranges(tr.target_start, tr.target_end).tolist())
+    first = dict(zip(tr.user.tolist(), tr.input_start.tolist()))  # each user's first training event
+    assert all(first[u] == s for u, s in zip(p.user.tolist(), p.input_start.tolist()))
+    assert np.array_equal(tr.prefixes().input_end, p.input_end)  # row i names the same prefix every time
+
+
+@settings(max_examples=40, deadline=None)
+@given(stores(), st.integers(0, 2**16))
+def test_random_targets_draw_one_admissible_target_per_user(store, seed):
+    tr = leave_one_out(store).train
+    r = tr.random_targets(np.random.default_rng(seed), min_input=4)
+    assert len(r) == len(tr) and np.array_equal(r.user, tr.user)
+    n_in = r.input_end - r.input_start  # inputs before the target
+    n_events = tr.target_end - tr.input_start
+    assert (r.target_start == r.input_end).all() and (r.target_end == r.target_start + 1).all()
+    assert (r.target_end <= tr.target_end).all()  # never a validation/test event
+    assert ((n_in >= 4) | (n_events <= 4)).all() and (n_in >= 1).all()
