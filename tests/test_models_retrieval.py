@@ -113,7 +113,7 @@ def train_step(model, batch, lr: float = 1e-3) -> float:
 # ---------------------------------------------------------------- contract, over every registered model
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.names("retrieval"))
 def test_contract_train_save_reload_same_scores(name, tmp_path):
     cls = models.get(name)
     assert cls.name == name and issubclass(cls.Config, StrictConfig)
@@ -141,7 +141,7 @@ def test_contract_train_save_reload_same_scores(name, tmp_path):
     assert torch.equal(s1, s2)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.names("retrieval"))
 def test_config_rejects_unknown_keys_listing_valid_ones(name):
     with pytest.raises(ConfigError, match="valid keys") as e:
         models.build(name, N_ITEMS, {"hiden_size": 8})

@@ -20,6 +20,12 @@ _MODULES = {
     "mostpop": "behaviorseq.models.retrieval.mostpop",
     "cl4srec": "behaviorseq.models.retrieval.cl4srec",
     "sracl": "behaviorseq.models.retrieval.sracl",
+    "din": "behaviorseq.models.ranking.din",
+    "twin": "behaviorseq.models.ranking.twin",
+    "dare": "behaviorseq.models.ranking.dare",
+    "sdim": "behaviorseq.models.ranking.sdim",
+    "sim": "behaviorseq.models.ranking.sim",
+    "eta": "behaviorseq.models.ranking.eta",
 }
 
 
@@ -34,8 +40,13 @@ def register(name: str):
     return deco
 
 
-def names() -> list[str]:
-    return sorted(_MODULES)
+def names(family: str | None = None) -> list[str]:
+    """Registered names, optionally of one family (the package under models/: retrieval, ranking, tpp)."""
+    return sorted(n for n, m in _MODULES.items() if family is None or m.split(".")[2] == family)
+
+
+def family(name: str) -> str:
+    return _MODULES[name.lower()].split(".")[2]
 
 
 def get(name: str) -> type:
@@ -47,7 +58,9 @@ def get(name: str) -> type:
     return _REGISTRY[key]
 
 
-def build(name: str, n_items: int, config: dict | None = None):
+def build(name: str, n_items: int, config: dict | None = None, **kwargs):
+    """An instance from a config dict (unknown keys rejected); ``kwargs`` are data sizes some families
+    need besides the item count (e.g. ``n_categories`` for the CTR models)."""
     cls = get(name)
     cfg = cls.Config.from_dict(config or {})
-    return cls(cfg, n_items)
+    return cls(cfg, n_items, **kwargs)

@@ -1,0 +1,86 @@
+"""SimHash with fixed random projections, and SDIM's bucket tables (Cao et al., CIKM 2022, Sec. 4.2-4.4).
+
+h_k(x) = sign(r_k^T x) for m fixed Gaussian directions r_k; the m bits form m/tau signatures of tau
+bits, so each signature puts x in one of 2^tau buckets. Two vectors at angle theta share one bit with
+probability 1 - theta/pi, so they share a whole signature with probability (1 - theta/pi)^tau (Eq. 13).
+
+A bucket table holds, per sequence, signature and bucket, the sum of the sequence's (unpadded) vectors
+that hash there; SDIM's long-term interest of a query is the mean over signatures of the l2-normalised
+sum in the query's bucket (Eq. 12). Building the table once and looking queries up in it is both the
+training computation and the BSE serving split (Sec. 4.4), so the two agree by construction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SimHash(nn.Module):
+    """(m, tau) SimHash over ``dim``-vectors with a fixed projection buffer (never trained or resampled)."""
+
+    def __init__(self, dim: int, n_hashes: int = 48, tau: int = 3, seed: int = 0):
+        super().__init__()
+        if n_hashes % tau:
+            raise ValueError(f"n_hashes ({n_hashes}) must be a multiple of tau ({tau})")
+        self.n_hashes, self.tau = n_hashes, tau
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(n_hashes, dim, generator=g))  # R [m, dim]
+        self.register_buffer("bit_weights", 2 ** torch.arange(tau))
+
+    @property
+    def n_signatures(self) -> int:
+        return self.n_hashes // self.tau
+
+    @property
+    def n_buckets(self) -> int:
+        return 2**self.tau
+
+    def bits(self, x: Tensor) -> Tensor:
+        """[..., dim] -> bool [..., m]; a projection of exactly 0 gives bit 0 (FuxiCTR's argmax tie rule)."""
+        return (x.detach() @ self.projection.to(x.dtype).T) > 0
+
+    def codes(self, x: Tensor) -> Tensor:
+        """[..., dim] -> bucket ids int64 [..., m / tau] in [0, 2^tau), bit b of a signature weighing 2^b."""
+        b = self.bits(x).unflatten(-1, (self.n_signatures, self.tau)).long()
+        return (b * self.bit_weights).sum(-1)
+
+
+def bucket_table(values: Tensor, codes: Tensor, mask: Tensor, n_buckets: int, normalize: bool = True,
+                 eps: float = 1e-12) -> Tensor:
+    """Per-bucket sums of a sequence's vectors, optionally l2-normalised (SDIM Eq. 12, inner part).
+
+    Args:
+        values [B, L, D]; codes int64 [B, L, S] (bucket of each vector under each signature);
+        mask bool [B, L], True on real positions: padding contributes nothing (FuxiCTR issue #72's bug).
+    Returns: [B, S, n_buckets, D]; an empty bucket stays zero after normalisation (eps guard).
+
+    Static shapes: the sums are one batched matmul of a 0/1 assignment matrix [B, S * n_buckets, L] with
+    the values, so there is no atomic scatter (deterministic on GPU too), no nonzero / embedding_bag,
+    and no loop over the batch; a row's table depends only on that row."""
+    B, L, D = values.shape
+    S = codes.shape[-1]
+    assign = values.new_zeros(B, S, n_buckets, L)
+    assign.scatter_(2, codes.transpose(1, 2).unsqueeze(2), mask.to(values.dtype)[:, None, None, :].expand(B, S, 1, L))
+    table = torch.bmm(assign.view(B, S * n_buckets, L), values).view(B, S, n_buckets, D)
+    return F.normalize(table, dim=-1, eps=eps) if normalize else table
+
+
+def lookup(table: Tensor, codes: Tensor) -> Tensor:
+    """Mean over signatures of each query's bucket vector (SDIM Eq. 12, outer mean).
+
+    Args: table [B, S, n_buckets, D]; codes int64 [B, C, S] (C queries per row).
+    Returns: [B, C, D]."""
+    B, S, nb, D = table.shape
+    C = codes.shape[1]
+    idx = codes.transpose(1, 2).unsqueeze(-1).expand(B, S, C, D)  # [B, S, C, D]
+    return table.gather(2, idx).mean(dim=1)
+
+
+def collision_probability(cos: Tensor | float, tau: int) -> Tensor:
+    """P(two vectors with cosine ``cos`` share a tau-bit signature) = (1 - arccos(cos) / pi)^tau (Eq. 13)."""
+    cos = torch.as_tensor(cos, dtype=torch.float64).clamp(-1.0, 1.0)
+    return (1.0 - torch.arccos(cos) / math.pi) ** tau
