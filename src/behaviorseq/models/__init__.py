@@ -26,6 +26,11 @@ _MODULES = {
     "sdim": "behaviorseq.models.ranking.sdim",
     "sim": "behaviorseq.models.ranking.sim",
     "eta": "behaviorseq.models.ranking.eta",
+    "hawkes_exp": "behaviorseq.models.tpp.hawkes_exp",
+    "nhp": "behaviorseq.models.tpp.nhp",
+    "thp": "behaviorseq.models.tpp.thp",
+    "attnhp": "behaviorseq.models.tpp.attnhp",
+    "prompttpp": "behaviorseq.models.tpp.prompttpp",
 }
 
 

@@ -1,0 +1,154 @@
+"""Continual learning on a Hawkes stream whose parameters shift: PromptTPP against its baselines (issue 6).
+
+    OMP_NUM_THREADS=1 python benchmarks/tpp_continual.py --seeds 0,1,2 --json benchmarks/results/tpp_continual.json
+        [--png benchmarks/results/tpp_continual.png] [--types 3] [--schedule 0,1,2,0,1,2] [--n-seqs 400]
+        [--max-events 40] [--epochs 20] [--methods prompttpp,finetune,retrain,joint]
+
+Stream: three regimes (random K-type Hawkes processes, each rescaled to one event per unit time) in the
+order ``schedule`` (recurring: A B C A B C); window w draws ``n_seqs`` fresh sequences from its regime,
+split 80/10/10. Protocol (no replay buffer, no task id at test time):
+- ``prompttpp``: PromptTPP trained on window 1, then on each next window from the previous weights;
+- ``finetune``: the same with plain AttNHP (the forgetting baseline);
+- ``retrain``: AttNHP from scratch on each window;
+- ``joint``: AttNHP trained once on the training sequences of all windows (the upper bound).
+Each training run: Adam, batch 32, early stopping on that window's validation log-likelihood (patience 3).
+R[w][v] = test log-likelihood per event on window v after training on window w. Reported per method:
+``current`` = mean_w R[w][w] (right after training on it), ``final`` = mean_v R[T-1][v] (after the last
+window), ``final_earlier`` = the same over the earlier windows only (the forgetting bar), ``forgetting`` = mean_{v < T-1} (R[v][v] - R[T-1][v]), and the same for the true model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from behaviorseq import models
+from behaviorseq.config import TrainConfig
+from behaviorseq.data.eventseq import concat
+from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes_stream
+from behaviorseq.models.tpp.hawkes_exp import HawkesExp
+from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
+from behaviorseq.train.trainer import Trainer, seed_everything
+
+
+def unit_rate(p: HawkesParams) -> HawkesParams:
+    g = 1.0 / p.stationary_rate().sum()
+    return HawkesParams(p.mu * g, p.adjacency, p.decay * g)
+
+
+def fit(model, task: TPPTask, cfg: TrainConfig, run: Path) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    Trainer(model, task, cfg, run).fit()
+    model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
+
+
+def run_seed(args, seed: int) -> dict:
+    regimes = [unit_rate(random_hawkes_params(args.types, 0.7, seed=100 * seed + r)) for r in range(3)]
+    schedule = [int(x) for x in args.schedule.split(",")]
+    stream = simulate_hawkes_stream(regimes, schedule, args.n_seqs, max_events=args.max_events, seed=seed)
+    splits = [w.seqs.split((0.8, 0.1, 0.1), seed=seed) for w in stream]
+    cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, early_stop_metric="loglik", patience=3,
+                      device="cpu", seed=seed, time_limit_s=args.time_limit)
+    tcfg = TPPTaskConfig(predict_roles=[])  # log-likelihood only: thinning is not needed here
+    tasks = [TPPTask({"train": a, "valid": b, "test": c}, tcfg, cfg) for a, b, c in splits]
+    T, K = len(tasks), args.types
+    out: dict = {"schedule": schedule, "regimes": [r.to_dict() for r in regimes]}
+    truth = [tasks[v].evaluate(HawkesExp.from_params(regimes[r].mu, regimes[r].adjacency, regimes[r].decay), "test")
+             ["loglik"] for v, r in enumerate(schedule)]
+    out["truth"] = {"R_diag": truth}
+    work = Path(args.workdir) / f"seed{seed}"
+    for method in args.methods.split(","):
+        t0 = time.perf_counter()
+        seed_everything(seed)
+        name = "prompttpp" if method == "prompttpp" else "attnhp"
+        R = np.full((T, T), np.nan)
+        if method == "joint":
+            joint = TPPTask({r: concat([s[i] for s in splits]) for i, r in enumerate(("train", "valid", "test"))},
+                            tcfg, cfg)
+            model = models.build(name, K, {})
+            fit(model, joint, cfg, work / method)
+            R[:] = [[tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]] * T
+        else:
+            model = models.build(name, K, {})
+            for w in range(T):
+                if method == "retrain" and w:
+                    model = models.build(name, K, {})
+                fit(model, tasks[w], cfg, work / f"{method}_w{w}")  # warm start: the weights in memory
+                R[w] = [tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]
+        out[method] = {"R": R.tolist(), "seconds": time.perf_counter() - t0}
+    for method, r in out.items():
+        if method in ("schedule", "regimes", "truth"):
+            continue
+        R = np.array(r["R"])
+        r.update(current=float(np.mean(np.diag(R))), final=float(np.mean(R[-1])),
+                 final_earlier=float(np.mean(R[-1, :-1])),
+                 forgetting=float(np.mean(np.diag(R)[:-1] - R[-1, :-1])))
+    out["truth"].update(current=float(np.mean(truth)), final=float(np.mean(truth)),
+                        final_earlier=float(np.mean(truth[:-1])), forgetting=0.0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--types", type=int, default=3)
+    ap.add_argument("--schedule", default="0,1,2,0,1,2")
+    ap.add_argument("--n-seqs", type=int, default=400)
+    ap.add_argument("--max-events", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--time-limit", type=float, default=None, help="seconds per training run")
+    ap.add_argument("--methods", default="prompttpp,finetune,retrain,joint")
+    ap.add_argument("--workdir", default="benchmarks/_work/tpp_continual")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--png", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    per_seed = {s: run_seed(args, int(s)) for s in args.seeds.split(",")}
+    methods = ["truth", *args.methods.split(",")]
+    keys = ("current", "final", "final_earlier", "forgetting")
+    print(f"{'method':10s} {'current':>13s} {'final':>13s} {'final earlier':>13s} {'forgetting':>13s}   (ll/event, "
+          f"mean +- sd over {len(per_seed)} seed(s))")
+    summary = {}
+    for m in methods:
+        vals = {k: np.array([per_seed[s][m][k] for s in per_seed]) for k in keys}
+        summary[m] = {k: [float(v.mean()), float(v.std())] for k, v in vals.items()}
+        print(f"{m:10s} " + " ".join(f"{vals[k].mean():7.3f}+-{vals[k].std():.3f}" for k in keys))
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        first = next(iter(per_seed.values()))
+        T = len(first["schedule"])
+        for i, m in enumerate(methods):
+            if m == "truth":
+                y = np.mean([per_seed[s]["truth"]["R_diag"] for s in per_seed], 0)
+                ax.plot(range(T), y, "k--", label="true model")
+                continue
+            R = np.mean([np.array(per_seed[s][m]["R"]) for s in per_seed], 0)
+            ax.plot(range(T), R[-1], marker="o", color=f"C{i}", label=f"{m}: after the last window")
+            ax.plot(range(T), np.diag(R), marker="x", ls=":", color=f"C{i}", label=f"{m}: right after its window")
+        ax.set_xlabel("window (regime " + ",".join(map(str, first["schedule"])) + ")")
+        ax.set_ylabel("test log-likelihood per event")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.png, dpi=120)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "summary": summary, "per_seed": per_seed,
+                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

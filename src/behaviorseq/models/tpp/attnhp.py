@@ -1,0 +1,118 @@
+"""AttNHP: the attentive neural Hawkes process (Yang, Mei & Eisner, ICLR 2022, "Transformer Embeddings of
+Irregularly Spaced Events and Their Participants"), the backbone PromptTPP builds on.
+
+Follows EasyTPP's ``torch_attnhp.py`` (the code PromptTPP ships on). Event j is the token
+``[tanh(E k_j); pe(t_j)]`` (sinusoidal time encoding of size ``time_emb_size``). The state at a query time
+t on (t_i, t_{i+1}] starts from z^0(t) = 0 and, layer by layer,
+
+    x = [z^{l-1}(t); pe(t)],   z^l(t) = z^{l-1}(t) + tanh(Attn_l(x; events 0..i at layer l-1, and x itself))
+
+where Attn is single-head scaled dot-product attention with query/key/value projections to
+``hidden_size`` and no output projection; event tokens pass through the same layers
+(``[Attn_l(event j; events <= j); pe(t_j)]``). ``num_heads`` independent stacks run side by side and
+``lambda(t) = softplus_beta(W [z_1(t); ...; z_H(t)])`` with a learnable softness per type.
+
+Deviations, one line each:
+- Event tokens are encoded once and every query time attends to them (a per-query block mask); EasyTPP
+  and PromptTPP re-run the whole [2L]-token encoder once per sample time. Same numbers, S times cheaper.
+- Padding keys are masked (EasyTPP masks only the future); EasyTPP's optional LayerNorm (``use_ln``,
+  off in PromptTPP's config) is not offered.
+- Query times are measured from each sequence's first event (the task's batches).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from behaviorseq.config import StrictConfig
+from behaviorseq.models import register
+from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding, scaled_softplus
+from behaviorseq.nn.tpp import check_batch, nll_per_event
+
+
+class AttNHPConfig(StrictConfig):
+    hidden_size: int = Field(32, gt=0)  # type-embedding and state size (PromptTPP / EasyTPP config: 32)
+    time_emb_size: int = Field(16, gt=0)  # sinusoidal time encoding size (config: 16); must be even
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(2, gt=0)  # independent stacks, not heads of one attention (as in the code)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the attention weights (PromptTPP's config: 0)
+    integral: Literal["mc", "midpoint"] = "mc"
+    integral_samples: int = Field(20, gt=0)  # EasyTPP / PromptTPP: 20 per interval
+
+
+class _Layer(nn.Module):
+    """One single-head attention layer without output projection (EasyTPP's MultiHeadAttention(1, ...))."""
+
+    def __init__(self, d_in: int, d: int, dropout: float):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(d_in, d), nn.Linear(d_in, d), nn.Linear(d_in, d)
+        self.drop = nn.Dropout(dropout)
+        self.scale = 1.0 / math.sqrt(d)
+
+
+@register("attnhp")
+class AttNHP(nn.Module):
+    Config = AttNHPConfig
+    padding = "right"
+    fields = ("time", "dtime", "type", "mask")
+
+    def __init__(self, cfg: AttNHPConfig, num_types: int):
+        super().__init__()
+        self.cfg, self.num_types = cfg, num_types
+        d, dt = cfg.hidden_size, cfg.time_emb_size
+        self.type_emb = nn.Embedding(num_types + 1, d, padding_idx=num_types)  # row K = padding
+        self.time_enc = SinusoidalTimeEncoding(dt)
+        self.stacks = nn.ModuleList(nn.ModuleList(_Layer(d + dt, d, cfg.dropout) for _ in range(cfg.num_layers))
+                                    for _ in range(cfg.num_heads))
+        self.out = nn.Linear(d * cfg.num_heads, num_types)
+        self.log_beta = nn.Parameter(torch.zeros(num_types))  # softplus softness per type, init 1
+
+    def encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Keys and values of the event tokens at every (stack, layer): [H, N, B, L, d] each."""
+        check_batch(batch, self.fields)
+        mask, t = batch["mask"], batch["time"]
+        pe = self.time_enc(t)  # [B, L, dt]
+        L = t.shape[1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=t.device).tril() & mask[:, None, :]  # [B, L, L]
+        causal = causal | torch.eye(L, dtype=torch.bool, device=t.device)  # a padding event sees itself
+        keys, values = [], []
+        for stack in self.stacks:
+            x = torch.cat([torch.tanh(self.type_emb(batch["type"])), pe], -1)  # [B, L, d + dt]
+            ks, vs = [], []
+            for layer in stack:
+                k, v = layer.k(x), layer.v(x)
+                ks.append(k), vs.append(v)
+                s = torch.einsum("bid,bjd->bij", layer.q(x), k) * layer.scale
+                p = layer.drop(torch.softmax(s.masked_fill(~causal, -torch.inf), -1))
+                x = torch.cat([p @ v, pe], -1)  # the next layer's event tokens
+            keys.append(torch.stack(ks)), values.append(torch.stack(vs))
+        return {"keys": torch.stack(keys), "values": torch.stack(values), "time": t, "mask": mask,
+                "seen": causal & mask[:, :, None]}  # seen[b, i, j]: a query on interval i sees event j
+
+    def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
+        """dt [B, L, S] -> lambda [B, L, S, K]: query tokens at t_i + dt attend to events 0..i."""
+        pe = self.time_enc(state["time"][:, :, None] + dt)  # [B, L, S, dt]
+        B, L, S = dt.shape
+        seen = state["seen"][:, :, None, :]  # [B, L, 1, L]
+        zs = []
+        for h, stack in enumerate(self.stacks):
+            z = pe.new_zeros(B, L, S, self.cfg.hidden_size)
+            for n, layer in enumerate(stack):
+                x = torch.cat([z, pe], -1)
+                q = layer.q(x)  # [B, L, S, d]
+                s_ev = torch.einsum("bisd,bjd->bisj", q, state["keys"][h, n]) * layer.scale  # [B, L, S, L]
+                s_self = (q * layer.k(x)).sum(-1, keepdim=True) * layer.scale  # [B, L, S, 1]
+                p = torch.softmax(torch.cat([s_ev.masked_fill(~seen, -torch.inf), s_self], -1), -1)
+                p = layer.drop(p)
+                att = torch.einsum("bisj,bjd->bisd", p[..., :L], state["values"][h, n]) + p[..., L:] * layer.v(x)
+                z = z + torch.tanh(att)
+            zs.append(z)
+        return scaled_softplus(self.out(torch.cat(zs, -1)), self.log_beta.exp())
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        return nll_per_event(self, batch, self.cfg.integral_samples, self.cfg.integral)
