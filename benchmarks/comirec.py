@@ -10,6 +10,7 @@ Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on 
     python benchmarks/comirec.py lambda --datasets ml-100k
     # planted multi-topic users (2-4 topics each): ComiRec vs single-interest SASRec on Recall@50
     python benchmarks/comirec.py planted --seeds 1 2 3 train.threads=1
+    # any of the above with --no-train only aggregates the finished runs
 
 Runs are normal run folders under benchmarks/_work/comirec/<dataset>/<model>[-K<k>]-s<seed>; finished
 ones are reused (delete a folder to retrain). Results: benchmarks/results/comirec_*.json and tables.
@@ -32,12 +33,15 @@ from behaviorseq.train import run_experiment
 MODELS = ["mostpop", "gru4rec", "sasrec", "comirec_sa", "comirec_dr"]
 METRICS = ["recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "hr@50"]
 LAMBDAS = [0.0, 0.05, 0.1, 0.25, 0.5]
+NO_TRAIN = False  # --no-train: only aggregate the runs that have finished
 
 
 def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", extra: list[str] = ()) -> dict:
     run_dir = WORK / "comirec" / Path(ds).stem / f"{model}{tag}-s{seed}"
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
+    if NO_TRAIN:
+        return None
     data = None if ds.endswith(".csv") else ds
     from behaviorseq import models
 
@@ -60,6 +64,9 @@ def summarize(rows: dict, label: str) -> tuple[list[dict], str]:
              "|" + "---|" * (len(METRICS) + 4)]
     out = []
     for (ds, name), rs in rows.items():
+        rs = [r for r in rs if r is not None]
+        if not rs:
+            continue
         row = {"dataset": ds, label: name, "seeds": [r["protocol"]["seed"] for r in rs], "protocol": rs[0]["protocol"]}
         for m in METRICS:
             v = np.array([r["test"][m] for r in rs])
@@ -197,12 +204,15 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
     ap.add_argument("--suffix", default="", help="appended to the result file names")
+    ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
     # and any number of key=value overrides for every run, e.g. train.threads=1
     argv = sys.argv[1:]
     # key=value overrides may stand anywhere (after --seeds 1 2 3 too), so take them out before argparse.
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = ap.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
+    global NO_TRAIN
+    NO_TRAIN = args.no_train
     {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted}[args.what](args)
 
 
