@@ -1,0 +1,146 @@
+"""Cell-pruned exact search for the nearest point outside a component (numba path of :mod:`.search`).
+
+The dual-tree Boruvka of McInnes & Healy (2017) prunes node pairs with ball bounds. A one-level version is
+enough here and maps onto FAISS: the points are bucketed into ``B`` k-means cells (``faiss.Kmeans``, the
+coarse quantiser an IVF index uses), each with a centre ``c_b`` and radius ``r_b``. For a query ``p`` every
+point ``q`` of cell ``b`` satisfies ``||p - q|| >= ||p - c_b|| - r_b``, so cells are scanned in order of
+that bound. The scan stops once the bound reaches both the best mutual-reachability distance found so far
+(or the caller's threshold: the component's current best candidate, which a point must beat to matter) and
+``delta``, the Euclidean distance to the nearest outside point found so far (so ``delta`` is exact, for
+:func:`~behaviorseq.cluster.search.propagate_bounds`; the approximate mode skips that part). Cells that hold only the query's own component are
+skipped without a scan, which is what makes the late Boruvka rounds (a few large components) cheap; cells
+whose smallest core distance cannot beat the best are skipped once ``delta`` is resolved. Exact: a cell is
+skipped only when none of its points can change either answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, prange
+
+__all__ = ["Cells", "build_cells", "cell_search"]
+
+
+@dataclass
+class Cells:
+    """Points bucketed by k-means cell: ``perm`` (cell-sorted ids), ``start`` ``[B + 1]`` offsets, ``X``
+    (the rows in ``perm`` order, contiguous), ``centroid`` ``[B, d]``, ``radius`` ``[B]`` (with slack)."""
+
+    perm: np.ndarray
+    start: np.ndarray
+    X: np.ndarray
+    centroid: np.ndarray
+    radius: np.ndarray
+
+
+def build_cells(Xw: np.ndarray, n_cells: int | None = None, seed: int = 0) -> Cells:
+    """k-means cells over ``Xw`` ``[n, d]``; ``n_cells`` default ``2 sqrt(n)`` capped at ``n / 40`` (a few
+    iterations suffice: the cells only need to be compact, not optimal)."""
+    n, d = Xw.shape
+    B = int(n_cells or max(1, min(n // 40, 2 * math.isqrt(n))))  # faiss wants >= 39 points per centroid
+    x32 = np.ascontiguousarray(Xw, dtype=np.float32)
+    km = faiss.Kmeans(d, B, niter=4, seed=int(seed), max_points_per_centroid=32, verbose=False)
+    km.train(x32)
+    _, cell = km.index.search(x32, 1)
+    cell = cell[:, 0]
+    perm = np.argsort(cell, kind="stable")
+    start = np.searchsorted(cell[perm], np.arange(B + 1))
+    centroid = km.centroids.astype(Xw.dtype)
+    Xs = np.ascontiguousarray(Xw[perm])
+    r = np.sqrt(np.einsum("nd,nd->n", Xs - centroid[cell[perm]], Xs - centroid[cell[perm]], dtype=np.float64))
+    radius = np.zeros(B)
+    np.maximum.at(radius, cell[perm], r)
+    radius = radius * (1 + 1e-6) + 1e-12  # slack for rounding in the bound
+    return Cells(perm, start, Xs, centroid, radius)
+
+
+def _kernel(Xs, core2s, comps, start, centroid, radius, cmin_c, cmax_c, core2min_c,
+            Q, target, outside, want_delta, thresh2, best_m, best_j, best_d):
+    m, d = Q.shape
+    B = centroid.shape[0]
+    for i in prange(m):
+        bound = np.empty(B)
+        for b in range(B):
+            acc = 0.0
+            for k in range(d):
+                t = Q[i, k] - centroid[b, k]
+                acc += t * t
+            bound[b] = max(math.sqrt(acc) - radius[b], 0.0)
+        order = np.argsort(bound)
+        bm = thresh2[i]
+        bj = -1
+        bd = np.inf
+        floor = np.inf  # smallest bound among outside cells left unscanned
+        tgt = target[i]
+        for t in range(B):
+            b = order[t]
+            if start[b] == start[b + 1]:
+                continue
+            lb2 = bound[b] * bound[b]
+            done_d = lb2 >= bd or not want_delta  # delta is resolved (or not wanted)
+            if lb2 >= bm and done_d:
+                floor = min(floor, bound[b])
+                break
+            if outside:
+                if cmin_c[b] == tgt and cmax_c[b] == tgt:
+                    continue  # only the query's own component
+            elif cmin_c[b] > tgt or cmax_c[b] < tgt:
+                continue
+            if core2min_c[b] >= bm and done_d:
+                floor = min(floor, bound[b])
+                continue
+            for s in range(start[b], start[b + 1]):
+                if (comps[s] == tgt) == outside:
+                    continue
+                acc = 0.0
+                for k in range(d):
+                    t2 = Q[i, k] - Xs[s, k]
+                    acc += t2 * t2
+                if acc < bd:
+                    bd = acc
+                mm = max(acc, core2s[s])
+                if mm < bm:
+                    bm = mm
+                    bj = s
+        best_m[i] = bm
+        best_j[i] = bj
+        best_d[i] = min(math.sqrt(bd), floor)
+
+
+_kernel_fast = maybe_jit(_kernel, parallel=True)
+
+
+def cell_search(cells: Cells, core: np.ndarray, comp: np.ndarray, Q: np.ndarray, target: np.ndarray,
+                outside: bool, thresh: np.ndarray, want_delta: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best partner (point id or ``-1``), its squared ``max(d, core_q)`` (or ``thresh^2`` if none beats the
+    threshold) and the ``delta`` bound, for queries ``Q`` ``[m, d]`` of component ``target`` ``[m]``.
+
+    ``outside=True`` searches ``comp != target``, ``False`` searches ``comp == target``. ``want_delta=False``
+    stops as soon as the partner is settled; ``delta`` is then only the bound reached (still valid).
+    """
+    if not HAVE_NUMBA:
+        raise RuntimeError("cell_search needs numba; use search.nearest_outside's brute-force path")
+    comps = np.ascontiguousarray(comp[cells.perm], dtype=np.int64)
+    core2s = np.square(core[cells.perm]).astype(np.float64)
+    seg = cells.start[:-1]
+    nonempty = cells.start[1:] > seg
+    cmin_c = np.full(seg.size, np.iinfo(np.int64).max)
+    cmax_c = np.full(seg.size, -1, dtype=np.int64)
+    c2min = np.full(seg.size, np.inf)
+    cmin_c[nonempty] = np.minimum.reduceat(comps, seg[nonempty])
+    cmax_c[nonempty] = np.maximum.reduceat(comps, seg[nonempty])
+    c2min[nonempty] = np.minimum.reduceat(core2s, seg[nonempty])
+    m = Q.shape[0]
+    best_m, best_d = np.empty(m), np.empty(m)
+    best_j = np.empty(m, dtype=np.int64)
+    _kernel_fast(cells.X, core2s, comps, cells.start, cells.centroid, cells.radius, cmin_c, cmax_c, c2min,
+                 np.ascontiguousarray(Q), np.asarray(target, dtype=np.int64), outside, want_delta and outside,
+                 np.square(np.asarray(thresh, dtype=np.float64)), best_m, best_j, best_d)
+    partner = np.where(best_j >= 0, cells.perm[np.maximum(best_j, 0)], -1)
+    return partner, best_m, best_d
