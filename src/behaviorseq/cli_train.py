@@ -55,7 +55,24 @@ def build_config(model: str, data: str | None, config_file: str | None, override
     return cfg
 
 
+def format_ctr_metrics(result: dict) -> str:
+    """The table of a CTR run: AUC, GAUCs and logloss per role, then the protocol line."""
+    names = ["auc", "gauc_user", "gauc_category", "logloss"]
+    names = [n for n in names if n in result["test"]]
+    lines = ["| role | " + " | ".join(names) + " | n |", "|" + "---|" * (len(names) + 2)]
+    for role in ("valid", "test"):
+        r = result[role]
+        lines.append(f"| {role} | " + " | ".join(f"{r[n]:.4f}" for n in names) + f" | {r.get('n')} |")
+    p = result["protocol"]
+    s = p["sampling"]
+    lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats']['samples']} samples), "
+                 f"{s.get('protocol')} {s.get('split', '')}, history max_len {p['max_len']}, seed {p['seed']}")
+    return "\n".join(lines)
+
+
 def format_metrics(result: dict, ks=None) -> str:
+    if result["protocol"].get("task") == "pointwise_ctr":
+        return format_ctr_metrics(result)
     ks = ks or result["protocol"]["ks"]
     names = [n for n in ("Recall", "HR", "NDCG", "MRR") if any(f"{n.lower()}@{k}" in result["test"] for k in ks)]
     head = ["role"] + [f"{m}@{k}" for k in ks for m in names]
@@ -76,6 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = build_config(args.model, args.data, args.config, args.overrides, args.protocol)
+        if args.task:
+            cfg = _merge(cfg, {"task": args.task})
         if args.data_root:
             cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
         out = Path(args.out or f"runs/{args.model}-{(args.data or 'data').lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -115,6 +134,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="a registered dataset name or a path")
     t.add_argument("--data-root", default=None)
     t.add_argument("--config", default=None, help="a YAML run config")
+    t.add_argument("--task", default=None, choices=["retrieval", "ctr"],
+                   help="default: ctr for ranking models (din, sim, eta, twin, dare, sdim), else retrieval")
     t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")

@@ -57,6 +57,9 @@ class DataConfig(StrictConfig):
     split: Literal["leave_one_out", "temporal", "user_holdout"] = "leave_one_out"
     split_args: dict[str, Any] = Field(default_factory=dict)
     cache_dir: str | None = None
+    # CTR task only: arguments of the CTR data set's own typed config (data.ctr_datasets), e.g.
+    # {"split": "temporal"} for ml-100k-ctr or {"behaviors": ["pv"]} for taobao-ctr.
+    ctr: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainConfig(StrictConfig):
@@ -101,6 +104,9 @@ class EvalConfig(StrictConfig):
 
 class RunConfig(StrictConfig):
     model: str = "sasrec"
+    # "retrieval" (next-item over all items) or "ctr" (pointwise click prediction, tasks.ctr);
+    # None: "ctr" for the ranking models (models.ranking.RANKING_MODELS), else "retrieval".
+    task: Literal["retrieval", "ctr"] | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)  # the model's own typed config
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -25,6 +25,7 @@ from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
+from behaviorseq.train.run_ctr import prepare_ctr, resolve_task
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
 
@@ -32,7 +33,16 @@ from behaviorseq.utils import atomic_write_text
 def resolve_config(config: dict | RunConfig) -> RunConfig:
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     model_cfg = models.get(cfg.model).Config.from_dict(cfg.model_args)  # validates, fills defaults
-    return cfg.model_copy(update={"model_args": model_cfg.to_dict()})
+    return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": resolve_task(cfg)})
+
+
+def _prepare_any(cfg: RunConfig):
+    """(dataset name, model, task) of either task family."""
+    if cfg.task == "ctr":
+        data, model, task = prepare_ctr(cfg)
+        return data.name, model, task
+    store, _, model, task = prepare(cfg)
+    return store.meta.get("name"), model, task
 
 
 def prepare(cfg: RunConfig):
@@ -56,7 +66,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     rank, world = dist_info()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    store, split, model, task = prepare(cfg)
+    dataset, model, task = _prepare_any(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -75,7 +85,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     valid = task.evaluate(model, "valid", device, rank, world)
     test = task.evaluate(model, "test", device, rank, world)
     result = {
-        "model": cfg.model, "dataset": store.meta.get("name"), "best_epoch": state["best_epoch"],
+        "model": cfg.model, "dataset": dataset, "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"], "valid": valid, "test": test, "protocol": task.protocol("test"),
         "train_seconds": train_s, "seconds_per_epoch": state["elapsed_s"] / max(1, state["epoch"]),
         "environment": environment(device, world),
@@ -94,7 +104,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
         for k, v in overrides.items():
             data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
     cfg = resolve_config(data)
-    store, split, model, task = prepare(cfg)
+    dataset, model, task = _prepare_any(cfg)
     device = resolve_device(cfg.train.device)
     model.to(device)
     best = run_dir / "checkpoints" / "best.pt"
@@ -102,7 +112,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
     elif any(p.requires_grad for p in model.parameters()):
         raise FileNotFoundError(f"{best} is missing: the run has not finished an epoch")
-    out = {"run": str(run_dir), "model": cfg.model, "dataset": store.meta.get("name"),
+    out = {"run": str(run_dir), "model": cfg.model, "dataset": dataset,
            **{r: task.evaluate(model, r, device) for r in roles}, "protocol": task.protocol("test")}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(out, indent=2, default=str))
     return out
@@ -145,16 +155,23 @@ def plot_curves(run_dir: Path, metric: str) -> Path | None:
     return out
 
 
+_CTR_METRICS = ("auc", "gauc_user", "gauc_category", "logloss")
+
+
 def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path | None = None) -> tuple[str, list[dict]]:
     """A markdown table of several runs' metrics (with the protocol columns that must agree) and,
     with ``out``, a grouped bar chart PNG."""
     rows = []
     for d in run_dirs:
         m = json.loads((Path(d) / "metrics.json").read_text())
+        p = m["protocol"]
+        if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
+            parts = ("pointwise", p["sampling"].get("protocol"), p["sampling"].get("split"))
+            p = {"ranking": " ".join(str(x) for x in parts if x), "exclude_history": "n/a"}
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
-                     "ranking": m["protocol"]["ranking"], "exclude_history": m["protocol"]["exclude_history"],
+                     "ranking": p["ranking"], "exclude_history": p["exclude_history"],
                      **{k: v for k, v in m[role].items() if k != "n"}, "n": m[role].get("n")})
-    metrics = [k for k in rows[0] if "@" in k or k == "mrr"] if rows else []
+    metrics = [k for k in rows[0] if "@" in k or k in ("mrr", *_CTR_METRICS)] if rows else []
     protocols = {(r["dataset"], r["ranking"], r["exclude_history"]) for r in rows}
     head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
