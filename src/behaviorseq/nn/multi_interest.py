@@ -54,7 +54,12 @@ class MultiInterestLoss(nn.Module):
         self.counts.copy_(torch.as_tensor(counts, dtype=torch.float64))
         self._q = None
 
-    def forward(self, user: Tensor, target: Tensor, table: Tensor) -> Tensor:
+    def forward(self, interests: Tensor, target: Tensor, table: Tensor) -> Tensor:
+        """interests [B, K, d] of single-target samples, target [B]: the hard readout's loss."""
+        if target.dim() != 1:
+            raise ValueError("multi-interest models train on single-target samples (train.train_windows="
+                             f"random_target or prefixes); got targets of shape {tuple(target.shape)}")
+        user = hard_readout(interests, table[target])  # [B, d]
         if self.kind == "full":
             return F.cross_entropy(user @ table[1:].T, target - 1)
         if self._q is None:

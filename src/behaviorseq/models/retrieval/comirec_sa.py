@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
-from behaviorseq.nn.multi_interest import MultiInterestLoss, hard_readout, max_interest_scores
+from behaviorseq.nn.multi_interest import MultiInterestLoss, max_interest_scores
 
 PAD_LOGIT = -(2.0 ** 32) + 1  # the official padding value for attention logits
 
@@ -93,13 +93,8 @@ class ComiRecSA(nn.Module):
         return a @ h  # [B, K, d]
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        target = batch["target"]  # [B] single-target samples
-        if target.dim() != 1:
-            raise ValueError("ComiRec trains on single-target samples (train.train_windows=random_target "
-                             f"or prefixes); got targets of shape {tuple(target.shape)}")
-        v = self.interests(batch)  # [B, K, d]
-        user = hard_readout(v, self.item_emb(target))  # [B, d]
-        return self.criterion(user, target, self.item_emb.weight)
+        # hard readout (the interest closest to the target), then the sampled or full softmax
+        return self.criterion(self.interests(batch), batch["target"], self.item_emb.weight)
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         return max_interest_scores(self.interests(batch), self.item_emb.weight)  # [B, n_items + 1]
