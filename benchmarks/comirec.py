@@ -96,7 +96,7 @@ def cmd_table(args) -> None:
 def cmd_ksweep(args) -> None:
     rows = {}
     for ds in args.datasets:
-        for model in ("comirec_sa", "comirec_dr"):
+        for model in [m for m in args.models if m.startswith("comirec")]:
             for k in (1, 2, 4, 8):
                 for seed in args.seeds:
                     tag = "" if k == 4 else f"-K{k}"
