@@ -28,23 +28,15 @@ events and samples and reproducible from ``seed``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from behaviorseq.data.ctr import TEST, TRAIN, VALID, CTRData
 from behaviorseq.data.store import ragged_arange
+from behaviorseq.data.synthetic._checks import is_int, is_real
 
 NAME = "synthetic-long-ctr"
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 @dataclass(frozen=True)
@@ -90,12 +82,12 @@ class LongCTRConfig:
                 "n_relevant", "n_decoys", "samples_per_user", "seed")
         for name in ints:
             v = getattr(self, name)
-            if not _is_int(v):
+            if not is_int(v):
                 raise ValueError(f"LongCTRConfig.{name} must be an int, got {v!r}")
             if v < (0 if name in ("n_decoys", "seed") else 1):
                 raise ValueError(f"LongCTRConfig.{name} must be >= {0 if name in ('n_decoys', 'seed') else 1}, got {v}")
         for name in ("deep_fraction", "signal_scale", "bias", "valid_fraction", "test_fraction"):
-            if not _is_real(getattr(self, name)):
+            if not is_real(getattr(self, name)):
                 raise ValueError(f"LongCTRConfig.{name} must be a finite number, got {getattr(self, name)!r}")
         if self.n_items < self.n_categories:
             raise ValueError(f"LongCTRConfig.n_items ({self.n_items}) must be >= n_categories ({self.n_categories})")

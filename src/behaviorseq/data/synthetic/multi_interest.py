@@ -16,8 +16,6 @@ recall. Timestamps are a per-user start plus cumulative integer gaps of at least
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -26,19 +24,12 @@ import pyarrow as pa
 
 from behaviorseq.data.events import EventTable
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
+from behaviorseq.data.synthetic._checks import is_int, is_real
 
 CATEGORY = "category"
 NAME = "synthetic-multi-interest"
 
 __all__ = ["CATEGORY", "NAME", "MultiInterestConfig", "MultiInterestTruth", "generate_multi_interest"]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 @dataclass(frozen=True)
@@ -80,10 +71,10 @@ class MultiInterestConfig:
         ints = ("n_users", "n_topics", "items_per_topic", "min_topics", "max_topics", "min_len", "max_len",
                 "start_time", "start_spread", "seed")
         for name in ints:
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"MultiInterestConfig.{name} must be an int, got {getattr(self, name)!r}")
         for name in ("zipf", "mean_gap"):
-            if not _is_real(getattr(self, name)):
+            if not is_real(getattr(self, name)):
                 raise ValueError(f"MultiInterestConfig.{name} must be a finite number, got {getattr(self, name)!r}")
         for name in ("n_users", "n_topics", "items_per_topic", "min_topics", "min_len", "start_spread"):
             if getattr(self, name) < 1:
@@ -215,7 +206,7 @@ class MultiInterestTruth:
 
     @staticmethod
     def _check_n(n: int) -> int:
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         return int(n)
 

@@ -17,8 +17,6 @@ distribution is exactly ``p(next = j | last in z) = P[z, topic(j)] * q_{topic(j)
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -27,18 +25,11 @@ import pyarrow as pa
 
 from behaviorseq.data.events import EventTable
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
+from behaviorseq.data.synthetic._checks import is_int, is_real
 
 TOPIC = "topic"
 NAME = "synthetic-seqrec"
 LENGTH_DISTS = ("uniform", "geometric")
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 @dataclass(frozen=True)
@@ -89,10 +80,10 @@ class SeqRecConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "min_len", "max_len", "start_time", "start_spread", "seed"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"SeqRecConfig.{name} must be an int, got {getattr(self, name)!r}")
         for name in ("stay", "zipf", "mean_gap"):
-            if not _is_real(getattr(self, name)):
+            if not is_real(getattr(self, name)):
                 raise ValueError(f"SeqRecConfig.{name} must be a finite number, got {getattr(self, name)!r}")
         if self.n_users < 1:
             raise ValueError(f"SeqRecConfig.n_users must be >= 1, got {self.n_users}")
@@ -117,7 +108,7 @@ class SeqRecConfig:
         if self.mean_len is not None:
             if self.length_dist != "geometric":
                 raise ValueError("SeqRecConfig.mean_len is only used with length_dist='geometric'")
-            if not _is_real(self.mean_len) or self.mean_len < self.min_len:
+            if not is_real(self.mean_len) or self.mean_len < self.min_len:
                 raise ValueError(f"SeqRecConfig.mean_len must be a finite number >= min_len ({self.min_len}), "
                                  f"got {self.mean_len!r}")
         if self.start_spread < 1:
@@ -255,7 +246,7 @@ class SeqRecTruth:
         return top[inv.reshape(-1)]
 
     def _check_k(self, k: int) -> int:
-        if not _is_int(k) or k < 1:
+        if not is_int(k) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         return min(int(k), self.n_items)
 
