@@ -3,11 +3,15 @@ time of DIN-long, TWIN, DARE (full d_A and d_A halved) and SDIM for history leng
 per user, on random ids (speed does not depend on the data; every history is L real behaviours).
 
 Inference, per pass: U users x C candidates, eval mode, ``torch.inference_mode``.
-    DIN-long, TWIN, DARE: one row per (user, candidate) through ``model.score`` (the user's sequence is
-        re-embedded and attended per candidate, as a serving system without a cache does), rows chunked
-        so that rows x L <= --chunk-tokens.
+    DIN-long: one row per (user, candidate) through ``model.score`` (its activation unit runs on every
+        (candidate, behaviour) pair anyway), rows chunked so that rows x L <= --chunk-tokens.
+    TWIN, DARE: ``model.score_candidates`` per user: the history's embeddings looked up once (the per-user
+        key cache of a TWIN serving system), all C candidates scored by one [C, L] product, top-K, then
+        only the K chosen rows read per candidate (equal to ``score`` on repeated rows, a test).
     SDIM: the BSE split, ``BSE.encode`` once per user then ``BSE.score`` of the C candidates by lookup.
-    DARE search: the attention-table embedding, scores and top-K of DARE.forward alone (the d_A bar).
+    DARE search: ``DARE.search_candidates`` alone (E^A lookups, the [C, L] scores, top-K): the d_A bar.
+--dim sets the per-field embedding dim d of every model (default 16, DARE's scripts); DARE's paper
+quotes its search speed-up at d_A 128 -> 64, so the d_A bar is also run with --dim 128.
 Training, per step: ``model.loss`` (main + auxiliary heads + L2) on B samples, backward, Adam step.
 
 Each cell: one warm-up pass, then the median of --repeats passes. A pass longer than --budget seconds
@@ -36,23 +40,22 @@ from common import RESULTS, machine, write_json
 
 from behaviorseq.models.ranking import build
 from behaviorseq.models.ranking.sdim import BSE
-from behaviorseq.nn.target_attention import recency_positions, topk_search
 
-# name -> (registered model, config overrides beyond max_len); d = 16 per field everywhere.
+# name -> (registered model, config overrides beyond max_len given the per-field dim d).
 VARIANTS = {
-    "din": ("din", {}),
-    "twin": ("twin", {}),
-    "dare": ("dare", {}),
-    "dare_half": ("dare", {"attention_dim": 8}),  # d_A = d_R / 2
-    "sdim": ("sdim", {}),
+    "din": ("din", lambda d: {"embedding_dim": d}),
+    "twin": ("twin", lambda d: {"embedding_dim": d}),
+    "dare": ("dare", lambda d: {"embedding_dim": d}),
+    "dare_half": ("dare", lambda d: {"embedding_dim": d, "attention_dim": d // 2}),  # d_A = d_R / 2
+    "sdim": ("sdim", lambda d: {"embedding_dim": d}),
 }
 LOAD_NOTE = "timings taken under load: other jobs shared the CPUs, so absolute numbers are pessimistic and noisy"
 
 
-def make_model(variant: str, max_len: int, n_items: int, n_categories: int, seed: int) -> torch.nn.Module:
+def make_model(variant: str, max_len: int, n_items: int, n_categories: int, seed: int, dim: int) -> torch.nn.Module:
     name, cfg = VARIANTS[variant]
     torch.manual_seed(seed)
-    return build(name, n_items, n_categories, {"max_len": max_len, **cfg})
+    return build(name, n_items, n_categories, {"max_len": max_len, **cfg(dim)})
 
 
 def histories(n: int, length: int, item_category: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -98,22 +101,14 @@ def row_scorer(model: torch.nn.Module, seq: dict, cand: dict, chunk_tokens: int)
     return run
 
 
-def dare_searcher(model: torch.nn.Module, seq: dict, cand: dict, chunk_tokens: int) -> Callable[[], None]:
-    """DARE's search stage alone (the first lines of DARE.forward): E^A lookups, scores, top-K."""
-    U, L = seq["item"].shape
-    C = cand["target"].shape[1]
-    rows = max(1, chunk_tokens // L)
-    pos = recency_positions(L)
+def user_scorer(method: Callable, seq: dict, cand: dict) -> Callable[[], None]:
+    """TWIN / DARE serving, or DARE's search alone: ``method(history, candidates)`` once per user."""
+    U = seq["item"].shape[0]
 
     def run() -> None:
         for u in range(U):
-            for c0 in range(0, C, rows):
-                n = min(C, c0 + rows) - c0
-                item, cat = seq["item"][u].expand(n, L), seq["category"][u].expand(n, L)
-                t, tc = cand["target"][u, c0:c0 + n], cand["target_category"][u, c0:c0 + n]
-                e = model.attention(item, cat, pos.expand(n, L))  # [n, L, 3 d_A]
-                s = model.attention_scores(model.attention(t, tc, torch.zeros_like(t)), e)
-                topk_search(s, item > 0, model.cfg.top_k)
+            method({"item": seq["item"][u], "category": seq["category"][u]},
+                   {"target": cand["target"][u], "target_category": cand["target_category"][u]})
     return run
 
 
@@ -139,7 +134,7 @@ def bench_inference(args, item_category: torch.Tensor) -> list[dict]:
         seq = histories(args.users, L, item_category, g)
         cand = {k: t.view(args.users, -1) for k, t in targets(args.users * max(args.candidates), item_category, g).items()}
         for variant, kind in kinds:
-            model = make_model(variant, L, args.n_items, args.n_categories, args.seed).eval()
+            model = make_model(variant, L, args.n_items, args.n_categories, args.seed, args.dim).eval()
             for C in sorted(args.candidates):
                 cell = {"model": variant, "kind": kind, "L": L, "candidates": C, "users": args.users}
                 hit = [(L0, C0) for L0, C0 in over.get((variant, kind), []) if L0 <= L and C0 <= C]
@@ -151,7 +146,9 @@ def bench_inference(args, item_category: torch.Tensor) -> list[dict]:
                 if variant == "sdim":
                     fn = bse_scorer(model, seq, c, parts)
                 elif kind == "search":
-                    fn = dare_searcher(model, seq, c, args.chunk_tokens)
+                    fn = user_scorer(model.search_candidates, seq, c)
+                elif hasattr(model, "score_candidates"):
+                    fn = user_scorer(model.score_candidates, seq, c)
                 else:
                     fn = row_scorer(model, seq, c, args.chunk_tokens)
                 with torch.inference_mode():
@@ -181,7 +178,7 @@ def bench_training(args, item_category: torch.Tensor) -> list[dict]:
             g = torch.Generator().manual_seed(args.seed + L)
             batch = {**histories(args.batch, L, item_category, g), **targets(args.batch, item_category, g),
                      "label": torch.randint(0, 2, (args.batch,), generator=g).float()}
-            model = make_model(variant, L, args.n_items, args.n_categories, args.seed).train()
+            model = make_model(variant, L, args.n_items, args.n_categories, args.seed, args.dim).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
             def step(model=model, opt=opt, batch=batch) -> None:
@@ -301,6 +298,7 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="+", type=int, default=[1, 10, 100, 1000], help="per user")
     ap.add_argument("--users", type=int, default=1, help="users per inference pass")
     ap.add_argument("--batch", type=int, default=256, help="training samples per step")
+    ap.add_argument("--dim", type=int, default=16, help="per-field embedding dim d (dare_half: d_A = d / 2)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per inference pass before skipping")
     ap.add_argument("--train-budget", type=float, default=20.0, help="seconds per training step before skipping")
@@ -338,7 +336,7 @@ def main() -> None:
         "machine": machine(), "argv": vars(args), "under_load": args.under_load,
         "load_note": LOAD_NOTE if args.under_load else None,
         "load_average": {"start": load0, "end": os.getloadavg()}, "wall_seconds": time.perf_counter() - t0,
-        "variants": {k: {"model": m, "config": {"max_len": "L", **c}} for k, (m, c) in VARIANTS.items()},
+        "variants": {k: {"model": m, "config": {"max_len": "L", **c(args.dim)}} for k, (m, c) in VARIANTS.items()},
         "inference": inf, "training": train, "goal_ratios": ratios, "table": table})
     print(f"wrote {out}")
     plot(inf, args.models, C_goal, RESULTS / f"long_ctr_speed{args.suffix}.png", args.under_load)

@@ -309,6 +309,37 @@ def test_dare_eval_path_embeds_only_the_chosen_behaviours_with_the_same_result()
 # ---------------------------------------------------------------- SDIM and its BSE split
 
 
+@pytest.mark.parametrize("name,extra,n_real", [("twin", {}, 15), ("dare", {}, 15), ("dare", {"attention_dim": 2}, L),
+                                               ("twin", {"use_position": False}, 15), ("dare", {"top_k": 3}, 9),
+                                               ("twin", {"top_k": 12}, 5), ("dare", {"top_k": 12}, 5)])
+def test_score_candidates_serving_path_equals_repeated_rows(name, extra, n_real):
+    """TWIN / DARE serving (real behaviours embedded once, all candidates in one product) equals ``score``
+    on the history repeated per candidate: with left padding, without, and with fewer than K behaviours."""
+    model = make(name, seed=3, init_std=None, **extra).eval()  # torch's N(0, 1) embeddings: scores far apart
+    b = ctr_batch(B=1, seed=5, min_len=n_real)
+    keep = torch.arange(L) >= L - n_real
+    b["item"], b["category"] = b["item"] * keep, b["category"] * keep
+    g = torch.Generator().manual_seed(9)
+    C = 17
+    t = torch.randint(1, N_ITEMS + 1, (C,), generator=g)
+    cand = {"target": t, "target_category": t % N_CATS + 1}
+    hist = {"item": b["item"][0], "category": b["category"][0]}
+    rows = {"item": hist["item"].expand(C, L), "category": hist["category"].expand(C, L), **cand}
+    with torch.no_grad():
+        ref = model.score(rows)
+    got = model.score_candidates(hist, cand)
+    assert got.shape == (C,) and ref.std() > 1e-2  # the candidates' logits differ, so the check has teeth
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_score_candidates_rejects_padding_after_a_real_behaviour():
+    model = make("dare").eval()
+    item = torch.tensor([0, 3, 0, 5])
+    with pytest.raises(ValueError, match="not left-padded"):
+        model.score_candidates({"item": item, "category": item % N_CATS + 1},
+                               {"target": torch.tensor([1, 2]), "target_category": torch.tensor([2, 3])})
+
+
 def test_sdim_bse_serving_equals_training_path_exactly():
     model = make("sdim", embedding_dim=8, short_len=5).eval()
     U, C = 4, 7

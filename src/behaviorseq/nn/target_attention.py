@@ -73,6 +73,29 @@ def topk_attention(scores: Tensor, values: Tensor | None, mask: Tensor, k: int,
     return h, w, idx
 
 
+def real_suffix(item: Tensor, *fields: Tensor) -> tuple[Tensor, ...]:
+    """The real behaviours of one left-padded history ``item`` [L] and the same columns of its other
+    fields: serving scores only these, so it needs no padding mask. ``ValueError`` if padding (id 0)
+    follows a real behaviour."""
+    n = int((item > 0).sum())
+    start = item.shape[0] - n
+    if n and not bool((item[start:] > 0).all()):
+        raise ValueError("history is not left-padded: item id 0 (padding) follows a real behaviour")
+    return (item[start:],) + tuple(f[start:] for f in fields)
+
+
+def candidate_topk_attention(scores: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Serving form of :func:`topk_attention` for one user's history (real behaviours only, see
+    :func:`real_suffix`) shared by C candidates: the values are embedded once ([L, D], not [C, L, D])
+    and only the K chosen rows per candidate are read.
+
+    Args: scores [C, L]; values [L, D]; k.
+    Returns: (h [C, D], weights [C, K'], idx [C, K']) with K' = min(k, L)."""
+    top, idx = scores.topk(min(int(k), scores.shape[-1]), dim=-1)
+    w = torch.softmax(top, dim=-1)
+    return torch.bmm(w.unsqueeze(1), values[idx]).squeeze(1), w, idx
+
+
 class DINActivationUnit(nn.Module):
     """DIN's activation unit (Zhou et al., KDD 2018, Fig. 2): a(q, k_j) = w2^T PReLU(W1 [q, k, q - k, q * k] + b1) + b2.
 

@@ -20,6 +20,7 @@ Deviations, one line each:
 - One output logit with BCE instead of a 2-way softmax (equivalent, see ``nn.ctr_tower``).
 - The position tables have max_len + 1 rows (ids 0..max_len) instead of 2000; the extra rows are never used.
 - At evaluation the K chosen ids are embedded after the search (O(B K d_R)) instead of embedding all L.
+- ``score_candidates`` is the serving path: E^A / E^R of the history looked up once per user, not per candidate.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ from behaviorseq.nn.ctr_tower import (
     require_fields,
     target_representation,
 )
-from behaviorseq.nn.target_attention import recency_positions, softmax_attention, topk_attention, topk_search
+from behaviorseq.nn.target_attention import (
+    real_suffix,
+    recency_positions,
+    softmax_attention,
+    topk_attention,
+    topk_search,
+)
 
 FIELDS = ("item", "category", "target", "target_category")
 
@@ -133,6 +140,39 @@ class DARE(nn.Module):
             h_full, _ = softmax_attention(s_used, e_full, mask)
             out["aux_logit"] = self.aux_tower(target_representation(v, h_full))
         return out
+
+    def candidate_scores(self, v: Tensor, e: Tensor) -> Tensor:
+        """Serving form of :meth:`attention_scores`: candidates v^A [C, F_A], one history e^A [L, F_A] -> s [C, L].
+        The target's position id is 0 for every candidate, so the position part is one [L] row."""
+        d = self.attention_dim
+        sem = v[:, :2 * d] @ e[:, :2 * d].T / math.sqrt(2 * d)
+        if not self.cfg.use_position:
+            return sem
+        return sem + (e[:, 2 * d:] @ v[0, 2 * d:]) / math.sqrt(d)
+
+    def search_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The search stage of :meth:`score_candidates`, E^A only: (scores [C, n], top-K indices [C, K']) over
+        the history's n real behaviours (indices count from the first real one; K' = min(K, n))."""
+        item, category = real_suffix(history["item"], history["category"])
+        e = self.attention(item, category, recency_positions(item.shape[0], item.device))  # e^A [n, F_A], once
+        t = candidates["target"]
+        s = self.candidate_scores(self.attention(t, candidates["target_category"], torch.zeros_like(t)), e)
+        return s, s.topk(min(self.cfg.top_k, s.shape[-1]), dim=-1).indices
+
+    @torch.no_grad()
+    def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
+        """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /
+        ``target_category`` [C] -> main logits [C]. Both tables embed the real behaviours once (per-user
+        caches); the search is one [C, n] product and only the K chosen E^R rows are read per candidate.
+        Equal to :meth:`score` on the history repeated per candidate (a test). Call in eval mode."""
+        s, idx = self.search_candidates(history, candidates)
+        item, category = real_suffix(history["item"], history["category"])
+        e_r = self.representation(item, category, recency_positions(item.shape[0], item.device))  # [n, F_R]
+        w = torch.softmax(s.gather(1, idx), dim=-1)  # [C, K']
+        t = candidates["target"]
+        v = self.representation(t, candidates["target_category"], torch.zeros_like(t))  # v^R [C, F_R]
+        h = torch.bmm(w.unsqueeze(1), e_r[idx]).squeeze(1)
+        return self.tower(target_representation(v, h))
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         out = self(batch, aux=True)

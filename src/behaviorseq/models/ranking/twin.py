@@ -34,7 +34,13 @@ from behaviorseq.nn.ctr_tower import (
     require_fields,
     target_representation,
 )
-from behaviorseq.nn.target_attention import recency_positions, softmax_attention, topk_attention
+from behaviorseq.nn.target_attention import (
+    candidate_topk_attention,
+    real_suffix,
+    recency_positions,
+    softmax_attention,
+    topk_attention,
+)
 
 FIELDS = ("item", "category", "target", "target_category")
 
@@ -102,6 +108,28 @@ class TWIN(nn.Module):
             h_full, _ = softmax_attention(s, e, mask)
             out["aux_logit"] = self.aux_tower(target_representation(v, h_full))
         return out
+
+    def candidate_scores(self, v: Tensor, e: Tensor) -> Tensor:
+        """Serving form of :meth:`attention_scores`: candidates v [C, F], one history e [L, F] -> s [C, L].
+        The target's position id is 0 for every candidate, so the position part is one [L] row."""
+        d = self.cfg.embedding_dim
+        sem = v[:, :2 * d] @ e[:, :2 * d].T / math.sqrt(2 * d)
+        if not self.cfg.use_position:
+            return sem
+        return sem + (e[:, 2 * d:] @ v[0, 2 * d:]) / math.sqrt(d)
+
+    @torch.no_grad()
+    def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
+        """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /
+        ``target_category`` [C] -> main logits [C]. The history's real behaviours are embedded once (keys
+        cached per user, as TWIN is served) and all C candidates are scored by one product; equal to
+        :meth:`score` on the history repeated per candidate (a test). Call in eval mode."""
+        item, category = real_suffix(history["item"], history["category"])
+        e = self.embed(item, category, recency_positions(item.shape[0], item.device))  # [n, F]
+        t = candidates["target"]
+        v = self.embed(t, candidates["target_category"], torch.zeros_like(t))  # [C, F]
+        h, _, _ = candidate_topk_attention(self.candidate_scores(v, e), e, self.cfg.top_k)
+        return self.tower(target_representation(v, h))
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         out = self(batch, aux=True)
