@@ -358,6 +358,22 @@ def test_sdim_bse_serving_equals_training_path_exactly():
     assert torch.equal(served, trained)
 
 
+@pytest.mark.parametrize("B,width,S,nb", [(1, 1, 1, 2), (3, 17, 4, 8), (5, 64, 16, 8)])
+def test_bucket_table_scatter_equals_matmul_reference_forward_and_backward(B, width, S, nb):
+    g = torch.Generator().manual_seed(B * width)
+    v = torch.randn(B, width, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    codes = torch.randint(0, nb, (B, width, S), generator=g)
+    mask = torch.rand(B, width, generator=g) > 0.3
+    w = torch.randn(B, S, nb, 6, dtype=torch.float64, generator=g)
+    out = {m: bucket_table(v, codes, mask, nb, method=m) for m in ("scatter", "matmul")}
+    torch.testing.assert_close(out["scatter"], out["matmul"], rtol=1e-12, atol=1e-12)
+    grads = [torch.autograd.grad((out[m] * w).sum(), v)[0] for m in ("scatter", "matmul")]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    assert (grads[0][~mask] == 0).all()  # padding gets no gradient
+    with pytest.raises(ValueError, match="method"):
+        bucket_table(v, codes, mask, nb, method="dense")
+
+
 def test_sdim_projection_is_a_fixed_buffer():
     model = make("sdim")
     assert "hash.projection" in model.state_dict()
