@@ -287,3 +287,14 @@ def test_packaged_ml100k_ctr_configs_resolve(model):
     assert cfg.task == "ctr" and cfg.train.early_stop_metric == "auc" and cfg.data.dataset == "ml-100k-ctr"
     assert cfg.model_args["max_len"] == 200
     ML100KCTRConfig.from_dict(cfg.data.ctr)  # the data arguments are valid too
+
+
+@pytest.mark.parametrize("model", ["din", "sim", "eta", "twin", "dare", "sdim"])
+def test_packaged_generic_ctr_configs_make_any_ctr_dataset_a_ctr_run(model):
+    """<model>.yaml alone (no data-set file) gives a CTR run that early-stops on AUC, e.g. on Taobao."""
+    from behaviorseq.cli_train import build_config
+    from behaviorseq.train import resolve_config
+
+    cfg = resolve_config(build_config(model, "taobao-ctr", None, []))
+    assert cfg.task == "ctr" and cfg.train.early_stop_metric == "auc" and cfg.data.dataset == "taobao-ctr"
+    assert (cfg.train.batch_size, cfg.train.lr) == (2048, 0.01)
