@@ -9,7 +9,8 @@ Inference, per pass: U users x C candidates, eval mode, ``torch.inference_mode``
         key cache of a TWIN serving system), all C candidates scored by one [C, L] product, top-K, then
         only the K chosen rows read per candidate (equal to ``score`` on repeated rows, a test).
     SDIM: the BSE split, ``BSE.encode`` once per user then ``BSE.score`` of the C candidates by lookup.
-    DARE search: ``DARE.search_candidates`` alone (E^A lookups, the [C, L] scores, top-K): the d_A bar.
+    DARE search: ``DARE.search_candidates`` alone (E^A lookups, the [C, L] scores, top-K): the d_A bar;
+        and its first part alone (lookups and the [C, L] product, no top-K), the only part d_A scales.
 --dim sets the per-field embedding dim d of every model (default 16, DARE's scripts); DARE's paper
 quotes its search speed-up at d_A 128 -> 64, so the d_A bar is also run with --dim 128.
 Training, per step: ``model.loss`` (main + auxiliary heads + L2) on B samples, backward, Adam step.
@@ -33,6 +34,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,6 +42,7 @@ from common import RESULTS, machine, write_json
 
 from behaviorseq.models.ranking import build
 from behaviorseq.models.ranking.sdim import BSE
+from behaviorseq.nn.target_attention import real_suffix, recency_positions
 
 # name -> (registered model, config overrides beyond max_len given the per-field dim d).
 VARIANTS = {
@@ -101,6 +104,14 @@ def row_scorer(model: torch.nn.Module, seq: dict, cand: dict, chunk_tokens: int)
     return run
 
 
+def dare_scores(model: torch.nn.Module, history: dict, cand: dict) -> torch.Tensor:
+    """The first part of ``DARE.search_candidates``: E^A lookups and the [C, n] score product, no top-K."""
+    item, category = real_suffix(history["item"], history["category"])
+    e = model.attention(item, category, recency_positions(item.shape[0]))
+    t = cand["target"]
+    return model.candidate_scores(model.attention(t, cand["target_category"], torch.zeros_like(t)), e)
+
+
 def user_scorer(method: Callable, seq: dict, cand: dict) -> Callable[[], None]:
     """TWIN / DARE serving, or DARE's search alone: ``method(history, candidates)`` once per user."""
     U = seq["item"].shape[0]
@@ -128,7 +139,7 @@ def bse_scorer(model: torch.nn.Module, seq: dict, cand: dict, parts: list) -> Ca
 def bench_inference(args, item_category: torch.Tensor) -> list[dict]:
     cells, over = [], {}  # over[(variant, kind)]: the (L, C) cells whose pass exceeded the budget
     kinds = [(v, "serve") for v in args.models]
-    kinds += [(v, "search") for v in args.models if v.startswith("dare")]
+    kinds += [(v, k) for k in ("search", "scores") for v in args.models if v.startswith("dare")]
     for L in sorted(args.lengths):
         g = torch.Generator().manual_seed(args.seed + L)
         seq = histories(args.users, L, item_category, g)
@@ -147,6 +158,8 @@ def bench_inference(args, item_category: torch.Tensor) -> list[dict]:
                     fn = bse_scorer(model, seq, c, parts)
                 elif kind == "search":
                     fn = user_scorer(model.search_candidates, seq, c)
+                elif kind == "scores":
+                    fn = user_scorer(partial(dare_scores, model), seq, c)
                 elif hasattr(model, "score_candidates"):
                     fn = user_scorer(model.score_candidates, seq, c)
                 else:
@@ -225,6 +238,12 @@ def tables(args, inf: list[dict], train: list[dict]) -> str:
             for C in sorted(args.candidates):
                 out.append(f"| {v} | {C} | " + " | ".join(_fmt(find.get((v, "search", L, C)), "seconds", 1e3)
                                                           for L in Ls) + " |")
+        out += ["", "Of which E^A lookups + the [C, L] score product (no top-K), ms per pass", "",
+                f"| variant | C | {head} |", sep]
+        for v in dare:
+            for C in sorted(args.candidates):
+                out.append(f"| {v} | {C} | " + " | ".join(_fmt(find.get((v, "scores", L, C)), "seconds", 1e3)
+                                                          for L in Ls) + " |")
     tfind = {(c["model"], c["L"]): c for c in train}
     out += ["", f"Training step (forward + backward + Adam, batch {args.batch}), ms", "", f"| model | {head} |",
             "|---" * (len(Ls) + 1) + "|"]
@@ -243,10 +262,14 @@ def goal_ratios(inf: list[dict], C_goal: int) -> dict:
         s, d = find.get(("sdim", "serve", L, C_goal)), find.get(("din", "serve", L, C_goal))
         out["sdim_over_din"][L] = ({"ratio": s["candidates_per_s"] / d["candidates_per_s"], "goal": goal}
                                    if s and d else {"ratio": None, "goal": goal, "why": "a cell was not measured"})
+    out["dare_scores_half_speedup"] = {}
     for L in sorted({c["L"] for c in inf}):
         f, h = find.get(("dare", "search", L, C_goal)), find.get(("dare_half", "search", L, C_goal))
         if f and h:
             out["dare_search_half_speedup"][L] = {"ratio": f["seconds"] / h["seconds"], "goal": 1.4}
+        f, h = find.get(("dare", "scores", L, C_goal)), find.get(("dare_half", "scores", L, C_goal))
+        if f and h:
+            out["dare_scores_half_speedup"][L] = {"ratio": f["seconds"] / h["seconds"]}
     return out
 
 
@@ -261,6 +284,8 @@ def print_ratios(r: dict) -> None:
     for L, x in r["dare_search_half_speedup"].items():
         print(f"DARE search speed-up, d_A halved vs full, L={L}, {C} candidates: {x['ratio']:.2f}x "
               f"({'meets' if x['ratio'] >= x['goal'] else 'misses'} the goal >= 1.4x)")
+    for L, x in r.get("dare_scores_half_speedup", {}).items():
+        print(f"  of which the lookups + score product alone: {x['ratio']:.2f}x at L={L}")
 
 
 def plot(inf: list[dict], models: list[str], C: int, path: Path, under_load: bool) -> None:
