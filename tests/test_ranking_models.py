@@ -340,6 +340,22 @@ def test_score_candidates_rejects_padding_after_a_real_behaviour():
                                {"target": torch.tensor([1, 2]), "target_category": torch.tensor([2, 3])})
 
 
+def test_fast_embedding_equals_nn_embedding_values_and_gradients():
+    from behaviorseq.nn.ctr_tower import FastEmbedding
+
+    torch.manual_seed(0)
+    fast, ref = FastEmbedding(11, 3), torch.nn.Embedding(11, 3)
+    ref.load_state_dict(fast.state_dict())  # same parameter name: checkpoints load either way
+    ids = torch.randint(0, 11, (4, 7))
+    ids[0, :3] = 0  # repeated ids accumulate
+    g = torch.randn(4, 7, 3)
+    out_f, out_r = fast(ids), ref(ids)
+    torch.testing.assert_close(out_f, out_r, rtol=0, atol=0)
+    out_f.backward(g)
+    out_r.backward(g)
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-6, atol=1e-6)
+
+
 def test_sdim_bse_serving_equals_training_path_exactly():
     model = make("sdim", embedding_dim=8, short_len=5).eval()
     U, C = 4, 7

@@ -31,6 +31,16 @@ class CTRTower(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+class FastEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose lookup is ``weight.index_select``: the same values and gradients (a test), but
+    the backward is one index-add instead of the CPU embedding backward, which sorts the ids and was
+    about half of a TWIN / DARE training step at B = 2048, L = 200 (3x slower on the lookups alone).
+    No padding_idx, max_norm or sparse gradients (the ranking models use none of them)."""
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, self.embedding_dim)
+
+
 def target_representation(v: Tensor, h: Tensor) -> Tensor:
     """TWIN / DARE's MLP input [v, h, v * h] (the paper's sum_i w_i (e_i * v) is v * h). [B, 3D]."""
     return torch.cat([v, h, v * h], dim=-1)

@@ -35,6 +35,7 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
+    FastEmbedding,
     bce_with_logits,
     dare_init_,
     l2_penalty,
@@ -71,9 +72,9 @@ class _FieldTables(nn.Module):
     def __init__(self, n_items: int, n_categories: int, n_positions: int | None, dim: int):
         super().__init__()
         self.dim = dim
-        self.item_embedding = nn.Embedding(n_items + 1, dim)
-        self.category_embedding = nn.Embedding(n_categories + 1, dim)
-        self.position_embedding = nn.Embedding(n_positions, dim) if n_positions else None
+        self.item_embedding = FastEmbedding(n_items + 1, dim)
+        self.category_embedding = FastEmbedding(n_categories + 1, dim)
+        self.position_embedding = FastEmbedding(n_positions, dim) if n_positions else None
 
     def forward(self, item: Tensor, category: Tensor, position: Tensor) -> Tensor:
         parts = [self.item_embedding(item), self.category_embedding(category)]

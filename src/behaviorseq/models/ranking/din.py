@@ -24,6 +24,7 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
+    FastEmbedding,
     bce_with_logits,
     dare_init_,
     l2_penalty,
@@ -54,8 +55,8 @@ class DIN(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d = cfg.embedding_dim
-        self.item_embedding = nn.Embedding(n_items + 1, d)
-        self.category_embedding = nn.Embedding(n_categories + 1, d)
+        self.item_embedding = FastEmbedding(n_items + 1, d)
+        self.category_embedding = FastEmbedding(n_categories + 1, d)
         self.activation_unit = DINActivationUnit(2 * d, cfg.attention_hidden)
         self.tower = CTRTower(6 * d, cfg.mlp_hidden)
         if cfg.init_std is not None:

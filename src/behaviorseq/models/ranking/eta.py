@@ -28,6 +28,7 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
+    FastEmbedding,
     bce_with_logits,
     dare_init_,
     l2_penalty,
@@ -73,11 +74,11 @@ class ETA(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d = cfg.embedding_dim
-        self.item_embedding = nn.Embedding(n_items + 1, d)
-        self.category_embedding = nn.Embedding(n_categories + 1, d)
+        self.item_embedding = FastEmbedding(n_items + 1, d)
+        self.category_embedding = FastEmbedding(n_categories + 1, d)
         n_fields = 3 if cfg.use_position else 2
         if cfg.use_position:
-            self.position_embedding = nn.Embedding(cfg.max_len + 1, d)
+            self.position_embedding = FastEmbedding(cfg.max_len + 1, d)
         self.hash = SimHash(2 * d, cfg.n_hashes, 1, cfg.hash_seed)
         self.tower = CTRTower(3 * n_fields * d, cfg.mlp_hidden)
         if cfg.init_std is not None:

@@ -29,7 +29,14 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
-from behaviorseq.nn.ctr_tower import CTRTower, bce_with_logits, dare_init_, l2_penalty, require_fields
+from behaviorseq.nn.ctr_tower import (
+    CTRTower,
+    FastEmbedding,
+    bce_with_logits,
+    dare_init_,
+    l2_penalty,
+    require_fields,
+)
 from behaviorseq.nn.simhash import SimHash, bucket_table, lookup
 from behaviorseq.nn.target_attention import masked_softmax
 
@@ -75,8 +82,8 @@ class SDIM(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d2 = 2 * cfg.embedding_dim
-        self.item_embedding = nn.Embedding(n_items + 1, cfg.embedding_dim)
-        self.category_embedding = nn.Embedding(n_categories + 1, cfg.embedding_dim)
+        self.item_embedding = FastEmbedding(n_items + 1, cfg.embedding_dim)
+        self.category_embedding = FastEmbedding(n_categories + 1, cfg.embedding_dim)
         self.hash = SimHash(d2, cfg.n_hashes, cfg.tau, cfg.hash_seed)
         self.short_q, self.short_k, self.short_v = (nn.Linear(d2, d2, bias=False) for _ in range(3))
         self.short_out = nn.Linear(d2, d2)
