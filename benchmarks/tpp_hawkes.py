@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/tpp_hawkes.py --json benchmarks/results/tpp_hawkes.json
         [--types 3] [--n-seqs 2000] [--max-events 50] [--epochs 30] [--models nhp,thp,attnhp] [--seed 0]
 
+``--models`` also takes ``thp_baseline`` (THP with ``baseline=True``, a per-type floor on the intensity).
+
 Data: one K-type exponential-kernel Hawkes process (``random_hawkes_params(K, branching 0.6, seed)``)
 rescaled in time so that its stationary rate is one event per unit time (mu and the decays times the
 mean gap; the branching matrix is unchanged). A log-likelihood density moves by log(c) per event when time
@@ -36,10 +38,17 @@ from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import Trainer, seed_everything
 
 LR = {"nhp": 0.01, "thp": 0.003, "attnhp": 0.003}
+# --models may also name a variant: (registered model, its config); it trains with the base model's lr
+VARIANTS = {"thp_baseline": ("thp", {"baseline": True})}
+
+
+def build(name: str, num_types: int):
+    base, cfg = VARIANTS.get(name, (name, {}))
+    return models.build(base, num_types, cfg), base
 
 
 def events_per_second(name: str, task: TPPTask, batch_size: int) -> float:
-    m = models.build(name, task.num_types, {})
+    m = build(name, task.num_types)[0]
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     loader, _ = task.train_loader(0)
     batches = list(loader)
@@ -78,11 +87,11 @@ def main() -> None:
     rows = {"truth": {**ref, "train_s": 0.0, "epochs": 0}}
     for name in args.models.split(","):
         seed_everything(args.seed)
-        model = models.build(name, task.num_types, {})
+        model, base = build(name, task.num_types)
         run = Path(args.workdir) / name
         shutil.rmtree(run, ignore_errors=True)
         t0 = time.perf_counter()
-        st = Trainer(model, task, train_cfg.model_copy(update={"lr": LR.get(name, 1e-3)}), run).fit()
+        st = Trainer(model, task, train_cfg.model_copy(update={"lr": LR.get(base, 1e-3)}), run).fit()
         train_s = time.perf_counter() - t0
         model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
         out = task.evaluate(model, "test")

@@ -98,21 +98,28 @@ class AttNHP(nn.Module):
         """dt [B, L, S] -> lambda [B, L, S, K]: query tokens at t_i + dt attend to events 0..i."""
         pe = self.time_enc(state["time"][:, :, None] + dt)  # [B, L, S, dt]
         B, L, S = dt.shape
-        seen = state["seen"][:, :, None, :]  # [B, L, 1, L]
+        d = self.cfg.hidden_size
+        # 0 where a query on interval i sees event j, -inf elsewhere; added inside the score matmul
+        bias = torch.zeros(B, L, S, L, dtype=pe.dtype, device=pe.device)
+        bias = bias.masked_fill_(~state["seen"][:, :, None, :], -torch.inf).view(B, L * S, L)
+        pe2 = pe.reshape(-1, pe.shape[-1])  # [B L S, dt]
         zs = []
         for h, stack in enumerate(self.stacks):
-            z = pe.new_zeros(B, L, S, self.cfg.hidden_size)
+            z = None  # z^0 = 0
             for n, layer in enumerate(stack):
-                x = torch.cat([z, pe], -1)
-                q = layer.q(x)  # [B, L, S, d]
-                s_ev = torch.einsum("bisd,bjd->bisj", q, state["keys"][h, n]) * layer.scale  # [B, L, S, L]
-                s_self = (q * layer.k(x)).sum(-1, keepdim=True) * layer.scale  # [B, L, S, 1]
-                p = torch.softmax(torch.cat([s_ev.masked_fill(~seen, -torch.inf), s_self], -1), -1)
-                p = layer.drop(p)
-                att = torch.einsum("bisj,bjd->bisd", p[..., :L], state["values"][h, n]) + p[..., L:] * layer.v(x)
-                z = z + torch.tanh(att)
+                # q, k, v of x = [z; pe] in one product; z's and pe's columns apart, so no concatenation
+                w = torch.cat([layer.q.weight, layer.k.weight, layer.v.weight])  # [3d, d + dt]
+                qkv = nn.functional.linear(pe2, w[:, d:], torch.cat([layer.q.bias, layer.k.bias, layer.v.bias]))
+                if z is not None:
+                    qkv = torch.addmm(qkv, z.reshape(-1, d), w[:, :d].t())
+                q, k, v = qkv.view(B, L * S, 3 * d).chunk(3, -1)  # [B, L S, d] each
+                s_ev = torch.baddbmm(bias, q, state["keys"][h, n].transpose(1, 2), alpha=layer.scale)  # [B, L S, L]
+                s_self = (q * k).sum(-1, keepdim=True) * layer.scale  # [B, L S, 1]
+                p = layer.drop(torch.softmax(torch.cat([s_ev, s_self], -1), -1))
+                att = torch.baddbmm(p[..., L:] * v, p[..., :L], state["values"][h, n])  # [B, L S, d]
+                z = torch.tanh(att) if z is None else z + torch.tanh(att)
             zs.append(z)
-        return scaled_softplus(self.out(torch.cat(zs, -1)), self.log_beta.exp())
+        return scaled_softplus(self.out(torch.cat(zs, -1)).view(B, L, S, -1), self.log_beta.exp())
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         return nll_per_event(self, batch, self.cfg.integral_samples, self.cfg.integral)

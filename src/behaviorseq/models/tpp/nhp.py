@@ -58,29 +58,79 @@ class NHP(nn.Module):
         mask, dtime = batch["mask"], batch["dtime"].float()
         emb = self.type_emb(batch["type"])  # [B, L, H]
         B, L, H = emb.shape
-        c = c_bar = delta = o = emb.new_zeros(B, H)
+        w_emb, w_h = self.gates.weight[:, :H], self.gates.weight[:, H:]  # the gates read [emb(k_i); h(t_i)]
+        # every event's share of the gates in one matmul; unbind (not indexing) keeps the backward to one stack
+        pre = nn.functional.linear(emb, w_emb, self.gates.bias).unbind(1)  # L x [B, 7H]
+        dts = dtime.unbind(1)
         out_c, out_cb, out_d, out_o = [], [], [], []
+        c = c_bar = c_t = delta = o = None  # zero states before the first event: h(t_0) = 0
         for i in range(L):
-            # decay the previous interval's cell to t_i; zero states before the first event
-            c_t = c_bar + (c - c_bar) * torch.exp(-delta * dtime[:, i, None])
-            h_t = o * torch.tanh(c_t)
-            g = self.gates(torch.cat([emb[:, i], h_t], -1))
-            gi, gf, gz, go, gib, gfb, gd = g.chunk(7, -1)
-            gi, gf, go, gib, gfb = (torch.sigmoid(x) for x in (gi, gf, go, gib, gfb))
-            z = torch.tanh(gz)
-            c = gf * c_t + gi * z
-            c_bar = gfb * c_bar + gib * z
-            delta, o = nn.functional.softplus(gd), go
+            g = pre[i]
+            if i:  # decay the previous interval's cell to t_i
+                c_t = torch.addcmul(c_bar, c - c_bar, torch.exp(-delta * dts[i][:, None]))
+                g = torch.addmm(g, o * torch.tanh(c_t), w_h.t())
+            gi, gf, _, go, gib, gfb, _ = torch.sigmoid(g).chunk(7, -1)  # one call for the five sigmoid gates
+            z = torch.tanh(g[:, 2 * H:3 * H])
+            c = gi * z if c_t is None else torch.addcmul(gi * z, gf, c_t)
+            c_bar = gib * z if c_bar is None else torch.addcmul(gib * z, gfb, c_bar)
+            delta, o = nn.functional.softplus(g[:, 6 * H:]), go
             out_c.append(c), out_cb.append(c_bar), out_d.append(delta), out_o.append(o)
         return {"c": torch.stack(out_c, 1), "c_bar": torch.stack(out_cb, 1), "delta": torch.stack(out_d, 1),
                 "o": torch.stack(out_o, 1), "mask": mask}  # each [B, L, H]
 
     def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
         """dt [B, L, S] -> lambda [B, L, S, K] on the interval after each event."""
-        c, cb = state["c"][:, :, None], state["c_bar"][:, :, None]  # [B, L, 1, H]
-        c_t = cb + (c - cb) * torch.exp(-state["delta"][:, :, None] * dt[..., None])  # [B, L, S, H]
-        h = state["o"][:, :, None] * torch.tanh(c_t)
-        return scaled_softplus(self.w(h), self.log_s.exp())
+        logits = _DecayedLogits.apply(state["c"], state["c_bar"], state["delta"], state["o"], self.w.weight, dt)
+        return scaled_softplus(logits, self.log_s.exp())
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         return nll_per_event(self, batch, self.cfg.integral_samples, self.cfg.integral)
+
+
+def _hidden(c: Tensor, cb: Tensor, d: Tensor, o: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """h(t_i + dt) [B, L, S, H] (NHP Eq. 7), with exp(-delta dt) and tanh(c(t)) for the backward pass."""
+    e = torch.exp_((-d)[:, :, None] * dt[..., None])  # [B, L, S, H]
+    th = torch.tanh(torch.addcmul(cb[:, :, None], (c - cb)[:, :, None], e))
+    return th * o[:, :, None], e, th
+
+
+class _DecayedLogits(torch.autograd.Function):
+    """``w_k^T h(t_i + dt)`` [B, L, S, K] from the cell states [B, L, H] and dt [B, L, S].
+
+    The [B, L, S, H] intermediates are the cost of NHP's loss (S = the integral points). Here they are made
+    a few sequences at a time, so they stay in cache, and never stored: the backward pass recomputes them
+    chunk by chunk and applies the chain rule by hand (checked against autograd in the tests). No gradient
+    flows to dt (data)."""
+
+    @staticmethod
+    def forward(ctx, c: Tensor, cb: Tensor, d: Tensor, o: Tensor, w: Tensor, dt: Tensor) -> Tensor:
+        ctx.save_for_backward(c, cb, d, o, w, dt)
+        out = dt.new_empty(*dt.shape, w.shape[0])
+        for sl in _chunks(*dt.shape, c.shape[-1]):
+            out[sl] = _hidden(c[sl], cb[sl], d[sl], o[sl], dt[sl])[0] @ w.t()
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        c, cb, d, o, w, dt = ctx.saved_tensors
+        gc, gcb, gd, go, gw = (torch.zeros_like(x) for x in (c, cb, d, o, w))
+        for sl in _chunks(*dt.shape, c.shape[-1]):
+            h, e, th = _hidden(c[sl], cb[sl], d[sl], o[sl], dt[sl])
+            gs = g[sl]  # [b, L, S, K]
+            gw += gs.reshape(-1, gs.shape[-1]).t() @ h.reshape(-1, h.shape[-1])
+            gh = gs @ w  # [b, L, S, H]
+            go[sl] = (gh * th).sum(2)
+            gct = torch.ops.aten.tanh_backward(gh.mul_(o[sl][:, :, None]), th)  # d loss / d c(t)
+            a = gct * e
+            # sum_s a and sum_s a * dt in one batched product: [b, L, 2, S] @ [b, L, S, H]
+            both = torch.stack([torch.ones_like(dt[sl]), dt[sl]], 2) @ a  # [b, L, 2, H]
+            gc[sl] = both[:, :, 0]
+            gcb[sl] = gct.sum(2) - both[:, :, 0]
+            gd[sl] = -both[:, :, 1] * (c[sl] - cb[sl])
+        return gc, gcb, gd, go, gw, None
+
+
+def _chunks(B: int, L: int, S: int, H: int, elements: int = 2**19) -> list[slice]:
+    """Row slices of [B, ...] whose [rows, L, S, H] tensors hold about ``elements`` floats (2 MB)."""
+    rows = max(1, elements // (L * S * H))
+    return [slice(i, i + rows) for i in range(0, B, rows)]

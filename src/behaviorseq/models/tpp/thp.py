@@ -13,6 +13,8 @@ Deviations, one line each:
   on where a window of the stream starts.
 - Blocks are post-LayerNorm (residual, then LayerNorm) after attention and after the FFN; defaults follow
   EasyTPP's example config (hidden 32, 2 layers, 2 heads); the paper tunes sizes per data set.
+- Optional, off by default (``baseline=True``, not in the paper): lambda_k(t) = Eq. 6 + mu_k with a learnable
+  mu_k = softplus(m_k) >= 0, so the intensity decays to a positive floor, as a Hawkes process's does.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
-from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding, scaled_softplus
+from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding
 from behaviorseq.nn.tpp import check_batch, nll_per_event
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
 
@@ -38,6 +40,7 @@ class THPConfig(StrictConfig):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)  # the paper's default
     integral: Literal["mc", "midpoint"] = "mc"  # paper Sec. 4.1: Monte Carlo integration
     integral_samples: int = Field(20, gt=0)
+    baseline: bool = False  # add a per-type floor mu_k >= 0 to Eq. 6 (a deviation from the paper; see above)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> THPConfig:
@@ -67,6 +70,8 @@ class THP(nn.Module):
         self.head = nn.Linear(d, num_types)  # w_k, b_k
         self.alpha = nn.Parameter(torch.full((num_types,), -0.1))  # current influence alpha_k
         self.log_beta = nn.Parameter(torch.zeros(num_types))  # softness beta_k = exp(log_beta_k), init 1
+        if cfg.baseline:  # mu_k = softplus(m_k), init about 0.05
+            self.baseline_raw = nn.Parameter(torch.full((num_types,), -3.0))
 
     def encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         check_batch(batch, self.fields)
@@ -82,8 +87,14 @@ class THP(nn.Module):
 
     def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
         """dt [B, L, S] -> lambda [B, L, S, K] (Eq. 6)."""
-        x = state["base"][:, :, None] + self.alpha * dt[..., None]
-        return scaled_softplus(x, self.log_beta.exp())
+        # Computed as [B, L, K, S] (S innermost: fast elementwise loops) and returned as a [B, L, S, K] view;
+        # softplus_beta(x) = beta softplus(x / beta), the 1 / beta folded into the small factors.
+        beta = self.log_beta.exp()  # [K]
+        x = torch.addcmul((state["base"] / beta)[..., None], (self.alpha / beta)[:, None], dt[:, :, None, :])
+        lam = nn.functional.softplus(x) * beta[:, None]  # [B, L, K, S]
+        if self.cfg.baseline:
+            lam = lam + nn.functional.softplus(self.baseline_raw)[:, None]
+        return lam.transpose(-1, -2)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         return nll_per_event(self, batch, self.cfg.integral_samples, self.cfg.integral)

@@ -1,0 +1,100 @@
+"""The TPP speed paths give the plain formulas' numbers, and THP's optional baseline does what it says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from behaviorseq import models
+from behaviorseq.models.tpp import nhp as nhp_module
+from behaviorseq.nn.time_encoding import scaled_softplus
+from behaviorseq.nn.tpp import loglik
+
+
+def _batch(B: int = 4, L: int = 9, K: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor([L, L - 3, 2, L - 1][:B])
+    mask = torch.arange(L)[None] < lens[:, None]
+    dt = torch.rand(B, L, generator=g) * mask
+    dt[:, 0] = 0
+    return {"time": dt.cumsum(1) * mask, "dtime": dt, "type": torch.where(mask, torch.randint(0, K, (B, L), generator=g), K),
+            "mask": mask}
+
+
+def _nhp_reference(state: dict, w: torch.Tensor, log_s: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """NHP Eq. 7 and the scaled softplus with plain autograd ops: lambda [B, L, S, K]."""
+    c, cb = state["c"][:, :, None], state["c_bar"][:, :, None]
+    c_t = cb + (c - cb) * torch.exp(-state["delta"][:, :, None] * dt[..., None])
+    return scaled_softplus(F.linear(state["o"][:, :, None] * torch.tanh(c_t), w), log_s.exp())
+
+
+def test_nhp_fused_intensity_matches_autograd_across_chunks(monkeypatch):
+    monkeypatch.setattr(nhp_module, "_chunks", lambda B, L, S, H: [slice(i, i + 3) for i in range(0, B, 3)])
+    torch.manual_seed(0)
+    m = models.build("nhp", 3, {"hidden_size": 8}).double()
+    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in _batch(B=4).items()}
+    dt = torch.rand(4, 9, 5, dtype=torch.double)
+    state = m.encode(batch)
+    fast = m.intensity(state, dt)
+    ref = _nhp_reference(state, m.w.weight, m.log_s, dt)
+    torch.testing.assert_close(fast, ref)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, list(m.parameters()), g, retain_graph=True, allow_unused=True)
+    grads_ref = torch.autograd.grad(ref, list(m.parameters()), g, allow_unused=True)
+    for a, b in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_nhp_fused_logits_pass_gradcheck():
+    torch.manual_seed(1)
+    c, cb, o = (torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True) for _ in range(3))
+    d = torch.rand(3, 4, 5, dtype=torch.double, requires_grad=True)
+    w = torch.randn(2, 5, dtype=torch.double, requires_grad=True)
+    dt = torch.rand(3, 4, 6, dtype=torch.double)
+    assert torch.autograd.gradcheck(lambda *x: nhp_module._DecayedLogits.apply(*x, dt), (c, cb, d, o, w))
+
+
+@pytest.mark.parametrize("name", ["nhp", "thp", "attnhp"])
+def test_loglik_equals_one_call_on_all_points(name):
+    """loglik evaluates the events and the integral points in two calls; one call on [1 + S] points agrees."""
+    torch.manual_seed(2)
+    m = models.build(name, 3, {}).eval()
+    batch = _batch()
+    state = m.encode(batch)
+    S = 7
+    ll = loglik(m, batch, S, "midpoint", state=state)
+    mask = batch["mask"][:, 1:] & batch["mask"][:, :-1]
+    gap = torch.cat([torch.where(mask, batch["dtime"][:, 1:], 0.0), torch.zeros(4, 1)], 1)
+    u = (torch.arange(S) + 0.5) / S
+    lam = m.intensity(state, torch.cat([gap[..., None], u * gap[..., None]], -1))  # [B, L, 1 + S, K]
+    integral = (gap * lam[:, :, 1:].sum(-1).mean(-1))[:, :-1]
+    lam_k = lam[:, :-1, 0].gather(-1, batch["type"][:, 1:].clamp(max=2)[..., None])[..., 0]
+    torch.testing.assert_close(ll.integral, torch.where(mask, integral, 0.0))
+    torch.testing.assert_close(ll.log_intensity, torch.where(mask, lam_k.log(), 0.0))
+
+
+def test_thp_intensity_layout_matches_eq6():
+    torch.manual_seed(3)
+    m = models.build("thp", 3, {}).eval()
+    state = m.encode(_batch())
+    dt = torch.rand(4, 9, 5)
+    ref = scaled_softplus(state["base"][:, :, None] + m.alpha * dt[..., None], m.log_beta.exp())
+    torch.testing.assert_close(m.intensity(state, dt), ref)
+
+
+def test_thp_baseline_is_off_by_default_and_floors_the_intensity():
+    plain = models.build("thp", 3, {})
+    assert not plain.cfg.baseline and not any("baseline" in k for k in plain.state_dict())
+    m = models.build("thp", 3, {"baseline": True}).eval()
+    with torch.no_grad():
+        m.alpha.fill_(-1.0)  # decaying current influence
+        m.baseline_raw.copy_(torch.tensor([-1.0, 0.0, 1.0]))
+    mu = F.softplus(m.baseline_raw)
+    state = m.encode(_batch())
+    far = m.intensity(state, torch.full((4, 9, 1), 1e3))[:, :, 0]  # [B, L, K]
+    torch.testing.assert_close(far, mu.expand_as(far).detach())
+    near = m.intensity(state, torch.rand(4, 9, 5))
+    assert (near >= mu.detach()).all()
+    # without the floor the paper's intensity decays to 0 (alpha_k starts at -0.1)
+    assert plain.eval().intensity(plain.encode(_batch()), torch.full((4, 9, 1), 1e3)).max() < 1e-6
