@@ -66,6 +66,10 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
     out_dir = WORK / "long_ctr" / tag / f"{variant}-d{d}-s{seed}"
     if (out_dir / "metrics.json").exists():
         return json.loads((out_dir / "metrics.json").read_text())
+    log = out_dir / "run" / "log.jsonl"
+    if log.exists() and time.time() - log.stat().st_mtime < 1200:  # another process is training it
+        print(f"{tag} {variant} d={d} seed {seed}: in progress in another process, skipped", flush=True)
+        return None
     name, args = VARIANTS[variant]
     seed_everything(seed)
     model = build(name, data.n_items, data.vocab_size("category") - 1, {"max_len": L, **args(d)})
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             for d in dims:
                 for v in variants:
                     r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}")
-                    rows.append({**r, "data": f"planted L={L}"})
+                    if r is not None:
+                        rows.append({**r, "data": f"planted L={L}"})
         keys = ("auc", "gauc_user", "logloss", "planted_recall", "bayes_auc")
     else:
         L = args.length or 200
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                     data, truth = open_ctr_dataset(ds, {}, root=data_root(), max_len=L), None
                 for v in variants:
                     r = run_one(data, truth, v, args.dims[-1], seed, L, args.epochs, f"{ds}-L{L}")
-                    rows.append({**r, "data": ds})
+                    if r is not None:
+                        rows.append({**r, "data": ds})
         keys = ("auc", "gauc_user", "gauc_category", "logloss", "planted_recall", "bayes_auc")
     text = table(rows, keys)
     print(text)

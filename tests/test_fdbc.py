@@ -1,0 +1,275 @@
+"""FinDeepBehaviorCluster: the planted click-stream generator, the time-attention Bi-LSTM encoder, the hybrid
+vector, risky-cluster scoring, rule extraction and a small end-to-end run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from behaviorseq.cluster.fdbc import (
+    FDBC,
+    FDBCConfig,
+    hybrid_vector,
+    ring_metrics,
+    score_clusters,
+    standardize_expert,
+)
+from behaviorseq.cluster.rules import Condition, evaluate_rule, extract_rules
+from behaviorseq.config import ConfigError
+from behaviorseq.data.synthetic.clickstream import (
+    CHECKOUT,
+    FEATURES,
+    PLANTED,
+    ClickstreamConfig,
+    generate_clickstream,
+)
+from behaviorseq.models.risk.fdbc_encoder import FDBCEncoder, FDBCEncoderConfig, embed, fit_encoder
+
+SMALL = dict(n_normal=500, n_page_types=20, max_len=24, mean_len=8.0, n_rings=3, ring_size_min=30,
+             ring_size_max=40, n_benign_scripted=2, script_len_min=5, script_len_max=8, copy_fraction=0.34,
+             human_ring_fraction=0.34)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate_clickstream(ClickstreamConfig(**SMALL))
+
+
+# ---------------------------------------------------------------- generator
+
+
+def test_config_is_frozen_and_validated():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ClickstreamConfig().seed = 1  # type: ignore[misc]
+    bad = {"n_normal": 0, "n_page_types": 2, "max_len": 1.5, "edit_prob": 1.5, "mean_len": 0.5,
+           "dwell_sigma": float("nan"), "ring_size_max": 10, "copy_fraction": -0.1, "seed": True,
+           "shared_fraction": 0.7, "script_len_min": 20}
+    for name, value in bad.items():
+        with pytest.raises(ValueError, match="ClickstreamConfig"):
+            ClickstreamConfig(**{name: value, **({"new_account_fraction": 0.5} if name == "shared_fraction" else {})})
+    with pytest.raises(ValueError, match="n_benign_scripted"):
+        ClickstreamConfig(n_benign_scripted=0, copy_fraction=0.5)
+
+
+def test_shapes_padding_and_checkout(small):
+    c = small.config
+    n = c.n_normal + int((small.ring >= 0).sum()) + int((small.group >= 0).sum())
+    assert small.types.shape == small.dt.shape == (n, c.max_len)
+    assert small.expert.shape == (n, len(FEATURES)) and small.feature_names == FEATURES
+    pos = np.arange(c.max_len)[None]
+    real = pos < small.lengths[:, None]
+    assert ((small.types > 0) == real).all() and (small.dt[~real] == 0).all() and (small.dt[:, 0] == 0).all()
+    assert (small.types[np.arange(n), small.lengths - 1] == CHECKOUT).all()
+    assert ((small.types == CHECKOUT).sum(1) == 1).all()  # only the last event is checkout
+    assert small.types.max() <= c.n_page_types and (small.dt >= 0).all() and np.isfinite(small.expert).all()
+    sizes = np.bincount(small.ring[small.ring >= 0])
+    assert len(sizes) == c.n_rings and sizes.min() >= c.ring_size_min and sizes.max() <= c.ring_size_max
+    assert small.fraud.tolist() == (small.ring >= 0).tolist()
+    assert not (small.shared & (small.ring >= 0)).any()
+
+
+def test_rings_are_scripted_machine_like_and_labels_lagged(small):
+    c = small.config
+    machine_rings = [r for r in range(c.n_rings) if not small.ring_human[r]]
+    for r in machine_rings:
+        m = small.ring == r
+        gaps = small.dt[m][small.dt[m] > 0]
+        assert gaps.std() / gaps.mean() < 0.2  # near-constant dwell
+    normal = (small.ring < 0) & (small.group < 0)
+    gaps = small.dt[normal][small.dt[normal] > 0]
+    assert gaps.std() / gaps.mean() > 0.8  # heavy-tailed human dwell
+    copied = np.flatnonzero(small.ring_copies >= 0)
+    assert len(copied) == 1
+    r, g = copied[0], small.ring_copies[copied[0]]
+    ring_first = small.types[small.ring == r][:, 0]
+    group_first = small.types[small.group == g][:, 0]
+    assert np.bincount(ring_first).argmax() == np.bincount(group_first).argmax()  # the same script
+    assert {small.planted_features(i) for i in range(c.n_rings)} <= set(PLANTED.values())
+    # Lagged labels: a subset of the chargebacks; earlier cut-offs know fewer; few benign labels.
+    obs = small.observed_labels()
+    assert obs.sum() <= np.isfinite(small.label_day).sum()
+    assert small.observed_labels(c.window_days / 2).sum() < obs.sum()
+    assert 0.1 < obs[small.fraud].mean() < 0.6 and obs[~small.fraud].mean() < 0.02
+    with pytest.raises(ValueError, match="as_of"):
+        small.observed_labels(float("inf"))
+
+
+def test_same_seed_same_data():
+    a, b = generate_clickstream(ClickstreamConfig(**SMALL)), generate_clickstream(ClickstreamConfig(**SMALL))
+    c = generate_clickstream(ClickstreamConfig(**{**SMALL, "seed": 1}))
+    assert np.array_equal(a.types, b.types) and np.array_equal(a.expert, b.expert)
+    assert not np.array_equal(a.types[:50], c.types[:50])
+
+
+# ---------------------------------------------------------------- encoder
+
+
+def _batch(types: np.ndarray, dt: np.ndarray) -> dict[str, torch.Tensor]:
+    return {"types": torch.as_tensor(types, dtype=torch.long), "dt": torch.as_tensor(dt, dtype=torch.float32)}
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_encoder_shapes_and_attention_respects_padding(pooling, small):
+    torch.manual_seed(0)
+    model = FDBCEncoder(FDBCEncoderConfig(type_dim=8, time_dim=4, hidden=16, pooling=pooling), 20, 24).eval()
+    types, dt = small.types[:16], small.dt[:16]
+    out = model(_batch(types, dt))
+    assert out["z"].shape == (16, 32) and out["alpha"].shape == (16, 24) and out["h"].shape == (16, 24, 32)
+    pad = types == 0
+    alpha = out["alpha"].detach().numpy()
+    assert (alpha[pad] == 0).all() and np.allclose(alpha.sum(1), 1, atol=1e-5)
+    # Changing what sits in the padding (its dt) or adding padding columns leaves z unchanged.
+    dt2 = np.where(pad, 1e6, dt)
+    types3, dt3 = np.pad(types, ((0, 0), (0, 5))), np.pad(dt, ((0, 0), (0, 5)))
+    with torch.no_grad():
+        z = out["z"]
+        assert torch.allclose(model(_batch(types, dt2))["z"], z, atol=1e-5)
+        assert torch.allclose(model(_batch(types3, dt3))["z"], z, atol=1e-5)
+    if pooling == "mean":
+        assert np.allclose(alpha[~pad], np.repeat(1 / small.lengths[:16], small.lengths[:16]), atol=1e-6)
+
+
+def test_time_decay_moves_attention_to_the_checkout_end():
+    torch.manual_seed(0)
+    model = FDBCEncoder(FDBCEncoderConfig(type_dim=8, time_dim=4, hidden=16), 10, 12).eval()
+    with torch.no_grad():
+        model.gamma.fill_(5.0)  # strong decay: softplus(5) ~ 5 per unit of log1p(tau)
+        types = torch.tensor([[3, 4, 5, 6, 1, 0]])
+        dt = torch.tensor([[0.0, 100.0, 100.0, 100.0, 100.0, 0.0]])
+        alpha = model({"types": types, "dt": dt})["alpha"][0]
+    assert alpha[4] > 0.99 and alpha[5] == 0
+
+
+@pytest.mark.parametrize("objective", ["autoencoder", "next_event"])
+def test_objectives_train_and_embed(objective, small):
+    cfg = FDBCEncoderConfig(type_dim=8, time_dim=4, hidden=16, decoder_hidden=16, objective=objective, next_k=3)
+    model = FDBCEncoder(cfg, 20, 24)
+    hist = fit_encoder(model, small.types[:200], small.dt[:200], epochs=3, batch_size=64, lr=1e-2)
+    assert len(hist) == 3 and all(np.isfinite(hist)) and hist[-1] < hist[0]
+    z = embed(model, small.types[:200], small.dt[:200], batch_size=50)
+    with torch.no_grad():
+        direct = model(_batch(small.types[:7], small.dt[:7]))["z"].numpy()
+    assert z.shape == (200, 32) and np.allclose(z[:7], direct, atol=1e-5)  # rows back in input order
+    short = _batch(np.array([[3, 1], [4, 0]]), np.array([[0.0, 2.0], [0.0, 0.0]]))  # L = 2 < next_k
+    assert torch.isfinite(model.loss(short))
+
+
+def test_encoder_errors_name_the_field():
+    model = FDBCEncoder(FDBCEncoderConfig(hidden=8), 10, 8)
+    with pytest.raises(KeyError, match="dt"):
+        model({"types": torch.ones(2, 3, dtype=torch.long)})
+    with pytest.raises(ValueError, match="max_len"):
+        model.loss({"types": torch.ones(2, 9, dtype=torch.long), "dt": torch.ones(2, 9)})
+    with pytest.raises(ConfigError, match="valid keys"):
+        FDBCEncoderConfig.from_dict({"hiden": 8})
+    with pytest.raises(ConfigError, match="pooling"):
+        FDBCEncoderConfig.from_dict({"pooling": "max"})
+
+
+# ---------------------------------------------------------------- hybrid vector, scoring, metrics
+
+
+def test_hybrid_vector_block_weights():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 12)) * rng.uniform(0.1, 10, (300, 1))  # row norms vary: normalised away
+    x = np.exp(rng.standard_normal((300, 5)))
+    for we, wx in ((1.0, 1.0), (4.0, 0.25)):
+        H = hybrid_vector(z, x, "hybrid", we, wx)
+        assert H.shape == (300, 17)
+        assert np.isclose((H[:, :12] ** 2).sum(1).mean(), we) and np.isclose((H[:, 12:] ** 2).sum(1).mean(), wx)
+        assert np.allclose(H.mean(0), 0, atol=1e-10)
+    assert np.allclose(hybrid_vector(z * 7.0, x)[:, :12], hybrid_vector(z, x)[:, :12])  # z / ||z||
+    assert hybrid_vector(None, x, "expert").shape == (300, 5) and hybrid_vector(z, None, "embedding").shape == (300, 12)
+    s = standardize_expert(x, log=False)
+    assert np.allclose(s.mean(0), 0) and np.allclose(s.std(0), 1)
+    with pytest.raises(ValueError, match="needs expert"):
+        hybrid_vector(z, None, "hybrid")
+    with pytest.raises(ValueError, match="rows"):
+        hybrid_vector(z[:10], x, "hybrid")
+    with pytest.raises(ValueError, match="view"):
+        hybrid_vector(z, x, "both")
+    with pytest.raises(ConfigError, match="valid keys"):
+        FDBCConfig.from_dict({"pca_dim": 8})
+
+
+def test_score_clusters_and_ring_metrics_by_hand():
+    labels = np.array([0] * 10 + [1] * 10 + [-1] * 80)
+    observed = np.zeros(100, dtype=bool)
+    observed[:6] = True  # cluster 0: 6/10 labelled
+    observed[10] = True  # cluster 1: 1/10
+    observed[20:23] = True  # noise: 3/80
+    risk = {r.cluster: r for r in score_clusters(labels, observed, min_cluster_size=5, min_lift=3, min_labelled=3)}
+    assert risk[0].n_labelled == 6 and np.isclose(risk[0].lift, 0.6 / 0.1) and risk[0].risky
+    assert risk[1].n_labelled == 1 and np.isclose(risk[1].lift, 1.0) and not risk[1].risky
+    ring = np.array([0] * 8 + [-1] * 2 + [-1] * 10 + [1] * 5 + [-1] * 75)
+    flagged = labels == 0
+    m = ring_metrics(ring, labels, flagged)
+    assert m["recall"] == 8 / 13 and m["precision"] == 8 / 10 and m["n_flagged"] == 10 and m["n_risky"] == 1
+    perfect = ring_metrics(ring, np.where(ring >= 0, ring, -1), ring >= 0)
+    assert perfect["ari"] == 1.0 and perfect["recall"] == 1.0 and perfect["precision"] == 1.0
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_rule_arithmetic_against_a_hand_count():
+    X = np.array([[1, 10], [2, 20], [3, 30], [4, 40], [5, 50], [6, 60], [7, 70], [8, 80]], dtype=float)
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    rule = evaluate_rule([Condition("a", ">", 3.5), Condition("b", "<=", 75.0)], X, y, ["a", "b"])
+    # covered: rows a in {4,5,6,7} -> 4 rows, 3 positive; 4 positives of 8 in all.
+    assert (rule.n_covered, rule.n_true, rule.n_pos, rule.n) == (4, 3, 4, 8)
+    assert rule.precision == 3 / 4 and rule.coverage == 4 / 8 and rule.recall == 3 / 4 and rule.lift == 0.75 / 0.5
+    assert rule.text().startswith("IF a > 3.5 AND b <= 75 THEN risky") and "lift 1.5" in rule.text()
+    with pytest.raises(ValueError, match="unknown feature"):
+        evaluate_rule([Condition("c", ">", 1)], X, y, ["a", "b"])
+    with pytest.raises(ValueError, match="feature_names"):
+        extract_rules(X, y, ["a"])
+    with pytest.raises(ValueError, match="binary"):
+        extract_rules(X, np.arange(8), ["a", "b"])
+
+
+def test_rules_recover_a_planted_threshold():
+    rng = np.random.default_rng(0)
+    n = 2000
+    X = np.column_stack([rng.uniform(0, 100, n), rng.uniform(0, 1, n), rng.normal(0, 1, n)])
+    y = (X[:, 0] < 20) & (X[:, 1] > 0.5)  # planted: age < 20 and shared > 0.5
+    rules = extract_rules(X, y, ["age", "shared", "noise"], max_depth=3, min_precision=0.9)
+    top = rules[0]
+    assert set(top.features) == {"age", "shared"}
+    conds = {(c.feature, c.op): c.threshold for c in top.conditions}
+    assert abs(conds[("age", "<=")] - 20) < 1 and abs(conds[("shared", ">")] - 0.5) < 0.02
+    covered = (X[:, 0] <= conds[("age", "<=")]) & (X[:, 1] > conds[("shared", ">")])  # the hand count
+    assert top.n_covered == covered.sum() and top.n_true == (covered & y).sum()
+    assert np.isclose(top.precision, (covered & y).sum() / covered.sum())
+    assert np.isclose(top.coverage, covered.mean()) and np.isclose(top.lift, top.precision / y.mean())
+    assert top.precision == 1.0 and top.recall > 0.97
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_end_to_end_small(small):
+    torch.manual_seed(0)
+    model = FDBCEncoder(FDBCEncoderConfig(type_dim=8, time_dim=4, hidden=16, decoder_hidden=32), 20, 24)
+    fit_encoder(model, small.types, small.dt, epochs=3, batch_size=64, lr=5e-3)
+    z = embed(model, small.types, small.dt)
+    obs = small.observed_labels()
+    pipe = FDBC(FDBCConfig(min_cluster_size=15, min_samples=5, pca_components=8)).fit(z, small.expert, obs)
+    assert pipe.vectors_.shape == (len(z), 8) and pipe.labels_.shape == (len(z),)
+    m = ring_metrics(small.ring, pipe.labels_, pipe.flagged_)
+    assert m["n_risky"] >= 1
+    assert m["precision"] > 5 * small.fraud.mean()  # flagged rows are far richer in ring members than the base
+    rules = pipe.rules(small.expert, small.feature_names)
+    assert set(rules) == set(pipe.risky_.tolist())
+    checked = 0
+    for k, rs in rules.items():
+        members = small.ring[pipe.labels_ == k]
+        ring = np.bincount(members[members >= 0]).argmax() if (members >= 0).any() else -1
+        if ring >= 0 and np.mean(members == ring) > 0.8 and rs:
+            checked += 1
+            assert set(rs[0].features) & set(small.planted_features(ring))  # the top rule names a planted feature
+            assert rs[0].precision >= 0.5 and rs[0].lift > 1
+    assert checked >= 1
