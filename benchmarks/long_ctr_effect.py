@@ -2,8 +2,8 @@
 
     # DARE vs TWIN at L = 200, d in {4, 8, 16}, 3 seeds, with the halved attention-dim ablation
     python benchmarks/long_ctr_effect.py effect --dims 4 8 16 --seeds 1 2 3
-    # SDIM vs DIN over the full sequence at L = 1,024
-    python benchmarks/long_ctr_effect.py sdim --seeds 1 2 3
+    # SDIM vs DIN over the full sequence at L = 1,024 (relevant and decoy behaviours scaled with L)
+    python benchmarks/long_ctr_effect.py sdim --seeds 1 2 3 --users 3000 --epochs 6 --set n_relevant=25 n_decoys=10
     # all six models on the planted data (L = 200, d = 16) and on ml-100k-ctr
     python benchmarks/long_ctr_effect.py table --datasets planted ml-100k-ctr --seeds 1 2 3
 
@@ -131,10 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--length", type=int, default=None, help="L (default 200; sdim: 1024)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--users", type=int, default=None, help="planted users (default PLANTED)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="other LongCTRConfig fields of the planted data, e.g. n_relevant=25")
     ap.add_argument("--suffix", default="")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     over = {"n_users": args.users} if args.users else {}
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        over[k] = float(v) if "." in v else int(v)
+    tag_over = "".join(f"-{k}{v}" for k, v in sorted(over.items()))  # runs on other planted data cache apart
     rows = []
     if args.cmd in ("effect", "sdim"):
         L = args.length or (200 if args.cmd == "effect" else 1024)
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             data, truth = planted(L, seed, **over)
             for d in dims:
                 for v in variants:
-                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}")
+                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over}")
                     if r is not None:
                         rows.append({**r, "data": f"planted L={L}"})
         keys = ("auc", "gauc_user", "logloss", "planted_recall", "bayes_auc")
@@ -159,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     data, truth = open_ctr_dataset(ds, {}, root=data_root(), max_len=L), None
                 for v in variants:
-                    r = run_one(data, truth, v, args.dims[-1], seed, L, args.epochs, f"{ds}-L{L}")
+                    tag = f"{ds}-L{L}{tag_over if ds == 'planted' else ''}"
+                    r = run_one(data, truth, v, args.dims[-1], seed, L, args.epochs, tag)
                     if r is not None:
                         rows.append({**r, "data": ds})
         keys = ("auc", "gauc_user", "gauc_category", "logloss", "planted_recall", "bayes_auc")
