@@ -53,7 +53,7 @@ VARIANTS = {  # name -> (registered model, model args given d)
     "dare-half": ("dare", lambda d: {"embedding_dim": d, "attention_dim": d // 2}),
     "sdim": ("sdim", lambda d: {"embedding_dim": d}),
 }
-LR, BATCH = 0.01, 2048  # DARE's scripts (brief 1.5): batch 2048, Adam lr 0.01, weight decay 1e-6 in the loss
+LR, BATCH = 0.01, 2048  # DARE's scripts (brief 1.4): batch 2048, Adam lr 0.01, weight decay 1e-6 in the loss
 
 
 def planted(L: int, seed: int, **over):

@@ -21,7 +21,7 @@ skipped (``skip``). Writes results/long_ctr_speed{suffix}.json and a log-log plo
 
     python benchmarks/long_ctr_speed.py                                    # the full grid, 2 threads
     python benchmarks/long_ctr_speed.py --lengths 256 1024 --candidates 1 100 1000 --repeats 3 \
-        --threads 1 --budget 5 --train-budget 5 --under-load --suffix _small_loaded   # a quick look (~35 s)
+        --threads 1 --budget 5 --train-budget 5 --under-load --suffix _quick   # a quick look (~35 s)
 
 On a machine whose cores are already busy, use --threads 1: two OpenMP threads competing with other
 jobs made small kernels 10-80x slower here (oversubscription), which no model change can fix.

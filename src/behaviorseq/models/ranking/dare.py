@@ -146,10 +146,10 @@ class DARE(nn.Module):
         """Serving form of :meth:`attention_scores`: candidates v^A [C, F_A], one history e^A [L, F_A] -> s [C, L].
         The target's position id is 0 for every candidate, so the position part is one [L] row."""
         d = self.attention_dim
-        sem = v[:, :2 * d] @ e[:, :2 * d].T / math.sqrt(2 * d)
+        q = v[:, :2 * d] / math.sqrt(2 * d)  # scale the [C, 2d] queries, not the [C, L] scores (one pass over them)
         if not self.cfg.use_position:
-            return sem
-        return sem + (e[:, 2 * d:] @ v[0, 2 * d:]) / math.sqrt(d)
+            return q @ e[:, :2 * d].T
+        return torch.addmm((e[:, 2 * d:] @ v[0, 2 * d:] / math.sqrt(d)).unsqueeze(0), q, e[:, :2 * d].T)
 
     def search_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The search stage of :meth:`score_candidates`, E^A only: (scores [C, n], top-K indices [C, K']) over
