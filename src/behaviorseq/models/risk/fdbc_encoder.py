@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorseq.config import StrictConfig
-from behaviorseq.models import register
 
 FIELDS = ("types", "dt")
 
@@ -51,7 +50,7 @@ class FDBCEncoderConfig(StrictConfig):
     dt_loss_weight: float = Field(1.0, ge=0.0)  # weight of the log1p-dt MSE against the type cross-entropy
 
 
-@register("fdbc_encoder")
+# Not in the model registry yet: models.build has no "risk" family contract (issue 7 note); import it directly.
 class FDBCEncoder(nn.Module):
     """Batch fields: ``types`` int64 [B, L] page ids right-padded with 0, ``dt`` float [B, L] seconds since
     the previous click. ``forward`` returns ``z`` [B, 2H], ``alpha`` [B, L] (0 at padding), ``h`` [B, L, 2H]."""
