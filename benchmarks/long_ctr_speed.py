@@ -232,18 +232,13 @@ def tables(args, inf: list[dict], train: list[dict]) -> str:
                                                       for L in Ls) + " |")
     dare = [v for v in args.models if v.startswith("dare")]
     if dare:
-        out += ["", "DARE search stage (E^A lookups + scores + top-K), ms per pass", "",
-                f"| variant | C | {head} |", sep]
-        for v in dare:
-            for C in sorted(args.candidates):
-                out.append(f"| {v} | {C} | " + " | ".join(_fmt(find.get((v, "search", L, C)), "seconds", 1e3)
-                                                          for L in Ls) + " |")
-        out += ["", "Of which E^A lookups + the [C, L] score product (no top-K), ms per pass", "",
-                f"| variant | C | {head} |", sep]
-        for v in dare:
-            for C in sorted(args.candidates):
-                out.append(f"| {v} | {C} | " + " | ".join(_fmt(find.get((v, "scores", L, C)), "seconds", 1e3)
-                                                          for L in Ls) + " |")
+        for kind, title in (("search", "DARE search stage (E^A lookups + scores + top-K), ms per pass"),
+                            ("scores", "Of which E^A lookups + the [C, L] score product (no top-K), ms per pass")):
+            out += ["", title, "", f"| variant | C | {head} |", sep]
+            for v in dare:
+                for C in sorted(args.candidates):
+                    out.append(f"| {v} | {C} | " + " | ".join(_fmt(find.get((v, kind, L, C)), "seconds", 1e3)
+                                                              for L in Ls) + " |")
     tfind = {(c["model"], c["L"]): c for c in train}
     out += ["", f"Training step (forward + backward + Adam, batch {args.batch}), ms", "", f"| model | {head} |",
             "|---" * (len(Ls) + 1) + "|"]
