@@ -27,8 +27,7 @@ import torch
 
 from behaviorseq.data.folding import fold_by_merchant, last_n
 from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID, PaymentsConfig, generate_payments
-from behaviorseq.models.risk.flat_seq import FlatConfig, FlatSequenceModel
-from behaviorseq.models.risk.lbsf import LBSF, LBSFConfig
+from behaviorseq.models.risk import build
 from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
 from behaviorseq.tasks.default_risk import evaluate, fit, to_tensors
 
@@ -69,13 +68,12 @@ def run(args) -> dict:
             seen_flat = float(fl["mask"].sum(dim=1).float().mean())
             for name in args.models:
                 torch.manual_seed(seed)
+                cfg = {"d": args.d, "n_hash": args.n_hash, "max_days": 180}
                 if name == "lbsf":
-                    cfg = LBSFConfig(d=args.d, n_hash=args.n_hash, max_days=180)
-                    model, view = LBSF(cfg, mn, dn, edges, Lm), fo
-                else:
-                    cfg = FlatConfig(kind=name, d=args.d, n_hash=args.n_hash, max_days=180,
-                                     layers=2 if name == "transformer" else 1)
-                    model, view = FlatSequenceModel(cfg, mn, dn, edges, N), fl
+                    model, view = build("lbsf", mn, dn, edges, Lm, cfg), fo
+                else:  # registered as flat_transformer / flat_gru
+                    cfg["layers"] = 2 if name == "transformer" else 1
+                    model, view = build(f"flat_{name}", mn, dn, edges, N, cfg), fl
                 res = fit(model, view, data.label, train, valid, test, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, patience=args.epochs, seed=seed)
                 row = {"seed": seed, "window": window, "model": name, "auc": res["test"]["auc"],

@@ -1,5 +1,5 @@
 """Every registered model name round-trips: it imports, registers under its own name, has a strict
-config, and belongs to a family whose tests cover its contract (retrieval, ranking, tpp)."""
+config, and belongs to a family whose tests cover its contract (retrieval, ranking, tpp, risk)."""
 
 import pytest
 
@@ -12,11 +12,11 @@ def test_every_name_round_trips(name):
     cls = models.get(name)
     assert cls.name == name and models.get(name.upper()) is cls
     assert issubclass(cls.Config, StrictConfig)
-    assert models.family(name) in ("retrieval", "ranking", "tpp")
+    assert models.family(name) in ("retrieval", "ranking", "tpp", "risk")
 
 
 def test_families_partition_the_names():
-    fams = [models.names(f) for f in ("retrieval", "ranking", "tpp")]
+    fams = [models.names(f) for f in ("retrieval", "ranking", "tpp", "risk")]
     assert sorted(sum(fams, [])) == models.names()
     with pytest.raises(KeyError, match="registered models"):
         models.get("no-such-model")

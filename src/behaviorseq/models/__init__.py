@@ -3,6 +3,9 @@
 A model class carries ``Config`` (a StrictConfig), ``padding`` ("left"/"right"), ``fields`` (the batch
 fields it reads besides ``item``) and ``n_negatives`` (sampled negatives per training position, 0 for
 none). Retrieval models implement ``loss(batch) -> scalar`` and ``score(batch) -> [B, n_items + 1]``.
+Risk models (one sample per user; built by ``models.risk.build``) carry ``Config`` and ``fields`` (of a
+folded or flat payment view) and implement ``score(batch) -> [B]`` default logits and
+``loss(batch, label) -> scalar`` (BCE).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ _MODULES = {
     "thp": "behaviorseq.models.tpp.thp",
     "attnhp": "behaviorseq.models.tpp.attnhp",
     "prompttpp": "behaviorseq.models.tpp.prompttpp",
+    "lbsf": "behaviorseq.models.risk.lbsf",
+    "flat_transformer": "behaviorseq.models.risk.flat_seq",
+    "flat_gru": "behaviorseq.models.risk.flat_seq",
 }
 
 
@@ -46,7 +52,8 @@ def register(name: str):
 
 
 def names(family: str | None = None) -> list[str]:
-    """Registered names, optionally of one family (the package under models/: retrieval, ranking, tpp)."""
+    """Registered names, optionally of one family (the package under models/: retrieval, ranking, tpp,
+    risk)."""
     return sorted(n for n, m in _MODULES.items() if family is None or m.split(".")[2] == family)
 
 
@@ -65,7 +72,8 @@ def get(name: str) -> type:
 
 def build(name: str, n_items: int, config: dict | None = None, **kwargs):
     """An instance from a config dict (unknown keys rejected); ``kwargs`` are data sizes some families
-    need besides the item count (e.g. ``n_categories`` for the CTR models)."""
+    need besides the item count (e.g. ``n_categories`` for the CTR models). Ranking and risk models have
+    their own ``build`` in their family package."""
     cls = get(name)
     cfg = cls.Config.from_dict(config or {})
     return cls(cfg, n_items, **kwargs)

@@ -20,6 +20,9 @@ Deviations / reconstructions, one line each:
 - "next_event" predicts the held-out tail from z of the prefix (one z per session), not every next event
   from every position: a Bi-LSTM's position states see the future, and the objective must train z.
 - ``fit_encoder`` / ``embed`` are a minimal Adam loop and a batched inference helper, not the Trainer.
+
+Not in the model registry: it is unsupervised (no label; ``forward`` returns embeddings, not one logit per
+user), so it does not fit the ``risk`` family's supervised contract; import it directly.
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ class FDBCEncoderConfig(StrictConfig):
     dt_loss_weight: float = Field(1.0, ge=0.0)  # weight of the log1p-dt MSE against the type cross-entropy
 
 
-# Not in the model registry yet: models.build has no "risk" family contract (issue 7 note); import it directly.
 class FDBCEncoder(nn.Module):
     """Batch fields: ``types`` int64 [B, L] page ids right-padded with 0, ``dt`` float [B, L] seconds since
     the previous click. ``forward`` returns ``z`` [B, 2H], ``alpha`` [B, L] (0 at padding), ``h`` [B, L, 2H]."""

@@ -16,12 +16,15 @@ Deviations, one line each:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorseq.config import StrictConfig
+from behaviorseq.models import register
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS, Block, PaymentFieldEncoder, require_fields
 
 FIELDS = PAYMENT_FIELDS + ("mask",)
@@ -86,6 +89,29 @@ class FlatSequenceModel(nn.Module):
             h = torch.cat([h, hmax], dim=-1)
         return self.head(h).squeeze(-1)  # [B]
 
+    def score(self, batch: dict) -> Tensor:
+        """Default logits [B] (the same as ``forward``)."""
+        return self(batch)
+
     def loss(self, batch: dict, label: Tensor) -> Tensor:
         pw = torch.tensor(self.cfg.pos_weight, device=label.device)
         return nn.functional.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)
+
+
+# The registry's names for the two kinds: the same model with ``kind`` fixed by its config.
+class FlatTransformerConfig(FlatConfig):
+    kind: Literal["transformer"] = "transformer"
+
+
+class FlatGRUConfig(FlatConfig):
+    kind: Literal["gru"] = "gru"
+
+
+@register("flat_transformer")
+class FlatTransformer(FlatSequenceModel):
+    Config = FlatTransformerConfig
+
+
+@register("flat_gru")
+class FlatGRU(FlatSequenceModel):
+    Config = FlatGRUConfig

@@ -32,6 +32,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
+from behaviorseq.models import register
 from behaviorseq.nn.payment_fields import (
     PAYMENT_FIELDS,
     AttentionPool,
@@ -57,6 +58,7 @@ class LBSFConfig(StrictConfig):
     pos_weight: float = Field(1.0, gt=0.0)  # BCE weight of the default class
 
 
+@register("lbsf")
 class LBSF(nn.Module):
     """Forward: a folded batch (``FIELDS``; payment fields [B, S, Lm], ``txn_mask`` [B, S, Lm],
     ``merchant_mask`` [B, S], ``stats`` [B, S, 6]; slot S-1 is the pooled rest) -> logits [B]."""
@@ -112,6 +114,10 @@ class LBSF(nn.Module):
         z = self.norm(z)
         zmax = z[:, 1:].masked_fill(~valid[:, 1:, None], -1e4).amax(dim=1) * valid[:, 1:].any(1, keepdim=True)
         return self.head(torch.cat([z[:, 0], zmax], dim=-1)).squeeze(-1)  # [B]
+
+    def score(self, batch: dict) -> Tensor:
+        """Default logits [B] (the same as ``forward``)."""
+        return self(batch)
 
     def loss(self, batch: dict, label: Tensor) -> Tensor:
         pw = torch.tensor(self.cfg.pos_weight, device=label.device)
