@@ -2,7 +2,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/tpp_continual.py --seeds 0,1,2 --json benchmarks/results/tpp_continual.json
         [--png benchmarks/results/tpp_continual.png] [--types 3] [--schedule 0,1,2,0,1,2] [--n-seqs 400]
-        [--max-events 40] [--epochs 20] [--methods prompttpp,finetune,retrain,joint]
+        [--max-events 40] [--epochs 20] [--methods prompttpp,finetune,retrain,joint] [--reuse]
+
+Each seed's result is written to ``<workdir>/seed<s>/result.json``; ``--reuse`` loads it when the arguments
+match, so seeds can run as separate processes (``--seeds 0``, ``--seeds 1``, ...) and a last call with
+``--seeds 0,1,2 --reuse`` prints the table and draws the PNG.
 
 Stream: three regimes (random K-type Hawkes processes, each rescaled to one event per unit time) in the
 order ``schedule`` (recurring: A B C A B C); window w draws ``n_seqs`` fresh sequences from its regime,
@@ -94,6 +98,11 @@ def run_seed(args, seed: int) -> dict:
     return out
 
 
+def run_args(args) -> dict:
+    """The arguments that change a seed's result (a kept result is reused only when they match)."""
+    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
@@ -108,9 +117,20 @@ def main() -> None:
     ap.add_argument("--workdir", default="benchmarks/_work/tpp_continual")
     ap.add_argument("--json", default=None)
     ap.add_argument("--png", default=None)
+    ap.add_argument("--reuse", action="store_true", help="load a seed's kept result from --workdir if its args match")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    per_seed = {s: run_seed(args, int(s)) for s in args.seeds.split(",")}
+    per_seed = {}
+    for s in args.seeds.split(","):  # each seed's result is kept, so seeds can run as parallel processes
+        done = Path(args.workdir) / f"seed{s}" / "result.json"
+        if args.reuse and done.exists() and json.loads(done.read_text())["args"] == run_args(args):
+            per_seed[s] = json.loads(done.read_text())["result"]
+            continue
+        per_seed[s] = run_seed(args, int(s))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"args": run_args(args), "result": per_seed[s]}))
+        tmp.replace(done)
     methods = ["truth", *args.methods.split(",")]
     keys = ("current", "final", "final_earlier", "forgetting")
     print(f"{'method':10s} {'current':>13s} {'final':>13s} {'final earlier':>13s} {'forgetting':>13s}   (ll/event, "
