@@ -268,6 +268,33 @@ def test_knn_refine_repairs_an_approximate_index_on_both_paths():
     assert (plain.idx[:, 0] == np.arange(X.shape[0])).all() and (np.diff(plain.dist, axis=1) >= 0).all()
 
 
+def test_tuned_nprobe_reaches_the_recall_target_and_reports_it():
+    import faiss
+
+    from behaviorseq.cluster.knn import build_index, tune_nprobe
+
+    X = _blobs_10d(3000)
+    Xw, _ = as_working(X)
+    X32 = np.ascontiguousarray(Xw, dtype=np.float32)
+    index = build_index(X32, IndexSpec(kind="ivf", nlist=1000))
+    exact = faiss.knn(X32, X32, 12)[1]
+    recall_at = lambda p: (index.__setattr__("nprobe", p), np.mean(  # noqa: E731
+        [len(set(a) & set(b)) for a, b in zip(index.search(X32, 12)[1].tolist(), exact.tolist())]) / 12)[1]
+    assert recall_at(16) < 0.99  # so the tuner has to move
+    nprobe, measured = tune_nprobe(index, X32, 12, target=0.99, sample=len(X32))
+    assert nprobe in (32, 64, 128, 256, 512, 1000) and measured >= 0.99 and index.nprobe == nprobe
+    assert measured == pytest.approx(recall_at(nprobe))  # the sample here is every row: the true recall
+    assert recall_at(nprobe // 2) < 0.99  # the smallest doubling that reaches the target
+    assert tune_nprobe(index, X32, 12, target=0.0, sample=500)[0] == 16
+    assert tune_nprobe(index, X32, 12, target=1.01, sample=500)[0] == 1000  # capped at nlist
+    report: dict = {}
+    knn_graph(Xw, 12, IndexSpec(kind="ivf", nlist=1000, target_recall=0.99), report)
+    assert report["nprobe"] == nprobe and report["recall"] >= 0.99
+    fixed: dict = {}
+    knn_graph(Xw, 12, IndexSpec(kind="ivf", nlist=1000, nprobe=4), fixed)
+    assert fixed == {}  # a given nprobe is used as is
+
+
 def test_without_numba_gives_the_same_clustering():
     code = ("import numpy as np; from sklearn.datasets import make_blobs;"
             "from behaviorseq.cluster import HDBSCAN, HAVE_NUMBA; assert not HAVE_NUMBA;"

@@ -68,7 +68,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
     Attributes after ``fit``: ``labels_`` ``[n]`` (-1 noise), ``probabilities_``, ``outlier_scores_`` (GLOSH),
     ``core_distances_``, ``cluster_persistence_``, ``minimum_spanning_tree_`` (:class:`SpanningTree`, with the
     per-edge ``exact`` flags), ``single_linkage_tree_`` (scipy linkage ``[n-1, 4]``), ``condensed_tree_``
-    (:class:`CondensedTree`; ``.to_records()`` gives hdbscan's format) and ``timings_`` (seconds per stage).
+    (:class:`CondensedTree`; ``.to_records()`` gives hdbscan's format), ``timings_`` (seconds per stage) and
+    ``knn_report_`` (ivf: the tuned ``nprobe`` and its measured recall; empty otherwise).
     """
 
     def __init__(
@@ -168,7 +169,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         ms = max(1, min(n - 1, ms))  # hdbscan clips the same way
         k = min(n, max(ms + 1, self.n_neighbors or 16))
         Xw, center = as_working(X)
-        graph, fitted_index = knn_graph(Xw, k, self._spec())
+        knn_report: dict = {}
+        graph, fitted_index = knn_graph(Xw, k, self._spec(), knn_report)
         core = core_distances(graph, ms) if n > 1 else np.zeros(1)
         t["knn"] = time.perf_counter() - t0
         mode = self.mst if self.mst != "auto" else ("exact" if n <= self.exact_max_points else "approx")
@@ -196,6 +198,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self.single_linkage_tree_ = Z
         self.condensed_tree_: CondensedTree = condensed
         self.timings_ = t
+        self.knn_report_ = knn_report
         self._flat: Flat = flat
         self._Xw, self._center, self._faiss_index = Xw, center, fitted_index
         return self

@@ -29,7 +29,8 @@ import numpy as np
 
 from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, prange
 
-__all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", "knn_graph", "refine", "search"]
+__all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", "knn_graph", "refine", "search",
+           "tune_nprobe"]
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
@@ -42,12 +43,16 @@ class IndexSpec:
         kind: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate).
         nlist: ivf cells; ``None`` = ``2 * sqrt(n)`` clipped to ``[1, n // 39]`` (k-means: 10 iterations on
             up to 64 points per cell).
-        nprobe: ivf cells visited per query; ``None`` = ``min(nlist, 16)``.
+        nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`): from ``min(nlist, 16)``,
+            doubled until the recall@k measured against exact search on ``recall_sample`` random rows reaches
+            ``target_recall`` (before NN-descent; a GPU index keeps 16). A fixed 16 gave recall 0.975 on the planted-ring benchmark data at
+            100k points and moved hdbscan-agreement (ARI) to 0.77; 32 probes gave 0.998 and ARI 0.9998.
         hnsw_m: hnsw links per node. ef_search / ef_construction: hnsw beam widths.
         use_gpu: move the index to the GPUs (faiss-gpu only).
         block_size: queries per FAISS call (bounds the ``[block, k]`` result buffers).
         seed: ivf k-means seed.
         refine: NN-descent passes over the lists (:func:`refine`); ``None`` = 1 for ivf/hnsw, 0 for flat.
+        target_recall / recall_sample: see ``nprobe``.
     """
 
     kind: str = "flat"
@@ -60,6 +65,8 @@ class IndexSpec:
     block_size: int = 65_536
     seed: int = 0
     refine: int | None = None
+    target_recall: float = 0.985
+    recall_sample: int = 1000
 
 
 class KnnGraph(NamedTuple):
@@ -153,17 +160,45 @@ def search(index: faiss.Index | None, Xw: np.ndarray, Q: np.ndarray, k: int, blo
     return KnnGraph(np.concatenate(dists), np.concatenate(idxs))
 
 
-def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec) -> tuple[KnnGraph, faiss.Index | None]:
+def _recall(got: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row's exact ids that ``got`` (same shape ``[m, k]``) contains."""
+    return float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
+
+
+def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, sample: int,
+                seed: int = 0) -> tuple[int, float]:
+    """Set ``index.nprobe`` (ivf) to the smallest of 16, 32, 64, ... cells whose recall@k on ``sample`` random rows,
+    against exact search, reaches ``target``; returns ``(nprobe, measured recall)``. Costs one exact search of
+    the sample (``sample * n * d``) and one ivf search of it per step."""
+    n = X32.shape[0]
+    rows = np.random.default_rng(seed).choice(n, min(n, sample), replace=False)
+    Q = X32[np.sort(rows)]
+    exact = faiss.knn(Q, X32, k)[1]
+    index.nprobe = min(index.nlist, 16)
+    while True:
+        recall = _recall(index.search(Q, k)[1], exact)
+        if recall >= target or index.nprobe >= index.nlist:
+            return int(index.nprobe), recall
+        index.nprobe = min(index.nlist, 2 * index.nprobe)
+
+
+def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
+              report: dict | None = None) -> tuple[KnnGraph, faiss.Index | None]:
     """Each point's ``k`` nearest points *including itself* (column 0), and the index used.
 
     ``k`` must be ``<= n``. Two extra neighbours are searched and dropped after exact re-measuring so that
     float32 near-ties at the boundary do not change the list. Rows whose list came back short (ivf probes
-    with too few points) are searched again exactly; see :func:`_self_first` for the point itself.
+    with too few points) are searched again exactly; see :func:`_self_first` for the point itself. ``report``,
+    when given, receives the tuned ``nprobe`` and its measured ``recall`` (ivf with ``spec.nprobe=None``).
     """
     n = Xw.shape[0]
     X32 = _f32(Xw)
     index = build_index(X32, spec)
     k_search = min(n, k + 2)
+    if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
+        nprobe, recall = tune_nprobe(index, X32, k, spec.target_recall, spec.recall_sample, spec.seed)
+        if report is not None:
+            report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
     g = search(index, Xw, Xw, k_search, spec.block_size, X32)
     dist, idx = g.dist[:, :k].copy(), g.idx[:, :k].copy()
     short = np.flatnonzero(idx[:, -1] < 0)
