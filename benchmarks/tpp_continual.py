@@ -4,9 +4,10 @@
         [--png benchmarks/results/tpp_continual.png] [--types 3] [--schedule 0,1,2,0,1,2] [--n-seqs 400]
         [--max-events 40] [--epochs 20] [--methods prompttpp,finetune,retrain,joint] [--reuse]
 
-Each seed's result is written to ``<workdir>/seed<s>/result.json``; ``--reuse`` loads it when the arguments
-match, so seeds can run as separate processes (``--seeds 0``, ``--seeds 1``, ...) and a last call with
-``--seeds 0,1,2 --reuse`` prints the table and draws the PNG.
+Each run's result is written to ``<workdir>/seed<s>/result-<methods>.json``; ``--reuse`` loads the methods already
+run with the same arguments and runs only the missing ones, so seeds and methods can run as separate processes
+(``--seeds 0``, ``--seeds 1 --methods prompttpp_frozen``, ...) and a last call with ``--seeds 0,1,2 --reuse``
+prints the table and draws the PNG.
 
 Stream: three regimes (random K-type Hawkes processes, each rescaled to one event per unit time) in the
 order ``schedule`` (recurring: A B C A B C); window w draws ``n_seqs`` fresh sequences from its regime,
@@ -14,6 +15,8 @@ split 80/10/10. Protocol (no replay buffer, no task id at test time):
 - ``prompttpp``: PromptTPP trained on window 1, then on each next window from the previous weights;
 - ``finetune``: the same with plain AttNHP (the forgetting baseline);
 - ``retrain``: AttNHP from scratch on each window;
+- ``prompttpp_frozen`` (not in the paper, which trains the backbone on every window): PromptTPP trained fully on
+  window 1, then only its prompt pools (prompts and keys) on the next windows, the L2P recipe of a frozen backbone;
 - ``joint``: AttNHP trained once on the training sequences of all windows (the upper bound).
 Each training run: Adam, batch 32, early stopping on that window's validation log-likelihood (patience 3).
 R[w][v] = test log-likelihood per event on window v after training on window w. Reported per method:
@@ -70,7 +73,7 @@ def run_seed(args, seed: int) -> dict:
     for method in args.methods.split(","):
         t0 = time.perf_counter()
         seed_everything(seed)
-        name = "prompttpp" if method == "prompttpp" else "attnhp"
+        name = "prompttpp" if method.startswith("prompttpp") else "attnhp"
         R = np.full((T, T), np.nan)
         if method == "joint":
             joint = TPPTask({r: concat([s[i] for s in splits]) for i, r in enumerate(("train", "valid", "test"))},
@@ -83,6 +86,9 @@ def run_seed(args, seed: int) -> dict:
             for w in range(T):
                 if method == "retrain" and w:
                     model = models.build(name, K, {})
+                if method == "prompttpp_frozen" and w == 1:  # from window 2 on only the prompt pools train
+                    for pname, p in model.named_parameters():
+                        p.requires_grad_(pname in ("prompts", "prompt_keys"))
                 fit(model, tasks[w], cfg, work / f"{method}_w{w}")  # warm start: the weights in memory
                 R[w] = [tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]
         out[method] = {"R": R.tolist(), "seconds": time.perf_counter() - t0}
@@ -100,7 +106,7 @@ def run_seed(args, seed: int) -> dict:
 
 def run_args(args) -> dict:
     """The arguments that change a seed's result (a kept result is reused only when they match)."""
-    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir")}
+    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir", "methods")}
 
 
 def main() -> None:
@@ -121,16 +127,25 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     per_seed = {}
-    for s in args.seeds.split(","):  # each seed's result is kept, so seeds can run as parallel processes
-        done = Path(args.workdir) / f"seed{s}" / "result.json"
-        if args.reuse and done.exists() and json.loads(done.read_text())["args"] == run_args(args):
-            per_seed[s] = json.loads(done.read_text())["result"]
-            continue
-        per_seed[s] = run_seed(args, int(s))
-        done.parent.mkdir(parents=True, exist_ok=True)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"args": run_args(args), "result": per_seed[s]}))
-        tmp.replace(done)
+    wanted = args.methods.split(",")
+    for s in args.seeds.split(","):  # each seed's result is kept, so seeds (and methods) can run as separate processes
+        seed_dir = Path(args.workdir) / f"seed{s}"
+        kept: dict = {}
+        for f in sorted(seed_dir.glob("result*.json")) if args.reuse else []:
+            saved = json.loads(f.read_text())
+            if saved["args"] == run_args(args):
+                kept.update({k: v for k, v in saved["result"].items() if k not in kept})
+        missing = [m for m in wanted if m not in kept]
+        if missing:
+            sub = argparse.Namespace(**{**vars(args), "methods": ",".join(missing)})
+            fresh = run_seed(sub, int(s))
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            done = seed_dir / f"result-{'+'.join(missing)}.json"
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"args": run_args(args), "result": fresh}))
+            tmp.replace(done)
+            kept.update({k: v for k, v in fresh.items() if k not in kept or k in missing})
+        per_seed[s] = kept
     methods = ["truth", *args.methods.split(",")]
     keys = ("current", "final", "final_earlier", "forgetting")
     print(f"{'method':10s} {'current':>13s} {'final':>13s} {'final earlier':>13s} {'forgetting':>13s}   (ll/event, "
@@ -146,7 +161,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(10, 4))
         first = next(iter(per_seed.values()))
         T = len(first["schedule"])
         for i, m in enumerate(methods):
@@ -159,7 +174,7 @@ def main() -> None:
             ax.plot(range(T), np.diag(R), marker="x", ls=":", color=f"C{i}", label=f"{m}: right after its window")
         ax.set_xlabel("window (regime " + ",".join(map(str, first["schedule"])) + ")")
         ax.set_ylabel("test log-likelihood per event")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.png, dpi=120)
