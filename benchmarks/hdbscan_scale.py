@@ -6,7 +6,9 @@ vs ``sklearn.cluster.HDBSCAN`` on Gaussian blobs and planted rings in 10-30 dime
         [--ours-mst auto] [--hdbscan-approx] [--json hdbscan_scale.json] [--append]
 
 Every (data, size, method) runs in a fresh interpreter (``OMP_NUM_THREADS`` = ``--threads``) that generates
-the data from the seed, times ``fit`` alone (wall and the process's CPU seconds, all threads) (imports, and for ours the loading of the numba-compiled
+the data from the seed, times ``fit`` alone (wall and the process's CPU seconds, all threads; hdbscan's loky
+worker processes are not in the latter, only in ``process_tree_cpu_s``, the whole child's CPU time with imports and
+data generation) (imports, and for ours the loading of the numba-compiled
 kernels by a 5,000-point warm-up fit, stay outside the clock) and reports its peak RSS (``ru_maxrss`` of the
 child: data, index and clustering). A method that exceeds ``--timeout`` is killed and not run at larger sizes.
 Reported per run: wall time of ``fit``, peak RSS, number of clusters and noise share, ARI/AMI against
@@ -148,7 +150,9 @@ def spawn(args: argparse.Namespace, data: str, n: int, method: str, workdir: Pat
             break
         time.sleep(0.05)
     rec = {"data": data, "n": n, "dim": args.dim, "method": method, "process_wall_s": time.perf_counter() - t,
-           "rc": os.waitstatus_to_exitcode(status), "ru_maxrss_mb": ru.ru_maxrss / 1024, "loadavg_before": load}
+           "rc": os.waitstatus_to_exitcode(status), "ru_maxrss_mb": ru.ru_maxrss / 1024, "loadavg_before": load,
+           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+           "process_tree_cpu_s": ru.ru_utime + ru.ru_stime}  # the child and its reaped workers (hdbscan's loky)
     if rec["rc"] == 0 and out.exists():
         rec.update(json.loads(out.read_text()))
     else:
