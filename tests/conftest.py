@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from behaviorseq.data.events import EventTable
 from behaviorseq.data.schema import Schema
@@ -33,3 +34,13 @@ def make_events(users, items, times, **extra) -> EventTable:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIORSEQ_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures(...)``): faster
+    there, and immune to a busy machine's oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

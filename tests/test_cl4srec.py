@@ -15,12 +15,7 @@ from behaviorseq.nn.losses import next_item_loss
 N_ITEMS, L = 30, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def build(seed: int = 0, **overrides):

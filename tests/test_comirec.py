@@ -20,12 +20,7 @@ from behaviorseq.nn.sampled_softmax import (
 N_ITEMS, L, D, K = 40, 8, 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def build(name: str, seed: int = 0, **kw):

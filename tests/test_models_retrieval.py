@@ -86,13 +86,7 @@ def cyclic_batch(n: int, seed: int, padding: str) -> tuple[dict[str, torch.Tenso
     return batch, ((start + k) % N_ITEMS + 1)[:, 0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster, and immune to a busy machine's oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def build(name: str, seed: int = 0, **overrides):

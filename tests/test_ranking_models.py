@@ -28,12 +28,7 @@ N_ITEMS, N_CATS, L = 40, 6, 24
 SMALL = {"max_len": L, "embedding_dim": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def ctr_batch(B: int = 8, width: int = L, seed: int = 0, min_len: int = 1) -> dict[str, torch.Tensor]:

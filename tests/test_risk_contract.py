@@ -19,12 +19,7 @@ M, LM, B = 3, 4, 6
 MAX_LEN = {"folded": LM, "flat": (M + 1) * LM}  # build's max_len for each view
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

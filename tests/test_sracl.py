@@ -33,12 +33,7 @@ L = 12
 SMALL = {"hidden_size": 16, "max_len": L, "dropout": 0.2, "semantic": {"dim": 8}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def write_planted(folder: Path, n_users: int = 120, n_items: int = 48, seed: int = 0) -> Path:

@@ -21,12 +21,7 @@ TPP_MODELS = ["nhp", "thp", "attnhp", "prompttpp", "hawkes_exp"]
 PARAMS = HawkesParams([0.2, 0.1], [[0.5, 0.2], [0.3, 0.4]], [[1.0, 2.0], [1.5, 1.0]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def make_task(n_seqs=60, max_events=30, seed=0, **cfg) -> TPPTask:
