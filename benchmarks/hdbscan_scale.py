@@ -6,10 +6,10 @@ vs ``sklearn.cluster.HDBSCAN`` on Gaussian blobs and planted rings in 10-30 dime
         [--ours-mst auto] [--hdbscan-approx] [--json hdbscan_scale.json] [--append]
 
 Every (data, size, method) runs in a fresh interpreter (``OMP_NUM_THREADS`` = ``--threads``) that generates
-the data from the seed, times ``fit`` alone (wall and the process's CPU seconds, all threads; hdbscan's loky
-worker processes are not in the latter, only in ``process_tree_cpu_s``, the whole child's CPU time with imports and
-data generation) (imports, and for ours the loading of the numba-compiled
-kernels by a 5,000-point warm-up fit, stay outside the clock) and reports its peak RSS (``ru_maxrss`` of the
+the data from the seed, times ``fit`` alone (imports, and for ours the loading of the numba-compiled
+kernels by a 5,000-point warm-up fit, stay outside the clock; wall seconds and the process's CPU seconds, which
+miss hdbscan's loky worker processes: ``process_tree_cpu_s`` has the whole child, imports and data generation
+included) and reports its peak RSS (``ru_maxrss`` of the
 child: data, index and clustering). A method that exceeds ``--timeout`` is killed and not run at larger sizes.
 Reported per run: wall time of ``fit``, peak RSS, number of clusters and noise share, ARI/AMI against
 ``hdbscan``'s labels (the reference; ``approx_min_span_tree=False`` unless ``--hdbscan-approx``) and

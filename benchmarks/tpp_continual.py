@@ -40,7 +40,7 @@ from behaviorseq.config import TrainConfig
 from behaviorseq.data.eventseq import concat
 from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes_stream
 from behaviorseq.models.tpp.hawkes_exp import HawkesExp
-from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
+from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import Trainer, seed_everything
 
 
@@ -55,11 +55,37 @@ def fit(model, task: TPPTask, cfg: TrainConfig, run: Path) -> None:
     model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
 
 
-def run_seed(args, seed: int) -> dict:
+def make_stream(args, seed: int) -> tuple[list[HawkesParams], list[int], list[tuple]]:
+    """The seed's regimes, the window schedule and each window's (train, valid, test) sequences."""
     regimes = [unit_rate(random_hawkes_params(args.types, 0.7, seed=100 * seed + r)) for r in range(3)]
     schedule = [int(x) for x in args.schedule.split(",")]
     stream = simulate_hawkes_stream(regimes, schedule, args.n_seqs, max_events=args.max_events, seed=seed)
-    splits = [w.seqs.split((0.8, 0.1, 0.1), seed=seed) for w in stream]
+    return regimes, schedule, [w.seqs.split((0.8, 0.1, 0.1), seed=seed) for w in stream]
+
+
+def selection(args, seed: int) -> None:
+    """Which prompts the final PromptTPP (after the last window) retrieves at each test sequence's last event,
+    per window: the share of sequences selecting each pool entry, key pools of stack 1, one line per layer."""
+    _, schedule, splits = make_stream(args, seed)
+    model = models.build("prompttpp", args.types, {})
+    ck = Path(args.workdir) / f"seed{seed}" / f"prompttpp_w{len(schedule) - 1}" / "checkpoints" / "best.pt"
+    model.load_state_dict(torch.load(ck, weights_only=True))
+    model.eval()
+    for w, (_, _, test) in enumerate(splits):
+        batch = TPPBatcher(test, None).batch(np.arange(len(test)))
+        with torch.no_grad():
+            ids = model.encode(batch)["prompt_ids"]  # [stacks, layers, 2, B, L, top_n]
+        last = batch["mask"].sum(1) - 1
+        rows = []
+        for layer in range(ids.shape[1]):
+            sel = ids[0, layer, 0][torch.arange(len(last)), last]  # [B, top_n]
+            share = np.bincount(sel.flatten().numpy(), minlength=model.cfg.pool_size) / len(last)
+            rows.append(f"layer {layer + 1}: " + " ".join(f"{x:.2f}" for x in share))
+        print(f"seed {seed} window {w} (regime {schedule[w]})  " + " | ".join(rows))
+
+
+def run_seed(args, seed: int) -> dict:
+    regimes, schedule, splits = make_stream(args, seed)
     cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, early_stop_metric="loglik", patience=3,
                       device="cpu", seed=seed, time_limit_s=args.time_limit)
     tcfg = TPPTaskConfig(predict_roles=[])  # log-likelihood only: thinning is not needed here
@@ -106,7 +132,7 @@ def run_seed(args, seed: int) -> dict:
 
 def run_args(args) -> dict:
     """The arguments that change a seed's result (a kept result is reused only when they match)."""
-    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir", "methods")}
+    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir", "methods", "selection")}
 
 
 def main() -> None:
@@ -123,6 +149,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="benchmarks/_work/tpp_continual")
     ap.add_argument("--json", default=None)
     ap.add_argument("--png", default=None)
+    ap.add_argument("--selection", action="store_true",
+                    help="also print the final PromptTPP's prompt selection per window (needs its kept checkpoints)")
     ap.add_argument("--reuse", action="store_true", help="load a seed's kept result from --workdir if its args match")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -146,6 +174,8 @@ def main() -> None:
             tmp.replace(done)
             kept.update({k: v for k, v in fresh.items() if k not in kept or k in missing})
         per_seed[s] = kept
+        if args.selection:
+            selection(args, int(s))
     methods = ["truth", *args.methods.split(",")]
     keys = ("current", "final", "final_earlier", "forgetting")
     print(f"{'method':10s} {'current':>13s} {'final':>13s} {'final earlier':>13s} {'forgetting':>13s}   (ll/event, "
