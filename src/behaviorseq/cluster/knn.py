@@ -27,6 +27,7 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
+from behaviorseq.cluster import ivfscan
 from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, prange
 
 __all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", "knn_graph", "refine", "search",
@@ -196,11 +197,22 @@ def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
     X32 = _f32(Xw)
     index = build_index(X32, spec)
     k_search = min(n, k + 2)
-    if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
-        nprobe, recall = tune_nprobe(index, X32, k, spec.target_recall, spec.recall_sample, spec.seed)
-        if report is not None:
-            report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
-    g = search(index, Xw, Xw, k_search, spec.block_size, X32)
+    if spec.kind == "ivf" and not spec.use_gpu and HAVE_NUMBA:  # the cell-sorted self-join (.ivfscan)
+        cb = ivfscan.cell_blocks(index, X32)
+        nprobe = spec.nprobe or min(index.nlist, NPROBE_START)
+        if spec.nprobe is None:
+            nprobe, recall = ivfscan.tune(cb, X32, k, NPROBE_START, spec.target_recall, spec.recall_sample,
+                                          spec.seed)
+            if report is not None:
+                report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
+        index.nprobe = nprobe  # approximate_predict searches the FAISS index with the same probes
+        g = KnnGraph(*_measure(Xw, Xw, ivfscan.scan(cb, X32, np.arange(n), k_search, nprobe)[np.argsort(cb.perm)]))
+    else:
+        if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
+            nprobe, recall = tune_nprobe(index, X32, k, spec.target_recall, spec.recall_sample, spec.seed)
+            if report is not None:
+                report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
+        g = search(index, Xw, Xw, k_search, spec.block_size, X32)
     dist, idx = g.dist[:, :k].copy(), g.idx[:, :k].copy()
     short = np.flatnonzero(idx[:, -1] < 0)
     if short.size and index is not None:  # an approximate index came back short: exact search for those rows

@@ -1,0 +1,74 @@
+"""The cell-sorted IVF self-join (``cluster/ivfscan.py``) against exact search and FAISS's own IVF search."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from behaviorseq.cluster import HAVE_NUMBA, IndexSpec, as_working, knn_graph
+from behaviorseq.cluster.knn import build_index
+
+pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason="the scan is the numba path; without numba FAISS searches")
+
+
+def _blobs(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(-10, 10, (12, d))
+    return (centers[rng.integers(12, size=n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def _setup(X32: np.ndarray, nlist: int):
+    from behaviorseq.cluster import ivfscan
+
+    index = build_index(X32, IndexSpec(kind="ivf", nlist=nlist))
+    return ivfscan, ivfscan.cell_blocks(index, X32), index
+
+
+def _recall(got: np.ndarray, exact: np.ndarray) -> float:
+    return float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
+
+
+@pytest.mark.parametrize("d", [3, 10, 33])
+def test_scan_over_every_cell_is_exact_search(d):
+    X32 = _blobs(1500, d)
+    ivfscan, cb, _ = _setup(X32, nlist=24)
+    assert sorted(cb.perm.tolist()) == list(range(1500))  # every point sits in exactly one cell
+    got = ivfscan.scan(cb, X32, np.arange(1500), 9, nprobe=24)[np.argsort(cb.perm)]
+    exact = faiss.knn(X32, X32, 9)[1]
+    assert _recall(got, exact) == 1.0
+
+
+def test_scan_recall_matches_faiss_ivf_at_the_same_probes():
+    X32 = _blobs(6000, 10)
+    ivfscan, cb, index = _setup(X32, nlist=150)
+    exact = faiss.knn(X32, X32, 11)[1]
+    for nprobe in (2, 6):
+        index.nprobe = nprobe
+        ref = _recall(index.search(X32, 11)[1], exact)
+        ours = _recall(ivfscan.scan(cb, X32, np.arange(6000), 11, nprobe)[np.argsort(cb.perm)], exact)
+        assert ref < 0.99 and abs(ours - ref) < 0.01, (nprobe, ours, ref)  # probes from a pool, not all cells
+
+
+def test_tune_reaches_the_target_with_the_smallest_doubling():
+    X32 = _blobs(5000, 10, seed=1)
+    ivfscan, cb, _ = _setup(X32, nlist=400)
+    exact = faiss.knn(X32, X32, 12)[1]
+    true_recall = lambda p: _recall(ivfscan.scan(cb, X32, np.arange(5000), 12, p)[np.argsort(cb.perm)], exact)  # noqa: E731
+    nprobe, measured = ivfscan.tune(cb, X32, 12, start=2, target=0.99, sample=5000)
+    assert measured >= 0.99 and measured == pytest.approx(true_recall(nprobe))  # the sample is every row
+    assert nprobe > 2 and true_recall(nprobe // 2) < 0.99
+    assert ivfscan.tune(cb, X32, 12, start=2, target=1.01, sample=300)[0] == 400  # capped at nlist
+
+
+def test_knn_graph_ivf_lists_are_well_formed_and_short_cells_are_searched_exactly():
+    X = _blobs(800, 5).astype(np.float64)
+    Xw, _ = as_working(X)
+    exact, _ = knn_graph(Xw, 40, IndexSpec())
+    report: dict = {}
+    g, _ = knn_graph(Xw, 40, IndexSpec(kind="ivf", nlist=20, nprobe=1, refine=0), report)
+    assert report == {} and (g.idx >= 0).all()  # cells of ~40 points with one probe: short rows re-searched
+    assert (g.idx[:, 0] == np.arange(800)).all() and (np.diff(g.dist, axis=1) >= 0).all()
+    tuned, _ = knn_graph(Xw, 40, IndexSpec(kind="ivf", nlist=20, target_recall=0.999), report)
+    assert report["recall"] >= 0.999 and _recall(tuned.idx, exact.idx) >= 0.999
+    np.testing.assert_allclose(tuned.dist[:, -1], exact.dist[:, -1], rtol=1e-9)  # core distances exact
