@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="other LongCTRConfig fields of the planted data, e.g. n_relevant=25")
     ap.add_argument("--suffix", default="")
+    ap.add_argument("--batch", type=int, default=BATCH, help=f"batch size (default {BATCH}, DARE's scripts)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     over = {"n_users": args.users} if args.users else {}
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         k, v = kv.split("=", 1)
         over[k] = float(v) if "." in v else int(v)
     tag_over = "".join(f"-{k}{v}" for k, v in sorted(over.items()))  # runs on other planted data cache apart
+    tag_over_b = tag_over + (f"-b{args.batch}" if args.batch != BATCH else "")  # and runs at other batch sizes
     rows = []
     if args.cmd in ("effect", "sdim"):
         L = args.length or (200 if args.cmd == "effect" else 1024)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             data, truth = planted(L, seed, **over)
             for d in dims:
                 for v in variants:
-                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over}")
+                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over_b}", args.batch)
                     if r is not None:
                         rows.append({**r, "data": f"planted L={L}"})
         keys = ("auc", "gauc_user", "logloss", "planted_recall", "bayes_auc")
@@ -165,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     data, truth = open_ctr_dataset(ds, {}, root=data_root(), max_len=L), None
                 for v in variants:
-                    tag = f"{ds}-L{L}{tag_over if ds == 'planted' else ''}"
-                    r = run_one(data, truth, v, args.dims[-1], seed, L, args.epochs, tag)
+                    tag = f"{ds}-L{L}{tag_over if ds == 'planted' else ''}" + tag_over_b[len(tag_over):]
+                    r = run_one(data, truth, v, args.dims[-1], seed, L, args.epochs, tag, args.batch)
                     if r is not None:
                         rows.append({**r, "data": ds})
         keys = ("auc", "gauc_user", "gauc_category", "logloss", "planted_recall", "bayes_auc")

@@ -72,3 +72,18 @@ def test_knn_graph_ivf_lists_are_well_formed_and_short_cells_are_searched_exactl
     tuned, _ = knn_graph(Xw, 40, IndexSpec(kind="ivf", nlist=20, target_recall=0.999), report)
     assert report["recall"] >= 0.999 and _recall(tuned.idx, exact.idx) >= 0.999
     np.testing.assert_allclose(tuned.dist[:, -1], exact.dist[:, -1], rtol=1e-9)  # core distances exact
+
+
+def test_two_level_cells_cover_every_point_and_match_flat_kmeans_recall():
+    from behaviorseq.cluster import ivfscan
+
+    X32 = _blobs(30000, 10, seed=3)
+    index = ivfscan.two_level_ivf(X32, 300, seed=0)
+    cb = ivfscan.cell_blocks(index, X32)
+    assert abs(index.nlist - 300) <= 12 and sorted(cb.perm.tolist()) == list(range(30000))
+    nearest = index.quantizer.search(X32, 1)[1][:, 0]
+    assert (nearest[cb.perm] == cb.cell).mean() > 0.98  # the coarse probes find almost every nearest centroid
+    flat = ivfscan.cell_blocks(build_index(X32, IndexSpec(kind="ivf", nlist=300)), X32)
+    exact = faiss.knn(X32, X32, 11)[1]
+    r2, r1 = (_recall(ivfscan.scan(c, X32, np.arange(30000), 11, 8)[np.argsort(c.perm)], exact) for c in (cb, flat))
+    assert r2 > r1 - 0.01, (r2, r1)

@@ -35,6 +35,7 @@ __all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", 
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 NPROBE_START = 16  # ivf cells probed by default, and where tune_nprobe starts
+CELL_POINTS = 512  # ivf cells hold at most about this many points by default (2 sqrt(n) cells up to 1M points)
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class IndexSpec:
 
     Attributes:
         kind: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate).
-        nlist: ivf cells; ``None`` = ``2 * sqrt(n)`` clipped to ``[1, n // 39]`` (k-means: 10 iterations on
-            up to 64 points per cell).
+        nlist: ivf cells; ``None`` = ``max(2 sqrt(n), n / 512)`` clipped to ``[1, n // 39]`` (k-means: 10
+            iterations on up to 64 points per cell; above 4,096 cells two-level k-means, see
+            :func:`~behaviorseq.cluster.ivfscan.two_level_ivf`). Cells of at most ~512 points keep the scan's
+            cost linear in ``n`` beyond 1M points.
         nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`): from ``min(nlist, 16)``,
             doubled until the recall@k measured against exact search on ``recall_sample`` random rows reaches
             ``target_recall`` (before NN-descent; a GPU index keeps 16). A fixed 16 gave recall 0.975 on the
@@ -103,7 +106,11 @@ def build_index(X32: np.ndarray, spec: IndexSpec) -> faiss.Index | None:
             return None
         index: faiss.Index = faiss.IndexFlatL2(d)
     elif spec.kind == "ivf":
-        nlist = spec.nlist or max(1, min(2 * math.isqrt(n), n // 39))
+        nlist = spec.nlist or max(1, min(max(2 * math.isqrt(n), n // CELL_POINTS), n // 39))
+        if nlist > ivfscan.TWO_LEVEL_CELLS and HAVE_NUMBA and not spec.use_gpu:
+            index = ivfscan.two_level_ivf(X32, nlist, spec.seed)
+            index.nprobe = spec.nprobe or min(index.nlist, NPROBE_START)
+            return index
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist, faiss.METRIC_L2)
         index.cp.seed = int(spec.seed)
         index.cp.niter = 10  # cells only need to be compact; faiss's 25 iterations cost minutes at 10M
@@ -219,8 +226,13 @@ def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
         fix = search(None, Xw, Xw[short], k, spec.block_size, X32)
         dist[short], idx[short] = fix.dist, fix.idx
     graph = _self_first(dist, idx)
-    passes = spec.refine if spec.refine is not None else (0 if spec.kind == "flat" else 1)
+    passes = _passes(spec)
     return (refine(Xw, graph, passes) if passes else graph), index
+
+
+def _passes(spec: IndexSpec) -> int:
+    """NN-descent passes after the search: ``spec.refine``, or 1 for the approximate kinds and 0 for flat."""
+    return spec.refine if spec.refine is not None else (0 if spec.kind == "flat" else 1)
 
 
 def _self_first(dist: np.ndarray, idx: np.ndarray) -> KnnGraph:
