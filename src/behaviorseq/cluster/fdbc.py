@@ -47,7 +47,9 @@ class FDBCConfig(StrictConfig):
     log_expert: bool = True
     pca_components: int | None = Field(30, gt=0)  # brief: 10-30 before HDBSCAN; None = no PCA
     min_cluster_size: int = Field(25, ge=2)
-    min_samples: int | None = Field(10, ge=1)
+    # 3, chosen on held-out seed 100 over {3, 5, 10} x min_cluster_size {15, 25} x {eom, leaf}: ring recall
+    # 0.966 -> 0.992 and ARI 0.887 -> 0.902 against 10 (fewer ring members end as noise); eom throughout.
+    min_samples: int | None = Field(3, ge=1)
     cluster_selection_method: Literal["eom", "leaf"] = "eom"
     clusterer: Literal["ours", "exact"] = "ours"  # exact: hdbscan package, approx_min_span_tree=False
     min_lift: float = Field(3.0, gt=0)
