@@ -16,7 +16,8 @@ category, logloss of the main head; for TWIN / DARE the planted recall (the shar
 behaviours inside the window that the top-K search returns); the Bayes AUC (the true click
 probabilities ranked) is the ceiling. Variants: ``dare-half`` is DARE with d_A = d / 2 and d_R = d;
 ``twin-half`` is TWIN with its one table at d / 2 (the same shrink of the attention side, which TWIN
-cannot make without shrinking its representation too). Results: benchmarks/results/long_ctr_<cmd>.json.
+cannot make without shrinking its representation too); ``din-torchinit`` is DIN with torch's default init instead
+of DARE's N(0, 0.01) (a check on the slow start of DIN-long at L = 1,024). Results: benchmarks/results/long_ctr_<cmd>.json.
 Runs are cached under benchmarks/_work/long_ctr/<data>/<variant>-d<d>-s<seed>/metrics.json.
 """
 
@@ -45,6 +46,7 @@ PLANTED = dict(n_users=8000, n_items=400, n_categories=40, latent_dim=8, n_inter
                n_decoys=2, samples_per_user=20)
 VARIANTS = {  # name -> (registered model, model args given d)
     "din": ("din", lambda d: {"embedding_dim": d}),
+    "din-torchinit": ("din", lambda d: {"embedding_dim": d, "init_std": None}),  # torch's init, not N(0, 0.01)
     "sim": ("sim", lambda d: {"embedding_dim": d}),
     "eta": ("eta", lambda d: {"embedding_dim": d}),
     "twin": ("twin", lambda d: {"embedding_dim": d}),

@@ -3,7 +3,8 @@
 Pipeline (Campello, Moulavi & Sander, PAKDD 2013 / TKDD 2015; McInnes & Healy, ICDMW 2017; the FAISS-based
 pHDBSCAN of FinDeepBehaviorCluster, Min et al., arXiv 2101.04285, as the project brief reconstructs it):
 
-1. kNN lists and core distances on FAISS (:mod:`.knn`; ``min_samples`` excludes the point, as in hdbscan);
+1. kNN lists and core distances on FAISS (:mod:`.knn`, with :mod:`.ivfscan` for the ivf self-join; ``min_samples``
+   excludes the point, as in hdbscan);
 2. the mutual-reachability MST by Boruvka over kNN edges plus cell-pruned exact searches (:mod:`.mst`,
    :mod:`.search`, :mod:`.cells`); 3. the single-linkage tree (:mod:`.linkage`);
 4. the condensed tree (:mod:`.condense`); 5. EOM or leaf selection, probabilities, GLOSH (:mod:`.select`);
