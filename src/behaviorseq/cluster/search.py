@@ -102,7 +102,8 @@ def nearest_outside(
     if fast and cells is not None:
         target = comp[queries] if within is None else np.asarray(within, dtype=np.int64)
         th = np.full(m, np.inf) if thresh is None else np.asarray(thresh, dtype=np.float64)
-        partner, _, delta = cell_search(cells, core, comp, Xw[queries], target, within is None, th, want_delta)
+        partner, _, delta = cell_search(cells, core, comp, Xw[queries], target, within is None, th, want_delta,
+                                        core[queries])
         return partner, _remeasure(Xw, core, queries, partner, th), delta
     reduce = _reduce_block if fast else _reduce_block_numpy
     core2 = np.square(core).astype(Xw.dtype)
