@@ -29,7 +29,7 @@ import numpy as np
 
 from behaviorseq.cluster.linkage import maybe_jit
 
-__all__ = ["CellBlocks", "cell_blocks", "scan", "tune", "two_level_ivf"]
+__all__ = ["CellBlocks", "cell_blocks", "insert_sorted", "scan", "tune", "two_level_ivf"]
 
 PROBE_POOL = 8  # a query's probes are chosen among PROBE_POOL * nprobe centroids near its own cell's
 TWO_LEVEL_CELLS = 4096  # above this many cells, :func:`two_level_ivf` trains and fills the index
@@ -51,6 +51,17 @@ class CellBlocks:
         """``[nlist, C]`` the ``C = min(nlist, PROBE_POOL * nprobe)`` nearest centroids of each centroid."""
         nlist = self.centroids.shape[0]
         return faiss.knn(self.centroids, self.centroids, min(nlist, PROBE_POOL * nprobe))[1]
+
+
+@maybe_jit
+def insert_sorted(vals, ids, v, i):
+    """Insert ``(v, i)`` into the ascending top-k buffers ``vals`` / ``ids``, dropping the last entry (the
+    caller has checked ``v < vals[-1]``)."""
+    u = vals.shape[0] - 1
+    while u > 0 and vals[u - 1] > v:
+        vals[u], ids[u] = vals[u - 1], ids[u - 1]
+        u -= 1
+    vals[u], ids[u] = v, i
 
 
 @maybe_jit
@@ -105,11 +116,7 @@ def _kernel(D: int):
                     diff = qv[t] - cent[c, t]
                     acc += diff * diff
                 if acc < pd[nprobe - 1]:
-                    u = nprobe - 1
-                    while u > 0 and pd[u - 1] > acc:
-                        pd[u], pc[u] = pd[u - 1], pc[u - 1]
-                        u -= 1
-                    pd[u], pc[u] = acc, c
+                    insert_sorted(pd, pc, acc, c)
             bd = np.full(k, np.inf, dtype=np.float32)
             bi = np.full(k, -1, dtype=np.int64)
             buf = np.empty(maxc, dtype=np.float32)
@@ -130,11 +137,7 @@ def _kernel(D: int):
                 for j in range(L):  # top-k update: one threshold test per point
                     v = buf[j]
                     if v < th:
-                        u = k - 1
-                        while u > 0 and bd[u - 1] > v:
-                            bd[u], bi[u] = bd[u - 1], bi[u - 1]
-                            u -= 1
-                        bd[u], bi[u] = v, s + j
+                        insert_sorted(bd, bi, v, s + j)
                         th = bd[k - 1]
             out_d[q] = bd
             out_i[q] = bi

@@ -285,11 +285,7 @@ def _refine_rows(X, src, out_d, out_i):
                     acc += diff * diff
                 dist = np.sqrt(acc)
                 if dist < bd[k - 1]:
-                    t = k - 1
-                    while t > 0 and bd[t - 1] > dist:
-                        bd[t], bi[t] = bd[t - 1], bi[t - 1]
-                        t -= 1
-                    bd[t], bi[t] = dist, c
+                    ivfscan.insert_sorted(bd, bi, dist, c)
         out_d[p], out_i[p] = bd, bi
 
 
