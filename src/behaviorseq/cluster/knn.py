@@ -52,7 +52,8 @@ class IndexSpec:
             iterations on up to 64 points per cell; above 4,096 cells two-level k-means, see
             :func:`~behaviorseq.cluster.ivfscan.two_level_ivf`). Cells of at most ~512 points keep the scan's
             cost linear in ``n`` beyond 1M points.
-        nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`): from ``min(nlist, 16)``,
+        nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`, or
+            :func:`~behaviorseq.cluster.ivfscan.tune` on the scan path): from ``min(nlist, 16)``,
             doubled until the recall@k measured against exact search on ``recall_sample`` random rows reaches
             ``target_recall`` (before NN-descent; a GPU index keeps 16). A fixed 16 gave recall 0.975 on the
             planted-ring benchmark data at 100k points and ARI 0.77 against hdbscan; 32 gave 0.998 and 0.9998.
@@ -230,13 +231,8 @@ def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
         fix = search(None, Xw, Xw[short], k, spec.block_size, X32)
         dist[short], idx[short] = fix.dist, fix.idx
     graph = _self_first(dist, idx)
-    passes = _passes(spec)
+    passes = spec.refine if spec.refine is not None else (0 if spec.kind == "flat" else 1)
     return (refine(Xw, graph, passes) if passes else graph), index
-
-
-def _passes(spec: IndexSpec) -> int:
-    """NN-descent passes after the search: ``spec.refine``, or 1 for the approximate kinds and 0 for flat."""
-    return spec.refine if spec.refine is not None else (0 if spec.kind == "flat" else 1)
 
 
 def _self_first(dist: np.ndarray, idx: np.ndarray) -> KnnGraph:
