@@ -22,6 +22,7 @@ The result is the same kind of approximate list as FAISS's IVF search, in float3
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -29,7 +30,8 @@ import numpy as np
 
 from behaviorseq.cluster.linkage import maybe_jit
 
-__all__ = ["CellBlocks", "cell_blocks", "insert_sorted", "scan", "tune", "two_level_ivf"]
+__all__ = ["CellBlocks", "cell_blocks", "insert_sorted", "recall", "scan", "smallest_doubling", "tune",
+           "two_level_ivf"]
 
 PROBE_POOL = 8  # a query's probes are chosen among PROBE_POOL * nprobe centroids near its own cell's
 TWO_LEVEL_CELLS = 4096  # above this many cells, :func:`two_level_ivf` trains and fills the index
@@ -157,20 +159,32 @@ def scan(cb: CellBlocks, X32: np.ndarray, rows: np.ndarray, k: int, nprobe: int)
     return np.where(out_i >= 0, cb.perm[np.maximum(out_i, 0)], -1)
 
 
+def recall(got: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row's exact ids that ``got`` (same shape ``[m, k]``) contains."""
+    return float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
+
+
+def smallest_doubling(recall_at: Callable[[int], float], start: int, nlist: int,
+                      target: float) -> tuple[int, float]:
+    """The smallest of ``start, 2 start, ...`` probes (capped at ``nlist``) whose ``recall_at(nprobe)`` reaches
+    ``target``, and that recall (the tuning loop of both the scan and FAISS's own IVF search)."""
+    nprobe = min(nlist, start)
+    while True:
+        r = recall_at(nprobe)
+        if r >= target or nprobe >= nlist:
+            return nprobe, r
+        nprobe = min(nlist, 2 * nprobe)
+
+
 def tune(cb: CellBlocks, X32: np.ndarray, k: int, start: int, target: float, sample: int,
          seed: int = 0) -> tuple[int, float]:
     """The smallest of ``start, 2 start, ...`` probes whose recall@k on ``sample`` random points, against exact
     search, reaches ``target`` (or all cells); returns ``(nprobe, measured recall)``."""
-    n, nlist = X32.shape[0], cb.centroids.shape[0]
+    n = X32.shape[0]
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))  # sorted positions
     exact = faiss.knn(X32[cb.perm[rows]], X32, k)[1]
-    nprobe = min(nlist, start)
-    while True:
-        got = scan(cb, X32, rows, k, nprobe)
-        recall = float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
-        if recall >= target or nprobe >= nlist:
-            return nprobe, recall
-        nprobe = min(nlist, 2 * nprobe)
+    return smallest_doubling(lambda p: recall(scan(cb, X32, rows, k, p), exact), start, cb.centroids.shape[0],
+                             target)
 
 
 def two_level_ivf(X32: np.ndarray, nlist: int, seed: int = 0, coarse_probes: int = 4) -> faiss.IndexIVFFlat:

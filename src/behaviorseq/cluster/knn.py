@@ -176,11 +176,6 @@ def search(index: faiss.Index | None, Xw: np.ndarray, Q: np.ndarray, k: int, blo
     return KnnGraph(np.concatenate(dists), np.concatenate(idxs))
 
 
-def _recall(got: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each row's exact ids that ``got`` (same shape ``[m, k]``) contains."""
-    return float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
-
-
 def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, sample: int,
                 seed: int = 0) -> tuple[int, float]:
     """Set ``index.nprobe`` (ivf) to the smallest of 16, 32, 64, ... cells whose recall@k on ``sample`` random rows,
@@ -190,12 +185,14 @@ def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, samp
     rows = np.random.default_rng(seed).choice(n, min(n, sample), replace=False)
     Q = X32[np.sort(rows)]
     exact = faiss.knn(Q, X32, k)[1]
-    index.nprobe = min(index.nlist, NPROBE_START)
-    while True:
-        recall = _recall(index.search(Q, k)[1], exact)
-        if recall >= target or index.nprobe >= index.nlist:
-            return int(index.nprobe), recall
-        index.nprobe = min(index.nlist, 2 * index.nprobe)
+
+    def recall_at(nprobe: int) -> float:
+        index.nprobe = nprobe
+        return ivfscan.recall(index.search(Q, k)[1], exact)
+
+    nprobe, recall = ivfscan.smallest_doubling(recall_at, NPROBE_START, index.nlist, target)
+    index.nprobe = nprobe
+    return nprobe, recall
 
 
 def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
@@ -211,21 +208,21 @@ def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
     X32 = _f32(Xw)
     index = build_index(X32, spec)
     k_search = min(n, k + 2)
-    if spec.kind == "ivf" and not spec.use_gpu and HAVE_NUMBA:  # the cell-sorted self-join (.ivfscan)
-        cb = ivfscan.cell_blocks(index, X32)
-        nprobe = spec.nprobe or min(index.nlist, NPROBE_START)
-        if spec.nprobe is None:
-            nprobe, recall = ivfscan.tune(cb, X32, k, NPROBE_START, spec.target_recall, spec.recall_sample,
-                                          spec.seed)
-            if report is not None:
-                report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
+    use_scan = spec.kind == "ivf" and not spec.use_gpu and HAVE_NUMBA  # the cell-sorted self-join (.ivfscan)
+    cb = ivfscan.cell_blocks(index, X32) if use_scan else None
+    if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
+        target, sample = spec.target_recall, spec.recall_sample
+        if use_scan:
+            nprobe, recall = ivfscan.tune(cb, X32, k, NPROBE_START, target, sample, spec.seed)
+        else:
+            nprobe, recall = tune_nprobe(index, X32, k, target, sample, spec.seed)
         index.nprobe = nprobe  # approximate_predict searches the FAISS index with the same probes
-        g = KnnGraph(*_measure(Xw, Xw, ivfscan.scan(cb, X32, np.arange(n), k_search, nprobe)[np.argsort(cb.perm)]))
+        if report is not None:
+            report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
+    if use_scan:
+        ids = ivfscan.scan(cb, X32, np.arange(n), k_search, index.nprobe)
+        g = KnnGraph(*_measure(Xw, Xw, ids[np.argsort(cb.perm)]))
     else:
-        if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
-            nprobe, recall = tune_nprobe(index, X32, k, spec.target_recall, spec.recall_sample, spec.seed)
-            if report is not None:
-                report.update(nprobe=nprobe, recall=recall, recall_sample=min(n, spec.recall_sample))
         g = search(index, Xw, Xw, k_search, spec.block_size, X32)
     dist, idx = g.dist[:, :k].copy(), g.idx[:, :k].copy()
     short = np.flatnonzero(idx[:, -1] < 0)
