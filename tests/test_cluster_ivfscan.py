@@ -50,15 +50,37 @@ def test_scan_recall_matches_faiss_ivf_at_the_same_probes():
         assert ref < 0.99 and abs(ours - ref) < 0.01, (nprobe, ours, ref)  # probes from a pool, not all cells
 
 
-def test_tune_reaches_the_target_with_the_smallest_doubling():
+def test_tune_reaches_the_target_at_the_first_rung_of_the_ladder():
     X32 = _blobs(5000, 10, seed=1)
     ivfscan, cb, _ = _setup(X32, nlist=400)
     exact = faiss.knn(X32, X32, 12)[1]
     true_recall = lambda p: _recall(ivfscan.scan(cb, X32, np.arange(5000), 12, p)[np.argsort(cb.perm)], exact)  # noqa: E731
     nprobe, measured = ivfscan.tune(cb, X32, 12, start=2, target=0.99, sample=5000)
     assert measured >= 0.99 and measured == pytest.approx(true_recall(nprobe))  # the sample is every row
-    assert nprobe > 2 and true_recall(nprobe // 2) < 0.99
+    ladder = ivfscan.probe_ladder(2, 400)
+    assert nprobe > 2 and true_recall(ladder[ladder.index(nprobe) - 1]) < 0.99
     assert ivfscan.tune(cb, X32, 12, start=2, target=1.01, sample=300)[0] == 400  # capped at nlist
+
+
+def test_probe_ladder_doubles_once_then_takes_half_octave_steps():
+    from behaviorseq.cluster import ivfscan
+
+    assert ivfscan.probe_ladder(16, 20000)[:9] == [16, 32, 48, 64, 96, 128, 192, 256, 384]
+    assert ivfscan.probe_ladder(16, 40) == [16, 32, 40] and ivfscan.probe_ladder(16, 16) == [16]
+    assert ivfscan.probe_ladder(16, 5) == [5]
+
+
+@pytest.mark.parametrize("d", [2, 10])
+def test_exact_matches_brute_force_including_far_isolated_queries(d):
+    X32 = _blobs(4000, d, seed=2)
+    X32[:20] *= 6.0  # isolated points far outside the blobs: their neighbours sit in distant cells
+    ivfscan, cb, _ = _setup(X32, nlist=90)
+    rows = np.sort(np.r_[np.flatnonzero(np.isin(cb.perm, np.arange(20))), np.arange(0, 4000, 7)])
+    got = ivfscan.exact(cb, X32, rows, 15)
+    ref_d, ref_i = faiss.knn(X32[cb.perm[rows]], X32, 15)
+    got_d = ((X32[got] - X32[cb.perm[rows]][:, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.sort(got_d, 1), ref_d, rtol=1e-4, atol=1e-6)  # equal up to ties
+    assert _recall(got, ref_i) > 0.999
 
 
 def test_knn_graph_ivf_lists_are_well_formed_and_short_cells_are_searched_exactly():

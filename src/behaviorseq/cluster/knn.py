@@ -53,12 +53,13 @@ class IndexSpec:
             :func:`~behaviorseq.cluster.ivfscan.two_level_ivf`). Cells of at most ~512 points keep the scan's
             cost linear in ``n`` beyond 1M points.
         nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`, or
-            :func:`~behaviorseq.cluster.ivfscan.tune` on the scan path): from ``min(nlist, 16)``,
-            doubled until the recall@k measured against exact search on ``recall_sample`` random rows reaches
-            ``target_recall`` (before NN-descent; a GPU index keeps 16). A fixed 16 gave recall 0.975 on the
-            planted-ring benchmark data at 100k points and ARI 0.77 against hdbscan; 32 gave 0.998 and 0.9998.
-            The target is not a parity guarantee: 23 probes there gave recall 0.993 and still ARI 0.77, so the
-            doubling's overshoot is part of why the defaults match hdbscan (``benchmarks/README.md`` §10).
+            :func:`~behaviorseq.cluster.ivfscan.tune` on the scan path): the first of 16, 32, 48, 64, 96,
+            ... (:func:`~behaviorseq.cluster.ivfscan.probe_ladder`) whose recall@k, measured against exact
+            search on ``recall_sample`` random rows, reaches ``target_recall`` (before NN-descent; a GPU index
+            keeps 16). A fixed 16 gave recall 0.975 on the planted-ring benchmark data at 100k points and ARI
+            0.77 against hdbscan; 32 gave 0.998 and 0.9998. The target is not a parity guarantee: 23 probes
+            there gave recall 0.993 and still ARI 0.77, so the ladder's first step stays a doubling
+            (``benchmarks/README.md`` §10).
         hnsw_m: hnsw links per node. ef_search / ef_construction: hnsw beam widths.
         use_gpu: move the index to the GPUs (faiss-gpu only).
         block_size: queries per FAISS call (bounds the ``[block, k]`` result buffers).
@@ -178,8 +179,9 @@ def search(index: faiss.Index | None, Xw: np.ndarray, Q: np.ndarray, k: int, blo
 
 def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, sample: int,
                 seed: int = 0) -> tuple[int, float]:
-    """Set ``index.nprobe`` (ivf) to the smallest of 16, 32, 64, ... cells whose recall@k on ``sample`` random rows,
-    against exact search, reaches ``target``; returns ``(nprobe, measured recall)``. Costs one exact search of
+    """Set ``index.nprobe`` (ivf) to the first of :func:`~behaviorseq.cluster.ivfscan.probe_ladder`'s probe
+    counts whose recall@k on ``sample`` random rows, against exact search, reaches ``target``; returns
+    ``(nprobe, measured recall)``. Costs one exact search of
     the sample (``sample * n * d``) and one ivf search of it per step."""
     n = X32.shape[0]
     rows = np.random.default_rng(seed).choice(n, min(n, sample), replace=False)
@@ -190,7 +192,7 @@ def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, samp
         index.nprobe = nprobe
         return ivfscan.recall(index.search(Q, k)[1], exact)
 
-    nprobe, recall = ivfscan.smallest_doubling(recall_at, NPROBE_START, index.nlist, target)
+    nprobe, recall = ivfscan.smallest_on_ladder(recall_at, NPROBE_START, index.nlist, target)
     index.nprobe = nprobe
     return nprobe, recall
 
