@@ -2,8 +2,11 @@
 vs ``sklearn.cluster.HDBSCAN`` on Gaussian blobs and planted rings in 10-30 dimensions.
 
     python benchmarks/hdbscan_scale.py --sizes 10000 50000 [--data blobs rings] [--dim 10]
-        [--methods ours hdbscan sklearn] [--threads 2] [--timeout 1800] [--ours-index auto]
-        [--ours-mst auto] [--hdbscan-approx] [--json hdbscan_scale.json] [--append]
+        [--methods ours ours-part hdbscan sklearn] [--threads 2] [--timeout 1800] [--ours-index auto]
+        [--ours-mst auto] [--ours-partitions 8] [--hdbscan-approx] [--json hdbscan_scale.json] [--append]
+
+``ours-part`` is ours with the partition-and-merge neighbour search (``HDBSCAN(partitions=...)``, one index
+per partition, for data beyond one index); it is not among the default methods.
 
 Every (data, size, method) runs in a fresh interpreter (``OMP_NUM_THREADS`` = ``--threads``) that generates
 the data from the seed, times ``fit`` alone (imports, and for ours the loading of the numba-compiled
@@ -76,7 +79,7 @@ def child(args: argparse.Namespace) -> None:
     X, _ = make_data(args.data, args.n, args.dim)
     out = Path(args._out)
     rec: dict = {}
-    if args._method == "ours":  # imports (numba, faiss, sklearn) happen before the clock starts, for all
+    if args._method in ("ours", "ours-part"):  # imports (numba, faiss, sklearn) happen before the clock starts, for all
         from behaviorseq.cluster import (
             HDBSCAN,
             as_working,
@@ -94,7 +97,8 @@ def child(args: argparse.Namespace) -> None:
         HDBSCAN(min_cluster_size=MCS, min_samples=MS).fit(X[:5000])
         t0, c0 = time.perf_counter(), time.process_time()
         index = args.ours_index if args.ours_index != "auto" else ("flat" if args.n <= 10_000 else "ivf")
-        m = HDBSCAN(min_cluster_size=MCS, min_samples=MS, index=index, mst=args.ours_mst).fit(X)
+        parts = args.ours_partitions if args._method == "ours-part" else None
+        m = HDBSCAN(min_cluster_size=MCS, min_samples=MS, index=index, mst=args.ours_mst, partitions=parts).fit(X)
         rec["seconds"], rec["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
         t = m.minimum_spanning_tree_
         rec.update(index=index, knn=m.knn_report_, mst_mode=m.mst_mode_, stages=m.timings_,
@@ -132,7 +136,7 @@ def spawn(args: argparse.Namespace, data: str, n: int, method: str, workdir: Pat
     out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_method", method, "--_out", str(out),
            "--data", data, "--n", str(n), "--dim", str(args.dim), "--threads", str(args.threads),
-           "--ours-index", args.ours_index, "--ours-mst", args.ours_mst]
+           "--ours-index", args.ours_index, "--ours-mst", args.ours_mst, "--ours-partitions", str(args.ours_partitions)]
     cmd += ["--hdbscan-approx"] if args.hdbscan_approx else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
@@ -179,7 +183,7 @@ def compare(recs: list[dict], data: str, n: int, dim: int, workdir: Path) -> Non
                  ari_truth=ari(truth, lab), ami_truth=ami(truth, lab))
         if ref is not None:
             r.update(ari_hdbscan=ari(ref, lab), ami_hdbscan=ami(ref, lab))
-        if r["method"] == "ours" and hdb is not None:
+        if r["method"].startswith("ours") and hdb is not None:
             e1, e2 = (np.sort(np.load(f"{p}.edges.npy"), axis=1) for p in (path, stem))
             key = lambda e: e[:, 0] * n + e[:, 1]  # noqa: E731
             r["mst_edges_in_hdbscan"] = float(np.isin(key(e1), key(e2)).mean())
@@ -196,7 +200,7 @@ def plot(recs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    color = {"ours": "C0", "hdbscan": "C1", "sklearn": "C2"}  # colour = method, line = data, marker = dim
+    color = {"ours": "C0", "hdbscan": "C1", "sklearn": "C2", "ours-part": "C3"}  # colour = method, line = data, marker = dim
     line = {"blobs": "-", "rings": "--"}
     for method, data, dim in sorted({(r["method"], r["data"], r["dim"]) for r in recs}):
         pts = sorted((r["n"], r["seconds"]) for r in recs
@@ -218,12 +222,14 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=["blobs", "rings"], choices=["blobs", "rings"])
     ap.add_argument("--dim", type=int, default=10)
     ap.add_argument("--methods", nargs="+", default=["ours", "hdbscan", "sklearn"],
-                    choices=["ours", "hdbscan", "sklearn"])
+                    choices=["ours", "ours-part", "hdbscan", "sklearn"],
+                    help="ours-part: ours with partition-and-merge neighbour search (--ours-partitions)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run; slower methods stop there")
     ap.add_argument("--ours-index", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
                     help="auto: flat up to 10k points, ivf above")
     ap.add_argument("--ours-mst", default="auto", choices=["auto", "exact", "approx"])
+    ap.add_argument("--ours-partitions", type=int, default=8, help="partitions of the ours-part method")
     ap.add_argument("--hdbscan-approx", action="store_true", help="hdbscan's default approx_min_span_tree=True")
     ap.add_argument("--json", default="hdbscan_scale.json")
     ap.add_argument("--append", action="store_true",

@@ -33,6 +33,7 @@ from behaviorseq.cluster.condense import CondensedTree, condense_tree
 from behaviorseq.cluster.knn import INDEX_KINDS, IndexSpec, as_working, core_distances, knn_graph, search
 from behaviorseq.cluster.linkage import single_linkage
 from behaviorseq.cluster.mst import MST_MODES, SpanningTree, mutual_reachability_mst
+from behaviorseq.cluster.partition import partitioned_knn_graph
 from behaviorseq.cluster.predict import attach
 from behaviorseq.cluster.select import SELECTION_METHODS, Flat, glosh, select_clusters
 
@@ -62,7 +63,11 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
             certify; a component with fewer candidate points is thereby resolved exactly.
         nlist, nprobe: ivf options (``None`` = automatic). hnsw_m, ef_search: hnsw options.
         knn_refine: NN-descent passes repairing an approximate index's lists; ``None`` = 1 for ivf/hnsw,
-            0 for flat.
+            0 for flat (at least 1 with ``partitions``).
+        partitions: ``None`` = one index over all points; an int ``P`` = partition-and-merge neighbour search
+            for data beyond one index (:mod:`.partition`): ``P`` k-means partitions, each point searched in
+            the partitions of its ``partition_overlap`` nearest centroids, one index per partition (of the
+            ``index`` kind), lists merged and repaired before one global hierarchy.
         use_gpu: run FAISS on the GPUs (faiss-gpu). block_size: queries per FAISS call.
         random_state: seed of the ivf k-means and the approx-mode sampling.
 
@@ -70,7 +75,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
     ``core_distances_``, ``cluster_persistence_``, ``minimum_spanning_tree_`` (:class:`SpanningTree`, with the
     per-edge ``exact`` flags), ``single_linkage_tree_`` (scipy linkage ``[n-1, 4]``), ``condensed_tree_``
     (:class:`CondensedTree`; ``.to_records()`` gives hdbscan's format), ``timings_`` (seconds per stage) and
-    ``knn_report_`` (ivf: the tuned ``nprobe`` and its measured recall; empty otherwise).
+    ``knn_report_`` (ivf: the tuned ``nprobe`` and its measured recall; with ``partitions``: the largest
+    partition and the probes per partition; empty otherwise).
     """
 
     def __init__(
@@ -88,6 +94,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         hnsw_m: int | None = None,
         ef_search: int | None = None,
         knn_refine: int | None = None,
+        partitions: int | None = None,
+        partition_overlap: int = 2,
         use_gpu: bool = False,
         block_size: int = 65_536,
         random_state: int = 0,
@@ -105,6 +113,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.knn_refine = knn_refine
+        self.partitions = partitions
+        self.partition_overlap = partition_overlap
         self.use_gpu = use_gpu
         self.block_size = block_size
         self.random_state = random_state
@@ -127,6 +137,11 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         positive("block_size", 1)
         positive("random_state", 0)
         positive("knn_refine", 0, allow_none=True)
+        positive("partitions", 1, allow_none=True)
+        positive("partition_overlap", 1)
+        if self.partitions is not None and self.partition_overlap > self.partitions:
+            raise ValueError(f"HDBSCAN.partition_overlap ({self.partition_overlap}) must be <= partitions "
+                             f"({self.partitions})")
         for name, choices in (("cluster_selection_method", SELECTION_METHODS), ("index", INDEX_KINDS),
                               ("mst", (*MST_MODES, "auto"))):
             if getattr(self, name) not in choices:
@@ -171,7 +186,11 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         k = min(n, max(ms + 1, self.n_neighbors or 16))
         Xw, center = as_working(X)
         knn_report: dict = {}
-        graph, fitted_index = knn_graph(Xw, k, self._spec(), knn_report)
+        if self.partitions is None:
+            graph, fitted_index = knn_graph(Xw, k, self._spec(), knn_report)
+        else:  # partition-and-merge: no index over all points is kept, predict searches exactly
+            graph = partitioned_knn_graph(Xw, k, self._spec(), self.partitions, self.partition_overlap, knn_report)
+            fitted_index = None
         core = core_distances(graph, ms) if n > 1 else np.zeros(1)
         t["knn"] = time.perf_counter() - t0
         mode = self.mst if self.mst != "auto" else ("exact" if n <= self.exact_max_points else "approx")
