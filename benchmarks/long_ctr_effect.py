@@ -10,7 +10,8 @@
 Planted data: ``data.synthetic.long_ctr`` (relevant behaviours in the oldest half of the history,
 same-category decoys in the recent half, click logit signal_scale * <z_target, mean z_relevant>), sizes
 below (``PLANTED``), split at random per sample 80/10/10. Every model trains with the Trainer: Adam,
-batch 2048, lr 0.01 (DARE's scripts), early stopping on validation AUC (patience 2, at most ``--epochs`` epochs), one torch thread;
+batch 2048, lr 0.01 (DARE's scripts), early stopping on validation AUC (patience ``--patience``, default 2;
+at most ``--epochs`` epochs), one torch thread;
 its best checkpoint is evaluated on the test samples. Reported: AUC, GAUC by user and by target
 category, logloss of the main head; for TWIN / DARE the planted recall (the share of the planted
 behaviours inside the window that the top-K search returns); the Bayes AUC (the true click
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="other LongCTRConfig fields of the planted data, e.g. n_relevant=25")
     ap.add_argument("--suffix", default="")
     ap.add_argument("--batch", type=int, default=BATCH, help=f"batch size (default {BATCH}, DARE's scripts)")
+    ap.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (default 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     over = {"n_users": args.users} if args.users else {}
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             data, truth = planted(L, seed, **over)
             for d in dims:
                 for v in variants:
-                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over_b}", args.batch)
+                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over_b}", args.batch,
+                                args.patience)
                     if r is not None:
                         rows.append({**r, "data": f"planted L={L}"})
         keys = ("auc", "gauc_user", "logloss", "planted_recall", "bayes_auc")

@@ -87,7 +87,7 @@ def _border_pairs(Xw: np.ndarray, C: np.ndarray, owner: np.ndarray, r: np.ndarra
         d2 = ((x[:, None, :] - C[None, :, :]) ** 2).sum(-1)  # [b, P]
         b = (d2 - d2[ar, o][:, None]) / (2 * np.maximum(cc[o], 1e-300))
         b[ar, o] = np.inf
-        rr = r[s : s + step, None] * (1 + 1e-9) + 1e-12  # slack: never certify on rounding
+        rr = r[s : s + step, None] * (1 + 1e-6) + 1e-9  # slack for float32 assignment near-ties: never certify on rounding
         bound = np.partition(b, overlap - 1, axis=1)[:, overlap - 1] if overlap < P else np.full(len(x), np.inf)
         hit = (b < rr) & (bound < rr[:, 0])[:, None]
         rw, q = np.nonzero(hit)
