@@ -62,12 +62,13 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         connect_queries: approx MST, points searched per component (and round) that the kNN lists do not
             certify; a component with fewer candidate points is thereby resolved exactly.
         nlist, nprobe: ivf options (``None`` = automatic). hnsw_m, ef_search: hnsw options.
-        knn_refine: NN-descent passes repairing an approximate index's lists; ``None`` = 1 for ivf/hnsw,
-            0 for flat (at least 1 with ``partitions``).
+        knn_refine: NN-descent passes repairing an approximate index's lists; ``None`` = 1 for ivf/hnsw and
+            with ``partitions``, 0 for flat.
         partitions: ``None`` = one index over all points; an int ``P`` = partition-and-merge neighbour search
             for data beyond one index (:mod:`.partition`): ``P`` k-means partitions, each point searched in
             the partitions of its ``partition_overlap`` nearest centroids, one index per partition (of the
-            ``index`` kind), lists merged and repaired before one global hierarchy.
+            ``index`` kind), lists merged after a border pass that certifies them (exact with the flat
+            kind), then one global hierarchy. ``approximate_predict`` then searches exactly (no index kept).
         use_gpu: run FAISS on the GPUs (faiss-gpu). block_size: queries per FAISS call.
         random_state: seed of the ivf k-means and the approx-mode sampling.
 
@@ -76,7 +77,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
     per-edge ``exact`` flags), ``single_linkage_tree_`` (scipy linkage ``[n-1, 4]``), ``condensed_tree_``
     (:class:`CondensedTree`; ``.to_records()`` gives hdbscan's format), ``timings_`` (seconds per stage) and
     ``knn_report_`` (ivf: the tuned ``nprobe`` and its measured recall; with ``partitions``: the largest
-    partition and the probes per partition; empty otherwise).
+    partition, the share of lists the first pass certified, the border searches and the probes per
+    partition; empty otherwise).
     """
 
     def __init__(
