@@ -54,7 +54,7 @@ def test_the_certificate_is_what_makes_it_exact(monkeypatch):
     assert not np.allclose(g.dist, exact.dist, rtol=1e-12)
 
 
-@pytest.mark.parametrize("index", ["flat", "ivf"])
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
 def test_hdbscan_with_partitions_matches_one_index(index):
     X = _blobs_10d(5000)
     one = HDBSCAN(min_cluster_size=25, min_samples=10).fit(X)
