@@ -134,11 +134,11 @@ def partitioned_knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec, partitions: i
         if kp < k:  # a partition with fewer than k members: the border pass fills the rest
             dist[owned[p], kp:], idx[owned[p], kp:] = np.inf, -1
     C = km.centroids.astype(Xw.dtype)
-    rows, parts = _border_pairs(Xw, C, assign[:, 0], dist[:, -1], overlap)
+    border, parts = _border_pairs(Xw, C, assign[:, 0], dist[:, -1], overlap)
     for q, sel in enumerate(_groups(parts, partitions)):  # border pass: the partitions not ruled out
         if sel.size == 0:
             continue
-        base, qrows = owned[q], rows[sel]
+        base, qrows = owned[q], border[sel]
         index = build_index(X32[base], replace(inner, nprobe=int(probes[q]))) if spec.kind != "flat" else None
         g = search(index, Xw[base], Xw[qrows], min(k, base.size), spec.block_size)
         dist[qrows], idx[qrows] = _merge(dist[qrows], idx[qrows], g.dist, base[np.maximum(g.idx, 0)], k)
@@ -146,7 +146,7 @@ def partitioned_knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec, partitions: i
     graph = refine(Xw, KnnGraph(dist, idx), passes) if passes else _self_first(dist, idx)
     if report is not None:
         report.update(partitions=partitions, overlap=overlap, largest_partition=max(m.size for m in member),
-                      certified=1.0 - np.unique(rows).size / n, border_pairs=int(rows.size))
+                      certified=1.0 - np.unique(border).size / n, border_pairs=int(border.size))
         if spec.kind == "ivf" and spec.nprobe is None:
             report["nprobe_per_partition"] = probes.tolist()
     return graph
