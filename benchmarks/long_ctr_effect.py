@@ -67,8 +67,12 @@ def planted(L: int, seed: int, **over):
 def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, tag: str, batch_size: int = BATCH,
             patience: int = 2) -> dict:
     out_dir = WORK / "long_ctr" / tag / f"{variant}-d{d}-s{seed}"
+    budget = {"epochs": epochs, "patience": patience}
     if (out_dir / "metrics.json").exists():
-        return json.loads((out_dir / "metrics.json").read_text())
+        cached = json.loads((out_dir / "metrics.json").read_text())
+        if cached.get("budget", budget) == budget:  # runs cached before budgets were recorded count as a match
+            return cached
+        raise SystemExit(f"{out_dir} holds a run with budget {cached['budget']}, not {budget}: move it aside")
     log = out_dir / "run" / "log.jsonl"
     if log.exists() and time.time() - log.stat().st_mtime < 1200:  # another process is training it
         print(f"{tag} {variant} d={d} seed {seed}: in progress in another process, skipped", flush=True)
@@ -87,7 +91,7 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
     model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
     res = {"variant": variant, "model": name, "model_args": {"max_len": L, **args(d)}, "d": d, "seed": seed,
            "test": task.evaluate(model, "test"), "valid": task.evaluate(model, "valid"),
-           "train_s": train_s, "epochs": st["epoch"], "best_epoch": st["best_epoch"],
+           "train_s": train_s, "epochs": st["epoch"], "best_epoch": st["best_epoch"], "budget": budget,
            "n_params": sum(p.numel() for p in model.parameters()), "protocol": task.protocol("test")}
     if truth is not None:
         te = data.indices("test")
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     write_json(f"long_ctr_{args.cmd}{args.suffix}.json", {
         "command": "python benchmarks/long_ctr_effect.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "planted": PLANTED, "table": text, "runs": rows, "machine": machine()})
+        "planted": {**PLANTED, **over}, "table": text, "runs": rows, "machine": machine()})
 
 
 if __name__ == "__main__":
