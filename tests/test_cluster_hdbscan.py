@@ -333,3 +333,33 @@ def test_input_and_predict_errors():
     m.fit(np.random.default_rng(0).standard_normal((60, 2)))
     with pytest.raises(ValueError, match="features"):
         m.predict(np.zeros((2, 3)))
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="the cell search needs numba")
+@pytest.mark.parametrize("kind", ["blobs10d", "lattice3d"])
+def test_cell_search_with_bisector_bounds_is_exact_with_many_cells(kind):
+    """Many small cells, so the bisector bound (not only the ball bound) decides what is skipped; the lattice
+    puts points exactly on bisectors and gives many tied distances."""
+    from behaviorseq.cluster.cells import build_cells
+
+    rng = np.random.default_rng(3)
+    if kind == "blobs10d":
+        X = _blobs_10d(4000)
+    else:
+        X = rng.integers(0, 8, (4000, 3)).astype(np.float64) + 100.0  # far from the origin: float32 rounding
+    n = X.shape[0]
+    core = rng.uniform(0, 0.5, n)
+    comp = rng.integers(0, 40, n)
+    cells = build_cells(X, n_cells=100)
+    assert cells.half_inv.shape == (100, 100) and cells.slack > 0
+    queries = rng.choice(n, 300, replace=False)
+    D = cdist(X[queries], X)
+    mr = np.maximum(np.maximum(D, core[queries, None]), core[None, :])
+    sq = np.einsum("nd,nd->n", X, X)
+    outside = comp[None, :] != comp[queries, None]
+    _, w, delta = nearest_outside(X, core, comp, queries, sq, cells=cells)
+    np.testing.assert_allclose(w, np.where(outside, mr, np.inf).min(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(delta, np.where(outside, D, np.inf).min(axis=1), rtol=1e-9, atol=1e-12)
+    within = comp[queries]  # the search inside the query's own component (the approx mode's walk)
+    _, w_in, _ = nearest_outside(X, core, comp, queries, sq, within=within, cells=cells)
+    np.testing.assert_allclose(w_in, np.where(~outside, mr, np.inf).min(axis=1), rtol=1e-9)
