@@ -90,6 +90,7 @@ def _kernel(Xs, core2s, comps, start, centroid, radius, half_inv, slack, cmin_c,
     bisect = half_inv.shape[0] == B
     for i in prange(m):
         bound = np.empty(B)
+        cell_of = np.empty(B, dtype=np.int64)
         dq = np.empty(B)
         a = 0
         for b in range(B):
@@ -100,27 +101,36 @@ def _kernel(Xs, core2s, comps, start, centroid, radius, half_inv, slack, cmin_c,
             dq[b] = acc
             if acc < dq[a]:
                 a = b
+        # without delta, a cell whose bound reaches the threshold can never be scanned (the best only drops
+        # below it), so only the cells under it are sorted: the O(B log B) sort was most of a query's time
+        limit2 = np.inf if want_delta else thresh2[i]
+        floor = np.inf  # smallest bound among nonempty cells left unscanned
+        n_open = 0
         for b in range(B):
+            if start[b] == start[b + 1]:
+                continue
             lb = max(math.sqrt(dq[b]) - radius[b], 0.0)  # ball bound
             if bisect:
                 lb = max(lb, (dq[b] - dq[a] - slack) * half_inv[a, b])  # bisector bound (0 for b = a)
-            bound[b] = lb
-        order = np.argsort(bound)
+            if lb * lb < limit2:
+                bound[n_open] = lb
+                cell_of[n_open] = b
+                n_open += 1
+            elif lb < floor:
+                floor = lb
+        order = np.argsort(bound[:n_open])
         bm = thresh2[i]
         bj = -1
         bd = np.inf
-        floor = np.inf  # smallest bound among outside cells left unscanned
         tgt = target[i]
         floor2 = qcore2[i]  # the query's own core: no partner's weight max(core_p, core_q, d) goes below it
-        for t in range(B):
-            b = order[t]
-            if start[b] == start[b + 1]:
-                continue
-            lb2 = bound[b] * bound[b]
+        for t in range(n_open):
+            b = cell_of[order[t]]
+            lb2 = bound[order[t]] * bound[order[t]]
             done_d = lb2 >= bd or not want_delta  # delta is resolved (or not wanted)
             settled = lb2 >= bm or bm <= floor2  # no cell left can give a lighter partner
             if settled and done_d:
-                floor = min(floor, bound[b])
+                floor = min(floor, bound[order[t]])
                 break
             if outside:
                 if cmin_c[b] == tgt and cmax_c[b] == tgt:
@@ -128,7 +138,7 @@ def _kernel(Xs, core2s, comps, start, centroid, radius, half_inv, slack, cmin_c,
             elif cmin_c[b] > tgt or cmax_c[b] < tgt:
                 continue
             if (core2min_c[b] >= bm or bm <= floor2) and done_d:
-                floor = min(floor, bound[b])
+                floor = min(floor, bound[order[t]])
                 continue
             for s in range(start[b], start[b + 1]):
                 if (comps[s] == tgt) == outside:
