@@ -97,10 +97,10 @@ def test_knn_graph_ivf_lists_are_well_formed_and_short_cells_are_searched_exactl
 
 
 def test_two_level_cells_cover_every_point_and_match_flat_kmeans_recall():
-    from behaviorseq.cluster import ivfscan
+    from behaviorseq.cluster import ivfscan, ivftrain
 
     X32 = _blobs(30000, 10, seed=3)
-    index = ivfscan.two_level_ivf(X32, 300, seed=0)
+    index = ivftrain.two_level_ivf(X32, 300, seed=0)
     cb = ivfscan.cell_blocks(index, X32)
     assert abs(index.nlist - 300) <= 12 and sorted(cb.perm.tolist()) == list(range(30000))
     nearest = index.quantizer.search(X32, 1)[1][:, 0]

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
-from behaviorseq.cluster import ivfscan
+from behaviorseq.cluster import ivfscan, ivftrain
 from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, prange
 
 __all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", "knn_graph", "refine", "search",
@@ -50,7 +50,7 @@ class IndexSpec:
         kind: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate).
         nlist: ivf cells; ``None`` = ``max(2 sqrt(n), n / 512)`` clipped to ``[1, n // 39]`` (k-means: 10
             iterations on up to 64 points per cell; above 4,096 cells two-level k-means, see
-            :func:`~behaviorseq.cluster.ivfscan.two_level_ivf`). Cells of at most ~512 points keep the scan's
+            :func:`~behaviorseq.cluster.ivftrain.two_level_ivf`). Cells of at most ~512 points keep the scan's
             cost linear in ``n`` beyond 1M points.
         nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`, or
             :func:`~behaviorseq.cluster.ivfscan.tune` on the scan path): the first of 16, 32, 48, 64, 96,
@@ -115,8 +115,8 @@ def build_index(X32: np.ndarray, spec: IndexSpec) -> faiss.Index | None:
         index: faiss.Index = faiss.IndexFlatL2(d)
     elif spec.kind == "ivf":
         nlist = spec.nlist or max(1, min(max(2 * math.isqrt(n), n // CELL_POINTS), n // 39))
-        if nlist > ivfscan.TWO_LEVEL_CELLS and HAVE_NUMBA and not spec.use_gpu:
-            index = ivfscan.two_level_ivf(X32, nlist, spec.seed)
+        if nlist > ivftrain.TWO_LEVEL_CELLS and HAVE_NUMBA and not spec.use_gpu:
+            index = ivftrain.two_level_ivf(X32, nlist, spec.seed)
             index.nprobe = spec.nprobe or min(index.nlist, NPROBE_START)
             return index
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist, faiss.METRIC_L2)
