@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from behaviorseq.nn.topk import topk_rows
+
 # DARE's official padding fill (-2^32 + 1): finite, so an all-padding row gives no NaN.
 PAD_SCORE = -(2.0**32) + 1.0
 
@@ -91,7 +93,7 @@ def candidate_topk_attention(scores: Tensor, values: Tensor, k: int) -> tuple[Te
 
     Args: scores [C, L]; values [L, D]; k.
     Returns: (h [C, D], weights [C, K'], idx [C, K']) with K' = min(k, L)."""
-    top, idx = scores.topk(min(int(k), scores.shape[-1]), dim=-1)
+    top, idx = topk_rows(scores, k)  # torch.topk's values; a threshold scan on CPU (nn.topk)
     w = torch.softmax(top, dim=-1)
     return torch.bmm(w.unsqueeze(1), values[idx]).squeeze(1), w, idx
 

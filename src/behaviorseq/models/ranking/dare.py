@@ -49,6 +49,7 @@ from behaviorseq.nn.target_attention import (
     topk_attention,
     topk_search,
 )
+from behaviorseq.nn.topk import topk_rows
 
 FIELDS = ("item", "category", "target", "target_category")
 
@@ -158,7 +159,7 @@ class DARE(nn.Module):
         e = self.attention(item, category, recency_positions(item.shape[0], item.device))  # e^A [n, F_A], once
         t = candidates["target"]
         s = self.candidate_scores(self.attention(t, candidates["target_category"], torch.zeros_like(t)), e)
-        return s, s.topk(min(self.cfg.top_k, s.shape[-1]), dim=-1).indices
+        return s, topk_rows(s, self.cfg.top_k)[1]  # torch.topk's values; a threshold scan on CPU (nn.topk)
 
     @torch.no_grad()
     def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
