@@ -48,8 +48,10 @@ def _topk_rows(S, k, out_v, out_i):
     step = L / m
     for c in numba.prange(C):
         row = S[c]
-        bv = np.full(k, -np.inf, dtype=S.dtype)
-        bi = np.full(k, -1, dtype=np.int64)
+        bv = out_v[c]  # the output rows are the buffers: no allocation per row
+        bi = out_i[c]
+        bv[:] = -np.inf
+        bi[:] = -1
         size = 0
         for t in range(m):  # pass 1: the threshold from a strided sample
             v = row[int(t * step)]
@@ -68,10 +70,8 @@ def _topk_rows(S, k, out_v, out_i):
                 elif size < k or v > bv[k - 1]:
                     _insert(bv, bi, v, j, size)
                     size = min(size + 1, k)
-        out_v[c] = bv
-        out_i[c] = bi
         if nan or tau != tau:
-            out_i[c, k - 1] = -1  # the caller falls back to torch.topk
+            bi[k - 1] = -1  # the caller falls back to torch.topk
 
 
 if HAVE_NUMBA:
