@@ -9,12 +9,13 @@ nearer ``c_b`` than the query's nearest centre ``c_a``, ``||p - q|| >= (||p - c_
 Cells are scanned in order of the larger of the two. In 10 dimensions the cells' radii are about twice the
 spacing of their centres, so the ball bound alone prunes little: on the captured searches of rings-300k's
 MST the bisector bound cut the points scanned per query from 74k to 2.7k and the time 12x, with the same
-answers (``benchmarks/_work/s7/replay.py``). The scan stops once the bound reaches both the best mutual-reachability distance found so far
-(or the caller's threshold: the component's current best candidate, which a point must beat to matter) and
-``delta``, the Euclidean distance to the nearest outside point found so far (so ``delta`` is exact, for
-:func:`~behaviorseq.cluster.search.propagate_bounds`; the approximate mode skips that part). Cells that hold only the query's own component are
-skipped without a scan, which is what makes the late Boruvka rounds (a few large components) cheap; cells
-whose smallest core distance cannot beat the best are skipped once ``delta`` is resolved. Exact: a cell is
+answers (``benchmarks/_work/s7/replay.py``). The scan stops once the bound reaches both the best
+mutual-reachability distance found so far (or the caller's threshold: the component's current best
+candidate, which a point must beat to matter) and ``delta``, the Euclidean distance to the nearest outside
+point found so far (so ``delta`` is exact, for :func:`~behaviorseq.cluster.search.propagate_bounds`; the
+approximate mode skips that part). Cells that hold only the query's own component are skipped without a
+scan, which is what makes the late Boruvka rounds (a few large components) cheap; cells whose smallest core
+distance cannot beat the best are skipped once ``delta`` is resolved. Exact: a cell is
 skipped only when none of its points can change either answer.
 """
 
