@@ -30,10 +30,10 @@ class SimHash(nn.Module):
         self.n_hashes, self.tau = n_hashes, tau
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("projection", torch.randn(n_hashes, dim, generator=g))  # R [m, dim]
-        self.register_buffer("bit_weights", 2 ** torch.arange(tau))
-        # the same weights as an [m, m / tau] block matrix: codes by one small matmul, 2x faster than an
-        # int64 multiply-and-sum over [..., m / tau, tau] (exact: the sums are integers below 2^tau)
-        weights = torch.block_diag(*[2.0 ** torch.arange(tau)[:, None]] * self.n_signatures)
+        self.register_buffer("bit_weights", 2 ** torch.arange(tau))  # kept in the state dict for old checkpoints
+        # bit_weights as an [m, m / tau] block matrix: codes by one small matmul, 2x faster than an int64
+        # multiply-and-sum over [..., m / tau, tau] (exact: the sums are integers below 2^tau)
+        weights = torch.block_diag(*[self.bit_weights.float()[:, None]] * self.n_signatures)
         self.register_buffer("code_weights", weights, persistent=False)
 
     @property

@@ -11,8 +11,8 @@ search time, hiding the saving of a smaller attention dim (DARE's Sec. 4 claim).
    K (about ``K L / m`` of them on any order of the row, so an adversarial order costs little more).
 
 Values equal ``torch.topk``'s exactly; among tied values the indices may differ (torch leaves tie order
-unspecified too). A row with NaN falls back to ``torch.topk`` (which ranks NaN first); serving scores are finite. Without numba,
-off the CPU, with gradients or for K > 64, :func:`topk_rows` is ``torch.topk``.
+unspecified too). A row with NaN falls back to ``torch.topk`` (which ranks NaN first); serving scores are
+finite. Without numba, off the CPU, with gradients or for K > 64, :func:`topk_rows` is ``torch.topk``.
 """
 
 from __future__ import annotations
