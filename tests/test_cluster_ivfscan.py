@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from behaviorseq.cluster import HAVE_NUMBA, IndexSpec, as_working, knn_graph
+from behaviorseq.cluster import HAVE_NUMBA, IndexSpec, as_working, ivftune, knn_graph
 from behaviorseq.cluster.knn import build_index
 
 pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason="the scan is the numba path; without numba FAISS searches")
@@ -55,19 +55,18 @@ def test_tune_reaches_the_target_at_the_first_rung_of_the_ladder():
     ivfscan, cb, _ = _setup(X32, nlist=400)
     exact = faiss.knn(X32, X32, 12)[1]
     true_recall = lambda p: _recall(ivfscan.scan(cb, X32, np.arange(5000), 12, p)[np.argsort(cb.perm)], exact)  # noqa: E731
-    nprobe, measured = ivfscan.tune(cb, X32, 12, start=2, target=0.99, sample=5000)
+    nprobe, measured = ivftune.tune(cb, X32, 12, start=2, target=0.99, sample=5000)
     assert measured >= 0.99 and measured == pytest.approx(true_recall(nprobe))  # the sample is every row
-    ladder = ivfscan.probe_ladder(2, 400)
+    ladder = ivftune.probe_ladder(2, 400)
     assert nprobe > 2 and true_recall(ladder[ladder.index(nprobe) - 1]) < 0.99
-    assert ivfscan.tune(cb, X32, 12, start=2, target=1.01, sample=300)[0] == 400  # capped at nlist
+    assert ivftune.tune(cb, X32, 12, start=2, target=1.01, sample=300)[0] == 400  # capped at nlist
 
 
 def test_probe_ladder_doubles_once_then_takes_half_octave_steps():
-    from behaviorseq.cluster import ivfscan
 
-    assert ivfscan.probe_ladder(16, 20000)[:9] == [16, 32, 48, 64, 96, 128, 192, 256, 384]
-    assert ivfscan.probe_ladder(16, 40) == [16, 32, 40] and ivfscan.probe_ladder(16, 16) == [16]
-    assert ivfscan.probe_ladder(16, 5) == [5]
+    assert ivftune.probe_ladder(16, 20000)[:9] == [16, 32, 48, 64, 96, 128, 192, 256, 384]
+    assert ivftune.probe_ladder(16, 40) == [16, 32, 40] and ivftune.probe_ladder(16, 16) == [16]
+    assert ivftune.probe_ladder(16, 5) == [5]
 
 
 @pytest.mark.parametrize("d", [2, 10])
@@ -76,7 +75,7 @@ def test_exact_matches_brute_force_including_far_isolated_queries(d):
     X32[:20] *= 6.0  # isolated points far outside the blobs: their neighbours sit in distant cells
     ivfscan, cb, _ = _setup(X32, nlist=90)
     rows = np.sort(np.r_[np.flatnonzero(np.isin(cb.perm, np.arange(20))), np.arange(0, 4000, 7)])
-    got = ivfscan.exact(cb, X32, rows, 15)
+    got = ivftune.exact(cb, X32, rows, 15)
     ref_d, ref_i = faiss.knn(X32[cb.perm[rows]], X32, 15)
     got_d = ((X32[got] - X32[cb.perm[rows]][:, None]) ** 2).sum(-1)
     np.testing.assert_allclose(np.sort(got_d, 1), ref_d, rtol=1e-4, atol=1e-6)  # equal up to ties
@@ -109,3 +108,46 @@ def test_two_level_cells_cover_every_point_and_match_flat_kmeans_recall():
     exact = faiss.knn(X32, X32, 11)[1]
     r2, r1 = (_recall(ivfscan.scan(c, X32, np.arange(30000), 11, 8)[np.argsort(c.perm)], exact) for c in (cb, flat))
     assert r2 > r1 - 0.01, (r2, r1)
+
+
+def _reference_scan(cb, X32: np.ndarray, rows: np.ndarray, k: int, nprobe: int) -> np.ndarray:
+    """Per query in NumPy: the probes are the ``nprobe`` nearest of its cell's candidate centroids (float32
+    squared distances, ties in candidate order), then the ``k`` smallest squared distances over their points."""
+    near = cb.near(nprobe)
+    out = np.empty((rows.size, k), dtype=np.float32)
+    for r, pos in enumerate(rows):
+        q = X32[cb.perm[pos]]
+        cand = near[cb.cell[pos]]
+        cd = ((cb.centroids[cand] - q) ** 2).sum(1, dtype=np.float32)
+        probes = cand[np.argsort(cd, kind="stable")[:nprobe]]
+        pts = np.concatenate([np.arange(cb.start[c], cb.start[c + 1]) for c in probes])
+        d2 = ((X32[cb.perm[pts]] - q) ** 2).sum(1, dtype=np.float32)
+        out[r] = np.sort(d2)[:k]
+    return out
+
+
+@pytest.mark.parametrize("max_group", [1024, 7])
+def test_grouped_scan_equals_a_per_query_reference_with_ties(monkeypatch, max_group):
+    """The scan runs queries of a cell together, cell by cell; each query must still get exactly its own
+    probes and the k nearest points among them. The lattice rows add many equal point distances."""
+    from behaviorseq.cluster import ivfscan
+
+    rng = np.random.default_rng(4)
+    X32 = np.r_[_blobs(2500, 10, seed=5), rng.integers(0, 3, (500, 10)).astype(np.float32)]
+    _, cb, _ = _setup(X32, nlist=60)
+    monkeypatch.setattr(ivfscan, "MAX_GROUP", max_group)  # 7: big cells are cut into many groups
+    rows = np.arange(0, 3000, 3)
+    for nprobe in (1, 5, 60):
+        got = ivfscan.scan(cb, X32, rows, 9, nprobe)
+        assert (got >= 0).all()
+        got_d = np.sort(((X32[got] - X32[cb.perm[rows]][:, None]) ** 2).sum(-1), 1)
+        ref = _reference_scan(cb, X32, rows, 9, nprobe)
+        np.testing.assert_allclose(got_d, ref, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(_reference_scan(cb, X32, rows, 9, 1), _reference_scan(cb, X32, rows, 9, 5))
+
+
+def test_groups_cut_runs_of_one_cell_at_max_group():
+    from behaviorseq.cluster import ivfscan
+
+    gstart, gcell = ivfscan.groups(np.array([0, 0, 0, 0, 0, 3, 3, 7]), max_group=2)
+    assert gstart.tolist() == [0, 2, 4, 5, 7, 8] and gcell.tolist() == [0, 0, 0, 3, 7]

@@ -6,14 +6,22 @@ through a heap, and at 10 dimensions that costs about 13 ns per scanned point an
 benchmark spent 154 of its 168 s in it). This scan keeps FAISS's cells (its k-means centroids and inverted
 lists) and visits the same number of cells per query, but:
 
-- the queries run in cell order, so neighbouring queries probe mostly the same cells and these stay in cache;
+- the queries of one cell (up to ``MAX_GROUP``) run together: they share the candidate centroids of their
+  cell, each picks its ``nprobe`` probes among them, and then the kernel walks the candidate cells once,
+  scanning each for every query of the group that probes it, so a cell's block is read from memory once per
+  group and stays in L1 across those queries;
 - each cell is stored as a contiguous ``[d, L]`` block (structure of arrays), so the squared distances from
-  one query to a whole cell are ``d`` vectorisable passes over ``L`` floats, and the top-``k`` update is a
-  threshold test per point;
+  one query to a whole cell are ``d`` vectorisable passes over ``L`` floats that also count the points below
+  the query's current ``k``-th distance; the scalar top-``k`` update runs only when that count is not zero;
 - a query's probes are its ``nprobe`` nearest centroids among the ``8 * nprobe`` nearest centroids of its own
-  cell's centroid (not among all ``nlist``): ``8 nprobe d`` operations per query instead of ``nlist d``.
-  The probes can differ from FAISS's exact choice; the recall that :func:`tune` measures against exact search
-  includes that effect.
+  cell's centroid (not among all ``nlist``): ``8 nprobe d`` operations per query instead of ``nlist d``,
+  selected by a bisection on the float bit patterns (vectorised counts, no sort).
+  The probes can differ from FAISS's exact choice; the recall that :func:`~behaviorseq.cluster.ivftune.tune`
+  measures against exact search includes that effect.
+
+Against the previous per-query kernel (same probes, identical lists): 2.0x at 32 probes and 3.3x at 64 on
+3M rings points, one thread; the 10M-rings scan at 64 probes went from about 650 s to 189 s on 2 threads
+(``benchmarks/README.md`` §10).
 
 The result is the same kind of approximate list as FAISS's IVF search, in float32 squared distances
 (:func:`~behaviorseq.cluster.knn.search` re-measures them exactly). Without numba, the caller falls back to FAISS.
@@ -22,16 +30,14 @@ The result is the same kind of approximate list as FAISS's IVF search, in float3
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from behaviorseq.cluster.linkage import maybe_jit, prange
+from behaviorseq.cluster.linkage import maybe_jit
 
-__all__ = ["CellBlocks", "cell_blocks", "exact", "insert_sorted", "probe_ladder", "recall", "scan",
-           "smallest_on_ladder", "tune"]
+__all__ = ["CellBlocks", "cell_blocks", "groups", "insert_sorted", "run_kernel", "scan"]
 
 PROBE_POOL = 8  # a query's probes are chosen among PROBE_POOL * nprobe centroids near its own cell's
 
@@ -90,6 +96,10 @@ def cell_blocks(index: faiss.IndexIVF, X32: np.ndarray) -> CellBlocks:
     return CellBlocks(perm, start, cell, blocks, centroids)
 
 
+MAX_GROUP = 1024  # queries that share a candidate row are scanned together, at most this many at a time
+BIG = np.float32(3.0e38)  # the empty top-k slot (finite: fastmath may assume no infinities)
+
+
 @functools.cache
 def _kernel(D: int):
     """The scan compiled for dimension ``D`` (a compile-time constant, so the inner ``D`` loop unrolls and the
@@ -97,171 +107,144 @@ def _kernel(D: int):
     disk, so each process pays one compile of a few seconds per ``D``)."""
     import numba  # only called when numba is present (knn.HAVE_NUMBA)
 
+    @numba.njit(fastmath=True, nogil=True)
+    def _kth_bits(ci, kk):
+        """The bit pattern of the ``kk + 1``-th smallest of the non-negative float32 values whose int32 views
+        are ``ci``: bisection on the patterns (their order is the values' order), each step one vectorised
+        count; 5x faster than a quickselect at 512 values, where branches mispredict."""
+        lo, hi = np.int32(-1), np.int32(0x7F800000)  # count(ci <= lo) < kk + 1 <= count(ci <= hi)
+        need = np.float32(kk + 1)
+        while hi - lo > 1:
+            mid = np.int32(lo + ((hi - lo) >> 1))
+            c = np.float32(0.0)
+            for a in range(ci.shape[0]):
+                c += np.float32(1.0) if ci[a] <= mid else np.float32(0.0)
+            if c >= need:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
     @numba.njit(parallel=True, fastmath=True, nogil=True)
-    def _scan(Q, qcell, blocks, start, cent, near, nprobe, k, out_d, out_i):
-        """Row ``q``: the ``k`` nearest cell-sorted positions (``out_i``) and squared float32 distances
-        (``out_d``, ascending; ``-1`` / ``inf`` where fewer than ``k`` points were scanned)."""
-        m, C = Q.shape[0], near.shape[1]
+    def _scan(Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_i):
+        """Group ``g`` = rows ``gstart[g]:gstart[g + 1]`` of ``Q``, which share the candidate centroids
+        ``near[gcell[g]]``. Row ``q``: the ``k`` nearest cell-sorted positions (``out_i``) and squared float32
+        distances (``out_d``, ascending; ``-1`` / ``BIG`` where fewer than ``k`` points were scanned)."""
+        C = near.shape[1]
         maxc = 0
         for c in range(start.shape[0] - 1):
             maxc = max(maxc, start[c + 1] - start[c])
-        for q in numba.prange(m):
-            qv = Q[q]
-            pd = np.full(nprobe, np.inf, dtype=np.float32)
-            pc = np.full(nprobe, -1, dtype=np.int64)
-            row = near[qcell[q]]
-            for a in range(C):  # probes: the nprobe nearest candidate centroids, by insertion
-                c = row[a]
-                acc = np.float32(0.0)
+        take = min(nprobe, C)
+        for g in numba.prange(gstart.shape[0] - 1):
+            q0 = gstart[g]
+            G = gstart[g + 1] - q0
+            row = near[gcell[g]]
+            cand = np.empty(D * C, dtype=np.float32)  # the candidate centroids as a [D, C] block
+            for a in range(C):
                 for t in range(D):
-                    diff = qv[t] - cent[c, t]
-                    acc += diff * diff
-                if acc < pd[nprobe - 1]:
-                    insert_sorted(pd, pc, acc, c)
-            bd = np.full(k, np.inf, dtype=np.float32)
-            bi = np.full(k, -1, dtype=np.int64)
+                    cand[t * C + a] = cent[row[a], t]
+            # 1. each row's probes: the `take` nearest candidates (strictly nearer than the take-th
+            #    distance, then ties in candidate order), bucketed by candidate
+            cd = np.empty(C, dtype=np.float32)
+            ci = cd.view(np.int32)
+            pa = np.empty((G, take), dtype=np.int64)
+            cnt = np.zeros(C + 1, dtype=np.int64)
+            for i in range(G):
+                qv = Q[q0 + i]
+                for a in range(C):
+                    acc = np.float32(0.0)
+                    for t in range(D):
+                        diff = qv[t] - cand[t * C + a]
+                        acc += diff * diff
+                    cd[a] = acc
+                kth = _kth_bits(ci, take - 1)
+                u = 0
+                for a in range(C):
+                    if ci[a] < kth:
+                        pa[i, u] = a
+                        u += 1
+                for a in range(C):
+                    if u == take:
+                        break
+                    if ci[a] == kth:
+                        pa[i, u] = a
+                        u += 1
+                for t in range(take):
+                    cnt[pa[i, t] + 1] += 1
+            for a in range(C):
+                cnt[a + 1] += cnt[a]
+            fill = cnt[:C].copy()
+            lst = np.empty(cnt[C], dtype=np.int64)
+            for i in range(G):
+                for t in range(take):
+                    lst[fill[pa[i, t]]] = i
+                    fill[pa[i, t]] += 1
+            # 2. cell by cell, every row that probes it: the cell's block stays in L1 across those rows
+            bd = np.full((G, k), BIG, dtype=np.float32)
+            bi = np.full((G, k), -1, dtype=np.int64)
             buf = np.empty(maxc, dtype=np.float32)
-            for a in range(nprobe):
-                c = pc[a]
-                if c < 0:
+            for a in range(C):
+                if cnt[a + 1] == cnt[a]:
                     continue
+                c = row[a]
                 s = start[c]
                 L = start[c + 1] - s
                 blk = blocks[s * D : (s + L) * D]  # the cell's [D, L] block
-                for j in range(L):
-                    acc = np.float32(0.0)
-                    for t in range(D):
-                        diff = qv[t] - blk[t * L + j]
-                        acc += diff * diff
-                    buf[j] = acc
-                th = bd[k - 1]
-                for j in range(L):  # top-k update: one threshold test per point
-                    v = buf[j]
-                    if v < th:
-                        insert_sorted(bd, bi, v, s + j)
-                        th = bd[k - 1]
-            out_d[q] = bd
-            out_i[q] = bi
+                for u in range(cnt[a], cnt[a + 1]):
+                    i = lst[u]
+                    qv = Q[q0 + i]
+                    th = bd[i, k - 1]
+                    hits = np.float32(0.0)  # a float count keeps the loop vectorised (an int or min does not)
+                    for j in range(L):
+                        acc = np.float32(0.0)
+                        for t in range(D):
+                            diff = qv[t] - blk[t * L + j]
+                            acc += diff * diff
+                        buf[j] = acc
+                        hits += np.float32(1.0) if acc < th else np.float32(0.0)
+                    if hits == 0:  # most cells: nothing beats the k-th distance, skip the scalar pass
+                        continue
+                    for j in range(L):
+                        v = buf[j]
+                        if v < th:
+                            insert_sorted(bd[i], bi[i], v, s + j)
+                            th = bd[i, k - 1]
+            out_d[q0 : q0 + G] = bd
+            out_i[q0 : q0 + G] = bi
 
     return _scan
+
+
+def groups(qcell: np.ndarray, max_group: int = MAX_GROUP) -> tuple[np.ndarray, np.ndarray]:
+    """``(gstart [G + 1], gcell [G])``: runs of equal ``qcell`` (consecutive rows), cut at ``max_group`` rows."""
+    m = qcell.shape[0]
+    cuts = np.flatnonzero(np.diff(qcell)) + 1
+    run_start, run_end = np.r_[0, cuts], np.r_[cuts, m]
+    n_parts = -(-(run_end - run_start) // max_group)
+    first = np.repeat(run_start, n_parts)
+    offset = (np.arange(n_parts.sum()) - np.repeat(np.cumsum(n_parts) - n_parts, n_parts)) * max_group
+    gstart = np.r_[first + offset, m].astype(np.int64)
+    return gstart, np.ascontiguousarray(qcell[gstart[:-1]], dtype=np.int64)
+
+
+def run_kernel(Q: np.ndarray, qcell: np.ndarray, blocks: np.ndarray, start: np.ndarray, cent: np.ndarray,
+               near: np.ndarray, nprobe: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scan of rows ``Q`` ``[m, d]`` (their candidate rows ``near[qcell]``) over the cells ``blocks`` /
+    ``start``: ``(out_d, out_i)`` ``[m, k]``, squared float32 distances and block positions (``-1`` short)."""
+    m = Q.shape[0]
+    out_d = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    if m:
+        gstart, gcell = groups(qcell, MAX_GROUP)
+        _kernel(Q.shape[1])(np.ascontiguousarray(Q, dtype=np.float32), gstart, gcell, blocks, start, cent,
+                            np.ascontiguousarray(near, dtype=np.int64), nprobe, k, out_d, out_i)
+    return out_d, out_i
 
 
 def scan(cb: CellBlocks, X32: np.ndarray, rows: np.ndarray, k: int, nprobe: int) -> np.ndarray:
     """Original ids ``[len(rows), k]`` (``-1`` where short) of the approximate ``k`` nearest points of the
     cell-sorted positions ``rows`` (``X32`` the indexed rows); pass ``rows`` increasing, for cache locality."""
     nprobe = min(nprobe, cb.centroids.shape[0])
-    near = cb.near(nprobe)
-    Q = np.ascontiguousarray(X32[cb.perm[rows]])
-    out_d = np.empty((rows.size, k), dtype=np.float32)
-    out_i = np.empty((rows.size, k), dtype=np.int64)
-    _kernel(Q.shape[1])(Q, cb.cell[rows], cb.blocks, cb.start, cb.centroids, near, nprobe, k, out_d, out_i)
+    Q = X32[cb.perm[rows]]
+    out_i = run_kernel(Q, cb.cell[rows], cb.blocks, cb.start, cb.centroids, cb.near(nprobe), nprobe, k)[1]
     return np.where(out_i >= 0, cb.perm[np.maximum(out_i, 0)], -1)
-
-
-@maybe_jit(parallel=True)
-def _exact_rows(Q, blocks, start, cent, radius, k, out_d, out_i):
-    """Exact top-``k`` (squared float32 distances, cell-sorted positions) of each row of ``Q`` over all cells,
-    nearest centroid first; a cell is skipped when its ball (centroid, ``radius``) lies beyond the current
-    ``k``-th distance, which never drops a true neighbour (the slack covers float32 rounding)."""
-    m, d = Q.shape
-    nlist = cent.shape[0]
-    maxc = 0
-    for c in range(nlist):
-        maxc = max(maxc, start[c + 1] - start[c])
-    for q in prange(m):
-        cd = np.empty(nlist)
-        for c in range(nlist):
-            acc = 0.0
-            for t in range(d):
-                diff = np.float64(Q[q, t]) - cent[c, t]
-                acc += diff * diff
-            cd[c] = np.sqrt(acc)
-        bd = np.full(k, np.inf, dtype=np.float32)
-        bi = np.full(k, -1, dtype=np.int64)
-        buf = np.empty(maxc, dtype=np.float32)
-        for c in np.argsort(cd):
-            lower = cd[c] - radius[c]
-            if lower > 0 and lower * lower > np.float64(bd[k - 1]) * (1 + 1e-4) + 1e-9:
-                continue
-            s = start[c]
-            L = start[c + 1] - s
-            for j in range(L):
-                acc32 = np.float32(0.0)
-                for t in range(d):
-                    diff32 = Q[q, t] - blocks[(s * d) + t * L + j]
-                    acc32 += diff32 * diff32
-                buf[j] = acc32
-            for j in range(L):
-                if buf[j] < bd[k - 1]:
-                    insert_sorted(bd, bi, buf[j], s + j)
-        out_d[q] = bd
-        out_i[q] = bi
-
-
-@maybe_jit(parallel=True)
-def _radii(blocks, start, cent, out):
-    d = cent.shape[1]
-    for c in prange(cent.shape[0]):
-        s = start[c]
-        L = start[c + 1] - s
-        r = 0.0
-        for j in range(L):
-            acc = 0.0
-            for t in range(d):
-                diff = np.float64(blocks[s * d + t * L + j]) - cent[c, t]
-                acc += diff * diff
-            r = max(r, acc)
-        out[c] = np.sqrt(r)
-
-
-def exact(cb: CellBlocks, X32: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """Original ids ``[len(rows), k]`` of the exact ``k`` nearest points of the cell-sorted positions ``rows``
-    (the tuner's reference): every cell whose ball can hold a closer point is scanned. At 10M 10-d points it
-    takes 1,000 queries in 6.4 s, where ``faiss.knn`` (brute force through BLAS at d = 10) took 50 s."""
-    radius = np.empty(cb.centroids.shape[0])
-    _radii(cb.blocks, cb.start, cb.centroids, radius)
-    Q = np.ascontiguousarray(X32[cb.perm[rows]])
-    out_d = np.empty((rows.size, k), dtype=np.float32)
-    out_i = np.empty((rows.size, k), dtype=np.int64)
-    _exact_rows(Q, cb.blocks, cb.start, cb.centroids, radius, k, out_d, out_i)
-    return np.where(out_i >= 0, cb.perm[np.maximum(out_i, 0)], -1)
-
-
-def recall(got: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each row's exact ids that ``got`` (same shape ``[m, k]``) contains."""
-    return float((got[:, :, None] == exact[:, None, :]).any(-1).mean())
-
-
-def probe_ladder(start: int, nlist: int) -> list[int]:
-    """The probe counts a tuner tries: ``start``, ``2 start``, then half-octave steps (x1.5, x4/3 in turn:
-    16, 32, 48, 64, 96, 128, ...), capped at ``nlist``. The first step stays a doubling: at 24 probes
-    rings-100k lost parity with hdbscan (ARI 0.77 at sampled recall 0.993; 0.9998 at 32). Above it, the half
-    steps cap the overshoot at 1.5x the probes instead of 2x (10M blobs: 48 probes reach recall@11 0.987, where
-    plain doubling went from 0.978 at 32 to 64)."""
-    ladder, p = [], max(1, start)
-    while p < nlist:
-        ladder.append(p)
-        p = 2 * p if len(ladder) < 2 else (p * 3 // 2 if len(ladder) % 2 == 0 else p * 4 // 3)
-    return ladder + [nlist]
-
-
-def smallest_on_ladder(recall_at: Callable[[int], float], start: int, nlist: int,
-                       target: float) -> tuple[int, float]:
-    """The first probe count of :func:`probe_ladder` whose ``recall_at(nprobe)`` reaches ``target`` (or all
-    ``nlist`` cells), and that recall: the tuning loop of both the scan and FAISS's own IVF search."""
-    for nprobe in probe_ladder(start, nlist):
-        r = recall_at(nprobe)
-        if r >= target:
-            break
-    return nprobe, r
-
-
-def tune(cb: CellBlocks, X32: np.ndarray, k: int, start: int, target: float, sample: int,
-         seed: int = 0) -> tuple[int, float]:
-    """The first probe count of :func:`probe_ladder` whose recall@k on ``sample`` random points, against
-    :func:`exact` search, reaches ``target`` (or all cells); returns ``(nprobe, measured recall)``."""
-    n = X32.shape[0]
-    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))  # sorted positions
-    ref = exact(cb, X32, rows, k)
-    return smallest_on_ladder(lambda p: recall(scan(cb, X32, rows, k, p), ref), start, cb.centroids.shape[0],
-                              target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from behaviorseq.cluster.ivfscan import _fill_blocks, _kernel
+from behaviorseq.cluster.ivfscan import _fill_blocks, run_kernel
 
 __all__ = ["TWO_LEVEL_CELLS", "two_level_ivf"]
 
@@ -55,9 +55,8 @@ def two_level_ivf(X32: np.ndarray, nlist: int, seed: int = 0, coarse_probes: int
     start = np.concatenate([[0], np.cumsum(share)]).astype(np.int64)
     blocks = np.empty(centroids.size, dtype=np.float32)
     _fill_blocks(centroids, start, blocks)
-    cell = np.empty((n, 1), dtype=np.int64)  # the nearest fine centroid: the scan with k = 1
-    _kernel(d)(X32, np.zeros(n, dtype=np.int64), blocks, start, coarse, np.arange(nc1, dtype=np.int64)[None, :],
-               min(nc1, coarse_probes), 1, np.empty((n, 1), dtype=np.float32), cell)
+    cell = run_kernel(X32, np.zeros(n, dtype=np.int64), blocks, start, coarse,  # the nearest fine centroid:
+                      np.arange(nc1, dtype=np.int64)[None, :], min(nc1, coarse_probes), 1)[1]  # a k = 1 scan
     quantizer = faiss.IndexFlatL2(d)
     quantizer.add(centroids)
     index = faiss.IndexIVFFlat(quantizer, d, centroids.shape[0], faiss.METRIC_L2)

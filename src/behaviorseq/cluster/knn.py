@@ -31,7 +31,7 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
-from behaviorseq.cluster import ivfscan, ivftrain
+from behaviorseq.cluster import ivfscan, ivftrain, ivftune
 from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, prange
 
 __all__ = ["INDEX_KINDS", "IndexSpec", "KnnGraph", "as_working", "build_index", "knn_graph", "refine", "search",
@@ -53,8 +53,8 @@ class IndexSpec:
             :func:`~behaviorseq.cluster.ivftrain.two_level_ivf`). Cells of at most ~512 points keep the scan's
             cost linear in ``n`` beyond 1M points.
         nprobe: ivf cells visited per query; ``None`` = tuned (:func:`tune_nprobe`, or
-            :func:`~behaviorseq.cluster.ivfscan.tune` on the scan path): the first of 16, 32, 48, 64, 96,
-            ... (:func:`~behaviorseq.cluster.ivfscan.probe_ladder`) whose recall@k, measured against exact
+            :func:`~behaviorseq.cluster.ivftune.tune` on the scan path): the first of 16, 32, 48, 64, 96,
+            ... (:func:`~behaviorseq.cluster.ivftune.probe_ladder`) whose recall@k, measured against exact
             search on ``recall_sample`` random rows, reaches ``target_recall`` (before NN-descent; a GPU index
             keeps 16). A fixed 16 gave recall 0.975 on the planted-ring benchmark data at 100k points and ARI
             0.77 against hdbscan; 32 gave 0.998 and 0.9998. The target is not a parity guarantee: 23 probes
@@ -179,7 +179,7 @@ def search(index: faiss.Index | None, Xw: np.ndarray, Q: np.ndarray, k: int, blo
 
 def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, sample: int,
                 seed: int = 0) -> tuple[int, float]:
-    """Set ``index.nprobe`` (ivf) to the first of :func:`~behaviorseq.cluster.ivfscan.probe_ladder`'s probe
+    """Set ``index.nprobe`` (ivf) to the first of :func:`~behaviorseq.cluster.ivftune.probe_ladder`'s probe
     counts whose recall@k on ``sample`` random rows, against exact search, reaches ``target``; returns
     ``(nprobe, measured recall)``. Costs one exact search of
     the sample (``sample * n * d``) and one ivf search of it per step."""
@@ -190,9 +190,9 @@ def tune_nprobe(index: faiss.Index, X32: np.ndarray, k: int, target: float, samp
 
     def recall_at(nprobe: int) -> float:
         index.nprobe = nprobe
-        return ivfscan.recall(index.search(Q, k)[1], exact)
+        return ivftune.recall(index.search(Q, k)[1], exact)
 
-    nprobe, recall = ivfscan.smallest_on_ladder(recall_at, NPROBE_START, index.nlist, target)
+    nprobe, recall = ivftune.smallest_on_ladder(recall_at, NPROBE_START, index.nlist, target)
     index.nprobe = nprobe
     return nprobe, recall
 
@@ -215,7 +215,7 @@ def knn_graph(Xw: np.ndarray, k: int, spec: IndexSpec,
     if spec.kind == "ivf" and spec.nprobe is None and not spec.use_gpu:
         target, sample = spec.target_recall, spec.recall_sample
         if use_scan:
-            nprobe, recall = ivfscan.tune(cb, X32, k, NPROBE_START, target, sample, spec.seed)
+            nprobe, recall = ivftune.tune(cb, X32, k, NPROBE_START, target, sample, spec.seed)
         else:
             nprobe, recall = tune_nprobe(index, X32, k, target, sample, spec.seed)
         index.nprobe = nprobe  # approximate_predict searches the FAISS index with the same probes
