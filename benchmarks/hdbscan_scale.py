@@ -93,6 +93,7 @@ def child(args: argparse.Namespace) -> None:
         # package would have them; a 5,000-point fit that forces every kernel, cells included
         w, _ = as_working(X[:5000])
         g, _ = knn_graph(w, 16, IndexSpec())
+        knn_graph(w, 16, IndexSpec(kind="ivf"))  # the ivf scan kernel, compiled for this dimension
         mutual_reachability_mst(w, core_distances(g, 5), g, "exact", cells_min_points=0)
         HDBSCAN(min_cluster_size=MCS, min_samples=MS).fit(X[:5000])
         t0, c0 = time.perf_counter(), time.process_time()

@@ -19,9 +19,9 @@ lists) and visits the same number of cells per query, but:
   The probes can differ from FAISS's exact choice; the recall that :func:`~behaviorseq.cluster.ivftune.tune`
   measures against exact search includes that effect.
 
-Against the previous per-query kernel (same probes, identical lists): 2.0x at 32 probes and 3.3x at 64 on
-3M rings points, one thread; the 10M-rings scan at 64 probes went from about 650 s to 189 s on 2 threads
-(``benchmarks/README.md`` §10).
+Against the previous per-query kernel (same probes, identical lists; ``benchmarks/_work/s8/scan_ab.py``):
+2.1-2.2x on 3M rings points on one thread, 1.8-2.0x on 10M on two threads before the bisection selection;
+with it, the 10M-rings scan at 64 probes takes 189 s on two threads (``benchmarks/README.md`` §10).
 
 The result is the same kind of approximate list as FAISS's IVF search, in float32 squared distances
 (:func:`~behaviorseq.cluster.knn.search` re-measures them exactly). Without numba, the caller falls back to FAISS.
@@ -29,13 +29,21 @@ The result is the same kind of approximate list as FAISS's IVF search, in float3
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from behaviorseq.cluster.linkage import maybe_jit
+from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, numba, prange
+
+if HAVE_NUMBA:
+    _jit, literally = numba.njit, numba.literally
+else:  # pragma: no cover - the caller uses FAISS's own search without numba; these still run as Python
+    def _jit(**_kw):
+        return lambda f: f
+
+    def literally(x):
+        return x
 
 __all__ = ["CellBlocks", "cell_blocks", "groups", "insert_sorted", "run_kernel", "scan"]
 
@@ -100,119 +108,118 @@ MAX_GROUP = 1024  # queries that share a candidate row are scanned together, at 
 BIG = np.float32(3.0e38)  # the empty top-k slot (finite: fastmath may assume no infinities)
 
 
-@functools.cache
-def _kernel(D: int):
-    """The scan compiled for dimension ``D`` (a compile-time constant, so the inner ``D`` loop unrolls and the
-    loop over a cell's points vectorises: 30% faster at 10-d than a runtime ``d``; numba cannot cache it on
-    disk, so each process pays one compile of a few seconds per ``D``)."""
-    import numba  # only called when numba is present (knn.HAVE_NUMBA)
+@_jit(fastmath=True, nogil=True, cache=True)
+def _kth_bits(ci, kk):
+    """The bit pattern of the ``kk + 1``-th smallest of the non-negative float32 values whose int32 views
+    are ``ci``: bisection on the patterns (their order is the values' order), each step one vectorised
+    count; 5x faster than a quickselect at 512 values, where branches mispredict."""
+    lo, hi = np.int32(-1), np.int32(0x7F800000)  # count(ci <= lo) < kk + 1 <= count(ci <= hi)
+    need = np.float32(kk + 1)
+    while hi - lo > 1:
+        mid = np.int32(lo + ((hi - lo) >> 1))
+        c = np.float32(0.0)
+        for a in range(ci.shape[0]):
+            c += np.float32(1.0) if ci[a] <= mid else np.float32(0.0)
+        if c >= need:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
-    @numba.njit(fastmath=True, nogil=True)
-    def _kth_bits(ci, kk):
-        """The bit pattern of the ``kk + 1``-th smallest of the non-negative float32 values whose int32 views
-        are ``ci``: bisection on the patterns (their order is the values' order), each step one vectorised
-        count; 5x faster than a quickselect at 512 values, where branches mispredict."""
-        lo, hi = np.int32(-1), np.int32(0x7F800000)  # count(ci <= lo) < kk + 1 <= count(ci <= hi)
-        need = np.float32(kk + 1)
-        while hi - lo > 1:
-            mid = np.int32(lo + ((hi - lo) >> 1))
-            c = np.float32(0.0)
-            for a in range(ci.shape[0]):
-                c += np.float32(1.0) if ci[a] <= mid else np.float32(0.0)
-            if c >= need:
-                hi = mid
-            else:
-                lo = mid
-        return hi
 
-    @numba.njit(parallel=True, fastmath=True, nogil=True)
-    def _scan(Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_i):
-        """Group ``g`` = rows ``gstart[g]:gstart[g + 1]`` of ``Q``, which share the candidate centroids
-        ``near[gcell[g]]``. Row ``q``: the ``k`` nearest cell-sorted positions (``out_i``) and squared float32
-        distances (``out_d``, ascending; ``-1`` / ``BIG`` where fewer than ``k`` points were scanned)."""
-        C = near.shape[1]
-        maxc = 0
-        for c in range(start.shape[0] - 1):
-            maxc = max(maxc, start[c + 1] - start[c])
-        take = min(nprobe, C)
-        for g in numba.prange(gstart.shape[0] - 1):
-            q0 = gstart[g]
-            G = gstart[g + 1] - q0
-            row = near[gcell[g]]
-            cand = np.empty(D * C, dtype=np.float32)  # the candidate centroids as a [D, C] block
+@_jit(parallel=True, fastmath=True, nogil=True, cache=True)
+def _scan(D, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_i):
+    """Group ``g`` = rows ``gstart[g]:gstart[g + 1]`` of ``Q``, which share the candidate centroids
+    ``near[gcell[g]]``. Row ``q``: the ``k`` nearest cell-sorted positions (``out_i``) and squared float32
+    distances (``out_d``, ascending; ``-1`` / ``BIG`` where fewer than ``k`` points were scanned).
+
+    ``D`` (the dimension) is compiled in as a constant (``literally``), so the inner ``D`` loops unroll and the
+    loop over a cell's points vectorises (30% faster at 10-d than a runtime ``d``); each ``D`` is compiled
+    once and cached on disk like the other kernels."""
+    literally(D)
+
+    C = near.shape[1]
+    maxc = 0
+    for c in range(start.shape[0] - 1):
+        maxc = max(maxc, start[c + 1] - start[c])
+    take = min(nprobe, C)
+    for g in prange(gstart.shape[0] - 1):
+        q0 = gstart[g]
+        G = gstart[g + 1] - q0
+        row = near[gcell[g]]
+        cand = np.empty(D * C, dtype=np.float32)  # the candidate centroids as a [D, C] block
+        for a in range(C):
+            for t in range(D):
+                cand[t * C + a] = cent[row[a], t]
+        # 1. each row's probes: the `take` nearest candidates (strictly nearer than the take-th
+        #    distance, then ties in candidate order), bucketed by candidate
+        cd = np.empty(C, dtype=np.float32)
+        ci = cd.view(np.int32)
+        pa = np.empty((G, take), dtype=np.int64)
+        cnt = np.zeros(C + 1, dtype=np.int64)
+        for i in range(G):
+            qv = Q[q0 + i]
             for a in range(C):
+                acc = np.float32(0.0)
                 for t in range(D):
-                    cand[t * C + a] = cent[row[a], t]
-            # 1. each row's probes: the `take` nearest candidates (strictly nearer than the take-th
-            #    distance, then ties in candidate order), bucketed by candidate
-            cd = np.empty(C, dtype=np.float32)
-            ci = cd.view(np.int32)
-            pa = np.empty((G, take), dtype=np.int64)
-            cnt = np.zeros(C + 1, dtype=np.int64)
-            for i in range(G):
+                    diff = qv[t] - cand[t * C + a]
+                    acc += diff * diff
+                cd[a] = acc
+            kth = _kth_bits(ci, take - 1)
+            u = 0
+            for a in range(C):
+                if ci[a] < kth:
+                    pa[i, u] = a
+                    u += 1
+            for a in range(C):
+                if u == take:
+                    break
+                if ci[a] == kth:
+                    pa[i, u] = a
+                    u += 1
+            for t in range(take):
+                cnt[pa[i, t] + 1] += 1
+        for a in range(C):
+            cnt[a + 1] += cnt[a]
+        fill = cnt[:C].copy()
+        lst = np.empty(cnt[C], dtype=np.int64)
+        for i in range(G):
+            for t in range(take):
+                lst[fill[pa[i, t]]] = i
+                fill[pa[i, t]] += 1
+        # 2. cell by cell, every row that probes it: the cell's block stays in L1 across those rows
+        bd = np.full((G, k), BIG, dtype=np.float32)
+        bi = np.full((G, k), -1, dtype=np.int64)
+        buf = np.empty(maxc, dtype=np.float32)
+        for a in range(C):
+            if cnt[a + 1] == cnt[a]:
+                continue
+            c = row[a]
+            s = start[c]
+            L = start[c + 1] - s
+            blk = blocks[s * D : (s + L) * D]  # the cell's [D, L] block
+            for u in range(cnt[a], cnt[a + 1]):
+                i = lst[u]
                 qv = Q[q0 + i]
-                for a in range(C):
+                th = bd[i, k - 1]
+                hits = np.float32(0.0)  # a float count keeps the loop vectorised (an int or min does not)
+                for j in range(L):
                     acc = np.float32(0.0)
                     for t in range(D):
-                        diff = qv[t] - cand[t * C + a]
+                        diff = qv[t] - blk[t * L + j]
                         acc += diff * diff
-                    cd[a] = acc
-                kth = _kth_bits(ci, take - 1)
-                u = 0
-                for a in range(C):
-                    if ci[a] < kth:
-                        pa[i, u] = a
-                        u += 1
-                for a in range(C):
-                    if u == take:
-                        break
-                    if ci[a] == kth:
-                        pa[i, u] = a
-                        u += 1
-                for t in range(take):
-                    cnt[pa[i, t] + 1] += 1
-            for a in range(C):
-                cnt[a + 1] += cnt[a]
-            fill = cnt[:C].copy()
-            lst = np.empty(cnt[C], dtype=np.int64)
-            for i in range(G):
-                for t in range(take):
-                    lst[fill[pa[i, t]]] = i
-                    fill[pa[i, t]] += 1
-            # 2. cell by cell, every row that probes it: the cell's block stays in L1 across those rows
-            bd = np.full((G, k), BIG, dtype=np.float32)
-            bi = np.full((G, k), -1, dtype=np.int64)
-            buf = np.empty(maxc, dtype=np.float32)
-            for a in range(C):
-                if cnt[a + 1] == cnt[a]:
+                    buf[j] = acc
+                    hits += np.float32(1.0) if acc < th else np.float32(0.0)
+                if hits == 0:  # most cells: nothing beats the k-th distance, skip the scalar pass
                     continue
-                c = row[a]
-                s = start[c]
-                L = start[c + 1] - s
-                blk = blocks[s * D : (s + L) * D]  # the cell's [D, L] block
-                for u in range(cnt[a], cnt[a + 1]):
-                    i = lst[u]
-                    qv = Q[q0 + i]
-                    th = bd[i, k - 1]
-                    hits = np.float32(0.0)  # a float count keeps the loop vectorised (an int or min does not)
-                    for j in range(L):
-                        acc = np.float32(0.0)
-                        for t in range(D):
-                            diff = qv[t] - blk[t * L + j]
-                            acc += diff * diff
-                        buf[j] = acc
-                        hits += np.float32(1.0) if acc < th else np.float32(0.0)
-                    if hits == 0:  # most cells: nothing beats the k-th distance, skip the scalar pass
-                        continue
-                    for j in range(L):
-                        v = buf[j]
-                        if v < th:
-                            insert_sorted(bd[i], bi[i], v, s + j)
-                            th = bd[i, k - 1]
-            out_d[q0 : q0 + G] = bd
-            out_i[q0 : q0 + G] = bi
+                for j in range(L):
+                    v = buf[j]
+                    if v < th:
+                        insert_sorted(bd[i], bi[i], v, s + j)
+                        th = bd[i, k - 1]
+        out_d[q0 : q0 + G] = bd
+        out_i[q0 : q0 + G] = bi
 
-    return _scan
 
 
 def groups(qcell: np.ndarray, max_group: int = MAX_GROUP) -> tuple[np.ndarray, np.ndarray]:
@@ -236,8 +243,8 @@ def run_kernel(Q: np.ndarray, qcell: np.ndarray, blocks: np.ndarray, start: np.n
     out_i = np.empty((m, k), dtype=np.int64)
     if m:
         gstart, gcell = groups(qcell, MAX_GROUP)
-        _kernel(Q.shape[1])(np.ascontiguousarray(Q, dtype=np.float32), gstart, gcell, blocks, start, cent,
-                            np.ascontiguousarray(near, dtype=np.int64), nprobe, k, out_d, out_i)
+        _scan(Q.shape[1], np.ascontiguousarray(Q, dtype=np.float32), gstart, gcell, blocks, start, cent,
+              np.ascontiguousarray(near, dtype=np.int64), nprobe, k, out_d, out_i)
     return out_d, out_i
 
 
