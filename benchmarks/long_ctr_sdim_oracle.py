@@ -1,6 +1,7 @@
 """How much of the planted signal survives SDIM's hashed bucket mean, with *oracle* embeddings? (issue 5)
 
-    python benchmarks/long_ctr_sdim_oracle.py     # about 10 s; prints the table of README section 8
+    python benchmarks/long_ctr_sdim_oracle.py            # about 10 s; prints the table of README section 8
+    python benchmarks/long_ctr_sdim_oracle.py --dense    # about 1 min; denser interests at L = 1,024 (section 8)
 
 e_j = [z_j ; s * u_cat(j)] (true latent, plus a random unit category vector scaled by s). Scores on test samples:
 <z_target, readout> where readout is (a) the mean z over the whole history (DIN at init: uniform attention),
@@ -43,7 +44,25 @@ def run(L, over, taus=(1, 2, 3, 4), scales=(0.0, 1.0, 2.0, 4.0)):
             out[f"sdim s={s} tau={tau}"] = roc_auc_score(y, (zt * long).sum(-1).numpy())
     return out
 
+
+def dense() -> None:
+    """The same ceilings when the target's category fills more of the history (signal_scale grows with
+    sqrt(n_relevant), which keeps the Bayes AUC near 0.83): 4 interests x 25 (the trained set-up), 4 x 50,
+    4 x 100, 2 x 200 and 1 x 400 relevant behaviours, with a decoy ratio of 1:5 to 2:5."""
+    for over in [dict(n_interests=4, n_relevant=25, n_decoys=10), dict(n_interests=4, n_relevant=50, n_decoys=20),
+                 dict(n_interests=4, n_relevant=100, n_decoys=20), dict(n_interests=2, n_relevant=200, n_decoys=40),
+                 dict(n_interests=1, n_relevant=400, n_decoys=80)]:
+        over["signal_scale"] = round(8 * (over["n_relevant"] / 5) ** 0.5, 2)
+        res = run(1024, over, taus=(3, 8), scales=(4.0, 8.0))
+        print(over, " ".join(f"{k}: {v:.3f}" for k, v in res.items()), flush=True)
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--dense" in sys.argv:
+        dense()
+        raise SystemExit
     for L, over in [(200, {}), (1024, dict(n_relevant=25, n_decoys=10, signal_scale=17.89))]:
         res = run(L, over)
         print(f"L={L} {over}")
