@@ -156,6 +156,7 @@ def _scan(D, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_
         cd = np.empty(C, dtype=np.float32)
         ci = cd.view(np.int32)
         pa = np.empty((G, take), dtype=np.int64)
+        got = np.empty(G, dtype=np.int64)
         cnt = np.zeros(C + 1, dtype=np.int64)
         for i in range(G):
             qv = Q[q0 + i]
@@ -168,7 +169,7 @@ def _scan(D, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_
             kth = _kth_bits(ci, take - 1)
             u = 0
             for a in range(C):
-                if ci[a] < kth:
+                if ci[a] < kth and u < take:  # (u < take always holds for squares; a guard, not a case)
                     pa[i, u] = a
                     u += 1
             for a in range(C):
@@ -177,14 +178,15 @@ def _scan(D, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_
                 if ci[a] == kth:
                     pa[i, u] = a
                     u += 1
-            for t in range(take):
+            got[i] = u  # = take, unless some distances are NaN (never scanned then)
+            for t in range(u):
                 cnt[pa[i, t] + 1] += 1
         for a in range(C):
             cnt[a + 1] += cnt[a]
         fill = cnt[:C].copy()
         lst = np.empty(cnt[C], dtype=np.int64)
         for i in range(G):
-            for t in range(take):
+            for t in range(got[i]):
                 lst[fill[pa[i, t]]] = i
                 fill[pa[i, t]] += 1
         # 2. cell by cell, every row that probes it: the cell's block stays in L1 across those rows
