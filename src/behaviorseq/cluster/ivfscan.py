@@ -136,7 +136,6 @@ def _scan(dims, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, o
     did the same but re-dispatched through an exception on every call, whose traceback kept the scan's
     arrays alive until the next garbage collection: 2.7 GB at 3M points.)"""
     D = len(dims)
-
     C = near.shape[1]
     maxc = 0
     for c in range(start.shape[0] - 1):
