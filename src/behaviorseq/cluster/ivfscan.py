@@ -20,7 +20,7 @@ lists) and visits the same number of cells per query, but:
   measures against exact search includes that effect.
 
 Against the previous per-query kernel (same probes, identical lists; ``benchmarks/_work/s8/scan_ab.py``):
-2.1-2.2x on 3M rings points on one thread, 1.8-2.0x on 10M on two threads before the bisection selection;
+1.7-3.3x on 3M rings points on one thread (32-64 probes), 1.8-2.0x on 10M on two threads before the bisection selection;
 with it, the 10M-rings scan at 64 probes takes 189 s on two threads (``benchmarks/README.md`` §10).
 
 The result is the same kind of approximate list as FAISS's IVF search, in float32 squared distances
