@@ -20,8 +20,9 @@ lists) and visits the same number of cells per query, but:
   measures against exact search includes that effect.
 
 Against the previous per-query kernel (same probes, identical lists; ``benchmarks/_work/s8/scan_ab.py``):
-1.7-3.3x on 3M rings points on one thread (32-64 probes), 1.8-2.0x on 10M on two threads before the bisection selection;
-with it, the 10M-rings scan at 64 probes takes 189 s on two threads (``benchmarks/README.md`` §10).
+1.7-3.3x on 3M rings points on one thread (32-64 probes), and 1.8-2.0x on 10M on two threads before the
+bisection selection; with it, the 10M-rings scan at 64 probes takes 189 s on two threads
+(``benchmarks/README.md`` §10).
 
 The result is the same kind of approximate list as FAISS's IVF search, in float32 squared distances
 (:func:`~behaviorseq.cluster.knn.search` re-measures them exactly). Without numba, the caller falls back to FAISS.
@@ -34,13 +35,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from behaviorseq.cluster.linkage import HAVE_NUMBA, maybe_jit, numba, prange
-
-if HAVE_NUMBA:
-    _jit = numba.njit
-else:  # pragma: no cover - the caller uses FAISS's own search without numba; the kernel still runs as Python
-    def _jit(**_kw):
-        return lambda f: f
+from behaviorseq.cluster.linkage import maybe_jit, prange
 
 __all__ = ["CellBlocks", "cell_blocks", "groups", "insert_sorted", "run_kernel", "scan"]
 
@@ -105,11 +100,11 @@ MAX_GROUP = 1024  # queries that share a candidate row are scanned together, at 
 BIG = np.float32(3.0e38)  # the empty top-k slot (finite: fastmath may assume no infinities)
 
 
-@_jit(fastmath=True, nogil=True, cache=True)
+@maybe_jit(fastmath=True)
 def _kth_bits(ci, kk):
     """The bit pattern of the ``kk + 1``-th smallest of the non-negative float32 values whose int32 views
     are ``ci``: bisection on the patterns (their order is the values' order), each step one vectorised
-    count; 5x faster than a quickselect at 512 values, where branches mispredict."""
+    count; about 4x faster than a quickselect at 512 values, where branches mispredict."""
     lo, hi = np.int32(-1), np.int32(0x7F800000)  # count(ci <= lo) < kk + 1 <= count(ci <= hi)
     need = np.float32(kk + 1)
     while hi - lo > 1:
@@ -124,7 +119,7 @@ def _kth_bits(ci, kk):
     return hi
 
 
-@_jit(parallel=True, fastmath=True, nogil=True, cache=True)
+@maybe_jit(parallel=True, fastmath=True)
 def _scan(dims, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, out_i):
     """Group ``g`` = rows ``gstart[g]:gstart[g + 1]`` of ``Q``, which share the candidate centroids
     ``near[gcell[g]]``. Row ``q``: the ``k`` nearest cell-sorted positions (``out_i``) and squared float32
@@ -219,7 +214,6 @@ def _scan(dims, Q, gstart, gcell, blocks, start, cent, near, nprobe, k, out_d, o
                         th = bd[i, k - 1]
         out_d[q0 : q0 + G] = bd
         out_i[q0 : q0 + G] = bi
-
 
 
 def groups(qcell: np.ndarray, max_group: int = MAX_GROUP) -> tuple[np.ndarray, np.ndarray]:

@@ -37,13 +37,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 prange = numba.prange if HAVE_NUMBA else range
 
 
-def maybe_jit(fn: Callable | None = None, *, parallel: bool = False) -> Callable:
+def maybe_jit(fn: Callable | None = None, *, parallel: bool = False, fastmath: bool = False) -> Callable:
     """``numba.njit(cache=True)(fn)`` when numba is available, else ``fn``; ``.py_func`` is always the Python.
-    ``parallel=True`` lets ``prange`` loops (this module's ``prange``) run on all numba threads."""
+    ``parallel=True`` lets ``prange`` loops (this module's ``prange``) run on all numba threads; ``fastmath``
+    lets float reductions vectorise."""
     if fn is None:
-        return lambda f: maybe_jit(f, parallel=parallel)
+        return lambda f: maybe_jit(f, parallel=parallel, fastmath=fastmath)
     if HAVE_NUMBA:
-        return numba.njit(cache=True, nogil=True, parallel=parallel)(fn)
+        return numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=fastmath)(fn)
     fn.py_func = fn  # type: ignore[attr-defined]
     return fn
 
