@@ -363,3 +363,32 @@ def test_cell_search_with_bisector_bounds_is_exact_with_many_cells(kind):
     within = comp[queries]  # the search inside the query's own component (the approx mode's walk)
     _, w_in, _ = nearest_outside(X, core, comp, queries, sq, within=within, cells=cells)
     np.testing.assert_allclose(w_in, np.where(~outside, mr, np.inf).min(axis=1), rtol=1e-9)
+
+
+def _one_blob(n=400, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 3))
+
+
+def _two_blobs(n=400):
+    X, _ = make_blobs(n, n_features=3, centers=[[0, 0, 0], [6, 0, 0]], random_state=1)
+    return X
+
+
+@pytest.mark.parametrize("make, mcs, method", [(_one_blob, 30, "eom"), (_one_blob, 150, "eom"),
+                                               (_one_blob, 250, "leaf"), (_two_blobs, 20, "eom"),
+                                               (_noisy_blobs, 10, "eom"), (_noisy_rings, 10, "leaf")])
+def test_allow_single_cluster_matches_hdbscan(make, mcs, method):
+    """hdbscan's allow_single_cluster: the root competes in EOM (and is the leaf of a tree that never splits);
+    when it wins, only points reaching the largest lambda of the root's own rows keep the label."""
+    X = make()
+    ref = _reference(X, min_cluster_size=mcs, min_samples=5, cluster_selection_method=method,
+                     allow_single_cluster=True)
+    flat = select_clusters(condense_tree(ref.single_linkage_tree_._linkage, mcs), method, allow_single_cluster=True)
+    assert _same_up_to_permutation(ref.labels_, flat.labels)
+    np.testing.assert_allclose(flat.probabilities, ref.probabilities_, atol=1e-12)
+    ours = HDBSCAN(min_cluster_size=mcs, min_samples=5, cluster_selection_method=method,
+                   allow_single_cluster=True).fit(X)
+    assert adjusted_rand_score(ref.labels_, ours.labels_) > (0.99 if method == "eom" else 0.9)  # ties: see top
+    default = HDBSCAN(min_cluster_size=mcs, min_samples=5, cluster_selection_method=method).fit(X)
+    if ref.labels_.max() == 0:  # the root won: without the flag it can never be returned
+        assert default.labels_.max() != 0 or (default.labels_ == -1).all()

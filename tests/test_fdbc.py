@@ -273,3 +273,50 @@ def test_end_to_end_small(small):
             assert set(rs[0].features) & set(small.planted_features(ring))  # the top rule names a planted feature
             assert rs[0].precision >= 0.5 and rs[0].lift > 1
     assert checked >= 1
+
+
+def _two_rings_one_profile(split: bool = True, seed: int = 0):
+    """Benign mass plus 120 fraud rows sharing one expert-feature profile (noise as large as the embedding gap);
+    in the embedding they are two tight groups (``split``) or one."""
+    rng = np.random.default_rng(seed)
+    D, F, nb, nr = 16, 4, 2000, 60
+    base = rng.normal(size=D)
+    base /= np.linalg.norm(base)
+    off = rng.normal(size=D)
+    off -= off @ base * base
+    off /= np.linalg.norm(off)
+    gap = 0.25 if split else 0.0
+    z = np.vstack([rng.normal(size=(nb, D)), base + gap * off + 0.03 * rng.normal(size=(nr, D)),
+                   base - gap * off + 0.03 * rng.normal(size=(nr, D))])
+    expert = np.vstack([rng.normal(size=(nb, F)), 4 + rng.normal(size=(2 * nr, F))])
+    ring = np.r_[np.full(nb, -1), np.zeros(nr, int), np.full(nr, 1 if split else 0)]
+    observed = np.r_[rng.random(nb) < 0.005, rng.random(2 * nr) < 0.5]
+    return z, expert, ring, observed
+
+
+@pytest.mark.parametrize("clusterer", ["ours", "exact"])
+def test_refine_risky_splits_two_operations_the_expert_noise_merged(clusterer):
+    if clusterer == "exact":
+        pytest.importorskip("hdbscan")
+    z, expert, ring, observed = _two_rings_one_profile()
+    cfg = dict(log_expert=False, pca_components=None, embedding_weight=4.0, clusterer=clusterer)
+    base = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)
+    assert ring_metrics(ring, base.labels_, base.flagged_)["n_risky"] == 1  # one risky cluster, both rings
+    ref = FDBC(FDBCConfig(**cfg, refine_risky=True)).fit(z, expert, observed)
+    m = ring_metrics(ring, ref.labels_, ref.flagged_)
+    assert m["ari"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
+    (parent, parts), = ref.splits_.items()
+    assert len(parts) == 2 and parent in parts and set(ref.risky_) == set(parts)
+    assert (ref.labels_[ring < 0] == base.labels_[ring < 0]).all()  # clusters that are not risky are untouched
+    assert "refine" in ref.timings_
+
+
+def test_refine_risky_keeps_a_single_operation_whole():
+    z, expert, ring, observed = _two_rings_one_profile(split=False)
+    cfg = dict(log_expert=False, pca_components=None, embedding_weight=4.0)
+    base = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)
+    ref = FDBC(FDBCConfig(**cfg, refine_risky=True)).fit(z, expert, observed)
+    assert ref.splits_ == {} and (ref.labels_ == base.labels_).all()
+    # the other views have no second view to refine with: the flag changes nothing
+    emb = FDBC(FDBCConfig(**cfg, view="embedding", refine_risky=True)).fit(z, None, observed)
+    assert emb.splits_ == {} and "refine" not in emb.timings_

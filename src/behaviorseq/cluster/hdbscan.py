@@ -54,6 +54,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         min_cluster_size: smallest cluster (``>= 2``). min_samples: density smoothing, the number of *other*
             points within the core distance (hdbscan's convention); ``None`` = ``min_cluster_size``.
         cluster_selection_method: ``"eom"`` (excess of mass) or ``"leaf"``.
+        allow_single_cluster: let the root be selected, as hdbscan's flag (one cluster may then be returned).
         index: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate, for large ``n``).
         n_neighbors: kNN list length including the point; ``None`` = ``max(min_samples + 1, 16)``. Longer lists
             certify more MST edges and leave fewer components to search.
@@ -86,6 +87,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         min_cluster_size: int = 5,
         min_samples: int | None = None,
         cluster_selection_method: str = "eom",
+        allow_single_cluster: bool = False,
         index: str = "flat",
         n_neighbors: int | None = None,
         mst: str = "auto",
@@ -105,6 +107,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
+        self.allow_single_cluster = allow_single_cluster
         self.index = index
         self.n_neighbors = n_neighbors
         self.mst = mst
@@ -157,8 +160,9 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
                     positive(name, 1)
         if self.nlist is not None and self.nprobe is not None and self.nprobe > self.nlist:
             raise ValueError(f"HDBSCAN.nprobe ({self.nprobe}) must be <= nlist ({self.nlist})")
-        if not isinstance(self.use_gpu, bool):
-            raise ValueError(f"HDBSCAN.use_gpu must be a bool, got {self.use_gpu!r}")
+        for name in ("use_gpu", "allow_single_cluster"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"HDBSCAN.{name} must be a bool, got {getattr(self, name)!r}")
 
     def _spec(self) -> IndexSpec:
         extra = {k: getattr(self, k) for k in ("nlist", "nprobe", "hnsw_m", "ef_search")
@@ -204,7 +208,7 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         t["linkage"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         condensed = condense_tree(Z, self.min_cluster_size)
-        flat = select_clusters(condensed, self.cluster_selection_method)
+        flat = select_clusters(condensed, self.cluster_selection_method, self.allow_single_cluster)
         scores = glosh(condensed, flat.max_lambda)
         t["condense_select"] = time.perf_counter() - t0
 

@@ -3,8 +3,12 @@ probabilities and GLOSH outlier scores (HDBSCAN* step 5).
 
 * EOM (Campello et al. 2013 section 3.3, eq. 5-6): bottom-up, a cluster is kept if its stability is at least
   the sum of its children's (propagated) stabilities; a kept cluster discards everything below it. The root
-  is never selected (hdbscan's ``allow_single_cluster=False``). ``"leaf"``: the clusters with no children.
+  is a candidate only with ``allow_single_cluster`` (hdbscan's flag). ``"leaf"``: the clusters with no
+  children, never the root (hdbscan and sklearn mark a childless root, then overwrite it with the empty
+  leaf set, so the flag has no effect there; kept as is).
 * Labels: a point belongs to the selected cluster above the cluster it falls out of; otherwise noise (-1).
+  When the root is the one selected cluster, hdbscan keeps only the points whose lambda reaches the largest
+  lambda of the root's own rows (the others are noise); so does this.
 * Probabilities (hdbscan ``get_probabilities``): ``min(lambda_p, lambda_max(C)) / lambda_max(C)`` where
   ``lambda_max(C)`` is the largest lambda among the selected cluster's own rows; 1 for infinite lambdas.
 * GLOSH (Campello et al. 2015 section 5, eq. 8): ``1 - lambda_p / lambda_max(subtree of p's cluster)``.
@@ -13,7 +17,6 @@ The three loops over *clusters* (never points) run in topological order and are 
 
 Deviations from hdbscan, one line each:
 
-- ``allow_single_cluster`` is not implemented (the root is never selected).
 - ``cluster_selection_epsilon``, ``cluster_selection_epsilon_max``, ``max_cluster_size`` and
   ``cluster_selection_persistence`` are not implemented.
 - the EOM comparison sums children's stabilities in float64 (hdbscan: a C ``float``).
@@ -36,16 +39,19 @@ SELECTION_METHODS = ("eom", "leaf")
 
 @maybe_jit
 def _eom(parent, stability, keep):
-    """Bottom-up EOM over clusters ``c-1..1`` (children have larger indices than their parents)."""
+    """Bottom-up EOM over clusters ``c-1..0`` (children have larger indices than their parents); the caller
+    decides whether the root's verdict ``keep[0]`` stands."""
     c = parent.shape[0]
     child_sum = np.zeros(c)
-    for k in range(c - 1, 0, -1):
+    for k in range(c - 1, -1, -1):
         if child_sum[k] > stability[k]:
             keep[k] = False
-            child_sum[parent[k]] += child_sum[k]
+            add = child_sum[k]
         else:
             keep[k] = True
-            child_sum[parent[k]] += stability[k]
+            add = stability[k]
+        if k > 0:
+            child_sum[parent[k]] += add
 
 
 @maybe_jit
@@ -89,7 +95,7 @@ class Flat:
     persistence: np.ndarray
 
 
-def select_clusters(tree: CondensedTree, method: str = "eom") -> Flat:
+def select_clusters(tree: CondensedTree, method: str = "eom", allow_single_cluster: bool = False) -> Flat:
     """Select clusters by ``"eom"`` or ``"leaf"`` and label every point (module docstring)."""
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown cluster_selection_method {method!r}; valid: {', '.join(SELECTION_METHODS)}")
@@ -101,8 +107,9 @@ def select_clusters(tree: CondensedTree, method: str = "eom") -> Flat:
         _eom(parent, stability, keep)
     else:
         keep[:] = ~tree.has_children()
-    keep[0] = False  # the root (allow_single_cluster=False)
+    keep[0] = keep[0] and allow_single_cluster and method == "eom"
     owner = np.full(c, -1, dtype=np.int64)
+    owner[0] = 0 if keep[0] else -1
     _owners(parent, keep, owner)
     selected = np.flatnonzero(owner == np.arange(c))
     rank = np.full(c, -1, dtype=np.int64)
@@ -110,6 +117,8 @@ def select_clusters(tree: CondensedTree, method: str = "eom") -> Flat:
     cluster_label = np.where(owner >= 0, rank[np.maximum(owner, 0)], -1)
     labels = cluster_label[tree.point_parent]
     max_lambda = tree.direct_max_lambda()
+    if keep[0]:  # the root is the single cluster: hdbscan's do_labelling threshold
+        labels = np.where(tree.point_lambda >= max_lambda[0], labels, -1)
     lam = tree.point_lambda
     ref = max_lambda[np.maximum(owner[tree.point_parent], 0)]
     with np.errstate(invalid="ignore", divide="ignore"):
