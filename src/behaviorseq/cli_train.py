@@ -70,9 +70,24 @@ def format_ctr_metrics(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_risk_metrics(result: dict) -> str:
+    """The table of a default-risk run: AUC, KS and logloss per role, then the protocol line."""
+    lines = ["| role | auc | ks | logloss | positive rate | users |", "|---|---|---|---|---|---|"]
+    for role in ("valid", "test"):
+        r = result[role]
+        lines.append(f"| {role} | {r['auc']:.4f} | {r['ks']:.4f} | {r['logloss']:.4f} | {r['positive_rate']:.3f} "
+                     f"| {r['n']} |")
+    p = result["protocol"]
+    lines.append(f"\nprotocol: {p['dataset']}, {p['window_days']:g}-day window, {p['view']}, one sample per user "
+                 f"(users {p['users']}), seed {p['seed']}")
+    return "\n".join(lines)
+
+
 def format_metrics(result: dict, ks=None) -> str:
     if result["protocol"].get("task") == "pointwise_ctr":
         return format_ctr_metrics(result)
+    if result["protocol"].get("task") == "default_risk":
+        return format_risk_metrics(result)
     ks = ks or result["protocol"]["ks"]
     names = [n for n in ("Recall", "HR", "NDCG", "MRR") if any(f"{n.lower()}@{k}" in result["test"] for k in ks)]
     head = ["role"] + [f"{m}@{k}" for k in ks for m in names]
@@ -134,8 +149,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="a registered dataset name or a path")
     t.add_argument("--data-root", default=None)
     t.add_argument("--config", default=None, help="a YAML run config")
-    t.add_argument("--task", default=None, choices=["retrieval", "ctr"],
-                   help="default: ctr for ranking models (din, sim, eta, twin, dare, sdim), else retrieval")
+    t.add_argument("--task", default=None, choices=["retrieval", "ctr", "default_risk"],
+                   help="default: ctr for ranking models (din, sim, eta, twin, dare, sdim), default_risk for risk "
+                        "models (lbsf, flat_transformer, flat_gru), else retrieval")
     t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")

@@ -60,6 +60,11 @@ class DataConfig(StrictConfig):
     # CTR task only: arguments of the CTR data set's own typed config (data.ctr_datasets), e.g.
     # {"split": "temporal"} for ml-100k-ctr or {"behaviors": ["pv"]} for taobao-ctr.
     ctr: dict[str, Any] = Field(default_factory=dict)
+    # Default-risk task only (train.run_risk): arguments of the payments data set (data.payment_tables:
+    # the synthetic-payments generator's config, or the files, columns and label date of the user's tables)
+    # and of the view (window, folding or last N payments).
+    payments: dict[str, Any] = Field(default_factory=dict)
+    risk: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainConfig(StrictConfig):
@@ -104,9 +109,10 @@ class EvalConfig(StrictConfig):
 
 class RunConfig(StrictConfig):
     model: str = "sasrec"
-    # "retrieval" (next-item over all items) or "ctr" (pointwise click prediction, tasks.ctr);
-    # None: "ctr" for the ranking models (models.ranking.RANKING_MODELS), else "retrieval".
-    task: Literal["retrieval", "ctr"] | None = None
+    # "retrieval" (next-item over all items), "ctr" (pointwise click prediction, tasks.ctr) or
+    # "default_risk" (one default label per user, tasks.default_risk); None: from the model
+    # (models.ranking.RANKING_MODELS -> ctr, models.risk.RISK_MODELS -> default_risk, else retrieval).
+    task: Literal["retrieval", "ctr", "default_risk"] | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)  # the model's own typed config
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

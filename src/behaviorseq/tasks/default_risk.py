@@ -1,20 +1,26 @@
 """Default-risk task: turn folded / flat payment views into tensors, train a model with BCE, early-stop on
 valid AUC, report AUC and KS on test. Users are the samples; roles come from the data set.
 
-KS (Kolmogorov-Smirnov, standard in credit risk) = max over thresholds of |TPR - FPR|.
+Two drivers share the pieces: :func:`fit` (a compact loop for benchmark grids, ``benchmarks/lbsf_windows.py``)
+and :class:`DefaultRiskTask`, the task interface of ``train.Trainer`` behind ``train.run_experiment`` (run
+folders, checkpoints, resume). KS (Kolmogorov-Smirnov, standard in credit risk) = max over thresholds of
+|TPR - FPR|.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from behaviorseq import __version__
+from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.folding import Flat, Folded
-from behaviorseq.metrics.pointwise import auc
+from behaviorseq.metrics.pointwise import auc, logloss
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS
 
 
@@ -112,3 +118,71 @@ def fit(model: nn.Module, data: dict[str, Tensor], label: np.ndarray, train: np.
     if test is not None:
         out["test"] = evaluate(model, data, label, test)
     return out
+
+
+_ROLE_IDS = {"train": 0, "valid": 1, "test": 2}  # data.synthetic.payments TRAIN / VALID / TEST
+
+
+@dataclass
+class DefaultRiskTask:
+    """One sample per user: ``tensors`` is the whole view (``to_tensors``), ``label`` / ``role`` [n_users].
+    ``view`` describes it for the protocol (window, folding or last N, data set report)."""
+
+    tensors: dict[str, Tensor]
+    label: np.ndarray
+    role: np.ndarray
+    train_cfg: TrainConfig
+    eval_batch_size: int = 512
+    view: dict = field(default_factory=dict)
+
+    early_stop_metric = "auc"
+
+    @classmethod
+    def create(cls, tensors: dict[str, Tensor], label: np.ndarray, role: np.ndarray, train_cfg: TrainConfig,
+               eval_cfg: EvalConfig | None = None, view: dict | None = None) -> DefaultRiskTask:
+        return cls(tensors, np.asarray(label), np.asarray(role), train_cfg, (eval_cfg or EvalConfig()).batch_size,
+                   dict(view or {}))
+
+    def indices(self, role: str) -> np.ndarray:
+        return np.flatnonzero(self.role == _ROLE_IDS[role])
+
+    def batch(self, rows: np.ndarray) -> dict[str, Tensor]:
+        out = _take(self.tensors, torch.as_tensor(rows, dtype=torch.long))
+        out["label"] = torch.as_tensor(self.label[rows], dtype=torch.float32)
+        return out
+
+    # ---- training: batches shuffled by (seed, epoch), so a resumed run repeats an uninterrupted one ----
+    def train_loader(self, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        rows = np.random.default_rng([self.train_cfg.seed, epoch]).permutation(self.indices("train"))
+        bs = self.train_cfg.batch_size
+        starts = range(start_step * bs, len(rows), bs)
+        return (self.batch(rows[i:i + bs]) for i in starts), None
+
+    def steps_per_epoch(self) -> int:
+        n = -(-len(self.indices("train")) // self.train_cfg.batch_size)
+        return min(n, self.train_cfg.max_steps_per_epoch or n)
+
+    # ---- evaluation: every rank scores all users of the role (one sample per user: small) ------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, role: str, device: torch.device | str = "cpu", rank: int = 0,
+                 world: int = 1) -> dict[str, float]:
+        rows = self.indices(role)
+        was_training = model.training
+        model.eval()
+        out = []
+        for i in range(0, len(rows), self.eval_batch_size):
+            b = {k: v.to(device) for k, v in self.batch(rows[i:i + self.eval_batch_size]).items() if k != "label"}
+            out.append(model.score(b).double().cpu().numpy())
+        if was_training:
+            model.train()
+        s = np.concatenate(out) if out else np.zeros(0)
+        y = self.label[rows].astype(bool)
+        return {"auc": auc(y, s), "ks": ks(y, s), "logloss": logloss(y, 1.0 / (1.0 + np.exp(-s))),
+                "positive_rate": float(y.mean()) if len(y) else float("nan"), "n": int(len(rows))}
+
+    def protocol(self, role: str = "test") -> dict:
+        return {"task": "default_risk", "evaluated_role": role, "samples": "one per user",
+                "users": {r: int(len(self.indices(r))) for r in _ROLE_IDS},
+                "metrics": {"auc": "exact, ties 1/2", "ks": "max |TPR - FPR| over thresholds, ties grouped",
+                            "logloss": "mean BCE of sigmoid(logit)"},
+                **self.view, "seed": self.train_cfg.seed, "code_version": __version__}

@@ -26,6 +26,7 @@ from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.run_ctr import prepare_ctr, resolve_task
+from behaviorseq.train.run_risk import prepare_risk
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
 
@@ -37,10 +38,13 @@ def resolve_config(config: dict | RunConfig) -> RunConfig:
 
 
 def _prepare_any(cfg: RunConfig):
-    """(dataset name, model, task) of either task family."""
+    """(dataset name, model, task) of any task family."""
     if cfg.task == "ctr":
         data, model, task = prepare_ctr(cfg)
         return data.name, model, task
+    if cfg.task == "default_risk":
+        _, model, task = prepare_risk(cfg)
+        return cfg.data.dataset, model, task
     store, _, model, task = prepare(cfg)
     return store.meta.get("name"), model, task
 

@@ -19,16 +19,19 @@ CTR_METRICS = ("auc", "gauc_user", "gauc_category")  # what early stopping can m
 
 
 def resolve_task(cfg: RunConfig) -> str:
-    """The run's task: ``cfg.task`` if given (checked against the model), else from the model."""
-    ranking = cfg.model in RANKING_MODELS
-    task = cfg.task or ("ctr" if ranking else "retrieval")
-    if (task == "ctr") != ranking:
-        kind = "a ranking" if ranking else "a retrieval"
-        raise ConfigError(f"task {task!r} does not fit {kind} model {cfg.model!r}; ranking (ctr) models are "
-                          f"{list(RANKING_MODELS)}")
-    if task == "ctr" and cfg.train.early_stop_metric not in CTR_METRICS:
-        raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a CTR metric; "
-                          f"use one of {list(CTR_METRICS)} (the packaged <model>_<dataset>.yaml sets auc)")
+    """The run's task: ``cfg.task`` if given (checked against the model), else from the model's family."""
+    from behaviorseq.models.risk import RISK_MODELS
+    from behaviorseq.train.run_risk import RISK_METRICS
+
+    family = "ctr" if cfg.model in RANKING_MODELS else "default_risk" if cfg.model in RISK_MODELS else "retrieval"
+    task = cfg.task or family
+    if task != family:
+        raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model); ranking (ctr) models "
+                          f"are {list(RANKING_MODELS)}, default_risk models {list(RISK_MODELS)}")
+    allowed = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS}.get(task)
+    if allowed is not None and cfg.train.early_stop_metric not in allowed:
+        raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
+                          f"use one of {list(allowed)} (the packaged <model>.yaml sets auc)")
     return task
 
 

@@ -36,7 +36,7 @@ train / valid / test at random. Everything is vectorised over payments and users
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -170,6 +170,7 @@ class PaymentData:
         label: int64 [n_users]; role: int64 [n_users] (TRAIN / VALID / TEST).
         merchant_names: list[str] [n_merchants + 1] (entry 0 empty); descriptions: list[str].
         label_day: the label (observation) date in the same day units.
+        report: how the data were read (``data.payment_tables``: rows dropped, label date origin).
     """
 
     user: np.ndarray
@@ -182,6 +183,7 @@ class PaymentData:
     merchant_names: list
     descriptions: list
     label_day: float
+    report: dict = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:

@@ -4,7 +4,8 @@ its no-folding baselines ``flat_transformer`` and ``flat_gru``).
 Contract of a risk model (one sample per user, views from ``behaviorseq.data.folding`` through
 ``tasks.default_risk.to_tensors``): ``Model(cfg, merchant_ngrams, description_ngrams, edges, max_len)``;
 ``fields``: the batch fields it reads (LBSF a folded view, the flat models a flat one);
-``score(batch) -> [B]``: default logits (= ``forward``); ``loss(batch, label) -> scalar``: BCE.
+``score(batch) -> [B]``: default logits (= ``forward``); ``loss(batch, label=None) -> scalar``: BCE (label
+from ``batch["label"]`` when not given). ``train.run_experiment`` trains them under ``task: default_risk``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from behaviorseq import models
+
+RISK_MODELS = ("lbsf", "flat_transformer", "flat_gru")  # trained by the default_risk task (train.run_risk)
 
 
 def build(name: str, merchant_ngrams: np.ndarray, description_ngrams: np.ndarray, edges: np.ndarray,

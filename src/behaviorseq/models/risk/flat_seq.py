@@ -93,7 +93,9 @@ class FlatSequenceModel(nn.Module):
         """Default logits [B] (the same as ``forward``)."""
         return self(batch)
 
-    def loss(self, batch: dict, label: Tensor) -> Tensor:
+    def loss(self, batch: dict, label: Tensor | None = None) -> Tensor:
+        """BCE; ``label`` defaults to ``batch["label"]`` (the Trainer's batches carry it)."""
+        label = batch["label"] if label is None else label
         pw = torch.tensor(self.cfg.pos_weight, device=label.device)
         return nn.functional.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)
 

@@ -1,0 +1,171 @@
+"""Payment data sets for the default-risk task: the planted generator or a user's own two tables.
+
+``open_payments(name, args, root)`` returns a :class:`~behaviorseq.data.synthetic.payments.PaymentData`:
+
+* ``"synthetic-payments"``: ``generate_payments(PaymentsConfig(**args))`` (LBSF brief section 2);
+* a folder (or ``args["payments"]`` / ``args["labels"]`` paths) with a *payments* table and a *labels* table,
+  CSV or Parquet, read by :func:`read_payments`.
+
+Payments: one row per payment with ``user``, ``time``, ``merchant`` (a name: its character n-grams are a
+feature), ``amount`` (``>= 0``) and optionally ``description`` (text). ``time`` is an ISO-8601 string or
+date/time column (read as seconds) or a number in ``time_unit`` (``"s"``, ``"ms"`` or ``"days"``).
+Labels: one row per user with ``user``, ``label`` (0 or 1) and optionally ``role`` (``train`` / ``valid`` /
+``test``); without it users are split at random by ``split`` fractions and ``seed``. ``columns`` renames
+(role -> source column). The label date is ``label_date`` (same unit as ``time``, or an ISO string) or, by
+default, one day after the last payment; a payment at or after it is an error (it would leak the label).
+Payments of users without a label row are dropped and counted. Errors name the file, row and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from behaviorseq.config import StrictConfig
+from behaviorseq.data.loaders.errors import DataFormatError
+from behaviorseq.data.loaders.tabular import read_table
+from behaviorseq.data.synthetic.payments import (
+    NAME,
+    TEST,
+    TRAIN,
+    VALID,
+    PaymentData,
+    PaymentsConfig,
+    generate_payments,
+)
+
+__all__ = ["PaymentTablesConfig", "open_payments", "read_payments"]
+
+_SECONDS = {"s": 1.0, "ms": 1e-3, "days": 86_400.0}
+_ROLES = {"train": TRAIN, "valid": VALID, "test": TEST}
+
+
+class PaymentTablesConfig(StrictConfig):
+    payments: str | None = None  # default: <folder>/payments.{csv,parquet}
+    labels: str | None = None  # default: <folder>/labels.{csv,parquet}
+    columns: dict[str, str] = Field(default_factory=dict)  # role -> source column
+    time_unit: Literal["s", "ms", "days"] = "s"  # of numeric times (ISO / date-time columns are seconds)
+    label_date: float | str | None = None  # None: one day after the last payment
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test, without a role column
+    seed: int = 0
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for suffix in (".csv", ".parquet", ".tsv"):
+        if (folder / f"{stem}{suffix}").exists():
+            return folder / f"{stem}{suffix}"
+    raise FileNotFoundError(f"payments data set {folder}: no {stem}.csv / {stem}.parquet (set '{stem}' to its path)")
+
+
+def _label_day(c: PaymentTablesConfig) -> float | None:
+    """The configured label date in days (the unit of ``time``), or None."""
+    if c.label_date is None:
+        return None
+    if isinstance(c.label_date, str):
+        if c.time_unit != "s":
+            raise ValueError("payments data set: an ISO label_date needs ISO / date-time payment times (time_unit 's')")
+        try:
+            secs = np.datetime64(c.label_date.replace("Z", ""), "s").astype(np.int64)
+        except ValueError as e:
+            raise ValueError(f"payments data set: label_date {c.label_date!r} is not an ISO-8601 date") from e
+        return float(secs) / 86_400.0
+    return float(c.label_date) * _SECONDS[c.time_unit] / 86_400.0
+
+
+def _strings(t: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(t[name].to_numpy(zero_copy_only=False)).astype(str)
+
+
+def _row_error(src: str, mask: np.ndarray, field: str, reason: str) -> DataFormatError:
+    i = int(np.flatnonzero(mask)[0])
+    return DataFormatError(src, i + 1, field, reason(i) if callable(reason) else reason, unit="row")
+
+
+def read_payments(payments: str | Path, labels: str | Path, config: PaymentTablesConfig | None = None) -> PaymentData:
+    """Read the two tables (module docstring) into a ``PaymentData``: users (sorted by name), merchants and
+    descriptions re-indexed, times in days since the earliest payment, rows sorted by (user, time)."""
+    c = config or PaymentTablesConfig()
+    cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
+            "label": "label", "role": "role", **c.columns}
+    src, lsrc = str(payments), str(labels)
+    t = read_table(payments, {"user": cols["user"], "item": cols["merchant"], "timestamp": cols["time"]},
+                   kinds={cols["user"]: "categorical", cols["merchant"]: "categorical",
+                          cols["amount"]: "numeric", cols["description"]: "text"}).events
+    if cols["amount"] not in t.column_names:
+        raise DataFormatError(src, None, cols["amount"], f"missing column; columns are {t.column_names}")
+    amount = np.asarray(t[cols["amount"]].to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~np.isfinite(amount) | (amount < 0)
+    if bad.any():
+        raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]}")
+    desc = _strings(t, cols["description"]) if cols["description"] in t.column_names else np.full(t.num_rows, "")
+    days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
+
+    lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds={cols["user"]: "categorical",
+                                                                                   cols["label"]: "categorical"}).events
+    lab_user, lab_val = _strings(lt, "user"), _strings(lt, "item")
+    ok = np.isin(lab_val, ["0", "1"])
+    if not ok.all():
+        raise _row_error(lsrc, ~ok, cols["label"], lambda i: f"label must be 0 or 1, got {str(lab_val[i])!r}")
+    users, first, counts = np.unique(lab_user, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = np.zeros(lab_user.size, dtype=bool)
+        dup[np.setdiff1d(np.arange(lab_user.size), first)] = True
+        raise _row_error(lsrc, dup, cols["user"], lambda i: f"user {str(lab_user[i])!r} has a second label row")
+    label = (lab_val == "1").astype(np.int64)[first]
+    if cols["role"] in lt.column_names:
+        r = _strings(lt, cols["role"])
+        okr = np.isin(r, list(_ROLES))
+        if not okr.all():
+            raise _row_error(lsrc, ~okr, cols["role"], lambda i: f"role must be train, valid or test, got {str(r[i])!r}")
+        role = np.array([_ROLES[x] for x in r[first]], dtype=np.int64)
+    else:
+        fr = np.asarray(c.split, dtype=np.float64)
+        if (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+            raise ValueError(f"payments data set: split fractions must be >= 0 and sum to 1, got {c.split}")
+        draw = np.random.default_rng(c.seed).random(users.size)
+        role = np.searchsorted(np.cumsum(fr)[:-1], draw, side="right").astype(np.int64)
+
+    pay_user = _strings(t, "user")
+    uid = np.minimum(np.searchsorted(users, pay_user), users.size - 1)
+    known = users[uid] == pay_user
+    label_abs = _label_day(c)
+    if label_abs is None:
+        label_abs = float(days[known].max(initial=0.0)) + 1.0
+    late = known & (days >= label_abs)
+    if late.any():
+        raise _row_error(src, late, cols["time"], "payment at or after the label date (it would leak the label); "
+                         "set label_date or drop the row")
+    u, days, amount, desc = uid[known], days[known], amount[known], desc[known]
+    merchant_names, m_id = np.unique(_strings(t, "item")[known], return_inverse=True)
+    descriptions, d_id = np.unique(desc, return_inverse=True)
+    origin = float(np.floor(days.min(initial=label_abs - 1.0)))  # whole days: hour = time % 1 stays the hour (UTC)
+    order = np.lexsort((days, u))
+    data = PaymentData(user=u[order].astype(np.int64), merchant=m_id[order].astype(np.int64) + 1,
+                       description=d_id[order].astype(np.int64) + 1, amount=amount[order], time=days[order] - origin,
+                       label=label, role=role, merchant_names=[""] + merchant_names.tolist(),
+                       descriptions=[""] + descriptions.tolist(), label_day=label_abs - origin,
+                       report={"payments_read": int(known.size), "dropped_unlabelled_user": int((~known).sum()),
+                               "users": int(users.size), "label_date": "label_date" if c.label_date is not None
+                               else "last payment + 1 day"})
+    return data
+
+
+def open_payments(name: str, args: dict[str, Any] | None = None, root: str | Path | None = None) -> PaymentData:
+    """The data set ``name`` (module docstring); ``args`` are its typed config's fields."""
+    args = dict(args or {})
+    if name == NAME:
+        data, _ = generate_payments(PaymentsConfig(**args))
+        return data
+    c = PaymentTablesConfig.from_dict(args)
+    folder = Path(name)
+    if not folder.is_absolute() and root is not None and not folder.exists():
+        folder = Path(root) / name
+    if c.payments is None and not folder.is_dir():
+        raise FileNotFoundError(f"payments data set {name!r}: not {NAME!r} and not a folder (looked in {folder})")
+    pay = Path(c.payments) if c.payments else _find(folder, "payments")
+    lab = Path(c.labels) if c.labels else _find(folder, "labels")
+    return read_payments(pay, lab, c)

@@ -1,0 +1,65 @@
+"""The default-risk branch of a run: a resolved :class:`RunConfig` with ``task: default_risk`` -> (data, model,
+task), for the risk models of ``models.risk`` (LBSF and its flat baselines).
+
+``train.run.run_experiment`` calls :func:`prepare_risk` and writes the usual run folder. The data set comes
+from ``data.payment_tables.open_payments`` (``data.dataset``: ``synthetic-payments`` or a folder of the user's
+payments and labels tables; ``data.payments`` holds its typed arguments). ``data.risk`` sets the view
+(:class:`RiskViewConfig`): the window before the label date, LBSF's folding (top ``n_top`` merchants, the last
+``max_per_merchant`` payments of each, the rest pooled) or the flat models' last ``max_len`` payments, by
+default the same payment budget ``(n_top + 1) * max_per_merchant`` (LBSF brief section 2, equal budget).
+Amount bucket edges come from the training users' payments only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from behaviorseq import models
+from behaviorseq.config import RunConfig, StrictConfig
+from behaviorseq.data.folding import fold_by_merchant, last_n
+from behaviorseq.data.payment_tables import open_payments
+from behaviorseq.data.synthetic.payments import TRAIN, PaymentData
+from behaviorseq.models.risk import build
+from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
+from behaviorseq.tasks.default_risk import DefaultRiskTask, to_tensors
+from behaviorseq.train.trainer import seed_everything
+
+RISK_METRICS = ("auc", "ks")  # what early stopping can maximise
+
+
+class RiskViewConfig(StrictConfig):
+    window_days: float = Field(180.0, gt=0)  # the paper's longest window; its AUC rises from 45 to 180 days
+    n_top: int = Field(8, ge=1)  # LBSF: merchants with their own slot (M)
+    max_per_merchant: int = Field(10, ge=1)  # LBSF: payments kept per merchant (Lm)
+    max_len: int | None = Field(None, ge=1)  # flat models: last N payments; None = (n_top + 1) * max_per_merchant
+    amount_buckets: int = Field(16, ge=2)
+
+
+def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
+    """(data, model, task) for a resolved default-risk config."""
+    data = open_payments(cfg.data.dataset, cfg.data.payments, root=cfg.data.data_root)
+    v = RiskViewConfig.from_dict(cfg.data.risk)
+    n_hash = int(cfg.model_args["n_hash"])
+    train_users = np.flatnonzero(data.role == TRAIN)
+    edges = amount_edges(data.amount[np.isin(data.user, train_users)], v.amount_buckets)
+    folded = "txn_mask" in models.get(cfg.model).fields
+    if folded:
+        view = fold_by_merchant(data, window_days=v.window_days, n_top=v.n_top, max_per_merchant=v.max_per_merchant)
+        length = v.max_per_merchant
+        kind = f"folded by merchant: top {v.n_top} + rest, last {v.max_per_merchant} each"
+    else:
+        length = v.max_len or (v.n_top + 1) * v.max_per_merchant
+        view = last_n(data, window_days=v.window_days, max_len=length)
+        kind = f"flat: last {length} payments"
+    seed_everything(cfg.train.seed)
+    model = build(cfg.model, hash_char_ngrams(data.merchant_names, n_hash), hash_char_ngrams(data.descriptions, n_hash),
+                  edges, length, cfg.model_args)
+    info = {"dataset": cfg.data.dataset, "dataset_report": data.report, "window_days": v.window_days, "view": kind,
+            "payment_budget": (v.n_top + 1) * v.max_per_merchant if folded else length,
+            "amount_edges": "quantiles of training users' payments", "label_day": data.label_day}
+    task = DefaultRiskTask.create(to_tensors(view), data.label, data.role, cfg.train, cfg.eval, info)
+    return data, model, task
+
+
+__all__ = ["RISK_METRICS", "RiskViewConfig", "prepare_risk"]

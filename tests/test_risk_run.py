@@ -1,0 +1,151 @@
+"""The default-risk branch of the engine: a user's payment tables (data.payment_tables) and LBSF / flat models
+trained by train.run_experiment (train.run_risk, tasks.default_risk.DefaultRiskTask)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from behaviorseq.cli import main as cli_main
+from behaviorseq.config import ConfigError
+from behaviorseq.data.loaders.errors import DataFormatError
+from behaviorseq.data.payment_tables import PaymentTablesConfig, open_payments, read_payments
+from behaviorseq.data.synthetic.payments import PaymentsConfig, generate_payments
+from behaviorseq.train import run_experiment
+from behaviorseq.train.run import resolve_config
+
+
+def _write_tables(folder, n_users=40, seed=0, with_role=True):
+    """A small synthetic data set written as the two user tables (string ids, ISO times)."""
+    data, _ = generate_payments(PaymentsConfig(n_users=n_users, seed=seed))
+    start = np.datetime64("2024-01-01T00:00:00")
+    secs = np.round(data.time * 86_400).astype("timedelta64[s]")
+    pay = pd.DataFrame({"user": [f"u{u:03d}" for u in data.user], "time": (start + secs).astype(str),
+                        "merchant": [data.merchant_names[m] for m in data.merchant], "amount": data.amount,
+                        "description": [data.descriptions[d] for d in data.description]})
+    pay = pay.sample(frac=1.0, random_state=1)  # any row order
+    pay.to_csv(folder / "payments.csv", index=False)
+    lab = pd.DataFrame({"user": [f"u{u:03d}" for u in range(n_users)], "label": data.label})
+    if with_role:
+        lab["role"] = np.array(["train", "valid", "test"])[data.role]
+    lab.to_csv(folder / "labels.csv", index=False)
+    return data, pay, lab
+
+
+def test_read_payments_matches_the_source_and_a_pandas_reference(tmp_path):
+    src, pay, lab = _write_tables(tmp_path)
+    label_date = str(np.datetime64("2024-01-01") + np.timedelta64(int(src.label_day), "D"))
+    d = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv", PaymentTablesConfig(label_date=label_date))
+    # users sorted by name = the source ids; rows sorted by (user, time); times shifted by whole days
+    assert d.n_users == src.n_users and (d.label == src.label).all() and (d.role == src.role).all()
+    ref = pay.assign(u=pay.user.str[1:].astype(int), t=pd.to_datetime(pay.time)).sort_values(["u", "t"], kind="stable")
+    np.testing.assert_array_equal(d.user, ref.u.to_numpy())
+    np.testing.assert_allclose(d.amount, ref.amount.to_numpy())
+    assert [d.merchant_names[m] for m in d.merchant] == ref.merchant.tolist()
+    assert [d.descriptions[x] for x in d.description] == ref.description.fillna("").tolist()
+    t_ref = (ref.t - ref.t.min().floor("D")).dt.total_seconds().to_numpy() / 86_400
+    np.testing.assert_allclose(d.time, t_ref, atol=1e-9)
+    np.testing.assert_allclose(d.time % 1.0, (ref.t.dt.hour * 3600 + ref.t.dt.minute * 60 + ref.t.dt.second) / 86_400,
+                               atol=1e-9)  # the fraction of a day is still the time of day
+    assert d.label_day == pytest.approx((pd.Timestamp(label_date) - ref.t.min().floor("D")).total_seconds() / 86_400)
+
+
+def test_read_payments_defaults_split_and_drops_unlabelled_users(tmp_path):
+    _write_tables(tmp_path, with_role=False)
+    lab = pd.read_csv(tmp_path / "labels.csv")
+    lab.iloc[:-3].to_csv(tmp_path / "labels.csv", index=False)  # three users lose their label row
+    d = open_payments(str(tmp_path), {"split": [0.5, 0.25, 0.25], "seed": 3})
+    assert d.n_users == 37 and set(np.unique(d.role)) <= {0, 1, 2} and d.report["dropped_unlabelled_user"] > 0
+    assert d.time.max() < d.label_day <= d.time.max() + 1 + 1e-9  # default: one day after the last payment
+    again = open_payments(str(tmp_path), {"split": [0.5, 0.25, 0.25], "seed": 3})
+    assert (again.role == d.role).all()
+
+
+@pytest.mark.parametrize("edit, file, match", [
+    (lambda p, lab: p.assign(amount=p.amount.where(p.index != p.index[4], -1.0)), "payments", r"row 5, field 'amount'"),
+    (lambda p, lab: p.assign(amount=p.amount.astype(object).where(p.index != p.index[2], "x")), "payments",
+     r"line 4, field 'amount'"),
+    (lambda p, lab: lab.assign(label=lab.label.where(lab.index != 6, 2)), "labels", r"row 7, field 'label': label must be 0 or 1"),
+    (lambda p, lab: lab.assign(role=lab.role.where(lab.index != 0, "dev")), "labels", r"row 1, field 'role'"),
+    (lambda p, lab: pd.concat([lab, lab.iloc[[3]]]), "labels", r"row 41, field 'user': user 'u003' has a second label"),
+])
+def test_bad_tables_name_file_row_and_field(tmp_path, edit, file, match):
+    _, pay, lab = _write_tables(tmp_path)
+    pay, lab = pay.reset_index(drop=True), lab.reset_index(drop=True)
+    out = edit(pay, lab)
+    out.to_csv(tmp_path / f"{file}.csv", index=False)
+    with pytest.raises(DataFormatError, match=f"{file}.csv, {match}"):
+        open_payments(str(tmp_path))
+
+
+def test_payment_at_the_label_date_is_refused(tmp_path):
+    _, pay, _ = _write_tables(tmp_path)
+    last = pd.to_datetime(pay.time).max()
+    with pytest.raises(DataFormatError, match="field 'time': payment at or after the label date"):
+        open_payments(str(tmp_path), {"label_date": str(last.floor("D"))})
+    with pytest.raises(FileNotFoundError, match="not 'synthetic-payments' and not a folder"):
+        open_payments(str(tmp_path / "nowhere"))
+
+
+def _cfg(model, tmp_path=None, **data):
+    cfg = {"model": model, "model_args": {"d": 16},
+           "data": {"dataset": "synthetic-payments", "payments": {"n_users": 500, "seed": 1},
+                    "risk": {"window_days": 180, "n_top": 6, "max_per_merchant": 8}, **data},
+           "train": {"epochs": 3, "batch_size": 32, "lr": 0.002, "optimizer": "adamw", "early_stop_metric": "auc",
+                     "threads": 1, "seed": 0, "patience": 5}}
+    return cfg
+
+
+def test_risk_models_resolve_to_the_default_risk_task_and_bad_configs_are_refused():
+    assert resolve_config(_cfg("lbsf")).task == "default_risk"
+    assert resolve_config(_cfg("flat_gru")).task == "default_risk"
+    with pytest.raises(ConfigError, match="does not fit model 'lbsf'"):
+        resolve_config({**_cfg("lbsf"), "task": "retrieval"})
+    with pytest.raises(ConfigError, match="not a default_risk metric"):
+        resolve_config({**_cfg("lbsf"), "train": {"early_stop_metric": "ndcg@10"}})
+    with pytest.raises(ConfigError, match="does not fit model 'sasrec'"):
+        resolve_config({"model": "sasrec", "task": "default_risk"})
+
+
+def test_lbsf_trains_through_the_engine_and_writes_a_run_folder(tmp_path):
+    # only the long-range collapse is planted (as in test_lbsf's learning test), so a few epochs learn it
+    planted = dict(n_users=600, seed=5, p_collapse=0.4, p_stop=0.0, p_escalate=0.0, recurring_prob=0.0,
+                   credit_prob=0.0, label_noise=0.0, collapse_max=150.0, pillar_share=0.5, rate_per_day=0.6)
+    cfg = _cfg("lbsf", payments=planted)
+    cfg["model_args"].update(n_hash=256, intra_layers=0)
+    cfg["train"].update(epochs=5, lr=0.003)
+    res = run_experiment(cfg, tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["protocol"]["task"] == "default_risk" and m["protocol"]["payment_budget"] == 7 * 8
+    assert set(m["test"]) >= {"auc", "ks", "logloss", "n"} and m["test"]["n"] == (res["protocol"]["users"]["test"])
+    assert res["test"]["auc"] > 0.65, res["test"]  # chance is 0.5 (about 150 test users: sd ~0.045)
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    # the flat baseline reads the last N = (n_top + 1) * max_per_merchant payments
+    flat = run_experiment({**_cfg("flat_transformer"), "train": {**_cfg("lbsf")["train"], "epochs": 1}},
+                          tmp_path / "flat")
+    assert flat["protocol"]["view"] == "flat: last 56 payments"
+
+
+def test_resumed_risk_run_equals_an_uninterrupted_one(tmp_path):
+    cfg = _cfg("flat_gru")
+    full = run_experiment(cfg, tmp_path / "full")
+    part = run_experiment({**cfg, "train": {**cfg["train"], "epochs": 1}}, tmp_path / "part")
+    assert part["epochs_run"] == 1
+    resumed = run_experiment(cfg, tmp_path / "part", resume=True)
+    assert resumed["test"]["auc"] == pytest.approx(full["test"]["auc"], abs=1e-9)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "best.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+
+
+def test_cli_trains_on_the_users_tables(tmp_path, capsys):
+    (tmp_path / "tables").mkdir()
+    _write_tables(tmp_path / "tables", n_users=120)
+    code = cli_main(["train", "--model", "flat_gru", "--data", str(tmp_path / "tables"), "--out", str(tmp_path / "run"),
+                     "train.epochs=1", "train.threads=1", "model.d=8"])
+    out = capsys.readouterr().out
+    assert code == 0 and "| test |" in out and "flat: last 90 payments" in out
