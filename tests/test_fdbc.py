@@ -300,9 +300,9 @@ def test_refine_risky_splits_two_operations_the_expert_noise_merged(clusterer):
         pytest.importorskip("hdbscan")
     z, expert, ring, observed = _two_rings_one_profile()
     cfg = dict(log_expert=False, pca_components=None, embedding_weight=4.0, clusterer=clusterer)
-    base = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)
+    base = FDBC(FDBCConfig(**cfg, refine_risky=False)).fit(z, expert, observed)
     assert ring_metrics(ring, base.labels_, base.flagged_)["n_risky"] == 1  # one risky cluster, both rings
-    ref = FDBC(FDBCConfig(**cfg, refine_risky=True)).fit(z, expert, observed)
+    ref = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)  # refine_risky is on by default
     m = ring_metrics(ring, ref.labels_, ref.flagged_)
     assert m["ari"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
     (parent, parts), = ref.splits_.items()
@@ -314,8 +314,8 @@ def test_refine_risky_splits_two_operations_the_expert_noise_merged(clusterer):
 def test_refine_risky_keeps_a_single_operation_whole():
     z, expert, ring, observed = _two_rings_one_profile(split=False)
     cfg = dict(log_expert=False, pca_components=None, embedding_weight=4.0)
-    base = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)
-    ref = FDBC(FDBCConfig(**cfg, refine_risky=True)).fit(z, expert, observed)
+    base = FDBC(FDBCConfig(**cfg, refine_risky=False)).fit(z, expert, observed)
+    ref = FDBC(FDBCConfig(**cfg)).fit(z, expert, observed)
     assert ref.splits_ == {} and (ref.labels_ == base.labels_).all()
     # the other views have no second view to refine with: the flag changes nothing
     emb = FDBC(FDBCConfig(**cfg, view="embedding", refine_risky=True)).fit(z, None, observed)

@@ -58,7 +58,10 @@ class FDBCConfig(StrictConfig):
     # 0.966 -> 0.992 and ARI 0.887 -> 0.902 against 10 (fewer ring members end as noise); eom throughout.
     min_samples: int | None = Field(3, ge=1)
     cluster_selection_method: Literal["eom", "leaf"] = "eom"
-    refine_risky: bool = False  # module docstring
+    # On (module docstring). Designed after test seed 2 merged two same-type rings, then checked on the held-out
+    # seeds 100-105 before any default changed: attention encoder, no split on any of them (ARI unchanged); mean
+    # pooling, splits on 4 of 6, mean ARI 0.745 -> 0.848 and precision 0.960 -> 0.981, never worse.
+    refine_risky: bool = True
     clusterer: Literal["ours", "exact"] = "ours"  # exact: hdbscan package, approx_min_span_tree=False
     min_lift: float = Field(3.0, gt=0)
     min_labelled: int = Field(3, ge=1)
