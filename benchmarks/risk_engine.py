@@ -1,0 +1,81 @@
+"""LBSF and its flat baselines trained by the engine (``behaviorseq train``, task ``default_risk``) against the
+benchmark loop of ``lbsf_windows.py``: same planted data, view, sizes, optimiser and epochs; only the driver
+differs (Trainer batches, checkpoint of the best validation AUC, run folders). A check that the engine path
+reproduces the published table, not a new result.
+
+    OMP_NUM_THREADS=1 python benchmarks/risk_engine.py --seeds 0 1 2 --window 180 \\
+        --json risk_engine.json      # written to benchmarks/results/
+
+Each run is ``behaviorseq train --model M data.payments.seed=S train.seed=S ...``; its folder is
+``benchmarks/_work/runs/risk-<model>-w<window>-s<seed>``, reused when finished (delete it to retrain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from common import WORK, machine, write_json
+
+from behaviorseq.cli_train import build_config
+from behaviorseq.train import run_experiment
+
+NAMES = {"lbsf": "lbsf", "flat_transformer": "transformer", "flat_gru": "gru"}  # lbsf_windows.py's names
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--window", type=float, default=180.0)
+    p.add_argument("--models", nargs="+", default=list(NAMES))
+    p.add_argument("--json", default=None)
+    p.add_argument("--reference", default="benchmarks/results/lbsf_windows.json")
+    args = p.parse_args()
+    # lbsf_windows.py's set-up: 2,400 users at 0.7 payments/day, M = 8, Lm = 10, N = 90, d = 32, batch 64,
+    # AdamW lr 2e-3 wd 1e-4, 8 epochs, the best validation AUC's weights on test
+    common = ["data.payments.n_users=2400", "data.payments.rate_per_day=0.7", f"data.risk.window_days={args.window}",
+              "data.risk.n_top=8", "data.risk.max_per_merchant=10", "model.d=32", "model.n_hash=2048",
+              "train.epochs=8", "train.patience=8", "train.threads=1"]
+    rows = []
+    for model in args.models:
+        for seed in args.seeds:
+            run_dir = WORK / "runs" / f"risk-{model}-w{args.window:g}-s{seed}"
+            if (run_dir / "metrics.json").exists():
+                res = json.loads((run_dir / "metrics.json").read_text())
+            else:
+                extra = ["model.layers=2"] if model == "flat_transformer" else []
+                cfg = build_config(model, None, None, common + extra + [f"data.payments.seed={seed}",
+                                                                        f"train.seed={seed}"])
+                t0 = time.time()
+                res = run_experiment(cfg, run_dir)
+                print(f"{model} seed {seed}: test AUC {res['test']['auc']:.4f} KS {res['test']['ks']:.4f} "
+                      f"({time.time() - t0:.0f} s, best epoch {res['best_epoch']})", flush=True)
+            rows.append({"model": model, "seed": seed, "auc": res["test"]["auc"], "ks": res["test"]["ks"],
+                         "best_epoch": res["best_epoch"], "train_seconds": res["train_seconds"]})
+    ref = {}
+    if Path(args.reference).exists():
+        for r in json.loads(Path(args.reference).read_text())["rows"]:
+            if float(r["window"]) == args.window and r["seed"] in args.seeds:
+                ref.setdefault(r["model"], []).append(r["auc"])
+    lines = [f"| model | engine AUC ({args.window:g} d) | engine KS | benchmark loop AUC | seeds |",
+             "|---|---|---|---|---|"]
+    for model in args.models:
+        a = np.array([r["auc"] for r in rows if r["model"] == model])
+        k = np.array([r["ks"] for r in rows if r["model"] == model])
+        b = np.array(ref.get(NAMES[model], []))
+        bench = f"{b.mean():.3f} ± {b.std():.3f}" if b.size else "-"
+        lines.append(f"| {model} | {a.mean():.3f} ± {a.std():.3f} | {k.mean():.3f} ± {k.std():.3f} | {bench} "
+                     f"| {len(a)} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.json:
+        out = write_json(args.json, {"machine": machine(), "args": vars(args), "common_overrides": common,
+                                     "rows": rows, "reference_rows": ref, "table": table})
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
