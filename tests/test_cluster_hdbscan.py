@@ -423,3 +423,31 @@ def test_use_gpu_without_a_gpu_says_so(monkeypatch):
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
     with pytest.raises(RuntimeError, match="use_gpu=True needs faiss built with CUDA and a visible GPU"):
         HDBSCAN(min_cluster_size=5, use_gpu=True).fit(_noisy_blobs(300))
+
+
+def test_cli_cluster_on_npy_and_csv(tmp_path, capsys):
+    from behaviorseq.cli import main as cli_main
+
+    X = _noisy_blobs(600)
+    np.save(tmp_path / "x.npy", X)
+    assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "a.npz"), "--min-cluster-size",
+                     "15", "--min-samples", "5", "--json", str(tmp_path / "s.json")]) == 0
+    got = np.load(tmp_path / "a.npz")
+    ref = HDBSCAN(min_cluster_size=15, min_samples=5).fit(X)
+    np.testing.assert_array_equal(got["labels"], ref.labels_)
+    assert got["outlier_scores"].shape == (X.shape[0],)
+    import json as _json
+
+    assert _json.loads((tmp_path / "s.json").read_text())["clusters"] == ref.labels_.max() + 1
+    import pandas as pd
+
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])]).assign(name="row")
+    df.to_csv(tmp_path / "x.csv", index=False)
+    assert cli_main(["cluster", str(tmp_path / "x.csv"), "--out", str(tmp_path / "b.npz"), "--min-cluster-size",
+                     "15", "--min-samples", "5"]) == 0  # the text column is left out
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["labels"], ref.labels_)
+    df.loc[7, "f2"] = np.nan
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    assert cli_main(["cluster", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c.npz")]) == 2
+    assert "bad.csv, row 8, field 'f2': not a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()

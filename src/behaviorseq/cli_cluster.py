@@ -1,0 +1,94 @@
+"""``behaviorseq cluster``: HDBSCAN (``cluster.HDBSCAN``, FAISS-accelerated) on a file of vectors.
+
+Input: a ``.npy`` array [n, d], or a CSV / Parquet table whose numeric columns are the vector (``--columns``
+picks them). Output: an ``.npz`` with ``labels`` (-1 noise), ``probabilities`` and ``outlier_scores``
+(GLOSH), written to a temporary file and renamed, and a summary printed (and written with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarray:
+    """[n, d] float array from ``.npy``, or the numeric (or named) columns of a CSV / Parquet file."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        X = np.load(path, allow_pickle=False)
+        if X.ndim != 2:
+            raise ValueError(f"{path.name}: expected a 2-d array [n, d], got shape {X.shape}")
+        return X
+    import pandas as pd
+
+    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    if columns:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path.name}: no column {missing[0]!r}; columns are {list(df.columns)}")
+        df = df[columns]
+    else:
+        df = df.select_dtypes("number")
+    if df.shape[1] == 0:
+        raise ValueError(f"{path.name}: no numeric columns to cluster")
+    bad = ~np.isfinite(df.to_numpy(dtype=np.float64))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{path.name}, row {r + 1}, field {df.columns[c]!r}: not a finite number")
+    return df.to_numpy(dtype=np.float64)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from behaviorseq.cluster import HDBSCAN
+
+    try:
+        X = read_vectors(args.vectors, args.columns)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    model = HDBSCAN(min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, index=args.index,
+                    cluster_selection_method=args.selection, allow_single_cluster=args.allow_single_cluster,
+                    partitions=args.partitions, use_gpu=args.gpu).fit(X)
+    secs = time.perf_counter() - t0
+    labels = model.labels_
+    sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=np.int64)
+    summary = {"input": str(args.vectors), "points": int(X.shape[0]), "dims": int(X.shape[1]),
+               "clusters": int(sizes.size), "noise_share": float((labels < 0).mean()),
+               "largest_clusters": sorted(sizes.tolist(), reverse=True)[:10], "seconds": round(secs, 3),
+               "timings": {k: round(v, 3) for k, v in model.timings_.items()}, "knn_report": model.knn_report_,
+               "params": {"min_cluster_size": args.min_cluster_size, "min_samples": model.min_samples_,
+                          "index": args.index, "selection": args.selection, "mst": model.mst_mode_}}
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")
+    np.savez(tmp, labels=labels, probabilities=model.probabilities_, outlier_scores=model.outlier_scores_)
+    os.replace(tmp, out)
+    print(f"{summary['points']:,} points x {summary['dims']} dims: {summary['clusters']} clusters, "
+          f"{summary['noise_share']:.1%} noise, {secs:.1f} s -> {out}")
+    if args.json:
+        from behaviorseq.utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("cluster", help="HDBSCAN (FAISS-accelerated) on a file of vectors")
+    c.add_argument("vectors", help=".npy [n, d], or a CSV / Parquet table (its numeric columns)")
+    c.add_argument("--out", required=True, help="output .npz: labels, probabilities, outlier_scores")
+    c.add_argument("--columns", nargs="+", default=None, help="table columns to use (default: all numeric)")
+    c.add_argument("--min-cluster-size", type=int, default=25)
+    c.add_argument("--min-samples", type=int, default=None, help="default: min-cluster-size (hdbscan's convention)")
+    c.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"], help="ivf for large n")
+    c.add_argument("--selection", default="eom", choices=["eom", "leaf"])
+    c.add_argument("--allow-single-cluster", action="store_true")
+    c.add_argument("--partitions", type=int, default=None, help="partition-and-merge mode with P partitions")
+    c.add_argument("--gpu", action="store_true", help="FAISS on the GPUs (faiss-gpu)")
+    c.add_argument("--json", default=None, help="also write the summary here")
+    c.set_defaults(func=cmd_cluster)
