@@ -83,7 +83,24 @@ def format_risk_metrics(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_tpp_metrics(result: dict) -> str:
+    """The table of a TPP run: log-likelihood per event, next-time RMSE and type accuracy per role."""
+    lines = ["| role | loglik / event | rmse | acc | events |", "|---|---|---|---|---|"]
+    for role in ("valid", "test"):
+        r = result[role]
+        lines.append(f"| {role} | {r['loglik']:.4f} | {r.get('rmse', float('nan')):.4f} | "
+                     f"{r.get('acc', float('nan')):.4f} | {r['n_events']:.0f} |")
+    p = result["protocol"]
+    i = p["loglik_integral"]
+    lines.append(f"\nprotocol: {result['dataset']}, integral {i['method']} ({i['points_per_interval']} points), "
+                 f"prediction by thinning ({p['prediction']['draws']} draws), "
+                 + (f"chunks of {p['max_len']} events" if p["max_len"] else "whole sequences") + f", seed {p['seed']}")
+    return "\n".join(lines)
+
+
 def format_metrics(result: dict, ks=None) -> str:
+    if result["protocol"].get("task") == "temporal_point_process":
+        return format_tpp_metrics(result)
     if result["protocol"].get("task") == "pointwise_ctr":
         return format_ctr_metrics(result)
     if result["protocol"].get("task") == "default_risk":
@@ -149,9 +166,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="a registered dataset name or a path")
     t.add_argument("--data-root", default=None)
     t.add_argument("--config", default=None, help="a YAML run config")
-    t.add_argument("--task", default=None, choices=["retrieval", "ctr", "default_risk"],
-                   help="default: ctr for ranking models (din, sim, eta, twin, dare, sdim), default_risk for risk "
-                        "models (lbsf, flat_transformer, flat_gru), else retrieval")
+    t.add_argument("--task", default=None, choices=["retrieval", "ctr", "default_risk", "tpp"],
+                   help="default: from the model: ctr for ranking models (din, sim, eta, twin, dare, sdim), "
+                        "default_risk for risk models (lbsf, flat_transformer, flat_gru), tpp for event-stream "
+                        "models (nhp, thp, attnhp, prompttpp, hawkes_exp), else retrieval")
     t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")

@@ -65,6 +65,8 @@ class DataConfig(StrictConfig):
     # and of the view (window, folding or last N payments).
     payments: dict[str, Any] = Field(default_factory=dict)
     risk: dict[str, Any] = Field(default_factory=dict)
+    # TPP task only (train.run_tpp.TPPDataConfig): the Hawkes generator's arguments and the task's (task: {...}).
+    tpp: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainConfig(StrictConfig):
@@ -109,10 +111,10 @@ class EvalConfig(StrictConfig):
 
 class RunConfig(StrictConfig):
     model: str = "sasrec"
-    # "retrieval" (next-item over all items), "ctr" (pointwise click prediction, tasks.ctr) or
-    # "default_risk" (one default label per user, tasks.default_risk); None: from the model
-    # (models.ranking.RANKING_MODELS -> ctr, models.risk.RISK_MODELS -> default_risk, else retrieval).
-    task: Literal["retrieval", "ctr", "default_risk"] | None = None
+    # "retrieval" (next-item over all items), "ctr" (pointwise click prediction, tasks.ctr),
+    # "default_risk" (one default label per user, tasks.default_risk) or "tpp" (event streams, tasks.tpp);
+    # None: from the model's family (train.run_ctr.FAMILY_TASK).
+    task: Literal["retrieval", "ctr", "default_risk", "tpp"] | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)  # the model's own typed config
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -27,6 +27,7 @@ from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.run_ctr import prepare_ctr, resolve_task
 from behaviorseq.train.run_risk import prepare_risk
+from behaviorseq.train.run_tpp import prepare_tpp
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
 
@@ -44,6 +45,9 @@ def _prepare_any(cfg: RunConfig):
         return data.name, model, task
     if cfg.task == "default_risk":
         _, model, task = prepare_risk(cfg)
+        return cfg.data.dataset, model, task
+    if cfg.task == "tpp":
+        _, model, task = prepare_tpp(cfg)
         return cfg.data.dataset, model, task
     store, _, model, task = prepare(cfg)
     return store.meta.get("name"), model, task

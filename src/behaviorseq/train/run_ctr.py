@@ -11,27 +11,36 @@ from __future__ import annotations
 from behaviorseq.config import ConfigError, RunConfig
 from behaviorseq.data.ctr import CTRData
 from behaviorseq.data.ctr_datasets import open_ctr_dataset
-from behaviorseq.models.ranking import RANKING_MODELS, build
+from behaviorseq.models.ranking import build
 from behaviorseq.tasks.ctr import CTRTask
 from behaviorseq.train.trainer import seed_everything
 
 CTR_METRICS = ("auc", "gauc_user", "gauc_category")  # what early stopping can maximise
 
 
+# The task each model family trains on (the package under models/).
+FAMILY_TASK = {"retrieval": "retrieval", "ranking": "ctr", "risk": "default_risk", "tpp": "tpp"}
+
+
 def resolve_task(cfg: RunConfig) -> str:
     """The run's task: ``cfg.task`` if given (checked against the model), else from the model's family."""
-    from behaviorseq.models.risk import RISK_MODELS
+    from behaviorseq import models
     from behaviorseq.train.run_risk import RISK_METRICS
+    from behaviorseq.train.run_tpp import TPP_METRICS
 
-    family = "ctr" if cfg.model in RANKING_MODELS else "default_risk" if cfg.model in RISK_MODELS else "retrieval"
-    task = cfg.task or family
-    if task != family:
-        raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model); ranking (ctr) models "
-                          f"are {list(RANKING_MODELS)}, default_risk models {list(RISK_MODELS)}")
-    allowed = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS}.get(task)
+    try:
+        family = models.family(cfg.model)
+    except KeyError:
+        raise ConfigError(f"unknown model {cfg.model!r}; registered models are {models.names()}") from None
+    expected = FAMILY_TASK[family]
+    task = cfg.task or expected
+    if task != expected:
+        raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model, task {expected!r}); "
+                          + "; ".join(f"{t}: {models.names(f)}" for f, t in FAMILY_TASK.items() if f != "retrieval"))
+    allowed = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS, "tpp": TPP_METRICS}.get(task)
     if allowed is not None and cfg.train.early_stop_metric not in allowed:
         raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
-                          f"use one of {list(allowed)} (the packaged <model>.yaml sets auc)")
+                          f"use one of {list(allowed)} (the packaged <model>.yaml sets it)")
     return task
 
 

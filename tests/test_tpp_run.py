@@ -1,0 +1,74 @@
+"""Event-stream models through the engine (train.run_tpp): simulated Hawkes data or a folder of EasyTPP files,
+run folders and metrics from ``run_experiment`` / ``behaviorseq train``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from behaviorseq.cli import main as cli_main
+from behaviorseq.config import ConfigError
+from behaviorseq.train import run_experiment
+from behaviorseq.train.run import resolve_config
+from behaviorseq.train.run_tpp import TPPDataConfig, read_easytpp_folder, synthetic_hawkes
+
+SMALL = {"num_types": 3, "n_seqs": 400, "max_events": 40, "seed": 1}
+
+
+def _cfg(model: str, **train) -> dict:
+    return {"model": model, "data": {"dataset": "synthetic-hawkes", "tpp": {**SMALL, "task": {"eval_batch_size": 128}}},
+            "train": {"epochs": 4, "batch_size": 32, "lr": 0.01, "early_stop_metric": "loglik", "patience": 4,
+                      "threads": 1, "seed": 0, **train}}
+
+
+def _poisson_loglik(seqs) -> float:
+    """Per event, of a homogeneous Poisson process per type with the rates fitted on these sequences (what a
+    model that learned nothing about the history can reach; events after each sequence's first, as the task)."""
+    span = sum(float(seqs.time[seqs.offsets[i + 1] - 1] - seqs.time[seqs.offsets[i]]) for i in range(len(seqs)))
+    first = np.zeros(len(seqs.type), dtype=bool)
+    first[seqs.offsets[:-1]] = True
+    k = seqs.type[~first]
+    rates = np.bincount(k, minlength=seqs.num_types) / span
+    return float((np.log(rates[k]).sum() - rates.sum() * span) / k.size)
+
+
+def test_tpp_models_resolve_to_the_tpp_task_and_bad_configs_are_refused():
+    assert resolve_config(_cfg("nhp")).task == "tpp"
+    assert resolve_config(_cfg("hawkes_exp")).task == "tpp"
+    with pytest.raises(ConfigError, match="does not fit model 'thp'"):
+        resolve_config({**_cfg("thp"), "task": "ctr"})
+    with pytest.raises(ConfigError, match="not a tpp metric"):
+        resolve_config({**_cfg("nhp"), "train": {"early_stop_metric": "auc"}})
+    with pytest.raises(KeyError, match="unknown model .nhpp."):
+        resolve_config({"model": "nhpp"})
+
+
+def test_nhp_learns_simulated_hawkes_through_the_engine(tmp_path):
+    res = run_experiment(_cfg("nhp"), tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["protocol"]["task"] == "temporal_point_process" and {"loglik", "rmse", "acc"} <= set(m["test"])
+    test = synthetic_hawkes(TPPDataConfig(**SMALL))[0]["test"]
+    assert res["test"]["loglik"] > _poisson_loglik(test) + 0.05, (res["test"], _poisson_loglik(test))
+
+
+def test_easytpp_folder_through_the_cli(tmp_path, capsys):
+    roles = synthetic_hawkes(TPPDataConfig(**{**SMALL, "n_seqs": 120}))[0]
+    for role, stem in (("train", "train"), ("valid", "dev"), ("test", "test")):
+        s = roles[role]
+        seqs = [[{"time_since_start": float(s.time[j]), "type_event": int(s.type[j]),
+                  "time_since_last_event": float(s.time[j] - s.time[j - 1]) if j > s.offsets[i] else 0.0}
+                 for j in range(s.offsets[i], s.offsets[i + 1])] for i in range(len(s))]
+        with open(tmp_path / f"{stem}.pkl", "wb") as fh:
+            pickle.dump({"dim_process": 3, stem: seqs}, fh)
+    back = read_easytpp_folder(tmp_path)
+    np.testing.assert_allclose(back["test"].time, roles["test"].time, rtol=1e-12)
+    code = cli_main(["train", "--model", "thp", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                     "train.epochs=1", "train.threads=1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "| test |" in out and "loglik" in out
+    (tmp_path / "dev.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match="no dev.pkl"):
+        read_easytpp_folder(tmp_path)
