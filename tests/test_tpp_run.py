@@ -42,7 +42,7 @@ def test_tpp_models_resolve_to_the_tpp_task_and_bad_configs_are_refused():
         resolve_config({**_cfg("thp"), "task": "ctr"})
     with pytest.raises(ConfigError, match="not a tpp metric"):
         resolve_config({**_cfg("nhp"), "train": {"early_stop_metric": "auc"}})
-    with pytest.raises(KeyError, match="unknown model .nhpp."):
+    with pytest.raises(ConfigError, match="unknown model .nhpp."):
         resolve_config({"model": "nhpp"})
 
 

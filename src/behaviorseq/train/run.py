@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from behaviorseq import models
-from behaviorseq.config import RunConfig
+from behaviorseq.config import ConfigError, RunConfig
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
@@ -34,7 +34,11 @@ from behaviorseq.utils import atomic_write_text
 
 def resolve_config(config: dict | RunConfig) -> RunConfig:
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
-    model_cfg = models.get(cfg.model).Config.from_dict(cfg.model_args)  # validates, fills defaults
+    try:
+        cls = models.get(cfg.model)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    model_cfg = cls.Config.from_dict(cfg.model_args)  # validates, fills defaults
     return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": resolve_task(cfg)})
 
 
