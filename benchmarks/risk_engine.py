@@ -7,7 +7,8 @@ reproduces the published table, not a new result.
         --json risk_engine.json      # written to benchmarks/results/
 
 Each run is ``behaviorseq train --model M data.payments.seed=S train.seed=S ...``; its folder is
-``benchmarks/_work/runs/risk-<model>-w<window>-s<seed>``, reused when finished (delete it to retrain).
+``benchmarks/_work/runs/risk-<model>-w<window>[-e<epochs>p<patience>]-s<seed>``, reused when finished (delete it
+to retrain). ``--epochs 30 --patience 6`` asks whether the flat baselines only lacked training time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--window", type=float, default=180.0)
     p.add_argument("--models", nargs="+", default=list(NAMES))
+    p.add_argument("--epochs", type=int, default=8, help="8 = lbsf_windows.py's budget")
+    p.add_argument("--patience", type=int, default=None, help="default: --epochs (no early stop)")
     p.add_argument("--json", default=None)
     p.add_argument("--reference", default="benchmarks/results/lbsf_windows.json")
     args = p.parse_args()
@@ -38,11 +41,12 @@ def main() -> None:
     # AdamW lr 2e-3 wd 1e-4, 8 epochs, the best validation AUC's weights on test
     common = ["data.payments.n_users=2400", "data.payments.rate_per_day=0.7", f"data.risk.window_days={args.window}",
               "data.risk.n_top=8", "data.risk.max_per_merchant=10", "model.d=32", "model.n_hash=2048",
-              "train.epochs=8", "train.patience=8", "train.threads=1"]
+              f"train.epochs={args.epochs}", f"train.patience={args.patience or args.epochs}", "train.threads=1"]
     rows = []
     for model in args.models:
         for seed in args.seeds:
-            run_dir = WORK / "runs" / f"risk-{model}-w{args.window:g}-s{seed}"
+            tag = "" if args.epochs == 8 and args.patience in (None, 8) else f"-e{args.epochs}p{args.patience}"
+            run_dir = WORK / "runs" / f"risk-{model}-w{args.window:g}{tag}-s{seed}"
             if (run_dir / "metrics.json").exists():
                 res = json.loads((run_dir / "metrics.json").read_text())
             else:
@@ -60,15 +64,16 @@ def main() -> None:
         for r in json.loads(Path(args.reference).read_text())["rows"]:
             if float(r["window"]) == args.window and r["seed"] in args.seeds:
                 ref.setdefault(r["model"], []).append(r["auc"])
-    lines = [f"| model | engine AUC ({args.window:g} d) | engine KS | benchmark loop AUC | seeds |",
-             "|---|---|---|---|---|"]
+    lines = [f"| model | engine AUC ({args.window:g} d) | engine KS | benchmark loop AUC (8 epochs) | seeds | best epochs |",
+             "|---|---|---|---|---|---|"]
     for model in args.models:
         a = np.array([r["auc"] for r in rows if r["model"] == model])
         k = np.array([r["ks"] for r in rows if r["model"] == model])
         b = np.array(ref.get(NAMES[model], []))
         bench = f"{b.mean():.3f} ± {b.std():.3f}" if b.size else "-"
+        best = "/".join(str(r["best_epoch"]) for r in rows if r["model"] == model)
         lines.append(f"| {model} | {a.mean():.3f} ± {a.std():.3f} | {k.mean():.3f} ± {k.std():.3f} | {bench} "
-                     f"| {len(a)} |")
+                     f"| {len(a)} | {best} |")
     table = "\n".join(lines)
     print(table)
     if args.json:

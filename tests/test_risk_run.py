@@ -87,6 +87,11 @@ def test_payment_at_the_label_date_is_refused(tmp_path):
     last = pd.to_datetime(pay.time).max()
     with pytest.raises(DataFormatError, match="field 'time': payment at or after the label date"):
         open_payments(str(tmp_path), {"label_date": str(last.floor("D"))})
+    late = str((last + pd.Timedelta(days=3)).date())
+    from behaviorseq.cli_train import parse_overrides
+
+    as_yaml = parse_overrides([f"data.payments.label_date={late}"])["data"]["payments"]  # a datetime.date
+    assert open_payments(str(tmp_path), as_yaml).label_day == open_payments(str(tmp_path), {"label_date": late}).label_day
     with pytest.raises(FileNotFoundError, match="not 'synthetic-payments' and not a folder"):
         open_payments(str(tmp_path / "nowhere"))
 

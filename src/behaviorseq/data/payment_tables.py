@@ -18,6 +18,7 @@ Payments of users without a label row are dropped and counted. Errors name the f
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +50,7 @@ class PaymentTablesConfig(StrictConfig):
     labels: str | None = None  # default: <folder>/labels.{csv,parquet}
     columns: dict[str, str] = Field(default_factory=dict)  # role -> source column
     time_unit: Literal["s", "ms", "days"] = "s"  # of numeric times (ISO / date-time columns are seconds)
-    label_date: float | str | None = None  # None: one day after the last payment
+    label_date: float | datetime | date | str | None = None  # None: one day after the last payment (YAML dates ok)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test, without a role column
     seed: int = 0
 
@@ -65,11 +66,13 @@ def _label_day(c: PaymentTablesConfig) -> float | None:
     """The configured label date in days (the unit of ``time``), or None."""
     if c.label_date is None:
         return None
+    if isinstance(c.label_date, (date, datetime)):  # YAML and the CLI's overrides parse ISO dates
+        return _label_day(c.model_copy(update={"label_date": c.label_date.isoformat()}))
     if isinstance(c.label_date, str):
         if c.time_unit != "s":
             raise ValueError("payments data set: an ISO label_date needs ISO / date-time payment times (time_unit 's')")
         try:
-            secs = np.datetime64(c.label_date.replace("Z", ""), "s").astype(np.int64)
+            secs = np.datetime64(c.label_date.replace("Z", "").replace("+00:00", ""), "s").astype(np.int64)
         except ValueError as e:
             raise ValueError(f"payments data set: label_date {c.label_date!r} is not an ISO-8601 date") from e
         return float(secs) / 86_400.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import Tensor, nn
 
 from behaviorseq import __version__
@@ -177,7 +178,7 @@ class DefaultRiskTask:
             model.train()
         s = np.concatenate(out) if out else np.zeros(0)
         y = self.label[rows].astype(bool)
-        return {"auc": auc(y, s), "ks": ks(y, s), "logloss": logloss(y, 1.0 / (1.0 + np.exp(-s))),
+        return {"auc": auc(y, s), "ks": ks(y, s), "logloss": logloss(y, expit(s)),
                 "positive_rate": float(y.mean()) if len(y) else float("nan"), "n": int(len(rows))}
 
     def protocol(self, role: str = "test") -> dict:
