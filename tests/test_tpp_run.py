@@ -52,6 +52,8 @@ def test_nhp_learns_simulated_hawkes_through_the_engine(tmp_path):
     assert m["protocol"]["task"] == "temporal_point_process" and {"loglik", "rmse", "acc"} <= set(m["test"])
     test = synthetic_hawkes(TPPDataConfig(**SMALL))[0]["test"]
     assert res["test"]["loglik"] > _poisson_loglik(test) + 0.05, (res["test"], _poisson_loglik(test))
+    truth = m["protocol"]["reference"]["true_model_loglik"]["test"]  # the physical limit, within MC noise
+    assert res["test"]["loglik"] < truth + 0.02 and truth > _poisson_loglik(test)
 
 
 def test_easytpp_folder_through_the_cli(tmp_path, capsys):

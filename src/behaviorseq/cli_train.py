@@ -91,6 +91,9 @@ def format_tpp_metrics(result: dict) -> str:
         lines.append(f"| {role} | {r['loglik']:.4f} | {r.get('rmse', float('nan')):.4f} | "
                      f"{r.get('acc', float('nan')):.4f} | {r['n_events']:.0f} |")
     p = result["protocol"]
+    ref = p.get("reference", {}).get("true_model_loglik")
+    if ref:
+        lines.append(f"| true model | {ref['test']:.4f} (valid {ref['valid']:.4f}) | | | |")
     i = p["loglik_integral"]
     lines.append(f"\nprotocol: {result['dataset']}, integral {i['method']} ({i['points_per_interval']} points), "
                  f"prediction by thinning ({p['prediction']['draws']} draws), "

@@ -88,6 +88,7 @@ class TPPTask:
     data: dict[str, EventSequences]  # "train", "valid", "test"
     cfg: TPPTaskConfig
     train_cfg: TrainConfig
+    reference: dict | None = None  # e.g. the true model's metrics on simulated data, copied into the protocol
 
     def __post_init__(self) -> None:
         missing = [r for r in ("train", "valid", "test") if r not in self.data]
@@ -173,5 +174,6 @@ class TPPTask:
                            "dtime_max": self.dtime_max, "roles": list(c.predict_roles)},
             "seed": self.train_cfg.seed,
             "eval_seed": c.seed,
+            **({"reference": self.reference} if self.reference else {}),
             "code_version": __version__,
         }

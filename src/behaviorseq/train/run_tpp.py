@@ -4,7 +4,8 @@ task), for the models of ``models.tpp`` (NHP, THP, AttNHP, PromptTPP, the expone
 ``train.run.run_experiment`` calls :func:`prepare_tpp` and writes the usual run folder; early stopping
 maximises the validation ``loglik`` (nats per event). The data set (``data.dataset``) is either
 ``synthetic-hawkes`` (``data.synthetic.hawkes``: random exponential-kernel parameters rescaled to one event
-per unit time, simulated sequences split by sequence) or a folder of EasyTPP files: ``train.pkl``,
+per unit time, simulated sequences split by sequence; the protocol records the true model's log-likelihood
+per event on the same events, the physical limit) or a folder of EasyTPP files: ``train.pkl``,
 ``dev.pkl``, ``test.pkl`` (the Gatech / NHP pickles) or ``train|dev|test`` ``.parquet`` / ``.json`` /
 ``.jsonl`` (EasyTPP's Hugging Face columns). ``data.tpp`` holds :class:`TPPDataConfig`: the generator's
 arguments and the task's (:class:`~behaviorseq.tasks.tpp.TPPTaskConfig`: chunk length, integral, thinning).
@@ -22,6 +23,7 @@ from behaviorseq.config import RunConfig, StrictConfig
 from behaviorseq.data.eventseq import EventSequences
 from behaviorseq.data.loaders.tpp import read_easytpp_hf, read_easytpp_pickle
 from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes
+from behaviorseq.models.tpp.hawkes_exp import HawkesExp
 from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import seed_everything
 
@@ -68,8 +70,15 @@ def read_easytpp_folder(folder: str | Path) -> dict[str, EventSequences]:
 def prepare_tpp(cfg: RunConfig) -> tuple[dict[str, EventSequences], object, TPPTask]:
     """(roles, model, task) for a resolved TPP config."""
     c = TPPDataConfig.from_dict(cfg.data.tpp)
+    reference = None
     if cfg.data.dataset == SYNTHETIC:
-        data, _ = synthetic_hawkes(c)
+        data, params = synthetic_hawkes(c)
+        # The physical limit: the true model's log-likelihood per event on the same events, exact integral.
+        truth = HawkesExp.from_params(params.mu, params.adjacency, params.decay)
+        ll = TPPTask(data, c.task.model_copy(update={"predict_roles": [], "eval_integral": "exact"}), cfg.train)
+        reference = {"true_model_loglik": {r: ll.evaluate(truth, r)["loglik"] for r in ("valid", "test")},
+                     "true_params": {"mu": params.mu.tolist(), "adjacency": params.adjacency.tolist(),
+                                     "decay": params.decay.tolist()}}
     else:
         folder = Path(cfg.data.dataset)
         if not folder.is_dir() and cfg.data.data_root is not None:
@@ -77,7 +86,7 @@ def prepare_tpp(cfg: RunConfig) -> tuple[dict[str, EventSequences], object, TPPT
         if not folder.is_dir():
             raise FileNotFoundError(f"TPP data set {cfg.data.dataset!r}: not {SYNTHETIC!r} and not a folder")
         data = read_easytpp_folder(folder)
-    task = TPPTask(data, c.task, cfg.train)
+    task = TPPTask(data, c.task, cfg.train, reference)
     seed_everything(cfg.train.seed)
     model = models.build(cfg.model, task.num_types, cfg.model_args)
     return data, model, task
