@@ -133,6 +133,11 @@ def test_lbsf_trains_through_the_engine_and_writes_a_run_folder(tmp_path):
     flat = run_experiment({**_cfg("flat_transformer"), "train": {**_cfg("lbsf")["train"], "epochs": 1}},
                           tmp_path / "flat")
     assert flat["protocol"]["view"] == "flat: last 56 payments"
+    from behaviorseq.train import compare_runs
+
+    table, rows = compare_runs([tmp_path / "run", tmp_path / "flat"])
+    assert "| auc | ks | logloss |" in table and "WARNING" not in table  # same window and payment budget
+    assert rows[0]["auc"] == pytest.approx(res["test"]["auc"])
 
 
 def test_resumed_risk_run_equals_an_uninterrupted_one(tmp_path):

@@ -52,6 +52,9 @@ def test_nhp_learns_simulated_hawkes_through_the_engine(tmp_path):
     assert m["protocol"]["task"] == "temporal_point_process" and {"loglik", "rmse", "acc"} <= set(m["test"])
     test = synthetic_hawkes(TPPDataConfig(**SMALL))[0]["test"]
     assert res["test"]["loglik"] > _poisson_loglik(test) + 0.05, (res["test"], _poisson_loglik(test))
+    from behaviorseq.train import compare_runs
+
+    assert "| loglik | rmse | acc |" in compare_runs([tmp_path / "run"])[0]
     truth = m["protocol"]["reference"]["true_model_loglik"]["test"]  # the physical limit, within MC noise
     assert res["test"]["loglik"] < truth + 0.02 and truth > _poisson_loglik(test)
 

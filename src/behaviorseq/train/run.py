@@ -168,6 +168,7 @@ def plot_curves(run_dir: Path, metric: str) -> Path | None:
 
 
 _CTR_METRICS = ("auc", "gauc_user", "gauc_category", "logloss")
+_OTHER_METRICS = ("ks", "loglik", "rmse", "acc")  # default-risk and TPP runs
 
 
 def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path | None = None) -> tuple[str, list[dict]]:
@@ -180,10 +181,16 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
         if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
             parts = ("pointwise", p["sampling"].get("protocol"), p["sampling"].get("split"))
             p = {"ranking": " ".join(str(x) for x in parts if x), "exclude_history": "n/a"}
+        elif p.get("task") == "default_risk":  # the window and the view must agree
+            p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}", "exclude_history": "n/a"}
+        elif p.get("task") == "temporal_point_process":  # the integral and the chunking must agree
+            i = p["loglik_integral"]
+            p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
+                 "exclude_history": "n/a"}
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
                      "ranking": p["ranking"], "exclude_history": p["exclude_history"],
-                     **{k: v for k, v in m[role].items() if k != "n"}, "n": m[role].get("n")})
-    metrics = [k for k in rows[0] if "@" in k or k in ("mrr", *_CTR_METRICS)] if rows else []
+                     **{k: v for k, v in m[role].items() if k not in ("n", "n_events")}, "n": m[role].get("n")})
+    metrics = [k for k in rows[0] if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)] if rows else []
     protocols = {(r["dataset"], r["ranking"], r["exclude_history"]) for r in rows}
     head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
