@@ -159,3 +159,23 @@ def test_cli_trains_on_the_users_tables(tmp_path, capsys):
                      "train.epochs=1", "train.threads=1", "model.d=8"])
     out = capsys.readouterr().out
     assert code == 0 and "| test |" in out and "flat: last 90 payments" in out
+
+
+def test_read_payments_parquet_renamed_columns_and_numeric_days(tmp_path):
+    src, pay, lab = _write_tables(tmp_path, n_users=30)
+    days = (pd.to_datetime(pay.time) - pd.Timestamp("2024-01-01")).dt.total_seconds() / 86_400 + 100.0
+    pay.assign(time=days).rename(columns={"user": "uid", "time": "day", "merchant": "shop", "amount": "amt"}) \
+        .drop(columns=["description"]).to_parquet(tmp_path / "p.parquet", index=False)
+    lab.rename(columns={"user": "uid"}).to_parquet(tmp_path / "l.parquet", index=False)
+    cols = {"user": "uid", "time": "day", "merchant": "shop", "amount": "amt"}
+    d = open_payments(str(tmp_path), {"payments": str(tmp_path / "p.parquet"), "labels": str(tmp_path / "l.parquet"),
+                                      "columns": cols, "time_unit": "days", "label_date": 100.0 + src.label_day})
+    ref = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv",
+                        PaymentTablesConfig(label_date=str(np.datetime64("2024-01-01") + np.timedelta64(
+                            int(round(src.label_day * 86_400)), "s"))))
+    np.testing.assert_array_equal(d.user, ref.user)
+    np.testing.assert_allclose(d.time, ref.time, atol=1e-6)
+    assert d.label_day == pytest.approx(ref.label_day, abs=1e-6) and d.descriptions == ["", ""]  # padding, then the one empty text
+    with pytest.raises(DataFormatError, match="p.parquet, field 'amount': missing column"):
+        open_payments(str(tmp_path), {"payments": str(tmp_path / "p.parquet"), "labels": str(tmp_path / "l.parquet"),
+                                      "columns": {**cols, "amount": "amount"}, "time_unit": "days"})

@@ -18,6 +18,7 @@ Payments of users without a label row are dropped and counted. Errors name the f
 
 from __future__ import annotations
 
+import csv
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,16 @@ def _label_day(c: PaymentTablesConfig) -> float | None:
     return float(c.label_date) * _SECONDS[c.time_unit] / 86_400.0
 
 
+def _column_names(path: Path) -> list[str]:
+    """The header of a CSV / TSV or the schema of a Parquet file."""
+    if path.suffix in (".parquet", ".pq", ".parq"):
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    with open(path, newline="", encoding="utf8") as fh:
+        return next(csv.reader(fh, delimiter="\t" if path.suffix == ".tsv" else ","), [])
+
+
 def _strings(t: pa.Table, name: str) -> np.ndarray:
     return np.asarray(t[name].to_numpy(zero_copy_only=False)).astype(str)
 
@@ -95,11 +106,14 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
             "label": "label", "role": "role", **c.columns}
     src, lsrc = str(payments), str(labels)
+    names = _column_names(Path(payments))
+    if cols["amount"] not in names:
+        raise DataFormatError(src, None, cols["amount"], f"missing column; columns are {names}")
+    kinds = {cols["user"]: "categorical", cols["merchant"]: "categorical", cols["amount"]: "numeric"}
+    if cols["description"] in names:
+        kinds[cols["description"]] = "text"
     t = read_table(payments, {"user": cols["user"], "item": cols["merchant"], "timestamp": cols["time"]},
-                   kinds={cols["user"]: "categorical", cols["merchant"]: "categorical",
-                          cols["amount"]: "numeric", cols["description"]: "text"}).events
-    if cols["amount"] not in t.column_names:
-        raise DataFormatError(src, None, cols["amount"], f"missing column; columns are {t.column_names}")
+                   kinds=kinds).events
     amount = np.asarray(t[cols["amount"]].to_numpy(zero_copy_only=False), dtype=np.float64)
     bad = ~np.isfinite(amount) | (amount < 0)
     if bad.any():
