@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--suffix", default="")
     ap.add_argument("--batch", type=int, default=BATCH, help=f"batch size (default {BATCH}, DARE's scripts)")
     ap.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (default 2)")
+    ap.add_argument("--tag", default="", help="appended to the cache folder: a run with another budget on the same data")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     over = {"n_users": args.users} if args.users else {}
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         over[k] = float(v) if "." in v else int(v)
     tag_over = "".join(f"-{k}{v}" for k, v in sorted(over.items()))  # runs on other planted data cache apart
     tag_over_b = tag_over + (f"-b{args.batch}" if args.batch != BATCH else "")  # and runs at other batch sizes
+    tag_over_b += f"-{args.tag}" if args.tag else ""
     rows = []
     if args.cmd in ("effect", "sdim"):
         L = args.length or (200 if args.cmd == "effect" else 1024)
