@@ -46,7 +46,7 @@ def test_configs_reject_unknown_keys_with_the_valid_ones():
         RunConfig.from_dict({"train": {"batchsize": 3}})
     with pytest.raises(ConfigError, match="unknown key"):
         resolve_config({"model": "sasrec", "model_config": {"hidden": 3}})
-    with pytest.raises(KeyError, match="registered models"):
+    with pytest.raises(ConfigError, match="registered models"):
         resolve_config({"model": "sasrek"})
 
 

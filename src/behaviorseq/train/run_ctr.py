@@ -36,7 +36,8 @@ def resolve_task(cfg: RunConfig) -> str:
     task = cfg.task or expected
     if task != expected:
         raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model, task {expected!r}); "
-                          + "; ".join(f"{t}: {models.names(f)}" for f, t in FAMILY_TASK.items() if f != "retrieval"))
+                          + "; ".join(f"{f} models ({t}): {models.names(f)}" for f, t in FAMILY_TASK.items()
+                                      if f != "retrieval"))
     allowed = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS, "tpp": TPP_METRICS}.get(task)
     if allowed is not None and cfg.train.early_stop_metric not in allowed:
         raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
