@@ -130,14 +130,16 @@ def test_lbsf_trains_through_the_engine_and_writes_a_run_folder(tmp_path):
     assert res["test"]["auc"] > 0.65, res["test"]  # chance is 0.5 (about 150 test users: sd ~0.045)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
     # the flat baseline reads the last N = (n_top + 1) * max_per_merchant payments
-    flat = run_experiment({**_cfg("flat_transformer"), "train": {**_cfg("lbsf")["train"], "epochs": 1}},
+    flat = run_experiment({**_cfg("flat_transformer", payments=planted), "train": {**cfg["train"], "epochs": 1}},
                           tmp_path / "flat")
     assert flat["protocol"]["view"] == "flat: last 56 payments"
     from behaviorseq.train import compare_runs
 
     table, rows = compare_runs([tmp_path / "run", tmp_path / "flat"])
-    assert "| auc | ks | logloss |" in table and "WARNING" not in table  # same window and payment budget
+    assert "| auc | ks | logloss |" in table and "WARNING" not in table  # same data, window and payment budget
     assert rows[0]["auc"] == pytest.approx(res["test"]["auc"])
+    run_experiment({**_cfg("flat_gru"), "train": {**cfg["train"], "epochs": 1}}, tmp_path / "other")
+    assert "WARNING" in compare_runs([tmp_path / "flat", tmp_path / "other"])[0]  # other generator arguments
 
 
 def test_resumed_risk_run_equals_an_uninterrupted_one(tmp_path):

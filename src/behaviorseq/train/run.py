@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -181,8 +182,10 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
         if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
             parts = ("pointwise", p["sampling"].get("protocol"), p["sampling"].get("split"))
             p = {"ranking": " ".join(str(x) for x in parts if x), "exclude_history": "n/a"}
-        elif p.get("task") == "default_risk":  # the window and the view must agree
-            p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}", "exclude_history": "n/a"}
+        elif p.get("task") == "default_risk":  # the data arguments, the window and the view must agree
+            args = json.dumps(p.get("dataset_args", {}), sort_keys=True, default=str)
+            p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}, data args "
+                            f"{hashlib.sha256(args.encode()).hexdigest()[:8]}", "exclude_history": "n/a"}
         elif p.get("task") == "temporal_point_process":  # the integral and the chunking must agree
             i = p["loglik_integral"]
             p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",

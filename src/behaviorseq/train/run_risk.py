@@ -55,7 +55,8 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     seed_everything(cfg.train.seed)
     model = build(cfg.model, hash_char_ngrams(data.merchant_names, n_hash), hash_char_ngrams(data.descriptions, n_hash),
                   edges, length, cfg.model_args)
-    info = {"dataset": cfg.data.dataset, "dataset_report": data.report, "window_days": v.window_days, "view": kind,
+    info = {"dataset": cfg.data.dataset, "dataset_args": dict(cfg.data.payments), "dataset_report": data.report,
+            "window_days": v.window_days, "view": kind,
             "payment_budget": (v.n_top + 1) * v.max_per_merchant if folded else length,
             "amount_edges": "quantiles of training users' payments", "label_day": data.label_day}
     task = DefaultRiskTask.create(to_tensors(view), data.label, data.role, cfg.train, cfg.eval, info)
