@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from behaviorseq import __version__
 from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.folding import Flat, Folded
+from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID
 from behaviorseq.metrics.pointwise import auc, logloss
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS
 
@@ -121,7 +122,7 @@ def fit(model: nn.Module, data: dict[str, Tensor], label: np.ndarray, train: np.
     return out
 
 
-_ROLE_IDS = {"train": 0, "valid": 1, "test": 2}  # data.synthetic.payments TRAIN / VALID / TEST
+_ROLE_IDS = {"train": TRAIN, "valid": VALID, "test": TEST}  # PaymentData.role codes
 
 
 @dataclass
