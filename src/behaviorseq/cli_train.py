@@ -55,14 +55,20 @@ def build_config(model: str, data: str | None, config_file: str | None, override
     return cfg
 
 
-def format_ctr_metrics(result: dict) -> str:
-    """The table of a CTR run: AUC, GAUCs and logloss per role, then the protocol line."""
-    names = ["auc", "gauc_user", "gauc_category", "logloss"]
-    names = [n for n in names if n in result["test"]]
-    lines = ["| role | " + " | ".join(names) + " | n |", "|" + "---|" * (len(names) + 2)]
+def _role_table(result: dict, columns: list[tuple[str, str, str]]) -> list[str]:
+    """Markdown rows for valid and test: ``columns`` are (header, metric key, format spec)."""
+    lines = ["| role | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for role in ("valid", "test"):
         r = result[role]
-        lines.append(f"| {role} | " + " | ".join(f"{r[n]:.4f}" for n in names) + f" | {r.get('n')} |")
+        lines.append(f"| {role} | " + " | ".join(format(r.get(key, float("nan")), spec) for _, key, spec in columns)
+                     + " |")
+    return lines
+
+
+def format_ctr_metrics(result: dict) -> str:
+    """The table of a CTR run: AUC, GAUCs and logloss per role, then the protocol line."""
+    names = [n for n in ("auc", "gauc_user", "gauc_category", "logloss") if n in result["test"]]
+    lines = _role_table(result, [(n, n, ".4f") for n in names] + [("n", "n", "")])
     p = result["protocol"]
     s = p["sampling"]
     lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats']['samples']} samples), "
@@ -72,11 +78,8 @@ def format_ctr_metrics(result: dict) -> str:
 
 def format_risk_metrics(result: dict) -> str:
     """The table of a default-risk run: AUC, KS and logloss per role, then the protocol line."""
-    lines = ["| role | auc | ks | logloss | positive rate | users |", "|---|---|---|---|---|---|"]
-    for role in ("valid", "test"):
-        r = result[role]
-        lines.append(f"| {role} | {r['auc']:.4f} | {r['ks']:.4f} | {r['logloss']:.4f} | {r['positive_rate']:.3f} "
-                     f"| {r['n']} |")
+    lines = _role_table(result, [("auc", "auc", ".4f"), ("ks", "ks", ".4f"), ("logloss", "logloss", ".4f"),
+                                 ("positive rate", "positive_rate", ".3f"), ("users", "n", "")])
     p = result["protocol"]
     lines.append(f"\nprotocol: {p['dataset']}, {p['window_days']:g}-day window, {p['view']}, one sample per user "
                  f"(users {p['users']}), seed {p['seed']}")
@@ -85,11 +88,8 @@ def format_risk_metrics(result: dict) -> str:
 
 def format_tpp_metrics(result: dict) -> str:
     """The table of a TPP run: log-likelihood per event, next-time RMSE and type accuracy per role."""
-    lines = ["| role | loglik / event | rmse | acc | events |", "|---|---|---|---|---|"]
-    for role in ("valid", "test"):
-        r = result[role]
-        lines.append(f"| {role} | {r['loglik']:.4f} | {r.get('rmse', float('nan')):.4f} | "
-                     f"{r.get('acc', float('nan')):.4f} | {r['n_events']:.0f} |")
+    lines = _role_table(result, [("loglik / event", "loglik", ".4f"), ("rmse", "rmse", ".4f"), ("acc", "acc", ".4f"),
+                                 ("events", "n_events", ".0f")])
     p = result["protocol"]
     ref = p.get("reference", {}).get("true_model_loglik")
     if ref:
