@@ -113,7 +113,7 @@ class RunConfig(StrictConfig):
     model: str = "sasrec"
     # "retrieval" (next-item over all items), "ctr" (pointwise click prediction, tasks.ctr),
     # "default_risk" (one default label per user, tasks.default_risk) or "tpp" (event streams, tasks.tpp);
-    # None: from the model's family (train.run_ctr.FAMILY_TASK).
+    # None: from the model's family (train.run.FAMILY_TASK).
     task: Literal["retrieval", "ctr", "default_risk", "tpp"] | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)  # the model's own typed config
     data: DataConfig = Field(default_factory=DataConfig)

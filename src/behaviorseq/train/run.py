@@ -26,11 +26,31 @@ from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
-from behaviorseq.train.run_ctr import prepare_ctr, resolve_task
-from behaviorseq.train.run_risk import prepare_risk
-from behaviorseq.train.run_tpp import prepare_tpp
+from behaviorseq.train.run_ctr import CTR_METRICS, prepare_ctr
+from behaviorseq.train.run_risk import RISK_METRICS, prepare_risk
+from behaviorseq.train.run_tpp import TPP_METRICS, prepare_tpp
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
+
+# The task each model family trains on (the package under models/), and what early stopping may maximise.
+FAMILY_TASK = {"retrieval": "retrieval", "ranking": "ctr", "risk": "default_risk", "tpp": "tpp"}
+_STOP_METRICS = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS, "tpp": TPP_METRICS}
+
+
+def resolve_task(cfg: RunConfig) -> str:
+    """The run's task: ``cfg.task`` if given (checked against the model), else from the model's family."""
+    family = models.family(cfg.model)
+    expected = FAMILY_TASK[family]
+    task = cfg.task or expected
+    if task != expected:
+        raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model, task {expected!r}); "
+                          + "; ".join(f"{f} models ({t}): {models.names(f)}" for f, t in FAMILY_TASK.items()
+                                      if f != "retrieval"))
+    allowed = _STOP_METRICS.get(task)
+    if allowed is not None and cfg.train.early_stop_metric not in allowed:
+        raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
+                          f"use one of {list(allowed)} (the packaged <model>.yaml sets it)")
+    return task
 
 
 def resolve_config(config: dict | RunConfig) -> RunConfig:

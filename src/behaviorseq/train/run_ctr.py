@@ -18,33 +18,6 @@ from behaviorseq.train.trainer import seed_everything
 CTR_METRICS = ("auc", "gauc_user", "gauc_category")  # what early stopping can maximise
 
 
-# The task each model family trains on (the package under models/).
-FAMILY_TASK = {"retrieval": "retrieval", "ranking": "ctr", "risk": "default_risk", "tpp": "tpp"}
-
-
-def resolve_task(cfg: RunConfig) -> str:
-    """The run's task: ``cfg.task`` if given (checked against the model), else from the model's family."""
-    from behaviorseq import models
-    from behaviorseq.train.run_risk import RISK_METRICS
-    from behaviorseq.train.run_tpp import TPP_METRICS
-
-    try:
-        family = models.family(cfg.model)
-    except KeyError:
-        raise ConfigError(f"unknown model {cfg.model!r}; registered models are {models.names()}") from None
-    expected = FAMILY_TASK[family]
-    task = cfg.task or expected
-    if task != expected:
-        raise ConfigError(f"task {task!r} does not fit model {cfg.model!r} (a {family} model, task {expected!r}); "
-                          + "; ".join(f"{f} models ({t}): {models.names(f)}" for f, t in FAMILY_TASK.items()
-                                      if f != "retrieval"))
-    allowed = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS, "tpp": TPP_METRICS}.get(task)
-    if allowed is not None and cfg.train.early_stop_metric not in allowed:
-        raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
-                          f"use one of {list(allowed)} (the packaged <model>.yaml sets it)")
-    return task
-
-
 def prepare_ctr(cfg: RunConfig) -> tuple[CTRData, object, CTRTask]:
     """(data, model, task) for a resolved CTR config."""
     max_len = int(cfg.model_args.get("max_len", 200))
@@ -59,4 +32,4 @@ def prepare_ctr(cfg: RunConfig) -> tuple[CTRData, object, CTRTask]:
     return data, model, task
 
 
-__all__ = ["CTR_METRICS", "prepare_ctr", "resolve_task"]
+__all__ = ["CTR_METRICS", "prepare_ctr"]

@@ -14,8 +14,6 @@ import numpy as np
 
 from behaviorseq import models
 
-RISK_MODELS = ("lbsf", "flat_transformer", "flat_gru")  # trained by the default_risk task (train.run_risk)
-
 
 def build(name: str, merchant_ngrams: np.ndarray, description_ngrams: np.ndarray, edges: np.ndarray,
           max_len: int, config: dict | None = None):
