@@ -73,7 +73,7 @@ class AttNHP(nn.Module):
         self.log_beta = nn.Parameter(torch.zeros(num_types))  # softplus softness per type, init 1
 
     def encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Keys and values of the event tokens at every (stack, layer): [H, N, B, L, d] each."""
+        """Keys and values of the event tokens at every (stack, layer): ``keys[h][n]`` [B, L, d]."""
         check_batch(batch, self.fields)
         mask, t = batch["mask"], batch["time"]
         pe = self.time_enc(t)  # [B, L, dt]
@@ -90,9 +90,15 @@ class AttNHP(nn.Module):
                 s = torch.einsum("bid,bjd->bij", layer.q(x), k) * layer.scale
                 p = layer.drop(torch.softmax(s.masked_fill(~causal, -torch.inf), -1))
                 x = torch.cat([p @ v, pe], -1)  # the next layer's event tokens
-            keys.append(torch.stack(ks)), values.append(torch.stack(vs))
-        return {"keys": torch.stack(keys), "values": torch.stack(values), "time": t, "mask": mask,
+            keys.append(tuple(ks)), values.append(tuple(vs))
+        # nested tuples, not stacked tensors: indexing a stack would cost a zero-filled [H, N, B, L, d]
+        # gradient per (stack, layer) in the backward pass
+        return {"keys": tuple(keys), "values": tuple(values), "time": t, "mask": mask,
                 "seen": causal & mask[:, :, None]}  # seen[b, i, j]: a query on interval i sees event j
+
+    def _prefix(self, state: dict, h: int, n: int) -> tuple[Tensor, Tensor] | None:
+        """Extra keys and values [B, L, P, d] that queries on interval i also attend to (PromptTPP's prompts)."""
+        return None
 
     def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
         """dt [B, L, S] -> lambda [B, L, S, K]: query tokens at t_i + dt attend to events 0..i."""
@@ -113,10 +119,19 @@ class AttNHP(nn.Module):
                 if z is not None:
                     qkv = torch.addmm(qkv, z.reshape(-1, d), w[:, :d].t())
                 q, k, v = qkv.view(B, L * S, 3 * d).chunk(3, -1)  # [B, L S, d] each
-                s_ev = torch.baddbmm(bias, q, state["keys"][h, n].transpose(1, 2), alpha=layer.scale)  # [B, L S, L]
-                s_self = (q * k).sum(-1, keepdim=True) * layer.scale  # [B, L S, 1]
-                p = layer.drop(torch.softmax(torch.cat([s_ev, s_self], -1), -1))
-                att = torch.baddbmm(p[..., L:] * v, p[..., :L], state["values"][h, n])  # [B, L S, d]
+                blocks = [torch.baddbmm(bias, q, state["keys"][h][n].transpose(1, 2), alpha=layer.scale)]  # [B, L S, L]
+                prefix = self._prefix(state, h, n)
+                if prefix is not None:  # the keys of interval i's prefix: one [S, d] @ [d, P] product per interval
+                    kp, vp = (x.reshape(B * L, -1, d) for x in prefix)
+                    P = kp.shape[1]
+                    blocks.append((q.reshape(B * L, S, d) @ kp.transpose(1, 2)).view(B, L * S, P) * layer.scale)
+                blocks.append((q * k).sum(-1, keepdim=True) * layer.scale)  # the query itself [B, L S, 1]
+                p = layer.drop(torch.softmax(torch.cat(blocks, -1), -1))
+                # split, not slicing: each slice's backward would zero-fill a gradient of p's full size
+                p = p.split([b.shape[-1] for b in blocks], -1)
+                att = torch.baddbmm(p[-1] * v, p[0], state["values"][h][n])  # [B, L S, d]
+                if prefix is not None:
+                    att = att + (p[1].reshape(B * L, S, P) @ vp).view(B, L * S, d)
                 z = torch.tanh(att) if z is None else z + torch.tanh(att)
             zs.append(z)
         return scaled_softplus(self.out(torch.cat(zs, -1)).view(B, L, S, -1), self.log_beta.exp())

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from behaviorseq.models import register
 from behaviorseq.models.tpp.attnhp import AttNHP, AttNHPConfig
-from behaviorseq.nn.time_encoding import scaled_softplus
 from behaviorseq.nn.tpp import check_batch, loglik
 
 
@@ -95,38 +94,20 @@ class PromptTPP(AttNHP):
                 s_ev = torch.einsum("bid,bjd->bij", q, k).masked_fill(~causal, -torch.inf)
                 s_pr = torch.einsum("bid,bipd->bip", q, kp)
                 p = layer.drop(torch.softmax(torch.cat([s_ev, s_pr], -1) * layer.scale, -1))
-                x = torch.cat([p[..., :L] @ v + torch.einsum("bip,bipd->bid", p[..., L:], vp), pe], -1)
+                p_ev, p_pr = p.split([L, p.shape[-1] - L], -1)
+                x = torch.cat([p_ev @ v + torch.einsum("bip,bipd->bid", p_pr, vp), pe], -1)
                 ks.append(k), vs.append(v), pks.append(kp), pvs.append(vp), idl.append(sel)
-            keys.append(torch.stack(ks)), values.append(torch.stack(vs))
-            pk.append(torch.stack(pks)), pv.append(torch.stack(pvs)), ids.append(torch.stack(idl))
+            keys.append(tuple(ks)), values.append(tuple(vs))  # nested tuples: see AttNHP.encode
+            pk.append(tuple(pks)), pv.append(tuple(pvs)), ids.append(torch.stack(idl))
         n_sel = mask.sum() * len(self.stacks) * len(self.stacks[0]) * 2 * self.cfg.top_n
-        return {"keys": torch.stack(keys), "values": torch.stack(values), "prompt_keys": torch.stack(pk),
-                "prompt_values": torch.stack(pv), "prompt_ids": torch.stack(ids),  # [H, N, 2, B, L, top_n]
+        return {"keys": tuple(keys), "values": tuple(values), "prompt_keys": tuple(pk),
+                "prompt_values": tuple(pv), "prompt_ids": torch.stack(ids),  # [H, N, 2, B, L, top_n]
                 "pull": pull / n_sel.clamp_min(1), "time": t, "mask": mask, "seen": causal & mask[:, :, None]}
 
-    def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
-        """dt [B, L, S] -> lambda [B, L, S, K]: query tokens attend to the prompts of their position,
-        events 0..i and themselves."""
-        pe = self.time_enc(state["time"][:, :, None] + dt)
-        B, L, S = dt.shape
-        seen = state["seen"][:, :, None, :]
-        zs = []
-        for h, stack in enumerate(self.stacks):
-            z = pe.new_zeros(B, L, S, self.cfg.hidden_size)
-            for n, layer in enumerate(stack):
-                x = torch.cat([z, pe], -1)
-                q = layer.q(x)
-                kp, vp = state["prompt_keys"][h, n], state["prompt_values"][h, n]  # [B, L, P, d]
-                s_ev = torch.einsum("bisd,bjd->bisj", q, state["keys"][h, n]).masked_fill(~seen, -torch.inf)
-                s_pr = torch.einsum("bisd,bipd->bisp", q, kp)
-                s_self = (q * layer.k(x)).sum(-1, keepdim=True)
-                p = layer.drop(torch.softmax(torch.cat([s_ev, s_pr, s_self], -1) * layer.scale, -1))
-                P = kp.shape[2]
-                att = torch.einsum("bisj,bjd->bisd", p[..., :L], state["values"][h, n]) + \
-                    torch.einsum("bisp,bipd->bisd", p[..., L:L + P], vp) + p[..., L + P:] * layer.v(x)
-                z = z + torch.tanh(att)
-            zs.append(z)
-        return scaled_softplus(self.out(torch.cat(zs, -1)), self.log_beta.exp())
+    def _prefix(self, state: dict, h: int, n: int) -> tuple[Tensor, Tensor]:
+        """Queries on interval i attend to the prompts selected at event i, events 0..i and themselves
+        (AttNHP's ``intensity`` does the rest)."""
+        return state["prompt_keys"][h][n], state["prompt_values"][h][n]  # [B, L, P, d] each
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         state = self.encode(batch)
