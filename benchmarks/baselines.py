@@ -14,8 +14,7 @@ import argparse
 import json
 import time
 
-import numpy as np
-from common import WORK, data_root, machine, write_json
+from common import WORK, aggregate, cell, data_root, kept_records, machine, seed_record, write_json
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -30,9 +29,11 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--out", default="baselines.json")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="earlier results files (name under benchmarks/results/ or a path) whose seeds join the table")
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.epochs=50")
     args = ap.parse_args()
-    runs = {}
+    runs: dict[tuple, list[dict]] = kept_records(args.merge, METRICS, args.datasets) if args.merge else {}
     for ds in args.datasets:
         for model in args.models:
             for seed in args.seeds:
@@ -48,27 +49,20 @@ def main() -> None:
                     res = run_experiment(cfg, run_dir)
                     print(f"{model} {ds} seed {seed}: test ndcg@10 {res['test']['ndcg@10']:.4f} "
                           f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
-                runs.setdefault((model, ds), []).append(res)
+                runs.setdefault((ds, model), []).append(seed_record(res, METRICS))
     table = ["| dataset | model | seeds | " + " | ".join(m.upper() for m in METRICS) + " | best epoch | s/epoch |",
              "|" + "---|" * (len(METRICS) + 5)]
     summary = []
-    for (model, ds), rs in runs.items():
-        row = {"model": model, "dataset": ds, "seeds": [r["protocol"]["seed"] for r in rs],
-               "protocol": rs[0]["protocol"], "config_of_first": None}
-        for m in METRICS:
-            v = np.array([r["test"][m] for r in rs])
-            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
-        row["best_epochs"] = [r["best_epoch"] for r in rs]
-        row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rs]))
+    for (ds, model), rs in runs.items():
+        row = aggregate((ds, model), rs, METRICS)
         summary.append(row)
-        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if row[m]["std"] is not None else "")
-                 for m in METRICS]
-        table.append(f"| {ds} | {model} | {len(rs)} | " + " | ".join(cells)
+        table.append(f"| {ds} | {model} | {len(rs)} | " + " | ".join(cell(row[m]) for m in METRICS)
                      + f" | {'/'.join(map(str, row['best_epochs']))} | {row['seconds_per_epoch']:.1f} |")
     print("\n".join(table))
     out = write_json(args.out, {"machine": machine(), "command": "python benchmarks/baselines.py "
                                 + " ".join(f"--{k} {' '.join(map(str, v))}" for k, v in
                                            (("models", args.models), ("datasets", args.datasets), ("seeds", args.seeds)))
+                                + (f" --merge {' '.join(args.merge)}" if args.merge else "")
                                 + " " + " ".join(args.overrides), "results": summary, "table": "\n".join(table)})
     print(f"wrote {out}")
 

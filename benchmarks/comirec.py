@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import WORK, data_root, machine, write_json
+from common import WORK, aggregate, cell, data_root, kept_records, machine, seed_record, write_json
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -59,24 +59,20 @@ def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", ext
     return res
 
 
-def summarize(rows: dict, label: str) -> tuple[list[dict], str]:
+def summarize(rows: dict, label: str, kept: dict | None = None) -> tuple[list[dict], str]:
+    """Rows of finished runs (None = not trained), plus the per-seed records ``kept`` from earlier files."""
+    recs = {k: [seed_record(r, METRICS) for r in rs if r is not None] for k, rs in rows.items()}
+    for k, rs in (kept or {}).items():
+        recs.setdefault(k, []).extend(rs)
     table = [f"| dataset | {label} | seeds | " + " | ".join(m for m in METRICS) + " | s/epoch |",
              "|" + "---|" * (len(METRICS) + 4)]
     out = []
-    for (ds, name), rs in rows.items():
-        rs = [r for r in rs if r is not None]
+    for (ds, name), rs in recs.items():
         if not rs:
             continue
-        row = {"dataset": ds, label: name, "seeds": [r["protocol"]["seed"] for r in rs], "protocol": rs[0]["protocol"]}
-        for m in METRICS:
-            v = np.array([r["test"][m] for r in rs])
-            row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
-        row["best_epochs"] = [r["best_epoch"] for r in rs]
-        row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rs]))
+        row = aggregate((ds, name), rs, METRICS, label)
         out.append(row)
-        cells = [f"{row[m]['mean']:.4f}" + (f" ± {row[m]['std']:.4f}" if row[m]["std"] is not None else "")
-                 for m in METRICS]
-        table.append(f"| {Path(ds).stem} | {name} | {len(rs)} | " + " | ".join(cells)
+        table.append(f"| {Path(ds).stem} | {name} | {len(rs)} | " + " | ".join(cell(row[m]) for m in METRICS)
                      + f" | {row['seconds_per_epoch']:.2f} |")
     return out, "\n".join(table)
 
@@ -87,7 +83,7 @@ def cmd_table(args) -> None:
         for model in args.models:
             for seed in args.seeds:
                 rows.setdefault((ds, model), []).append(run(model, ds, seed, args.overrides))
-    summary, table = summarize(rows, "model")
+    summary, table = summarize(rows, "model", kept_records(args.merge, METRICS, args.datasets) if args.merge else None)
     print(table)
     write_json(f"comirec_table{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": summary,
                                                      "table": table})
@@ -205,6 +201,8 @@ def main() -> None:
     ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
     ap.add_argument("--suffix", default="", help="appended to the result file names")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="table: earlier results files (name under benchmarks/results/ or a path) whose seeds join it")
     # and any number of key=value overrides for every run, e.g. train.threads=1
     argv = sys.argv[1:]
     # key=value overrides may stand anywhere (after --seeds 1 2 3 too), so take them out before argparse.

@@ -60,3 +60,71 @@ def beauty_task(dataset: str = "beauty", loss: str = "ce", **train):
     eval_cfg = EvalConfig(batch_size=train.pop("eval_chunk", 1024))
     task = RetrievalTask.create(store, split, model, TrainConfig(**train), eval_cfg)
     return store, split, model, task
+
+
+# ---- per-seed results: run folders live in the git-ignored _work/ and do not outlive a session, so a
+# results JSON keeps every seed's numbers, and a later session adds seeds by merging the older files.
+
+def seed_record(res: dict, metrics: list[str]) -> dict:
+    """The part of a run's metrics.json that a table row keeps per seed."""
+    return {"seed": res["protocol"]["seed"], "test": {m: res["test"][m] for m in metrics},
+            "best_epoch": res["best_epoch"], "seconds_per_epoch": res["seconds_per_epoch"],
+            "protocol": res["protocol"]}
+
+
+def kept_records(paths: list[str], metrics: list[str], datasets: list[str], label: str = "model") -> dict[tuple, list[dict]]:
+    """Per-seed records of the rows of earlier results files on ``datasets``, keyed (dataset, ``label``). Rows
+    written before per-seed keeping (no ``per_seed``) can be used only when they hold one seed (their mean is
+    that seed)."""
+    out: dict[tuple, list[dict]] = {}
+    for p in paths:
+        path = Path(p) if Path(p).exists() else RESULTS / p
+        for row in json.loads(path.read_text())["results"]:
+            key = (row["dataset"], row[label])
+            if row["dataset"] not in datasets:
+                continue
+            if "per_seed" in row:
+                recs = [{**r, "protocol": {**row["protocol"], "seed": r["seed"]}} for r in row["per_seed"]]
+            elif len(row["seeds"]) == 1:
+                recs = [{"seed": row["seeds"][0], "test": {m: row[m]["mean"] for m in metrics},
+                         "best_epoch": row["best_epochs"][0], "seconds_per_epoch": row["seconds_per_epoch"],
+                         "protocol": row["protocol"]}]
+            else:
+                raise SystemExit(f"{path}: row {key} aggregates seeds {row['seeds']} without per-seed values, "
+                                 "so it cannot be merged; leave that file out")
+            out.setdefault(key, []).extend(recs)
+    return out
+
+
+def _protocol_key(p: dict) -> str:
+    """A protocol without the seed, the code version and where the data files were (sessions differ there)."""
+    p = {k: v for k, v in p.items() if k not in ("seed", "code_version")}
+    p["preprocessing"] = [{k: ([Path(s).name for s in v] if k == "sources" else v) for k, v in step.items()}
+                          for step in p.get("preprocessing", [])]
+    return json.dumps(p, sort_keys=True, default=str)
+
+
+def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "model") -> dict:
+    """One table row: mean and sample std over seeds, the per-seed records and the shared protocol. Refuses
+    seeds run under different protocols and a seed counted twice."""
+    seeds = [r["seed"] for r in recs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"{key}: seed counted twice ({seeds}); drop one of the sources")
+    if len({_protocol_key(r["protocol"]) for r in recs}) > 1:
+        raise SystemExit(f"{key}: the seeds were run under different protocols; not merged")
+    order = sorted(range(len(recs)), key=lambda i: seeds[i])
+    recs = [recs[i] for i in order]
+    row = {"dataset": key[0], label: key[1], "seeds": [r["seed"] for r in recs], "protocol": recs[0]["protocol"]}
+    for m in metrics:
+        v = [r["test"][m] for r in recs]
+        mean = sum(v) / len(v)
+        std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else None
+        row[m] = {"mean": mean, "std": std}
+    row["best_epochs"] = [r["best_epoch"] for r in recs]
+    row["seconds_per_epoch"] = sum(r["seconds_per_epoch"] for r in recs) / len(recs)
+    row["per_seed"] = [{k: v for k, v in r.items() if k != "protocol"} for r in recs]
+    return row
+
+
+def cell(stat: dict) -> str:
+    return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat["std"] is not None else "")

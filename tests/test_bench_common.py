@@ -1,0 +1,56 @@
+"""The per-seed keeping and merging of benchmark result tables (benchmarks/common.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import aggregate, kept_records  # noqa: E402
+
+METRICS = ["hr@10", "ndcg@10"]
+
+
+def record(seed, hr, ndcg, sources=("/a/Beauty.txt",)):
+    protocol = {"dataset": "beauty", "seed": seed, "split": {"split": "leave_one_out"},
+                "preprocessing": [{"step": "load", "sources": list(sources)}]}
+    return {"seed": seed, "test": {"hr@10": hr, "ndcg@10": ndcg}, "best_epoch": 10 + seed,
+            "seconds_per_epoch": 5.0, "protocol": protocol}
+
+
+def test_aggregate_gives_mean_and_sample_std_sorted_by_seed():
+    row = aggregate(("beauty", "sasrec"), [record(3, 0.3, 0.13), record(1, 0.1, 0.11), record(2, 0.2, 0.12)], METRICS)
+    assert row["seeds"] == [1, 2, 3] and row["best_epochs"] == [11, 12, 13]
+    assert row["hr@10"]["mean"] == pytest.approx(0.2) and row["hr@10"]["std"] == pytest.approx(0.1)
+    assert [r["seed"] for r in row["per_seed"]] == [1, 2, 3] and "protocol" not in row["per_seed"][0]
+    assert aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.11)], METRICS)["hr@10"]["std"] is None
+
+
+def test_aggregate_refuses_a_repeated_seed_and_mixed_protocols():
+    with pytest.raises(SystemExit, match="seed counted twice"):
+        aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), record(1, 0.2, 0.1)], METRICS)
+    other = record(2, 0.2, 0.1)
+    other["protocol"]["split"] = {"split": "user_holdout"}
+    with pytest.raises(SystemExit, match="different protocols"):
+        aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), other], METRICS)
+    # the same file read from another folder is the same protocol
+    aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), record(2, 0.2, 0.1, ("../x/Beauty.txt",))], METRICS)
+
+
+def test_kept_records_round_trip_and_older_rows(tmp_path):
+    row = aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.11), record(2, 0.2, 0.12)], METRICS)
+    legacy_one = {"dataset": "toys", "model": "sasrec", "seeds": [3], "protocol": record(3, 0, 0)["protocol"],
+                  "hr@10": {"mean": 0.3, "std": None}, "ndcg@10": {"mean": 0.13, "std": None},
+                  "best_epochs": [7], "seconds_per_epoch": 4.0}
+    legacy_many = {**legacy_one, "dataset": "lastfm", "seeds": [1, 2]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"results": [row, legacy_one, legacy_many]}))
+    kept = kept_records([str(path)], METRICS, ["beauty", "toys"])
+    assert [r["seed"] for r in kept[("beauty", "sasrec")]] == [1, 2]
+    assert kept[("beauty", "sasrec")][1]["protocol"]["seed"] == 2
+    assert kept[("toys", "sasrec")][0]["test"] == {"hr@10": 0.3, "ndcg@10": 0.13}
+    again = aggregate(("beauty", "sasrec"), kept[("beauty", "sasrec")] + [record(3, 0.3, 0.13)], METRICS)
+    assert again["seeds"] == [1, 2, 3] and again["hr@10"]["mean"] == pytest.approx(0.2)
+    with pytest.raises(SystemExit, match="without per-seed values"):
+        kept_records([str(path)], METRICS, ["lastfm"])
