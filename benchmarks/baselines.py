@@ -4,8 +4,9 @@ over seeds, full ranking, leave-one-out, history items excluded (the S3-Rec/SRA-
     python benchmarks/baselines.py --models sasrec gru4rec bert4rec --datasets beauty toys lastfm ml-100k \
         --seeds 1 2 3
 
-Each run is a normal run folder under benchmarks/_work/runs/<model>-<dataset>-s<seed>; finished runs are
-reused (delete the folder to retrain). Results: benchmarks/results/baselines.json and a markdown table.
+Each run is a normal run folder under benchmarks/_work/runs/<model>-<dataset>[<tag>]-s<seed>. A finished run
+is reused whatever overrides made it: delete the folder to retrain, or give other overrides a --tag.
+Results: benchmarks/results/<--out> (per-seed numbers kept; --merge adds earlier files) and a markdown table.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--out", default="baselines.json")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
+    ap.add_argument("--tag", default="", help="appended to the run folder names, e.g. -p30 for runs whose overrides "
+                    "differ from the default ones (a finished folder is reused whatever its overrides were)")
     ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                     help="earlier results files (name under benchmarks/results/ or a path) whose seeds join the table")
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.epochs=50")
@@ -37,7 +40,7 @@ def main() -> None:
     for ds in args.datasets:
         for model in args.models:
             for seed in args.seeds:
-                run_dir = WORK / "runs" / f"{model}-{ds}-s{seed}"
+                run_dir = WORK / "runs" / f"{model}-{ds}{args.tag}-s{seed}"
                 if (run_dir / "metrics.json").exists():
                     res = json.loads((run_dir / "metrics.json").read_text())
                 elif args.no_train:
