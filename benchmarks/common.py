@@ -96,9 +96,10 @@ def kept_records(paths: list[str], metrics: list[str], datasets: list[str], labe
     return out
 
 
-def _protocol_key(p: dict) -> str:
-    """A protocol without the seed, the code version and where the data files were (sessions differ there)."""
-    p = {k: v for k, v in p.items() if k not in ("seed", "code_version")}
+def _protocol_key(p: dict, keys: set) -> str:
+    """A protocol on ``keys``, without the seed, the code version and where the data files were (sessions
+    differ there)."""
+    p = {k: v for k, v in p.items() if k in keys and k not in ("seed", "code_version")}
     p["preprocessing"] = [{k: ([Path(s).name for s in v] if k == "sources" else v) for k, v in step.items()}
                           for step in p.get("preprocessing", [])]
     return json.dumps(p, sort_keys=True, default=str)
@@ -110,8 +111,11 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
     seeds = [r["seed"] for r in recs]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"{key}: seed counted twice ({seeds}); drop one of the sources")
-    if len({_protocol_key(r["protocol"]) for r in recs}) > 1:
+    # older runs lack protocol fields added since; the shared fields must agree, the others are listed
+    shared = set.intersection(*(set(r["protocol"]) for r in recs))
+    if len({_protocol_key(r["protocol"], shared) for r in recs}) > 1:
         raise SystemExit(f"{key}: the seeds were run under different protocols; not merged")
+    unchecked = sorted(set.union(*(set(r["protocol"]) for r in recs)) - shared)
     order = sorted(range(len(recs)), key=lambda i: seeds[i])
     recs = [recs[i] for i in order]
     row = {"dataset": key[0], label: key[1], "seeds": [r["seed"] for r in recs], "protocol": recs[0]["protocol"]}
@@ -123,6 +127,9 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
     row["best_epochs"] = [r["best_epoch"] for r in recs]
     row["seconds_per_epoch"] = sum(r["seconds_per_epoch"] for r in recs) / len(recs)
     row["per_seed"] = [{k: v for k, v in r.items() if k != "protocol"} for r in recs]
+    if unchecked:  # e.g. a field an older seed's run did not record yet
+        row["protocol_fields_not_in_every_seed"] = unchecked
+        print(f"note: {key}: protocol fields {unchecked} are not recorded for every seed", flush=True)
     return row
 
 

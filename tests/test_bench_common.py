@@ -36,6 +36,11 @@ def test_aggregate_refuses_a_repeated_seed_and_mixed_protocols():
         aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), other], METRICS)
     # the same file read from another folder is the same protocol
     aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), record(2, 0.2, 0.1, ("../x/Beauty.txt",))], METRICS)
+    # a field that an older run did not record is listed, not compared
+    newer = record(2, 0.2, 0.1)
+    newer["protocol"]["train_windows"] = "last"
+    row = aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.1), newer], METRICS)
+    assert row["protocol_fields_not_in_every_seed"] == ["train_windows"]
 
 
 def test_kept_records_round_trip_and_older_rows(tmp_path):
