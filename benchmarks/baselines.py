@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--out", default="baselines.json")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
-    ap.add_argument("--tag", default="", help="appended to the run folder names, e.g. -p30 for runs whose overrides "
+    ap.add_argument("--tag", default="", help="appended to the run folder names, e.g. --tag=-p30 for runs whose overrides "
                     "differ from the default ones (a finished folder is reused whatever its overrides were)")
     ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                     help="earlier results files (name under benchmarks/results/ or a path) whose seeds join the table")
