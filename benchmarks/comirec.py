@@ -10,6 +10,8 @@ Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on 
     python benchmarks/comirec.py lambda --datasets ml-100k
     # planted multi-topic users (2-4 topics each): ComiRec vs single-interest SASRec on Recall@50
     python benchmarks/comirec.py planted --seeds 1 2 3 train.threads=1
+    # how the trained table runs use their interests (target shares, each interest alone, norms)
+    python benchmarks/comirec.py capsules --datasets beauty toys --seeds 1
     # any of the above with --no-train only aggregates the finished runs
 
 Runs are normal run folders under benchmarks/_work/comirec/<dataset>/<model>[-K<k>]-s<seed>; finished
@@ -105,11 +107,9 @@ def cmd_ksweep(args) -> None:
 
 
 def cmd_lambda(args) -> None:
-    import torch
 
     from behaviorseq.data.categories import item_categories
     from behaviorseq.tasks.multi_interest import evaluate_controllable
-    from behaviorseq.train.run import prepare, resolve_config
 
     results, lines = [], ["| dataset | model | seed | lambda | recall@50 | ndcg@50 | hr@50 | diversity@50 | recall@20 | diversity@20 |",
                           "|" + "---|" * 10]
@@ -120,11 +120,7 @@ def cmd_lambda(args) -> None:
                 if not (run_dir / "metrics.json").exists():
                     print(f"skip {run_dir}: not trained (run the table first)")
                     continue
-                import yaml
-
-                cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-                store, split, m, task = prepare(cfg)
-                m.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True))
+                store, split, m, task = load_run(run_dir)
                 cate, record = item_categories(store)
                 res = evaluate_controllable(task, m, "test", cate, LAMBDAS, n=50, ks=[20, 50],
                                             index={"kind": args.index})
@@ -180,6 +176,66 @@ def planted_csv(seed: int) -> Path:
     return path
 
 
+def load_run(run_dir: Path):
+    """(store, split, model with its best checkpoint, task) of a finished run folder."""
+    import torch
+    import yaml
+
+    from behaviorseq.train.run import prepare, resolve_config
+
+    store, split, m, task = prepare(resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text())))
+    m.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True))
+    return store, split, m.eval(), task
+
+
+def cmd_capsules(args) -> None:
+    """How a trained ComiRec uses its interests on the test users: the share of targets each interest wins (the
+    hard readout), Recall@50 of each interest alone against the max over all, interest and item norms, and
+    the rank correlation of item norm with training frequency."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from behaviorseq.data.batching import SeqBatcher
+
+    out = []
+    for ds in args.datasets:
+        for model in [m for m in args.models if m.startswith("comirec")]:
+            for seed in args.seeds:
+                run_dir = WORK / "comirec" / Path(ds).stem / f"{model}-s{seed}"
+                if not (run_dir / "metrics.json").exists():
+                    print(f"skip {run_dir}: not trained (run the table first)")
+                    continue
+                store, split, m, task = load_run(run_dir)
+                view = split.view("test")
+                batch = SeqBatcher(store, view, task.max_len, task.padding, task.fields,
+                                   max_targets=None).batch(np.arange(len(view)))
+                targets = batch["targets"] if "targets" in batch else batch["target"][:, None]
+                with torch.no_grad():
+                    v = m.interests(batch)  # [U, K, d]
+                    table = m.item_emb.weight
+                    s = torch.einsum("ukd,nd->ukn", v, table)
+                s[:, :, 0] = -torch.inf
+                K = v.shape[1]
+                wins = np.concatenate([s[u][:, t[t > 0]].argmax(0).numpy() for u, t in enumerate(targets)])
+
+                def recall(scores, targets=targets):
+                    top = scores.topk(50, -1).indices.numpy()
+                    return float(np.mean([np.isin(t[t > 0].numpy(), top[u]).mean() for u, t in enumerate(targets)]))
+
+                norms = table.detach().norm(dim=-1).numpy()[1:]
+                counts = np.bincount(np.asarray(store.item), minlength=table.shape[0])[1:]
+                row = {"dataset": ds, "model": model, "seed": seed,
+                       "target_share": (np.bincount(wins, minlength=K) / len(wins)).round(3).tolist(),
+                       "recall@50_max": recall(s.max(1).values),
+                       "recall@50_alone": [recall(s[:, k]) for k in range(K)],
+                       "interest_norm": v.norm(dim=-1).mean(0).numpy().round(3).tolist(),
+                       "item_norm_mean": float(norms.mean()),
+                       "spearman_item_norm_frequency": float(spearmanr(norms, counts).statistic)}
+                out.append(row)
+                print(json.dumps(row))
+    write_json(f"comirec_capsules{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": out})
+
+
 def cmd_planted(args) -> None:
     rows = {}
     for seed in args.seeds:
@@ -194,7 +250,7 @@ def cmd_planted(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["table", "ksweep", "lambda", "planted"])
+    ap.add_argument("what", choices=["table", "ksweep", "lambda", "planted", "capsules"])
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--datasets", nargs="+", default=["ml-100k"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -211,7 +267,8 @@ def main() -> None:
     args.overrides = overrides
     global NO_TRAIN
     NO_TRAIN = args.no_train
-    {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted}[args.what](args)
+    {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted,
+     "capsules": cmd_capsules}[args.what](args)
 
 
 if __name__ == "__main__":
