@@ -107,29 +107,20 @@ def cmd_ksweep(args) -> None:
 
 
 def cmd_lambda(args) -> None:
-
     from behaviorseq.data.categories import item_categories
     from behaviorseq.tasks.multi_interest import evaluate_controllable
 
     results, lines = [], ["| dataset | model | seed | lambda | recall@50 | ndcg@50 | hr@50 | diversity@50 | recall@20 | diversity@20 |",
                           "|" + "---|" * 10]
-    for ds in args.datasets:
-        for model in ("comirec_sa", "comirec_dr"):
-            for seed in args.seeds:
-                run_dir = WORK / "comirec" / Path(ds).stem / f"{model}-s{seed}"
-                if not (run_dir / "metrics.json").exists():
-                    print(f"skip {run_dir}: not trained (run the table first)")
-                    continue
-                store, split, m, task = load_run(run_dir)
-                cate, record = item_categories(store)
-                res = evaluate_controllable(task, m, "test", cate, LAMBDAS, n=50, ks=[20, 50],
-                                            index={"kind": args.index})
-                for lam, r in res.items():
-                    results.append({"dataset": ds, "model": model, "seed": seed, "lambda": lam, "category": record,
-                                    "index": args.index, **r})
-                    lines.append(f"| {Path(ds).stem} | {model} | {seed} | {lam} | {r['recall@50']:.4f} | "
-                                 f"{r['ndcg@50']:.4f} | {r['hr@50']:.4f} | {r['diversity@50']:.4f} | "
-                                 f"{r['recall@20']:.4f} | {r['diversity@20']:.4f} |")
+    for ds, model, seed, (store, _, m, task) in trained_runs(args.datasets, ("comirec_sa", "comirec_dr"), args.seeds):
+        cate, record = item_categories(store)
+        res = evaluate_controllable(task, m, "test", cate, LAMBDAS, n=50, ks=[20, 50], index={"kind": args.index})
+        for lam, r in res.items():
+            results.append({"dataset": ds, "model": model, "seed": seed, "lambda": lam, "category": record,
+                            "index": args.index, **r})
+            lines.append(f"| {Path(ds).stem} | {model} | {seed} | {lam} | {r['recall@50']:.4f} | "
+                         f"{r['ndcg@50']:.4f} | {r['hr@50']:.4f} | {r['diversity@50']:.4f} | "
+                         f"{r['recall@20']:.4f} | {r['diversity@20']:.4f} |")
     table = "\n".join(lines)
     print(table)
     write_json(f"comirec_lambda{args.suffix}.json", {"machine": machine(), "argv": vars(args), "lambdas": LAMBDAS,
@@ -176,6 +167,18 @@ def planted_csv(seed: int) -> Path:
     return path
 
 
+def trained_runs(datasets, models, seeds):
+    """(dataset, model, seed, load_run(...)) of every finished table run; missing ones are reported and skipped."""
+    for ds in datasets:
+        for model in models:
+            for seed in seeds:
+                run_dir = WORK / "comirec" / Path(ds).stem / f"{model}-s{seed}"
+                if not (run_dir / "metrics.json").exists():
+                    print(f"skip {run_dir}: not trained (run the table first)")
+                    continue
+                yield ds, model, seed, load_run(run_dir)
+
+
 def load_run(run_dir: Path):
     """(store, split, model with its best checkpoint, task) of a finished run folder."""
     import torch
@@ -198,41 +201,35 @@ def cmd_capsules(args) -> None:
     from behaviorseq.data.batching import SeqBatcher
 
     out = []
-    for ds in args.datasets:
-        for model in [m for m in args.models if m.startswith("comirec")]:
-            for seed in args.seeds:
-                run_dir = WORK / "comirec" / Path(ds).stem / f"{model}-s{seed}"
-                if not (run_dir / "metrics.json").exists():
-                    print(f"skip {run_dir}: not trained (run the table first)")
-                    continue
-                store, split, m, task = load_run(run_dir)
-                view = split.view("test")
-                batch = SeqBatcher(store, view, task.max_len, task.padding, task.fields,
-                                   max_targets=None).batch(np.arange(len(view)))
-                targets = batch["targets"] if "targets" in batch else batch["target"][:, None]
-                with torch.no_grad():
-                    v = m.interests(batch)  # [U, K, d]
-                    table = m.item_emb.weight
-                    s = torch.einsum("ukd,nd->ukn", v, table)
-                s[:, :, 0] = -torch.inf
-                K = v.shape[1]
-                wins = np.concatenate([s[u][:, t[t > 0]].argmax(0).numpy() for u, t in enumerate(targets)])
+    models = [m for m in args.models if m.startswith("comirec")]
+    for ds, model, seed, (store, split, m, task) in trained_runs(args.datasets, models, args.seeds):
+        view = split.view("test")
+        batch = SeqBatcher(store, view, task.max_len, task.padding, task.fields,
+                           max_targets=None).batch(np.arange(len(view)))
+        targets = batch["targets"] if "targets" in batch else batch["target"][:, None]
+        with torch.no_grad():
+            v = m.interests(batch)  # [U, K, d]
+            table = m.item_emb.weight
+            s = torch.einsum("ukd,nd->ukn", v, table)
+        s[:, :, 0] = -torch.inf
+        K = v.shape[1]
+        wins = np.concatenate([s[u][:, t[t > 0]].argmax(0).numpy() for u, t in enumerate(targets)])
 
-                def recall(scores, targets=targets):
-                    top = scores.topk(50, -1).indices.numpy()
-                    return float(np.mean([np.isin(t[t > 0].numpy(), top[u]).mean() for u, t in enumerate(targets)]))
+        def recall(scores, targets=targets):
+            top = scores.topk(50, -1).indices.numpy()
+            return float(np.mean([np.isin(t[t > 0].numpy(), top[u]).mean() for u, t in enumerate(targets)]))
 
-                norms = table.detach().norm(dim=-1).numpy()[1:]
-                counts = np.bincount(np.asarray(store.item), minlength=table.shape[0])[1:]
-                row = {"dataset": ds, "model": model, "seed": seed,
-                       "target_share": (np.bincount(wins, minlength=K) / len(wins)).round(3).tolist(),
-                       "recall@50_max": recall(s.max(1).values),
-                       "recall@50_alone": [recall(s[:, k]) for k in range(K)],
-                       "interest_norm": v.norm(dim=-1).mean(0).numpy().round(3).tolist(),
-                       "item_norm_mean": float(norms.mean()),
-                       "spearman_item_norm_frequency": float(spearmanr(norms, counts).statistic)}
-                out.append(row)
-                print(json.dumps(row))
+        norms = table.detach().norm(dim=-1).numpy()[1:]
+        counts = np.bincount(np.asarray(store.item), minlength=table.shape[0])[1:]
+        row = {"dataset": ds, "model": model, "seed": seed,
+               "target_share": (np.bincount(wins, minlength=K) / len(wins)).round(3).tolist(),
+               "recall@50_max": recall(s.max(1).values),
+               "recall@50_alone": [recall(s[:, k]) for k in range(K)],
+               "interest_norm": v.norm(dim=-1).mean(0).numpy().round(3).tolist(),
+               "item_norm_mean": float(norms.mean()),
+               "spearman_item_norm_frequency": float(spearmanr(norms, counts).statistic)}
+        out.append(row)
+        print(json.dumps(row))
     write_json(f"comirec_capsules{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": out})
 
 
