@@ -107,13 +107,14 @@ def cmd_ksweep(args) -> None:
 
 
 def cmd_lambda(args) -> None:
-    from behaviorseq.data.categories import item_categories
+    from behaviorseq.data.categories import DEFAULTS, item_categories
     from behaviorseq.tasks.multi_interest import evaluate_controllable
 
     results, lines = [], ["| dataset | model | seed | lambda | recall@50 | ndcg@50 | hr@50 | diversity@50 | recall@20 | diversity@20 |",
                           "|" + "---|" * 10]
     for ds, model, seed, (store, _, m, task) in trained_runs(args.datasets, ("comirec_sa", "comirec_dr"), args.seeds):
-        cate, record = item_categories(store)
+        column = DEFAULTS.get(str(store.meta.get("name", "")).lower(), ("category",))[0]
+        cate, record = item_categories(store, *((column, args.category) if args.category else ()))
         res = evaluate_controllable(task, m, "test", cate, LAMBDAS, n=50, ks=[20, 50], index={"kind": args.index})
         for lam, r in res.items():
             results.append({"dataset": ds, "model": model, "seed": seed, "lambda": lam, "category": record,
@@ -252,6 +253,9 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml-100k"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    ap.add_argument("--category", choices=["first", "last", "coarsest"], default=None,
+                    help="lambda: which element of the category column (default: the dataset's choice in "
+                         "behaviorseq.data.categories)")
     ap.add_argument("--suffix", default="", help="appended to the result file names")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
     ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",

@@ -8,8 +8,16 @@ Which attribute is "the category" is a stated choice per dataset (recorded with 
   ids (443 distinct on Beauty, 657 on Toys) almost never occur elsewhere in any list (6 / 0 of them
   do), while the last ids (195 / 333 distinct) often occur mid-list in other items (42 / 90), as
   parent categories do. So the last id is taken as the item's deepest category.
+  These leaf categories are fine (195 / 333 values): Diversity@50 is already about 0.94 for ComiRec
+  before any diversification. ``pick="coarsest"`` gives a top-level category instead (below).
 - Taobao and the synthetic sets: their own ``category`` column.
 Items without the attribute get category 0 (a category of their own kind, "unknown").
+
+``pick="coarsest"`` (for path-like attribute lists): among the item's ids after the first (the brand), the
+one carried by the most items, ignoring ids that more than half of all items carry (a root such as Toys'
+"Toys & Games"). An ancestor is carried by at least as many items as its descendants, so this is the
+highest level of the path below the root: 19 values on Toys (the level under the root), 46 on Beauty.
+Ties go to the smaller id.
 """
 
 from __future__ import annotations
@@ -40,12 +48,14 @@ def item_categories(store: SequenceStore, column: str | None = None, pick: str =
             return cate, {"column": column, "pick": "event field", "distinct": int(len(np.unique(cate[1:])))}
         raise KeyError(f"column {column!r} is neither an item nor an event field of {name!r}; item fields: "
                        f"{sorted(store.items)}, event fields: {sorted(store.events)}")
-    if pick not in ("first", "last"):
-        raise ValueError(f"pick must be 'first' or 'last', got {pick!r}")
+    if pick not in ("first", "last", "coarsest"):
+        raise ValueError(f"pick must be 'first', 'last' or 'coarsest', got {pick!r}")
     col = store.items[column]
     data = np.asarray(col.data).astype(np.int64)
     if col.offsets is None:
         cate = data
+    elif pick == "coarsest":
+        cate = _coarsest(data, np.asarray(col.offsets, dtype=np.int64))
     else:
         off = np.asarray(col.offsets, dtype=np.int64)
         n = np.diff(off)
@@ -56,3 +66,22 @@ def item_categories(store: SequenceStore, column: str | None = None, pick: str =
     record = {"column": column, "pick": pick if col.offsets is not None else "value",
               "distinct": int(len(np.unique(cate[1:])))}
     return cate, record
+
+
+def _coarsest(data: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Per row of a ragged id list: the id after the first that most rows carry, ignoring ids carried by
+    more than half of the rows; 0 where no id qualifies. Vectorised over all rows."""
+    n_rows = len(off) - 1
+    row = np.repeat(np.arange(n_rows), np.diff(off))
+    if not len(data):
+        return np.zeros(n_rows, np.int64)
+    pairs = np.unique(np.stack([row, data], 1), axis=0)  # an id counted once per row
+    carried = np.bincount(pairs[:, 1], minlength=int(data.max()) + 1)
+    ok = (np.arange(len(data)) != off[row]) & (carried[data] <= n_rows / 2)
+    r, d = row[ok], data[ok]
+    order = np.lexsort((d, -carried[d], r))  # per row: most carried first, then the smaller id
+    r, d = r[order], d[order]
+    first = np.r_[True, r[1:] != r[:-1]]
+    cate = np.zeros(n_rows, np.int64)
+    cate[r[first]] = d[first]
+    return cate
