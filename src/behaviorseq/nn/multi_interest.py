@@ -5,9 +5,9 @@ or the full softmax). Used by ComiRec-SA and ComiRec-DR (Cen et al., KDD 2020)."
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from behaviorseq.nn.losses import linear_cross_entropy
 from behaviorseq.nn.sampled_softmax import proposal_probs, sampled_softmax_loss
 
 
@@ -61,7 +61,7 @@ class MultiInterestLoss(nn.Module):
                              f"random_target or prefixes); got targets of shape {tuple(target.shape)}")
         user = hard_readout(interests, table[target])  # [B, d]
         if self.kind == "full":
-            return F.cross_entropy(user @ table[1:].T, target - 1)
+            return linear_cross_entropy(user, table[1:], target - 1)
         if self._q is None:
             if self.proposal != "uniform" and self.counts.sum() <= 0:
                 raise RuntimeError("sampled softmax needs the training item counts: call "

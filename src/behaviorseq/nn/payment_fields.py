@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
 
 PAYMENT_FIELDS = ("merchant", "description", "amount", "days_before", "hour", "dow", "dt_prev")
@@ -101,7 +102,7 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = MultiHeadAttention(d, heads, dropout)
         self.ffn = PointWiseFFN(d, 2 * d, "gelu", dropout, 0.0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:  # [B, L, d], [B, L] -> [B, L, d]
         h = self.ln1(x)

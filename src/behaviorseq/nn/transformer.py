@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from behaviorseq.nn.dropout import Dropout, attention
+
 
 def attention_mask(valid: Tensor, causal: bool) -> Tensor:
     """Boolean mask [B, 1, L, L], True where query i may attend to key j.
@@ -56,7 +58,7 @@ class MultiHeadAttention(nn.Module):
         q = heads(F.linear(query, w_q, b_q))  # [B, H, Lq, d / H]
         k, v = heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))  # [B, H, Lk, d / H]
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, Lq, d / H]
+        out = attention(q, k, v, mask, p)  # [B, H, Lq, d / H]; SDPA, or its math with a cheap CPU dropout
         return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d))  # [B, Lq, d]
 
 
@@ -74,8 +76,8 @@ class PointWiseFFN(nn.Module):
         if activation not in acts:
             raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
         self.net = nn.Sequential(
-            nn.Linear(hidden_size, inner_size), acts[activation](), nn.Dropout(inner_dropout),
-            nn.Linear(inner_size, hidden_size), nn.Dropout(dropout),
+            nn.Linear(hidden_size, inner_size), acts[activation](), Dropout(inner_dropout),
+            nn.Linear(inner_size, hidden_size), Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:  # [B, L, d] -> [B, L, d]

@@ -26,6 +26,7 @@ from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
+from behaviorseq.train.allocator import tune_malloc
 from behaviorseq.train.run_ctr import CTR_METRICS, prepare_ctr
 from behaviorseq.train.run_risk import RISK_METRICS, prepare_risk
 from behaviorseq.train.run_tpp import TPP_METRICS, prepare_tpp
@@ -99,6 +100,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     rank, world = dist_info()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
     dataset, model, task = _prepare_any(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
         "model": cfg.model, "dataset": dataset, "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"], "valid": valid, "test": test, "protocol": task.protocol("test"),
         "train_seconds": train_s, "seconds_per_epoch": state["elapsed_s"] / max(1, state["epoch"]),
-        "environment": environment(device, world),
+        "environment": {**environment(device, world), "malloc": allocator},
     }
     if rank == 0:
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, default=str))

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
+from behaviorseq.nn.losses import linear_cross_entropy
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
 
 
@@ -57,7 +59,7 @@ class _Layer(nn.Module):
     def __init__(self, d: int, num_heads: int, dropout: float):
         super().__init__()
         self.attn = MultiHeadAttention(d, num_heads, dropout)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         self.attn_norm = nn.LayerNorm(d, eps=1e-12)  # eps as in the official TF layer_norm
         self.ffn = PointWiseFFN(d, 4 * d, "gelu", dropout, inner_dropout=0.0)  # BERT: no dropout inside
         self.ffn_norm = nn.LayerNorm(d, eps=1e-12)
@@ -82,7 +84,7 @@ class BERT4Rec(nn.Module):
         self.item_emb = nn.Embedding(n_items + 2, d, padding_idx=0)  # items, padding 0 and [MASK]
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.emb_norm = nn.LayerNorm(d, eps=1e-12)
-        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(_Layer(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         # Output layer: GELU dense (paper) + LayerNorm (official code), then the shared item table + a bias.
         self.head_dense = nn.Linear(d, d)
@@ -138,8 +140,8 @@ class BERT4Rec(nn.Module):
         inp, labels = self.cloze(seq, generator)
         h = self.encode(inp)  # [B, L', d]
         at = labels > 0  # [B, L']
-        logits = self.logits(h[at])[:, 1:]  # [N, n_items], never the padding item
-        return F.cross_entropy(logits, labels[at] - 1)
+        z = self.head_norm(F.gelu(self.head_dense(h[at])))  # [N, d], as logits() but over items 1..n only
+        return linear_cross_entropy(z, self.item_emb.weight[1 : self.n_items + 1], labels[at] - 1, self.out_bias[1:])
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         item = batch["item"]  # [B, L] left-padded history, L <= max_len

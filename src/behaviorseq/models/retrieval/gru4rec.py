@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.losses import next_item_loss
 
 
@@ -47,7 +48,7 @@ class GRU4Rec(nn.Module):
         super().__init__()
         self.cfg, self.n_items = cfg, n_items
         self.item_emb = nn.Embedding(n_items + 1, cfg.embedding_size, padding_idx=0)  # input and output
-        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.dropout)
         self.gru = nn.GRU(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
         # RecBole's initialisation.

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.losses import next_item_loss
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
 
@@ -58,7 +59,7 @@ class SASRec(nn.Module):
         d = cfg.hidden_size
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)  # input and output item table
         self.pos_emb = nn.Embedding(cfg.max_len, d)
-        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.dropout)
         # LayerNorm eps 1e-8 as in the reference.
         self.attn_norms = nn.ModuleList(nn.LayerNorm(d, eps=1e-8) for _ in range(cfg.num_blocks))
         self.attns = nn.ModuleList(MultiHeadAttention(d, cfg.num_heads, cfg.dropout)

@@ -50,6 +50,7 @@ from behaviorseq.models.retrieval.sasrec import SASRec
 from behaviorseq.models.retrieval.semantic import SemanticConfig, SemanticSource, make_source
 from behaviorseq.models.retrieval.semantic_index import SemanticIndex, build_index
 from behaviorseq.nn.contrastive import nt_xent
+from behaviorseq.nn.dropout import dropout
 from behaviorseq.nn.losses import next_item_loss
 
 BACKBONES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
@@ -205,7 +206,7 @@ class SRACL(nn.Module):
         nbr = self.ix["pnbr"][rows]  # [B, k]
         seqs = self._windows(nbr.clamp(min=0).reshape(-1))  # [B k, W]
         hn = self.represent(seqs).view(*nbr.shape, -1)  # [B, k, d], with gradients (code)
-        p = F.dropout(self.synth_weights(rows, nbr), self.cfg.synth_dropout, self.training)  # [B, k]
+        p = dropout(self.synth_weights(rows, nbr), self.cfg.synth_dropout, self.training)  # [B, k]
         h_pos = (p.unsqueeze(-1) * hn).sum(1)  # [B, d] the synthesised positive
         keep = (nbr >= 0).any(1)
         return nt_xent(h[keep], h_pos[keep], self.cfg.tau)

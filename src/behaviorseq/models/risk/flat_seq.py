@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS, Block, PaymentFieldEncoder, require_fields
 
 FIELDS = PAYMENT_FIELDS + ("mask",)
@@ -61,7 +62,7 @@ class FlatSequenceModel(nn.Module):
         else:
             self.gru = nn.GRU(d, d, num_layers=cfg.layers, batch_first=True,
                               dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Linear(2 * d if cfg.max_pool else d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, 1))
+        self.head = nn.Sequential(nn.Linear(2 * d if cfg.max_pool else d, d), nn.GELU(), Dropout(cfg.dropout), nn.Linear(d, 1))
 
     def forward(self, batch: dict) -> Tensor:
         require_fields(batch, FIELDS, f"FlatSequenceModel({self.cfg.kind})")

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.payment_fields import (
     PAYMENT_FIELDS,
     AttentionPool,
@@ -81,7 +82,7 @@ class LBSF(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.cross = nn.ModuleList(Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.cross_layers))
         self.norm = nn.LayerNorm(d)
-        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, 1))
+        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), Dropout(cfg.dropout), nn.Linear(d, 1))
         nn.init.normal_(self.cls, std=0.02)
 
     def merchant_vectors(self, batch: dict) -> Tensor:

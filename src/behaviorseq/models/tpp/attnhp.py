@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding, scaled_softplus
 from behaviorseq.nn.tpp import check_batch, nll_per_event
 
@@ -51,7 +52,7 @@ class _Layer(nn.Module):
     def __init__(self, d_in: int, d: int, dropout: float):
         super().__init__()
         self.q, self.k, self.v = nn.Linear(d_in, d), nn.Linear(d_in, d), nn.Linear(d_in, d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.scale = 1.0 / math.sqrt(d)
 
 

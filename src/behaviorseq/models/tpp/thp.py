@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding
 from behaviorseq.nn.tpp import check_batch, nll_per_event
 from behaviorseq.nn.transformer import MultiHeadAttention, PointWiseFFN, attention_mask
@@ -62,7 +63,7 @@ class THP(nn.Module):
         self.type_emb = nn.Embedding(num_types + 1, d, padding_idx=num_types)  # U; row K = padding
         self.time_enc = SinusoidalTimeEncoding(d)
         self.attns = nn.ModuleList(MultiHeadAttention(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
-        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.attn_drop = Dropout(cfg.dropout)
         self.attn_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_layers))
         self.ffns = nn.ModuleList(PointWiseFFN(d, cfg.inner_size, "gelu", cfg.dropout, cfg.dropout)
                                   for _ in range(cfg.num_layers))
