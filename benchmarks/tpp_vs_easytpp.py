@@ -144,6 +144,8 @@ def size_args(a: argparse.Namespace) -> list[str]:
 
 def measure(side: str, name: str, a: argparse.Namespace, num_types: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if a.malloc_tuned:  # the same glibc settings on both sides (behaviorseq/train/allocator.py's values)
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1), MALLOC_TOP_PAD_=str(512 << 20))
     if side == "easytpp":
         cmd = [str(VENV_PY), str(ROOT / "benchmarks/_easytpp_driver.py"), "--data", a.workdir,
                "--model", EASYTPP_NAME[name], "--num-types", str(num_types)]
@@ -178,6 +180,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks/_work/tpp_vs_easytpp"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--malloc-tuned", action="store_true",
+                    help="run both sides with glibc's mmap threshold off (as run_experiment does for training)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
