@@ -295,6 +295,7 @@ def child_env(malloc: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV and k != "PYTHONPATH"}
     if malloc:
         env.update(MALLOC_ENV)
+    env["BEHAVIORSEQ_MALLOC_TUNING"] = "1" if malloc else "0"  # run_experiment's own mallopt follows the flag
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # RecBole reloads its own checkpoints; harmless for ours
     env["PYTHONUNBUFFERED"] = "1"
     return env
