@@ -67,7 +67,7 @@ def selection(args, seed: int) -> None:
     """Which prompts the final PromptTPP (after the last window) retrieves at each test sequence's last event,
     per window: the share of sequences selecting each pool entry, key pools of stack 1, one line per layer."""
     _, schedule, splits = make_stream(args, seed)
-    model = models.build("prompttpp", args.types, {})
+    model = models.build("prompttpp", args.types, prompt_config(args))
     ck = Path(args.workdir) / f"seed{seed}" / f"prompttpp_w{len(schedule) - 1}" / "checkpoints" / "best.pt"
     model.load_state_dict(torch.load(ck, weights_only=True))
     model.eval()
@@ -82,6 +82,19 @@ def selection(args, seed: int) -> None:
             share = np.bincount(sel.flatten().numpy(), minlength=model.cfg.pool_size) / len(last)
             rows.append(f"layer {layer + 1}: " + " ".join(f"{x:.2f}" for x in share))
         print(f"seed {seed} window {w} (regime {schedule[w]})  " + " | ".join(rows))
+
+
+def prompt_config(args) -> dict:
+    """PromptTPP config overrides from ``--prompt key=value ...`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for kv in args.prompt or []:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--prompt takes key=value, got {kv!r}")
+        out[k] = yaml.safe_load(v)
+    return out
 
 
 def run_seed(args, seed: int) -> dict:
@@ -100,18 +113,19 @@ def run_seed(args, seed: int) -> dict:
         t0 = time.perf_counter()
         seed_everything(seed)
         name = "prompttpp" if method.startswith("prompttpp") else "attnhp"
+        model_cfg = prompt_config(args) if name == "prompttpp" else {}
         R = np.full((T, T), np.nan)
         if method == "joint":
             joint = TPPTask({r: concat([s[i] for s in splits]) for i, r in enumerate(("train", "valid", "test"))},
                             tcfg, cfg)
-            model = models.build(name, K, {})
+            model = models.build(name, K, model_cfg)
             fit(model, joint, cfg, work / method)
             R[:] = [[tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]] * T
         else:
-            model = models.build(name, K, {})
+            model = models.build(name, K, model_cfg)
             for w in range(T):
                 if method == "retrain" and w:
-                    model = models.build(name, K, {})
+                    model = models.build(name, K, model_cfg)
                 if method == "prompttpp_frozen" and w == 1:  # from window 2 on only the prompt pools train
                     for pname, p in model.named_parameters():
                         p.requires_grad_(pname in ("prompts", "prompt_keys"))
@@ -132,7 +146,8 @@ def run_seed(args, seed: int) -> dict:
 
 def run_args(args) -> dict:
     """The arguments that change a seed's result (a kept result is reused only when they match)."""
-    return {k: v for k, v in vars(args).items() if k not in ("seeds", "json", "png", "reuse", "workdir", "methods", "selection")}
+    skip = ("seeds", "json", "png", "reuse", "workdir", "methods", "selection")
+    return {k: v for k, v in vars(args).items() if k not in skip and not (k == "prompt" and v is None)}
 
 
 def main() -> None:
@@ -146,6 +161,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per training run")
     ap.add_argument("--methods", default="prompttpp,finetune,retrain,joint")
+    ap.add_argument("--prompt", nargs="*", default=None, metavar="KEY=VALUE",
+                    help="PromptTPP config overrides, e.g. top_n=2 pull_weight=1.0 (part of a kept result's arguments)")
     ap.add_argument("--workdir", default="benchmarks/_work/tpp_continual")
     ap.add_argument("--json", default=None)
     ap.add_argument("--png", default=None)
