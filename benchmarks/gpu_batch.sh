@@ -1,0 +1,39 @@
+#!/bin/bash
+# The GPU batches of session 11 (one H100, 16 CPU cores; torch 2.11.0+cu130 there): the throughput check, then
+# many small runs side by side on the one GPU (one process each, fp32, one CPU thread each). Run from the repo
+# root with BEHAVIORSEQ_DATA pointing at a copy of ../shared/data; results land in benchmarks/results/ and the run
+# folders in benchmarks/_work/. Batch 1 ran with NVIDIA MPS on (nvidia-cuda-mps-control -d), batch 2 without.
+#   bash benchmarks/gpu_batch.sh 1     # gpu_check, BERT4Rec on Beauty/Toys, SASRec/GRU4Rec under the ComiRec protocol
+#   bash benchmarks/gpu_batch.sh 2     # SASRec/GRU4Rec on Toys; SRA-CL and CL4SRec (time-limited, not converged)
+set -u
+BATCH=${1:?batch 1 or 2}; TL=${TL:-380}; HARD=${HARD:-450}; PY=${PY:-python3}
+export BEHAVIORSEQ_PROGRESS=0 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+L=${LOGS:-benchmarks/_work/gpu_logs}; mkdir -p "$L"
+C="train.device=cuda train.amp=false train.threads=1 train.time_limit_s=$TL"
+if [ "$BATCH" = 1 ]; then
+  $PY benchmarks/gpu_check.py --dataset beauty --device cuda --epochs 4 > "$L/gpu_check.log" 2>&1
+  nvidia-cuda-mps-control -d || true
+  for ds in beauty toys; do for s in 1 2 3; do
+    timeout "$HARD" $PY benchmarks/baselines.py --models bert4rec --datasets $ds --seeds $s --tag=-gpu \
+      --out gpu_bert4rec_${ds}_s$s.json $C > "$L/bert4rec_${ds}_s$s.log" 2>&1 &
+  done; done
+  for m in sasrec gru4rec; do for ds in beauty toys; do for s in 1 2 3; do
+    timeout "$HARD" $PY benchmarks/comirec.py table --models $m --datasets $ds --seeds $s --suffix _gpu_${m}_${ds}_s$s \
+      $C > "$L/comirec_${m}_${ds}_s$s.log" 2>&1 &
+  done; done; done
+else
+  TL=330; C="train.device=cuda train.amp=false train.threads=1 train.time_limit_s=$TL"
+  for m in sasrec gru4rec; do for s in 1 2 3; do
+    timeout "$HARD" $PY benchmarks/baselines.py --models $m --datasets toys --seeds $s --tag=-gpu --out gpu_${m}_toys_s$s.json \
+      $C > "$L/${m}_toys_s$s.log" 2>&1 &
+  done; done
+  for s in 1 2 3; do
+    timeout "$HARD" $PY benchmarks/baselines.py --models sracl --datasets ml-100k --seeds $s --tag=-gpu-attr \
+      --out gpu_sracl_ml100k_attr_s$s.json $C model.semantic.source=attributes > "$L/sracl_ml100k_s$s.log" 2>&1 &
+    timeout "$HARD" $PY benchmarks/baselines.py --models cl4srec --datasets ml-100k --seeds $s --tag=-gpu \
+      --out gpu_cl4srec_ml100k_s$s.json $C > "$L/cl4srec_ml100k_s$s.log" 2>&1 &
+  done
+  timeout "$HARD" $PY benchmarks/baselines.py --models sracl --datasets beauty --seeds 1 --tag=-gpu --out gpu_sracl_beauty_s1.json $C > "$L/sracl_beauty_s1.log" 2>&1 &
+  timeout "$HARD" $PY benchmarks/baselines.py --models cl4srec --datasets beauty --seeds 1 --tag=-gpu --out gpu_cl4srec_beauty_s1.json $C > "$L/cl4srec_beauty_s1.log" 2>&1 &
+fi
+wait
