@@ -129,6 +129,8 @@ def run_seed(args, seed: int) -> dict:
                 if method == "prompttpp_frozen" and w == 1:  # from window 2 on only the prompt pools train
                     for pname, p in model.named_parameters():
                         p.requires_grad_(pname in ("prompts", "prompt_keys"))
+                if w and model_cfg.get("diversify"):  # L2P's diversified selection: a window is a task
+                    model.end_task()
                 fit(model, tasks[w], cfg, work / f"{method}_w{w}")  # warm start: the weights in memory
                 R[w] = [tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]
         out[method] = {"R": R.tolist(), "seconds": time.perf_counter() - t0}

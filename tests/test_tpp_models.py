@@ -243,6 +243,39 @@ def test_prompttpp_loss_adds_the_key_pull_on_the_per_event_scale():
     assert m.prompt_keys.grad.abs().sum() > 0 and m.prompts.grad.abs().sum() > 0
 
 
+def test_diversified_selection_avoids_the_entries_earlier_tasks_used_and_only_in_training():
+    task = make_task(n_seqs=10)
+    torch.manual_seed(0)
+    m = models.build("prompttpp", 2, {"diversify": True, "dropout": 0.0})
+    plain = models.build("prompttpp", 2, {})
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("select_")})
+    batch = task.batchers["train"].batch(np.arange(4))
+    n_real = int(batch["mask"].sum())
+    m.train()
+    with torch.no_grad():
+        first = m.encode(batch)["prompt_ids"]  # no earlier task yet: plain cosine top-n
+        m.eval(), plain.eval()
+        assert torch.equal(first, plain.encode(batch)["prompt_ids"])
+    assert (m.select_counts.sum(-1) == n_real * m.cfg.top_n).all()  # every real position, both pools
+    m.end_task()
+    torch.testing.assert_close(m.select_freq.sum(-1), torch.ones(m.select_freq.shape[:-1]))
+    used = m.select_freq > 0  # [H, N, 2, M]
+    m.train()
+    with torch.no_grad():
+        again = m.encode(batch)["prompt_ids"]  # [H, N, 2, B, L, top_n]
+    top_n = m.cfg.top_n
+    fresh = (~used).sum(-1)  # entries the first task never chose, per pool
+    for h, n, k in np.ndindex(*used.shape[:3]):
+        ids = again[h, n, k][batch["mask"]]  # [n_real, top_n]
+        picked_fresh = (~used[h, n, k])[ids].sum(-1)
+        assert (picked_fresh == min(int(fresh[h, n, k]), top_n)).all()  # unused entries come first
+    m.eval()
+    with torch.no_grad():  # evaluation ignores the frequencies
+        assert torch.equal(m.encode(batch)["prompt_ids"], plain.encode(batch)["prompt_ids"])
+    with pytest.raises(ValueError, match="diversify=True"):
+        plain.end_task()
+
+
 def test_time_encoding_is_sinusoidal():
     enc = SinusoidalTimeEncoding(4)
     t = torch.tensor([0.0, 1.0])

@@ -18,6 +18,7 @@ Deviations from the released code (yanyanSann/PromptTPP @8a9831c), each fixing a
 - The pull term is a mean per selected key, on the scale of the per-event NLL (the code sums the NLL over
   the batch and averages the pull term); the alternating requires_grad flip of the pools is not copied.
 - Warm start (the continual protocol's fine-tuning) is a full ``load_state_dict`` done by the caller.
+- Optional, off by default: ``diversify`` (L2P's frequency-weighted selection in training, ``end_task``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class PromptTPPConfig(AttNHPConfig):
     prompt_length: int = Field(5, gt=0)  # L_p (5)
     top_n: int = Field(5, gt=0)  # N (5)
     pull_weight: float = Field(0.1, ge=0.0)  # alpha (0.1 in the code, there on another scale: re-tune)
+    diversify: bool = False  # L2P's optional diversified selection (not in PromptTPP's code): see end_task()
 
     @model_validator(mode="after")
     def _top_n_fits(self) -> PromptTPPConfig:
@@ -56,6 +58,20 @@ class PromptTPP(AttNHP):
         # [stack, layer, key/value pool, entry, ...]; uniform(-1, 1) as in the code and L2P
         self.prompts = nn.Parameter(torch.empty(H, N, 2, M, cfg.prompt_length, d).uniform_(-1, 1))
         self.prompt_keys = nn.Parameter(torch.empty(H, N, 2, M, D).uniform_(-1, 1))
+        if cfg.diversify:  # selection counts in training, and their per-pool shares up to the last task
+            self.register_buffer("select_counts", torch.zeros(H, N, 2, M))
+            self.register_buffer("select_freq", torch.zeros(H, N, 2, M))
+
+    def end_task(self) -> None:
+        """With ``diversify`` (L2P, Wang et al. CVPR 2022, Sec. 3.3, "optionally diversifying prompt-selection";
+        an option, not PromptTPP's recipe): called by a continual protocol between windows. From then on,
+        training selects the top_n entries by the cosine distance (1 - cos) times each entry's share of the
+        selections made in training so far, so the entries earlier windows used most are avoided and new
+        windows train other prompts; evaluation selects by the cosine alone (no task id at test time)."""
+        if not self.cfg.diversify:
+            raise ValueError("end_task() needs diversify=True")
+        c = self.select_counts
+        self.select_freq.copy_(c / c.sum(-1, keepdim=True).clamp_min(1))
 
     def _retrieve(self, h: int, n: int, x: Tensor, tau: Tensor, mask: Tensor, layer) -> tuple:
         """Prompt keys and values per position ([B, L, P, d] each), selected ids [2, B, L, top_n] and the
@@ -63,7 +79,17 @@ class PromptTPP(AttNHP):
         m = mask[..., None].float()
         q = torch.cumsum(x * m, 1) / torch.cumsum(m, 1).clamp_min(1)  # [B, L, D]: mean of tokens 0..i
         cos = torch.einsum("bld,kmd->kblm", F.normalize(q, dim=-1), F.normalize(self.prompt_keys[h, n], dim=-1))
-        top, ids = cos.topk(self.cfg.top_n, -1)  # [2, B, L, N]
+        if self.training and self.cfg.diversify and self.select_freq[h, n].sum() > 0:
+            dist = (1 - cos) * (self.select_freq[h, n][:, None, None] + 1e-6)  # unused entries: by cosine
+            ids = dist.topk(self.cfg.top_n, -1, largest=False).indices
+            top = cos.gather(-1, ids)
+        else:
+            top, ids = cos.topk(self.cfg.top_n, -1)  # [2, B, L, N]
+        if self.training and self.cfg.diversify:
+            with torch.no_grad():
+                real = ids[:, mask]  # [2, n_real, N]
+                for k in range(2):
+                    self.select_counts[h, n, k] += torch.bincount(real[k].flatten(), minlength=cos.shape[-1])
         P = self.prompts[h, n]  # [2, M, L_p, d]
         sel = torch.stack([P[k][ids[k]] for k in range(2)])  # [2, B, L, N, L_p, d]
         sel = sel.flatten(3, 4)  # [2, B, L, N * L_p, d]
