@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -73,10 +74,16 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
         if cached.get("budget", budget) == budget:  # runs cached before budgets were recorded count as a match
             return cached
         raise SystemExit(f"{out_dir} holds a run with budget {cached['budget']}, not {budget}: move it aside")
-    log = out_dir / "run" / "log.jsonl"
-    if log.exists() and time.time() - log.stat().st_mtime < 1200:  # another process is training it
-        print(f"{tag} {variant} d={d} seed {seed}: in progress in another process, skipped", flush=True)
-        return None
+    log, claim = out_dir / "run" / "log.jsonl", out_dir / "claim"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # claim the run atomically, so two processes on the same grid never train it both
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        fresh = [f for f in (claim, log) if f.exists() and time.time() - f.stat().st_mtime < 1200]
+        if fresh:  # another process is training it (a claim or a log touched in the last 20 minutes)
+            print(f"{tag} {variant} d={d} seed {seed}: in progress in another process, skipped", flush=True)
+            return None
+        claim.touch()  # a stale claim: its process died
     name, args = VARIANTS[variant]
     seed_everything(seed)
     model = build(name, data.n_items, data.vocab_size("category") - 1, {"max_len": L, **args(d)})
@@ -100,7 +107,10 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
             res["planted_recall"] = planted_recall(task, model, truth, "test")
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1, default=str))
+    tmp.replace(out_dir / "metrics.json")
+    claim.unlink(missing_ok=True)
     t = res["test"]
     print(f"{tag} {variant} d={d} seed {seed}: auc {t['auc']:.4f} gauc_user {t['gauc_user']:.4f} logloss "
           f"{t['logloss']:.4f} recall {res.get('planted_recall', float('nan')):.3f} "
