@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from behaviorseq.nn.dropout import Dropout, attention, dropout
+from behaviorseq.nn.dropout import Dropout, dropout
 from behaviorseq.nn.losses import _LinearCrossEntropy, linear_cross_entropy
+from behaviorseq.nn.transformer import attention
 
 
 @pytest.mark.parametrize("block", [128, 8])  # one block, and 5 blocks with a remainder of 5 rows

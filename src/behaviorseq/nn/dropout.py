@@ -41,13 +41,3 @@ class Dropout(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
-    """``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)``; with p > 0 on CPU
-    (where SDPA's math path drops the weights with ``bernoulli_``) the same math with :func:`dropout`."""
-    if p == 0.0 or not RAND_MASK or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # [..., Lq, Lk]
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return dropout(torch.softmax(scores, -1), p) @ v

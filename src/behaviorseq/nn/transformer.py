@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from behaviorseq.nn.dropout import Dropout, attention
+import behaviorseq.nn.dropout as _dropout
+from behaviorseq.nn.dropout import Dropout
 
 
 def attention_mask(valid: Tensor, causal: bool) -> Tensor:
@@ -23,6 +24,17 @@ def attention_mask(valid: Tensor, causal: bool) -> Tensor:
     if causal:
         allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()  # [B, 1, L, L]
     return allowed | torch.eye(L, dtype=torch.bool, device=valid.device)  # [B, 1, L, L]
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)``; with p > 0 on CPU
+    (where SDPA's math path drops the weights with ``bernoulli_``) the same math with ``nn.dropout.dropout``."""
+    if p == 0.0 or not _dropout.RAND_MASK or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # [..., Lq, Lk]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return _dropout.dropout(torch.softmax(scores, -1), p) @ v
 
 
 class MultiHeadAttention(nn.Module):

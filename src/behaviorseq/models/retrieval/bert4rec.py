@@ -111,10 +111,13 @@ class BERT4Rec(nn.Module):
             x = layer(x, mask)
         return x  # [B, L, d]
 
+    def head(self, h: Tensor) -> Tensor:
+        """The output transform before the tied item table: [..., d] -> [..., d]."""
+        return self.head_norm(F.gelu(self.head_dense(h)))
+
     def logits(self, h: Tensor) -> Tensor:
         """[..., d] -> [..., n_items + 1] over item ids 0..n_items (column 0 is the padding id)."""
-        h = self.head_norm(F.gelu(self.head_dense(h)))  # [..., d]
-        return h @ self.item_emb.weight[: self.n_items + 1].T + self.out_bias
+        return self.head(h) @ self.item_emb.weight[: self.n_items + 1].T + self.out_bias
 
     def cloze(self, seq: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """seq [B, L] left-padded -> (input with masked items replaced by [MASK], labels: the original
@@ -140,8 +143,8 @@ class BERT4Rec(nn.Module):
         inp, labels = self.cloze(seq, generator)
         h = self.encode(inp)  # [B, L', d]
         at = labels > 0  # [B, L']
-        z = self.head_norm(F.gelu(self.head_dense(h[at])))  # [N, d], as logits() but over items 1..n only
-        return linear_cross_entropy(z, self.item_emb.weight[1 : self.n_items + 1], labels[at] - 1, self.out_bias[1:])
+        items = slice(1, self.n_items + 1)  # the logits over items 1..n only: never the padding id
+        return linear_cross_entropy(self.head(h[at]), self.item_emb.weight[items], labels[at] - 1, self.out_bias[items])
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         item = batch["item"]  # [B, L] left-padded history, L <= max_len
