@@ -2,7 +2,8 @@
 # The GPU batches of session 11 (one H100, 16 CPU cores; torch 2.11.0+cu130 there): the throughput check, then
 # many small runs side by side on the one GPU (one process each, fp32, one CPU thread each). Run from the repo
 # root with BEHAVIORSEQ_DATA pointing at a copy of ../shared/data; results land in benchmarks/results/ and the run
-# folders in benchmarks/_work/. Batch 1 ran with NVIDIA MPS on (nvidia-cuda-mps-control -d), batch 2 without.
+# folders in benchmarks/_work/. Batch 1 started NVIDIA MPS (nvidia-cuda-mps-control -d); batch 2 ran on the same warm
+# machine with that daemon still up (nvidia-smi listed nvidia-cuda-mps-server), so both ran under MPS.
 #   bash benchmarks/gpu_batch.sh 1     # gpu_check, BERT4Rec on Beauty/Toys, SASRec/GRU4Rec under the ComiRec protocol
 #   bash benchmarks/gpu_batch.sh 2     # SASRec/GRU4Rec on Toys; SRA-CL and CL4SRec (time-limited, not converged)
 set -u
@@ -23,6 +24,7 @@ if [ "$BATCH" = 1 ]; then
   done; done; done
 else
   TL=330; C="train.device=cuda train.amp=false train.threads=1 train.time_limit_s=$TL"
+  nvidia-cuda-mps-control -d 2>/dev/null || true  # already up when batch 1 ran first on the same machine
   for m in sasrec gru4rec; do for s in 1 2 3; do
     timeout "$HARD" $PY benchmarks/baselines.py --models $m --datasets toys --seeds $s --tag=-gpu --out gpu_${m}_toys_s$s.json \
       $C > "$L/${m}_toys_s$s.log" 2>&1 &
