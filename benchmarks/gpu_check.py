@@ -44,14 +44,16 @@ def main() -> None:
                 f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}", f"train.patience={args.epochs}"]
         if args.threads:
             over.append(f"train.threads={args.threads}")
+        cfg = build_config(args.model, args.dataset, None, over)
         with tempfile.TemporaryDirectory() as tmp:
-            res = run_experiment(build_config(args.model, args.dataset, None, over), Path(tmp) / "run")
+            res = run_experiment(cfg, Path(tmp) / "run")
             log = [json.loads(x) for x in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
-        ends = [r["elapsed_s"] for r in log]
-        epoch_s = [b - a for a, b in zip(ends[:-1], ends[1:-1] + [ends[-1]])][: args.epochs - 2] or [ends[0]]
+        ends = [r["elapsed_s"] for r in log]  # cumulative, per epoch; the last epoch also validates
+        epoch_s = [b - a for a, b in zip(ends, ends[1:-1])] or [ends[0]]  # epochs 2 .. N-1
         steps = log[0]["step"]
         proto = res["protocol"]  # "last": one training sequence per user; else about steps x batch
-        n_seq = proto["split"]["samples"]["train"] if proto.get("train_windows") == "last" else steps * 256
+        batch = cfg.get("train", {}).get("batch_size", 256)
+        n_seq = proto["split"]["samples"]["train"] if proto.get("train_windows") == "last" else steps * batch
         s = statistics.median(epoch_s)
         rows.append({"device": args.device, "mode": mode, "sequences_per_epoch": n_seq, "epoch_seconds": epoch_s,
                      "sequences_per_s": n_seq / s, "steps_per_epoch": steps, "valid_ndcg@10": res["valid"]["ndcg@10"],

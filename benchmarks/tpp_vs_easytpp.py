@@ -144,8 +144,10 @@ def size_args(a: argparse.Namespace) -> list[str]:
 
 def measure(side: str, name: str, a: argparse.Namespace, num_types: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    if a.malloc_tuned:  # the same glibc settings on both sides (behaviorseq/train/allocator.py's values)
-        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1), MALLOC_TOP_PAD_=str(512 << 20))
+    if a.malloc_tuned:  # the same glibc settings on both sides, those run_experiment applies to training
+        from behaviorseq.train.allocator import malloc_env
+
+        env.update(malloc_env())
     if side == "easytpp":
         cmd = [str(VENV_PY), str(ROOT / "benchmarks/_easytpp_driver.py"), "--data", a.workdir,
                "--model", EASYTPP_NAME[name], "--num-types", str(num_types)]

@@ -81,3 +81,5 @@ def test_malloc_tuning_is_recorded_and_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("BEHAVIORSEQ_MALLOC_TUNING", "0")
     assert allocator.tune_malloc() == {"tuned": False, "reason": "BEHAVIORSEQ_MALLOC_TUNING=0"}
     assert allocator.tune_malloc() is allocator._applied  # once per process
+    assert allocator.malloc_env() == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+                                      "MALLOC_TOP_PAD_": str(512 << 20)}

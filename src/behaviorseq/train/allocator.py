@@ -37,3 +37,10 @@ def tune_malloc() -> dict:
               libc.mallopt(_M_TOP_PAD, SETTINGS["top_pad"])]
         _applied = {"tuned": all(r == 1 for r in ok), **SETTINGS}
     return _applied
+
+
+def malloc_env() -> dict[str, str]:
+    """:data:`SETTINGS` as glibc's ``MALLOC_*_`` environment variables, for a subprocess (e.g. a peer's side
+    of a benchmark, which runs no ``tune_malloc``)."""
+    return {"MALLOC_MMAP_MAX_": str(SETTINGS["mmap_max"]), "MALLOC_TRIM_THRESHOLD_": str(SETTINGS["trim_threshold"]),
+            "MALLOC_TOP_PAD_": str(SETTINGS["top_pad"])}
