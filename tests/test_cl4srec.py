@@ -160,3 +160,28 @@ def test_learns_a_planted_cyclic_pattern_from_prefix_samples():
         scores = model.score(test)
     scores[:, 0] = -torch.inf
     assert (scores.argmax(1) == test["target"]).float().mean() > 0.9
+
+
+def test_length_grouped_views_give_the_same_states_and_loss():
+    """encode_by_length (nn/length_groups.py) regroups rows by length and cuts each group to its longest row:
+    each state equals the row's own full-width encoding, and CL4SRec's loss does not depend on the grouping
+    (no dropout, same draws)."""
+    from behaviorseq.nn.length_groups import encode_by_length
+
+    model = build(dropout=0.0).eval()
+    a, b = left_padded(37, 1), left_padded(11, 2)[:, -4:]  # two sets, the second narrower
+    with torch.no_grad():
+        got = encode_by_length(lambda s: model.encode(s)[:, -1], [a, b], groups=5)
+        for seqs, h in zip((a, b), got):
+            assert h.shape == (len(seqs), 16)
+            own = torch.stack([model.encode(r[None])[0, -1] for r in seqs])
+            torch.testing.assert_close(h, own, atol=1e-5, rtol=1e-5)
+    model.train()
+    batch = {"item": left_padded(64, 3), "target": torch.randint(1, N_ITEMS + 1, (64,))}
+    losses = []
+    for groups in (1, 3, 64):
+        model.cpu_buckets = groups
+        torch.manual_seed(7)
+        losses.append(model.loss(batch))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(losses[0], losses[2], atol=1e-5, rtol=1e-5)

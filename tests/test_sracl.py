@@ -20,6 +20,7 @@ from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.splits import leave_one_out
 from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
 from behaviorseq.models.retrieval import semantic_index as si
+from behaviorseq.models.retrieval import sracl
 from behaviorseq.models.retrieval.semantic import (
     AttributeBagSource,
     CachedBackend,
@@ -397,3 +398,26 @@ def test_minilm_encoder_loads_offline_or_explains_what_is_missing():
     enc = SentenceTransformerEncoder()
     v = enc.encode(["a cat sits on the mat", "a kitten is sitting on a rug", "stock markets fell sharply"])
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2] + 0.3
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_grouped_encoding_equals_row_by_row_and_leaves_the_loss_unchanged(planted, backbone):
+    """represent_rows regroups rows by length (padding never changes a state): each row's state equals its
+    own encoding, and the loss is the same with one group as with several (no dropout, same draws)."""
+    store, view, index = planted
+    model = build(backbone=backbone, dropout=0.0, synth_dropout=0.0)
+    model.set_index(index)
+    rows = torch.arange(5, 700, 9)
+    wins = model._left_windows(rows)
+    with torch.no_grad():
+        (got,) = model.represent_rows([wins])
+        own = torch.stack([model.represent(model._windows(r[None]))[0] for r in rows])  # each at its own width
+    torch.testing.assert_close(got, own, atol=1e-5, rtol=1e-5)
+    batch = prefix_batch(store, view, np.arange(0, 600, 7), model.padding)
+    losses = []
+    for groups in (1, 4):
+        model.cpu_buckets = groups
+        torch.manual_seed(3)
+        losses.append(model.loss(batch))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    assert torch.equal(sracl._right_to_left(sracl._left_to_right(wins)), wins)

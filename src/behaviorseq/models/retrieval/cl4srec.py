@@ -33,6 +33,7 @@ from torch import Tensor
 from behaviorseq.models import register
 from behaviorseq.models.retrieval.sasrec import SASRec, SASRecConfig
 from behaviorseq.nn.contrastive import nt_xent
+from behaviorseq.nn.length_groups import encode_by_length
 from behaviorseq.nn.losses import next_item_loss
 
 
@@ -54,6 +55,7 @@ class CL4SRec(SASRec):
     padding = "left"
     fields: tuple[str, ...] = ()
     train_windows = "prefixes"  # RecBole/DuoRec: one sample per training prefix
+    cpu_buckets = 3  # length groups for a prefix batch and its views on a CPU (nn/length_groups.py)
 
     def __init__(self, cfg: CL4SRecConfig, n_items: int):
         super().__init__(cfg, n_items + 1)  # row n_items + 1 is the [mask] token
@@ -113,8 +115,15 @@ class CL4SRec(SASRec):
     # ---- losses -------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         item, target = batch["item"], batch["target"]
-        h = self.encode(item)  # [B, L, d]
         neg = batch.get("negative")
+        if target.dim() == 1 and self.cfg.cl_weight > 0:  # prefixes: the sample and its two views, by length
+            v1, v2 = self.augment(item)
+            h, z1, z2 = encode_by_length(lambda s: self.encode(s)[:, -1], [item, v1, v2],
+                                         1 if item.is_cuda else self.cpu_buckets)  # [B, d] each
+            loss = next_item_loss(h[:, None], target[:, None], self.item_table, self.cfg.loss,
+                                  neg[:, :1] if neg is not None else None)  # L_main
+            return loss + self.cfg.cl_weight * nt_xent(z1, z2, self.cfg.tau)
+        h = self.encode(item)  # [B, L, d]
         if target.dim() == 1:  # single-target samples (prefixes): the latest position predicts it
             h_main, target = h[:, -1:], target[:, None]
             neg = neg[:, :1] if neg is not None else None

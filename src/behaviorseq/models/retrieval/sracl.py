@@ -26,7 +26,7 @@ Deviations from the paper / official code, one line each:
 - Semantic vectors are offline stand-ins (attribute TF-IDF or MiniLM text), not DeepSeek-V3 summaries
   embedded by SimCSE-RoBERTa-large (1024-d): W's input width is ``semantic.dim``.
 - The anchor h_u of L_CS reuses the L_Rec forward pass (the code encodes the prefix once more): 1 + 2 + k
-  encoder passes per step, as the brief counts them.
+  encoder passes per step, as the brief counts them, made as one batch of (3 + k) B rows (represent_rows).
 - Neighbours exclude the user's own prefixes and any prefix whose window holds the target, and padding is
   never an item neighbour (the code keeps all three).
 - Substitution is drawn on the device per batch (the code draws it in its Python data loader); an item
@@ -51,6 +51,7 @@ from behaviorseq.models.retrieval.semantic import SemanticConfig, SemanticSource
 from behaviorseq.models.retrieval.semantic_index import SemanticIndex, build_index
 from behaviorseq.nn.contrastive import nt_xent
 from behaviorseq.nn.dropout import dropout
+from behaviorseq.nn.length_groups import encode_by_length
 from behaviorseq.nn.losses import next_item_loss
 
 BACKBONES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
@@ -105,6 +106,13 @@ def _left_to_right(seq: Tensor) -> Tensor:
     return seq.gather(1, (torch.arange(W, device=seq.device) + W - n) % W)
 
 
+def _right_to_left(seq: Tensor) -> Tensor:
+    """[M, W] right-padded -> left-padded (the inverse rotation)."""
+    W = seq.shape[1]
+    n = (seq > 0).sum(1, keepdim=True)
+    return seq.gather(1, (torch.arange(W, device=seq.device) + n) % W)
+
+
 @register("sracl")
 class SRACL(nn.Module):
     Config = SRACLConfig
@@ -112,6 +120,7 @@ class SRACL(nn.Module):
     fields: tuple[str, ...] = ()
     n_negatives = 0  # full softmax
     train_windows = "prefixes"  # code: every training prefix is a sample (batch["index"] = its row)
+    cpu_buckets = 4  # length groups of represent_rows on a CPU (compute only: the states do not change)
 
     def __init__(self, cfg: SRACLConfig, n_items: int):
         super().__init__()
@@ -170,11 +179,15 @@ class SRACL(nn.Module):
 
     def _windows(self, rows: Tensor) -> Tensor:
         """[M] prefix rows -> [M, W] their encoded windows, in the backbone's padding."""
+        seq = self._left_windows(rows)
+        return seq if self.padding == "left" else _left_to_right(seq)
+
+    def _left_windows(self, rows: Tensor) -> Tensor:
+        """[M] prefix rows -> [M, W] their windows, left-padded (W = the longest)."""
         start, end = self.ix["pstart"][rows], self.ix["pend"][rows]
         width = max(1, int((end - start).max()))
         pos = end[:, None] - width + torch.arange(width, device=rows.device)
-        seq = torch.where(pos >= start[:, None], self.ix["events"][pos.clamp(min=0)], 0)  # [M, W] left-padded
-        return seq if self.padding == "left" else _left_to_right(seq)
+        return torch.where(pos >= start[:, None], self.ix["events"][pos.clamp(min=0)], 0)  # [M, W]
 
     # ---- encoder --------------------------------------------------------------------------------------
     def represent(self, item: Tensor) -> Tensor:
@@ -184,6 +197,13 @@ class SRACL(nn.Module):
             return h[:, -1]
         last = ((item > 0).sum(1) - 1).clamp(min=0)
         return h.gather(1, last.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)
+
+    def represent_rows(self, seqs: list[Tensor]) -> list[Tensor]:
+        """Several sets of left-padded windows [M_i, W_i] -> their states [M_i, d], encoded together: in one
+        call on a GPU, in ``cpu_buckets`` length groups on a CPU (nn/length_groups.py)."""
+        def last(s: Tensor) -> Tensor:
+            return self.represent(s if self.padding == "left" else _left_to_right(s))
+        return encode_by_length(last, seqs, 1 if seqs[0].is_cuda else self.cpu_buckets)
 
     @property
     def item_table(self) -> Tensor:
@@ -201,13 +221,14 @@ class SRACL(nn.Module):
         e = e.masked_fill(nbr < 0, -torch.inf)
         return torch.where((nbr >= 0).any(1, keepdim=True), e, 0.0).softmax(1)  # no NaN on empty rows
 
-    def inter_user_loss(self, h: Tensor, rows: Tensor) -> Tensor:
-        """L_CS: NT-Xent between h_u [B, d] and its synthesised positive h_u+."""
+    def inter_user_loss(self, h: Tensor, rows: Tensor, hn: Tensor | None = None) -> Tensor:
+        """L_CS: NT-Xent between h_u [B, d] and its synthesised positive h_u+ (hn [B, k, d]: the neighbours'
+        states, encoded here when not given)."""
         nbr = self.ix["pnbr"][rows]  # [B, k]
-        seqs = self._windows(nbr.clamp(min=0).reshape(-1))  # [B k, W]
-        hn = self.represent(seqs).view(*nbr.shape, -1)  # [B, k, d], with gradients (code)
+        if hn is None:
+            hn = self.represent(self._windows(nbr.clamp(min=0).reshape(-1))).view(*nbr.shape, -1)
         p = dropout(self.synth_weights(rows, nbr), self.cfg.synth_dropout, self.training)  # [B, k]
-        h_pos = (p.unsqueeze(-1) * hn).sum(1)  # [B, d] the synthesised positive
+        h_pos = (p.unsqueeze(-1) * hn).sum(1)  # [B, d] the synthesised positive, gradients into hn (code)
         keep = (nbr >= 0).any(1)
         return nt_xent(h[keep], h_pos[keep], self.cfg.tau)
 
@@ -231,15 +252,26 @@ class SRACL(nn.Module):
         if target.dim() != 1:
             raise ValueError("SRA-CL trains on single-target prefix samples (train.train_windows=prefixes), "
                              f"got targets of shape {tuple(target.shape)}")
-        h = self.represent(item)  # [B, d]
-        loss = next_item_loss(h[:, None], target[:, None], self.item_table, "ce")  # L_Rec, full softmax
-        if self.cfg.alpha == 0 and self.cfg.beta == 0:
-            return loss
+        cfg = self.cfg
+        if cfg.alpha == 0 and cfg.beta == 0:
+            h = self.represent(item)  # [B, d]: exactly the backbone's forward
+            return next_item_loss(h[:, None], target[:, None], self.item_table, "ce")
         rows = self._prefix_rows(batch)
-        if self.cfg.alpha > 0:
-            loss = loss + self.cfg.alpha * self.inter_user_loss(h, rows)
-        if self.cfg.beta > 0:
-            loss = loss + self.cfg.beta * self.intra_user_loss(item)
+        left = item if self.padding == "left" else _right_to_left(item)
+        # The 1 + 2 + k encoder passes of the code (anchor, two views, k neighbours) as one represent_rows
+        seqs = [left]
+        if cfg.beta > 0:
+            seqs += [self.substitute(left), self.substitute(left)]
+        nbr = self.ix["pnbr"][rows]  # [B, k]
+        if cfg.alpha > 0:
+            seqs.append(self._left_windows(nbr.clamp(min=0).reshape(-1)))
+        hs = self.represent_rows(seqs)
+        h = hs[0]
+        loss = next_item_loss(h[:, None], target[:, None], self.item_table, "ce")  # L_Rec, full softmax
+        if cfg.alpha > 0:
+            loss = loss + cfg.alpha * self.inter_user_loss(h, rows, hs[-1].view(*nbr.shape, -1))
+        if cfg.beta > 0:
+            loss = loss + cfg.beta * nt_xent(hs[1], hs[2], cfg.tau)
         return loss
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
