@@ -160,3 +160,17 @@ def test_planted_data_sasrec_learns_beyond_popularity(tmp_path):
     pop = torch.from_numpy(counts.astype(np.float32)).expand(len(tgt), -1).clone()
     pop_hr = float(per_sample_ranking_metrics(target_ranks(pop, tgt), [10])["hr@10"].mean())
     assert res["test"]["hr@10"] > pop_hr + 0.1, (res["test"]["hr@10"], pop_hr)
+
+
+def test_a_time_limited_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+    """time_limit_s stops after the running epoch, with a result; --resume (with a later or no limit) goes on
+    from there, and ends where one uninterrupted run ends (same losses, same metrics)."""
+    full = run_experiment(small_config(data, epochs=3), tmp_path / "full")
+    cut = run_experiment(small_config(data, epochs=3, time_limit_s=0.0), tmp_path / "cut")
+    log = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["stopped_by_time_limit"] and "test" in cut
+    again = run_experiment(small_config(data, epochs=3), tmp_path / "cut", resume=True)
+    la = [json.loads(x)["train_loss"] for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["train_loss"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert la == lb and len(lb) == 3
+    assert again["test"] == full["test"] and again["best_epoch"] == full["best_epoch"]

@@ -144,6 +144,9 @@ class Trainer:
         if resume and self.load_checkpoint():
             if self.rank == 0:  # the log is what the checkpoint knows: drop rows written after it
                 atomic_write_text(self.run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.state["history"]))
+            last = self.state["history"][-1] if self.state["history"] else {}
+            if last.get("stopped_by_time_limit") and self.state["bad_evals"] < self.cfg.patience:
+                self.state["stopped"] = False  # a time-limited run goes on (elapsed_s counts on: raise the limit)
         elif (self.run_dir / "log.jsonl").exists() and self.rank == 0:
             (self.run_dir / "log.jsonl").unlink()  # a fresh run starts a fresh log
         cfg, st = self.cfg, self.state
