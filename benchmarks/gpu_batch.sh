@@ -6,6 +6,11 @@
 # machine with that daemon still up (nvidia-smi listed nvidia-cuda-mps-server), so both ran under MPS.
 #   bash benchmarks/gpu_batch.sh 1     # gpu_check, BERT4Rec on Beauty/Toys, SASRec/GRU4Rec under the ComiRec protocol
 #   bash benchmarks/gpu_batch.sh 2     # SASRec/GRU4Rec on Toys; SRA-CL and CL4SRec (time-limited, not converged)
+#   bash benchmarks/gpu_batch.sh 3     # prepared in session 12, not yet run: the SRA-CL bars (see below)
+# Batch 3: SRA-CL (ml-100k with MiniLM text semantics, carried as item vectors: benchmarks/item_vectors.py writes
+# $VEC) and CL4SRec on ml-100k, seeds 1-3, and on Beauty, seeds 2-3 (seed 1 of both ran on CPU in session 12).
+# Each is a resumable run folder (behaviorseq train --resume) stopped after the epoch that passes TL seconds;
+# bring the folders back (checkpoints included) and resume them on a CPU or the next GPU with a later limit.
 set -u
 BATCH=${1:?batch 1 or 2}; TL=${TL:-380}; HARD=${HARD:-450}; PY=${PY:-python3}
 export BEHAVIORSEQ_PROGRESS=0 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -22,6 +27,20 @@ if [ "$BATCH" = 1 ]; then
     timeout "$HARD" $PY benchmarks/comirec.py table --models $m --datasets $ds --seeds $s --suffix _gpu_${m}_${ds}_s$s \
       $C > "$L/comirec_${m}_${ds}_s$s.log" 2>&1 &
   done; done; done
+elif [ "$BATCH" = 3 ]; then
+  VEC=${VEC:-$BEHAVIORSEQ_DATA/vectors/ml-100k_minilm.npz}; TL=${TL:-480}; HARD=${HARD:-560}
+  nvidia-cuda-mps-control -d 2>/dev/null || true
+  train() {  # model data seed [overrides...]
+    local m=$1 ds=$2 s=$3; shift 3
+    timeout "$HARD" $PY -m behaviorseq train --model $m --data $ds --data-root "$BEHAVIORSEQ_DATA" --resume \
+      --out benchmarks/_work/runs/$m-$ds-gpu12-s$s train.seed=$s train.device=cuda train.amp=false train.threads=1 \
+      train.time_limit_s=$TL "$@" > "$L/$m-$ds-s$s.log" 2>&1 &
+  }
+  for s in 1 2 3; do
+    train sracl ml-100k $s model.semantic.source=vectors model.semantic.vectors=$VEC
+    train cl4srec ml-100k $s
+  done
+  for s in 2 3; do train sracl beauty $s; train cl4srec beauty $s; done
 else
   TL=330; C="train.device=cuda train.amp=false train.threads=1 train.time_limit_s=$TL"
   nvidia-cuda-mps-control -d 2>/dev/null || true  # already up when batch 1 ran first on the same machine
