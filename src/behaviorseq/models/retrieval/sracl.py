@@ -241,12 +241,6 @@ class SRACL(nn.Module):
         hit = (torch.rand(item.shape, device=item.device) < self.cfg.substitute_prob) & (item > 0) & (pick > 0)
         return torch.where(hit, pick, item)
 
-    def intra_user_loss(self, item: Tensor) -> Tensor:
-        """L_IS: NT-Xent between two substituted views of each prefix."""
-        views = torch.cat([self.substitute(item), self.substitute(item)])  # [2B, L]
-        h1, h2 = self.represent(views).chunk(2)
-        return nt_xent(h1, h2, self.cfg.tau)
-
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         item, target = batch["item"], batch["target"]
         if target.dim() != 1:
@@ -270,7 +264,7 @@ class SRACL(nn.Module):
         loss = next_item_loss(h[:, None], target[:, None], self.item_table, "ce")  # L_Rec, full softmax
         if cfg.alpha > 0:
             loss = loss + cfg.alpha * self.inter_user_loss(h, rows, hs[-1].view(*nbr.shape, -1))
-        if cfg.beta > 0:
+        if cfg.beta > 0:  # L_IS: NT-Xent between the two substituted views
             loss = loss + cfg.beta * nt_xent(hs[1], hs[2], cfg.tau)
         return loss
 
