@@ -1,5 +1,5 @@
 """SASRec / GRU4Rec / BERT4Rec on Beauty, Toys, LastFM and ml-100k: HR and NDCG @5/10/20, mean and std
-over seeds, full ranking, leave-one-out, history items excluded (the S3-Rec/SRA-CL and RecBole protocol).
+over seeds, full ranking, leave-one-out, history items excluded (the S3-Rec and RecBole protocol; SRA-CL's code leaves them in).
 
     python benchmarks/baselines.py --models sasrec gru4rec bert4rec --datasets beauty toys lastfm ml-100k \
         --seeds 1 2 3

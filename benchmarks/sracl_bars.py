@@ -93,6 +93,14 @@ def main() -> None:
             lines.append(f"unfinished (running, or stopped by a time limit), not counted: {', '.join(pending)}")
         if args.unfiltered:
             lines += [f"{ds}, history items left in the ranking (the SRA-CL code's protocol):"]
+            ours = []
+            for run in sorted((WORK / "runs").glob(f"sasrec-{ds}-*s[0-9]")):  # the §4 SASRec runs still on disk
+                ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
+                ours.append({"run": run.name, "seed": int(run.name.rsplit("-s", 1)[1]),
+                             "test_unfiltered": {m: ev["test"][m] for m in METRICS}})
+            if ours:
+                runs[ds]["sasrec"] = ours
+                lines.append(row("our SASRec (§4 runs on disk)", ours, "test_unfiltered")[0])
             lines += [row(GROUPS[g], [r for r in found.get(g, []) if "test_unfiltered" in r], "test_unfiltered")[0]
                       for g in GROUPS if any("test_unfiltered" in r for r in found.get(g, []))]
         if ds in PAPER:
