@@ -95,7 +95,7 @@ class TrainConfig(StrictConfig):
     train_windows: Literal["last", "all", "prefixes", "random_target"] | None = None
     negatives_exclude_history: bool = True  # sampled training negatives avoid the user's training items
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
-    time_limit_s: float | None = None  # stop (after the running epoch) past this wall time
+    time_limit_s: float | None = None  # stop (after the running epoch) past this wall time; --resume goes on
     max_steps_per_epoch: int | None = None
 
 
