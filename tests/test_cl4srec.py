@@ -171,7 +171,7 @@ def test_length_grouped_views_give_the_same_states_and_loss():
     model = build(dropout=0.0).eval()
     a, b = left_padded(37, 1), left_padded(11, 2)[:, -4:]  # two sets, the second narrower
     with torch.no_grad():
-        got = encode_by_length(lambda s: model.encode(s)[:, -1], [a, b], groups=5)
+        got = encode_by_length(lambda s: model.encode(s)[:, -1], [a, b], cpu_groups=5)
         for seqs, h in zip((a, b), got):
             assert h.shape == (len(seqs), 16)
             own = torch.stack([model.encode(r[None])[0, -1] for r in seqs])

@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def encode_by_length(encode_last: Callable[[Tensor], Tensor], seqs: list[Tensor], groups: int) -> list[Tensor]:
+def encode_by_length(encode_last: Callable[[Tensor], Tensor], seqs: list[Tensor], cpu_groups: int) -> list[Tensor]:
     """``encode_last`` maps left-padded items [M, w] (0 = padding) to the state after each row's latest
     item [M, d]; ``seqs`` are sets of left-padded rows [M_i, W_i]. Returns their states [M_i, d], in order,
-    from ``groups`` calls (at most one per row)."""
+    from ``cpu_groups`` calls on a CPU (at most one per row), from one call on any other device."""
     W = max(s.shape[1] for s in seqs)
+    groups = cpu_groups if seqs[0].device.type == "cpu" else 1
     rows = torch.cat([F.pad(s, (W - s.shape[1], 0)) for s in seqs])  # [M, W]
     n = (rows > 0).sum(1)
     order = n.argsort()

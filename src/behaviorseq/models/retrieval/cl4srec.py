@@ -118,8 +118,7 @@ class CL4SRec(SASRec):
         neg = batch.get("negative")
         if target.dim() == 1 and self.cfg.cl_weight > 0:  # prefixes: the sample and its two views, by length
             v1, v2 = self.augment(item)
-            h, z1, z2 = encode_by_length(lambda s: self.encode(s)[:, -1], [item, v1, v2],
-                                         1 if item.is_cuda else self.cpu_buckets)  # [B, d] each
+            h, z1, z2 = encode_by_length(lambda s: self.encode(s)[:, -1], [item, v1, v2], self.cpu_buckets)
             loss = next_item_loss(h[:, None], target[:, None], self.item_table, self.cfg.loss,
                                   neg[:, :1] if neg is not None else None)  # L_main
             return loss + self.cfg.cl_weight * nt_xent(z1, z2, self.cfg.tau)

@@ -346,7 +346,7 @@ class VectorFileSource(SemanticSource):
         return {"source": self.name, "dim": self.dim, "sha256": self.sha256}
 
     def item_vectors(self, store) -> np.ndarray:
-        raw = np.asarray([str(r) for r in store.raw_items(np.arange(1, store.num_items + 1))])
+        raw = _raw_item_ids(store)
         order = np.argsort(self.ids, kind="stable")
         pos = np.searchsorted(self.ids[order], raw).clip(max=len(order) - 1)
         found = self.ids[order][pos] == raw
@@ -361,12 +361,17 @@ class VectorFileSource(SemanticSource):
 def save_item_vectors(store, source: SemanticSource, path: str | Path) -> Path:
     """Write ``source``'s item vectors of ``store`` as a VectorFileSource file (temp file, then rename)."""
     vecs = source.item_vectors(store)[1:]
-    ids = np.asarray([str(r) for r in store.raw_items(np.arange(1, store.num_items + 1))])
+    ids = _raw_item_ids(store)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, ids=ids, vectors=vecs)
     os.replace(tmp, path)
     return path
+
+
+def _raw_item_ids(store) -> np.ndarray:
+    """The raw ids of items 1..n as strings (the key of a VectorFileSource file)."""
+    return np.asarray([str(r) for r in store.raw_items(np.arange(1, store.num_items + 1))])
 
 
 def make_source(cfg: SemanticConfig, device: str = "cpu") -> SemanticSource:

@@ -203,7 +203,7 @@ class SRACL(nn.Module):
         call on a GPU, in ``cpu_buckets`` length groups on a CPU (nn/length_groups.py)."""
         def last(s: Tensor) -> Tensor:
             return self.represent(s if self.padding == "left" else _left_to_right(s))
-        return encode_by_length(last, seqs, 1 if seqs[0].is_cuda else self.cpu_buckets)
+        return encode_by_length(last, seqs, self.cpu_buckets)
 
     @property
     def item_table(self) -> Tensor:
