@@ -37,7 +37,8 @@ from common import WORK, data_root, machine, write_json
 
 from behaviorseq.config import TrainConfig
 from behaviorseq.data.ctr_datasets import open_ctr_dataset
-from behaviorseq.data.synthetic.long_ctr import LongCTRConfig, generate_long_ctr
+from behaviorseq.data.synthetic.long_ctr import LongCTRConfig, LongCTRTruth, generate_long_ctr
+from behaviorseq.data.synthetic.near_ctr import NearCTRConfig, generate_near_ctr
 from behaviorseq.metrics import auc
 from behaviorseq.models.ranking import build
 from behaviorseq.tasks.ctr import CTRTask, planted_recall
@@ -56,13 +57,20 @@ VARIANTS = {  # name -> (registered model, model args given d)
     "dare": ("dare", lambda d: {"embedding_dim": d}),
     "dare-half": ("dare", lambda d: {"embedding_dim": d, "attention_dim": d // 2}),
     "sdim": ("sdim", lambda d: {"embedding_dim": d}),
+    "din-short": ("din", lambda d: {"embedding_dim": d}),  # DIN over the latest SHORT behaviours only
 }
+SHORT = 16  # window of din-short (SDIM's short_len)
 LR, BATCH = 0.01, 2048  # DARE's scripts (brief 1.4): batch 2048, Adam lr 0.01, weight decay 1e-6 in the loss
 
 
 def planted(L: int, seed: int, **over):
     cfg = LongCTRConfig(**{**PLANTED, **over, "min_len": L, "max_len": L, "seed": seed})
     return generate_long_ctr(cfg)
+
+
+def near(L: int, seed: int, **over):
+    """The SDIM brief's synthetic data (``data.synthetic.near_ctr``): click iff a behaviour with cos > 0.8."""
+    return generate_near_ctr(NearCTRConfig(**{**over, "length": L, "seed": seed}))
 
 
 def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, tag: str, batch_size: int = BATCH,
@@ -86,24 +94,25 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
         claim.touch()  # a stale claim: its process died
     name, args = VARIANTS[variant]
     seed_everything(seed)
-    model = build(name, data.n_items, data.vocab_size("category") - 1, {"max_len": L, **args(d)})
+    window = SHORT if variant == "din-short" else L
+    model = build(name, data.n_items, data.vocab_size("category") - 1, {"max_len": window, **args(d)})
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, early_stop_metric="auc",
                       patience=patience, device="cpu", seed=seed, threads=1)
-    task = CTRTask(data, L, cfg)
+    task = CTRTask(data, window, cfg)
     run = out_dir / "run"
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     st = Trainer(model, task, cfg, run).fit()
     train_s = time.perf_counter() - t0
     model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
-    res = {"variant": variant, "model": name, "model_args": {"max_len": L, **args(d)}, "d": d, "seed": seed,
+    res = {"variant": variant, "model": name, "model_args": {"max_len": window, **args(d)}, "d": d, "seed": seed,
            "test": task.evaluate(model, "test"), "valid": task.evaluate(model, "valid"),
            "train_s": train_s, "epochs": st["epoch"], "best_epoch": st["best_epoch"], "budget": budget,
            "n_params": sum(p.numel() for p in model.parameters()), "protocol": task.protocol("test")}
     if truth is not None:
         te = data.indices("test")
         res["bayes_auc"] = auc(data.label[te].astype(bool), truth.click_prob[te])
-        if name in ("twin", "dare"):
+        if name in ("twin", "dare") and isinstance(truth, LongCTRTruth):
             res["planted_recall"] = planted_recall(task, model, truth, "test")
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,10 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", nargs="+", default=None)
     ap.add_argument("--datasets", nargs="+", default=["planted", "ml-100k-ctr"])
     ap.add_argument("--length", type=int, default=None, help="L (default 200; sdim: 1024)")
+    ap.add_argument("--planted", choices=["long", "near"], default="long",
+                    help="planted data of effect/sdim: DARE's (long_ctr, default) or the SDIM brief's (near_ctr)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--users", type=int, default=None, help="planted users (default PLANTED)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="other LongCTRConfig fields of the planted data, e.g. n_relevant=25")
+                    help="other LongCTRConfig (NearCTRConfig with --planted near) fields, e.g. n_relevant=25")
     ap.add_argument("--suffix", default="")
     ap.add_argument("--batch", type=int, default=BATCH, help=f"batch size (default {BATCH}, DARE's scripts)")
     ap.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (default 2)")
@@ -169,14 +180,15 @@ def main(argv: list[str] | None = None) -> None:
         variants = args.variants or (["twin", "dare", "twin-half", "dare-half"] if args.cmd == "effect"
                                      else ["din", "sdim"])
         dims = args.dims if args.cmd == "effect" else [args.dims[-1]]
+        gen, kind = (near, "near") if args.planted == "near" else (planted, "planted")
         for seed in args.seeds:
-            data, truth = planted(L, seed, **over)
+            data, truth = gen(L, seed, **over)
             for d in dims:
                 for v in variants:
-                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"planted-L{L}{tag_over_b}", args.batch,
+                    r = run_one(data, truth, v, d, seed, L, args.epochs, f"{kind}-L{L}{tag_over_b}", args.batch,
                                 args.patience)
                     if r is not None:
-                        rows.append({**r, "data": f"planted L={L}"})
+                        rows.append({**r, "data": f"{kind} L={L}"})
         keys = ("auc", "gauc_user", "logloss", "planted_recall", "bayes_auc")
     else:
         L = args.length or 200
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     write_json(f"long_ctr_{args.cmd}{args.suffix}.json", {
         "command": "python benchmarks/long_ctr_effect.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "planted": {**PLANTED, **over}, "table": text, "runs": rows, "machine": machine()})
+        "planted": {**(PLANTED if args.planted == "long" else NearCTRConfig().to_dict()), **over}, "table": text, "runs": rows, "machine": machine()})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/long_ctr_sdim_oracle.py            # about 10 s; prints the table of README section 8
     python benchmarks/long_ctr_sdim_oracle.py --dense    # about 1 min; denser interests at L = 1,024 (section 8)
+    python benchmarks/long_ctr_sdim_oracle.py --near     # about 30 s; the SDIM brief's own synthetic data (near_ctr)
 
 e_j = [z_j ; s * u_cat(j)] (true latent, plus a random unit category vector scaled by s). Scores on test samples:
 <z_target, readout> where readout is (a) the mean z over the whole history (DIN at init: uniform attention),
@@ -13,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from behaviorseq.data.ctr import CTRBatcher
 from behaviorseq.data.synthetic.long_ctr import LongCTRConfig, generate_long_ctr
+from behaviorseq.data.synthetic.near_ctr import NearCTRConfig, generate_near_ctr
 from behaviorseq.nn.simhash import SimHash, query_interest
 
 
@@ -57,8 +59,51 @@ def dense() -> None:
         print(over, " ".join(f"{k}: {v:.3f}" for k, v in res.items()), flush=True)
 
 
+def near() -> None:
+    """The SDIM brief's data (click iff a behaviour has cos > 0.8 with the target; L = 1,024, 1,000 users,
+    seed 1, test samples). Oracle embeddings: the true unit vectors z, optionally widened by a random unit vector
+    per topic scaled by s in `extra` more dimensions (what a wider learned table could do: push other topics
+    towards orthogonal). Readouts scored as <q, readout>: the max cosine (a perfectly sharp attention), DIN-style
+    softmax attention at temperature 1 / beta, the uniform mean, the mean over the target's category (SIM's hard
+    search), and SDIM's long interest (m = 48)."""
+    data, truth = generate_near_ctr(NearCTRConfig(n_users=1000, seed=1))
+    rows = data.indices("test")
+    b = CTRBatcher(data, 1024, rows, True).batch(np.arange(rows.size))
+    y = b["label"].numpy()
+    z = torch.as_tensor(truth.item_vector, dtype=torch.float32)
+    item, t = b["item"], b["target"]
+    mask = item > 0
+    zt, zh = z[t], z[item]
+    cos = (zh * zt[:, None]).sum(-1)
+    out = {"bayes": roc_auc_score(y, truth.click_prob[b["index"].numpy()]),
+           "max cos": roc_auc_score(y, cos.max(1).values.numpy()),
+           "uniform mean": roc_auc_score(y, cos.mean(1).numpy())}
+    for beta in (10, 50):
+        out[f"softmax beta={beta}"] = roc_auc_score(y, (torch.softmax(beta * cos, 1) * cos).sum(1).numpy())
+    same = b["category"] == b["target_category"][:, None]
+    out["category mean"] = roc_auc_score(y, ((cos * same).sum(1) / same.sum(1).clamp(min=1)).numpy())
+    topic = torch.as_tensor(truth.item_topic)
+    g = torch.Generator().manual_seed(0)
+    for extra, s in [(0, 0.0), (16, 1.0), (48, 2.0), (112, 2.0)]:
+        u = torch.randn(len(topic), max(extra, 1), generator=g)
+        u = s * u / u.norm(dim=1, keepdim=True)
+        e = torch.cat([zh, u[topic[item]]], -1) if extra else zh
+        q = torch.cat([zt, u[topic[t]]], -1) if extra else zt
+        for tau in ((1, 2, 3, 4, 6) if not extra else (3,)):
+            h = SimHash(e.shape[-1], 48, tau, seed=0)
+            long = query_interest(e, h.codes(e), mask, h.codes(q[:, None, :]))[:, 0]
+            out[f"sdim tau={tau}, dim {e.shape[-1]}" + (f" (s={s})" if extra else "")] = \
+                roc_auc_score(y, (q * long).sum(-1).numpy())
+    for k, v in out.items():
+        print(f"  {k:32s} {v:.4f}")
+
+
 if __name__ == "__main__":
     import sys
+
+    if "--near" in sys.argv:
+        near()
+        raise SystemExit
 
     if "--dense" in sys.argv:
         dense()
