@@ -57,6 +57,7 @@ VARIANTS = {  # name -> (registered model, model args given d)
     "dare": ("dare", lambda d: {"embedding_dim": d}),
     "dare-half": ("dare", lambda d: {"embedding_dim": d, "attention_dim": d // 2}),
     "sdim": ("sdim", lambda d: {"embedding_dim": d}),
+    "sdim-tau6": ("sdim", lambda d: {"embedding_dim": d, "tau": 6}),  # narrower kernel: 8 signatures of 64 buckets
     "din-short": ("din", lambda d: {"embedding_dim": d}),  # DIN over the latest SHORT behaviours only
 }
 SHORT = 16  # window of din-short (SDIM's short_len)
