@@ -19,7 +19,8 @@ from their items. A sample's target is drawn uniformly from all items, and
 so the Bayes AUC (the true probabilities ranked) is below 1 by the label noise alone. ``near`` is computed
 from the vectors, not from the topics (a few cross-topic pairs pass the threshold, some same-topic pairs
 do not). Samples take roles train / valid / test at random. Vectorised over events and samples; the
-per-sample maximum runs over the user's present items (at most ``n_items``), not over the L events.
+per-sample maximum runs over the items a user's history holds (a bool [n_users, n_items] table, so meant for
+up to some 10^4 items), not over the L events.
 """
 
 from __future__ import annotations
@@ -158,11 +159,10 @@ def generate_near_ctr(config: NearCTRConfig) -> tuple[CTRData, NearCTRTruth]:
     n_s = c.n_users * c.samples_per_user
     s_user = np.repeat(np.arange(c.n_users, dtype=np.int64), c.samples_per_user)
     target = rng.integers(1, n_items + 1, n_s)
-    cos = vec[1:] @ vec[1:].T  # [n_items, n_items]; small (items, not events)
     max_cos = np.empty(n_s)
-    for lo in range(0, n_s, 4096):  # chunks of samples keep the [chunk, n_items] mask small
+    for lo in range(0, n_s, 4096):  # chunks of samples keep the [chunk, n_items] cosines and mask small
         hi = min(lo + 4096, n_s)
-        max_cos[lo:hi] = np.where(holds[s_user[lo:hi], 1:], cos[target[lo:hi] - 1], -np.inf).max(1)
+        max_cos[lo:hi] = np.where(holds[s_user[lo:hi], 1:], vec[target[lo:hi]] @ vec[1:].T, -np.inf).max(1)
     near = max_cos > c.threshold
     prob = np.where(near, 1.0 - c.label_noise, c.label_noise)
     label = (rng.random(n_s) < prob).astype(np.int8)
