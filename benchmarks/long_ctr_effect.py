@@ -58,9 +58,9 @@ VARIANTS = {  # name -> (registered model, model args given d)
     "dare-half": ("dare", lambda d: {"embedding_dim": d, "attention_dim": d // 2}),
     "sdim": ("sdim", lambda d: {"embedding_dim": d}),
     "sdim-tau6": ("sdim", lambda d: {"embedding_dim": d, "tau": 6}),  # narrower kernel: 8 signatures of 64 buckets
-    "din-short": ("din", lambda d: {"embedding_dim": d}),  # DIN over the latest SHORT behaviours only
+    "din-short": ("din", lambda d: {"embedding_dim": d}),  # DIN over the latest WINDOW behaviours only
 }
-SHORT = 16  # window of din-short (SDIM's short_len)
+WINDOW = {"din-short": 16}  # variants that see only the latest behaviours (16: SDIM's short_len); others see L
 LR, BATCH = 0.01, 2048  # DARE's scripts (brief 1.4): batch 2048, Adam lr 0.01, weight decay 1e-6 in the loss
 
 
@@ -95,7 +95,7 @@ def run_one(data, truth, variant: str, d: int, seed: int, L: int, epochs: int, t
         claim.touch()  # a stale claim: its process died
     name, args = VARIANTS[variant]
     seed_everything(seed)
-    window = SHORT if variant == "din-short" else L
+    window = WINDOW.get(variant, L)
     model = build(name, data.n_items, data.vocab_size("category") - 1, {"max_len": window, **args(d)})
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, early_stop_metric="auc",
                       patience=patience, device="cpu", seed=seed, threads=1)
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     write_json(f"long_ctr_{args.cmd}{args.suffix}.json", {
         "command": "python benchmarks/long_ctr_effect.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "planted": {**(PLANTED if args.planted == "long" else NearCTRConfig().to_dict()), **over}, "table": text, "runs": rows, "machine": machine()})
+        "planted": {**PLANTED, **over} if args.planted == "long" else {**NearCTRConfig().to_dict(), **over, "length": L},
+        "table": text, "runs": rows, "machine": machine()})
 
 
 if __name__ == "__main__":
