@@ -55,6 +55,65 @@ def test_nhp_fused_logits_pass_gradcheck():
     assert torch.autograd.gradcheck(lambda *x: nhp_module._DecayedLogits.apply(*x, dt), (c, cb, d, o, w))
 
 
+def _ctlstm_reference(m, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """NHP's CT-LSTM (Mei & Eisner, Eqs. 5-7) with plain autograd ops, one event at a time."""
+    emb = m.type_emb(batch["type"])
+    B, L, H = emb.shape
+    dt = batch["dtime"].to(emb.dtype)
+    c = cb = delta = o = emb.new_zeros(B, H)
+    out = {k: [] for k in ("c", "c_bar", "delta", "o", "h_left")}
+    for i in range(L):
+        h = o * torch.tanh(cb + (c - cb) * torch.exp(-delta * dt[:, i:i + 1]))  # h(t_i); 0 before the first event
+        gi, gf, gz, go, gib, gfb, gd = m.gates(torch.cat([emb[:, i], h], -1)).chunk(7, -1)
+        z, c_t = torch.tanh(gz), cb + (c - cb) * torch.exp(-delta * dt[:, i:i + 1])
+        c, cb = torch.sigmoid(gf) * c_t + torch.sigmoid(gi) * z, torch.sigmoid(gfb) * cb + torch.sigmoid(gib) * z
+        delta, o = F.softplus(gd), torch.sigmoid(go)
+        for k, v in (("c", c), ("c_bar", cb), ("delta", delta), ("o", o), ("h_left", h)):
+            out[k].append(v)
+    return {k: torch.stack(v, 1) for k, v in out.items()}
+
+
+def test_nhp_recurrence_matches_autograd():
+    """The hand-written CT-LSTM backward gives autograd's gradients, padding and the first event included."""
+    torch.manual_seed(4)
+    m = models.build("nhp", 3, {"hidden_size": 6}).double()
+    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in _batch(B=4).items()}
+    fast, ref = m.encode(batch), _ctlstm_reference(m, batch)
+    for k in ref:
+        torch.testing.assert_close(fast[k], ref[k])
+    gs = {k: torch.randn_like(v) for k, v in ref.items()}
+    params = list(m.parameters())
+    g_fast = torch.autograd.grad(sum((fast[k] * gs[k]).sum() for k in gs), params, allow_unused=True)
+    g_ref = torch.autograd.grad(sum((ref[k] * gs[k]).sum() for k in gs), params, allow_unused=True)
+    for a, b in zip(g_fast, g_ref):  # the padding type's embedding row gets no gradient in either
+        torch.testing.assert_close(a, b)
+    table = torch.randn(4, 7 * 5, dtype=torch.double, requires_grad=True)
+    w_h = torch.randn(7 * 5, 5, dtype=torch.double, requires_grad=True)
+    types, dt = torch.randint(0, 4, (6, 3)), torch.rand(6, 3, dtype=torch.double)
+    assert torch.autograd.gradcheck(lambda t, w: nhp_module._CTLSTM.apply(t, types, w, dt), (table, w_h))
+
+
+class _WithoutNextEvent:
+    """A model seen through the generic loglik path only (no ``next_event_intensity``)."""
+
+    def __init__(self, model):
+        self.encode, self.intensity = model.encode, model.intensity
+
+
+def test_nhp_next_event_intensity_is_the_intensity_at_the_next_event():
+    torch.manual_seed(5)
+    m = models.build("nhp", 3, {}).double()
+    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in _batch().items()}
+    state = m.encode(batch)
+    mask = batch["mask"][:, 1:] & batch["mask"][:, :-1]
+    at_events = m.intensity(state, batch["dtime"][:, :, None].roll(-1, 1))[:, :-1, 0]  # lambda(t_i + dtime_{i+1})
+    torch.testing.assert_close(m.next_event_intensity(state)[mask], at_events[mask])
+    for method in ("mc", "midpoint"):
+        fast = loglik(m, batch, 7, method, generator=torch.Generator().manual_seed(0))
+        plain = loglik(_WithoutNextEvent(m), batch, 7, method, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(fast.per_event, plain.per_event)
+
+
 @pytest.mark.parametrize("name", ["nhp", "thp", "attnhp"])
 def test_loglik_equals_one_call_on_all_points(name):
     """loglik evaluates the events and the integral points in two calls; one call on [1 + S] points agrees."""

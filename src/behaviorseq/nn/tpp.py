@@ -53,6 +53,7 @@ def loglik(model, batch: dict[str, Tensor], n_samples: int = 20, method: str = "
     mask = batch["mask"][:, 1:] & batch["mask"][:, :-1]  # [B, L-1]
     gap = torch.where(mask, batch["dtime"][:, 1:], torch.zeros_like(batch["dtime"][:, 1:]))  # [B, L-1]
     gap = torch.cat([gap, torch.zeros_like(gap[:, :1])], 1)  # [B, L]: interval after event i
+    next_event = getattr(model, "next_event_intensity", None)  # optional: lambda(t_{i+1}) from the encoder's state
     if method == "exact":
         lam = model.intensity(state, gap[..., None])  # [B, L, 1, K]
         integral = model.compensator(state, gap[..., None])[..., 0, :].sum(-1)  # [B, L]
@@ -64,10 +65,11 @@ def loglik(model, batch: dict[str, Tensor], n_samples: int = 20, method: str = "
             u = u.expand(*gap.shape, n_samples)
         # Two calls (the events; the S points) rather than one on 1 + S points: indexing one big [B, L, 1 + S, K]
         # tensor would cost its backward a full-size zero tensor.
-        lam = model.intensity(state, gap[..., None])  # [B, L, 1, K]
+        lam = None if next_event else model.intensity(state, gap[..., None])  # [B, L, 1, K]
         integral = gap * model.intensity(state, u * gap[..., None]).sum((-1, -2)) / n_samples  # [B, L]
+    lam = lam[:, :-1, 0] if lam is not None else next_event(state)  # [B, L-1, K] at the events 1..L-1
     k = batch["type"][:, 1:].clamp(max=lam.shape[-1] - 1)  # [B, L-1]; padding clamped, then masked
-    lam_k = lam[:, :-1, 0].gather(-1, k[..., None])[..., 0]  # [B, L-1]
+    lam_k = lam.gather(-1, k[..., None])[..., 0]  # [B, L-1]
     log_lam = torch.where(mask, torch.log(lam_k.clamp_min(1e-12)), torch.zeros_like(lam_k))
     integral = torch.where(mask, integral[:, :-1], torch.zeros_like(lam_k))
     return LogLik(log_lam, integral, mask)
