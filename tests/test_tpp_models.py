@@ -318,3 +318,19 @@ def test_loglik_rejects_unknown_integral_and_missing_fields():
         loglik(m, {}, method="simpson")
     with pytest.raises(KeyError, match="lacks field"):
         m.encode({"time": torch.zeros(1, 2)})
+
+
+@pytest.mark.parametrize("name", TPP_MODELS)
+def test_a_batch_of_single_events_has_no_terms_and_a_zero_loss(name):
+    """Sequences of one event predict nothing (the first event is conditioned on); no crash on L = 1."""
+    m = models.build(name, 3, {})
+    batch = {"time": torch.zeros(2, 1), "dtime": torch.zeros(2, 1), "type": torch.tensor([[0], [2]]),
+             "mask": torch.ones(2, 1, dtype=torch.bool)}
+    assert loglik(m, batch).per_event.shape == (2, 0)
+    loss = m.loss(batch)
+    if name == "prompttpp":  # only the key-pull term is left: minus a weighted mean cosine, in [-0.1, 0.1]
+        assert abs(loss.item()) <= m.cfg.pull_weight + 1e-6
+    else:
+        assert loss.item() == 0.0
+    if loss.requires_grad:
+        loss.backward()

@@ -52,7 +52,7 @@ def loglik(model, batch: dict[str, Tensor], n_samples: int = 20, method: str = "
     state = model.encode(batch) if state is None else state
     mask = batch["mask"][:, 1:] & batch["mask"][:, :-1]  # [B, L-1]
     gap = torch.where(mask, batch["dtime"][:, 1:], torch.zeros_like(batch["dtime"][:, 1:]))  # [B, L-1]
-    gap = torch.cat([gap, torch.zeros_like(gap[:, :1])], 1)  # [B, L]: interval after event i
+    gap = torch.cat([gap, gap.new_zeros(gap.shape[0], 1)], 1)  # [B, L]: interval after event i (L = 1 too)
     next_event = getattr(model, "next_event_intensity", None)  # optional: lambda(t_{i+1}) from the encoder's state
     if method == "exact":
         lam = model.intensity(state, gap[..., None])  # [B, L, 1, K]
