@@ -35,6 +35,8 @@ def scan(ds: str, unfiltered: bool) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for group in GROUPS:
         for run in sorted((WORK / "runs").glob(f"{group}-{ds}-*-s*")):
+            if not run.is_dir() or not run.name.rsplit("-s", 1)[1].isdigit():
+                continue  # a stray log file beside the run folders
             seed = int(run.name.rsplit("-s", 1)[1])
             log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
             done = (run / "metrics.json").exists() and not (log and log[-1].get("stopped_by_time_limit"))
