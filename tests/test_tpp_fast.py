@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from behaviorseq import models
 from behaviorseq.models.tpp import nhp as nhp_module
+from behaviorseq.nn.activations import tanh
 from behaviorseq.nn.time_encoding import scaled_softplus
 from behaviorseq.nn.tpp import loglik
 
@@ -157,3 +158,11 @@ def test_thp_baseline_is_off_by_default_and_floors_the_intensity():
     assert (near >= mu.detach()).all()
     # without the floor the paper's intensity decays to 0 (alpha_k starts at -0.1)
     assert plain.eval().intensity(plain.encode(_batch()), torch.full((4, 9, 1), 1e3)).max() < 1e-6
+
+
+def test_sigmoid_tanh_matches_torch_tanh_and_its_gradient():
+    x = torch.linspace(-12, 12, 2001, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(tanh, (x[::100].detach().requires_grad_(),))
+    torch.testing.assert_close(tanh(x.float()), torch.tanh(x.float()), atol=3e-7, rtol=0)
+    g = torch.randn(2001, dtype=torch.double)
+    torch.testing.assert_close(torch.autograd.grad(tanh(x), x, g)[0], torch.autograd.grad(torch.tanh(x), x, g)[0])

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.nn.activations import tanh
 from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.time_encoding import SinusoidalTimeEncoding, scaled_softplus
 from behaviorseq.nn.tpp import check_batch, nll_per_event
@@ -133,7 +134,7 @@ class AttNHP(nn.Module):
                 att = torch.baddbmm(p[-1] * v, p[0], state["values"][h][n])  # [B, L S, d]
                 if prefix is not None:
                     att = att + (p[1].reshape(B * L, S, P) @ vp).view(B, L * S, d)
-                z = torch.tanh(att) if z is None else z + torch.tanh(att)
+                z = tanh(att) if z is None else z + tanh(att)  # nn.activations.tanh: one sigmoid
             zs.append(z)
         return scaled_softplus(self.out(torch.cat(zs, -1)).view(B, L, S, -1), self.log_beta.exp())
 
