@@ -3,7 +3,9 @@
 The model contract (``models/tpp/*``): ``encode(batch) -> state`` runs the history once (a dict that
 holds at least the batch's ``mask``), and
 ``intensity(state, dt) -> [B, L, S, K]`` gives lambda_k(t_i + dt[b, i, s]) on the interval after event i
-from events 0..i only (right-continuous states, left limits at the next event). Batches hold
+from events 0..i only (right-continuous states, left limits at the next event); optionally
+``next_event_intensity(state) -> [B, L-1, K]``, the same at each observed next event, which ``loglik`` then
+uses instead of evaluating ``intensity`` at the gaps (NHP has it from its recurrence). Batches hold
 ``time`` [B, L] (float, since the sequence's first event), ``dtime`` [B, L] (time since the previous
 event, 0 at a first event and at padding), ``type`` [B, L] (long, padding = num_types) and ``mask``
 [B, L] (bool), padded on the right.
