@@ -31,4 +31,4 @@ class SinusoidalTimeEncoding(nn.Module):
 
 def scaled_softplus(x: Tensor, beta: Tensor) -> Tensor:
     """``beta * log(1 + exp(x / beta))`` (NHP Eq. 2's f_k, THP's softplus with softness beta), stable."""
-    return beta * nn.functional.softplus(x * beta.reciprocal())  # a multiply: torch's CPU division is slow
+    return beta * nn.functional.softplus(x / beta)
