@@ -38,8 +38,9 @@ that cannot be matched (documented, not tuned away):
 - AttNHP: EasyTPP re-runs the whole [2L]-token encoder once per integral point (its sample times ride in the
   "layer" half of the input); ours encodes the events once and lets every query time attend to them
   (numerically the same model; ``tests/test_tpp_models.py`` checks the equality).
-- NHP: the same CT-LSTM (one 2H -> 7H linear per step). EasyTPP also computes a left-limit hidden state it
-  keeps for every event; ours keeps the cell states and decays them for the event and the integral points.
+- NHP: the same CT-LSTM (a 2H -> 7H linear per step; ours looks the type half up in a [K + 1, 7H] table). Both keep
+  the left-limit hidden state h(t_i) of every event and take the event intensities from it; the integral points
+  decay the cell states (since session 14 on our side; before, ours decayed them for the events too).
 """
 
 from __future__ import annotations
