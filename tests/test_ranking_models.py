@@ -461,6 +461,10 @@ def test_simhash_codes_are_the_signature_bits_read_as_binary_numbers():
     assert codes.dtype == torch.int64 and codes.shape == (5, 7, 4)
     assert torch.equal(codes, bits[..., 0] + 2 * bits[..., 1] + 4 * bits[..., 2])
     assert "code_weights" not in h.state_dict()  # derived, so older checkpoints still load
+    wide = SimHash(6, 1026, 3, seed=1)  # beyond BLOCK_LIMIT: the per-signature form, no [m, m / tau] matrix
+    assert wide.code_weights is None
+    wide_bits = wide.bits(x).view(5, 7, 342, 3).long()
+    assert torch.equal(wide.codes(x), wide_bits[..., 0] + 2 * wide_bits[..., 1] + 4 * wide_bits[..., 2])
 
 
 def test_sdim_long_interest_is_permutation_invariant_and_ignores_padding():

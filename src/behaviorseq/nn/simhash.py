@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+BLOCK_LIMIT = 1024  # the most hash bits for which codes() uses the [m, m / tau] block matrix (1.4 MB)
+
 
 class SimHash(nn.Module):
     """(m, tau) SimHash over ``dim``-vectors with a fixed projection buffer (never trained or resampled)."""
@@ -32,8 +34,10 @@ class SimHash(nn.Module):
         self.register_buffer("projection", torch.randn(n_hashes, dim, generator=g))  # R [m, dim]
         self.register_buffer("bit_weights", 2 ** torch.arange(tau))  # kept in the state dict for old checkpoints
         # bit_weights as an [m, m / tau] block matrix: codes by one small matmul, 2x faster than an int64
-        # multiply-and-sum over [..., m / tau, tau] (exact: the sums are integers below 2^tau)
-        weights = torch.block_diag(*[self.bit_weights.float()[:, None]] * self.n_signatures)
+        # multiply-and-sum over [..., m / tau, tau] (exact: the sums are integers below 2^tau). The matrix is
+        # quadratic in m, so beyond BLOCK_LIMIT bits (10 GB at m = 90,000) codes use the per-signature form.
+        weights = (torch.block_diag(*[self.bit_weights.float()[:, None]] * self.n_signatures)
+                   if n_hashes <= BLOCK_LIMIT else None)
         self.register_buffer("code_weights", weights, persistent=False)
 
     @property
@@ -50,7 +54,10 @@ class SimHash(nn.Module):
 
     def codes(self, x: Tensor) -> Tensor:
         """[..., dim] -> bucket ids int64 [..., m / tau] in [0, 2^tau), bit b of a signature weighing 2^b."""
-        return (self.bits(x).to(self.code_weights.dtype) @ self.code_weights).long()
+        if self.code_weights is not None:
+            return (self.bits(x).to(self.code_weights.dtype) @ self.code_weights).long()
+        bits = self.bits(x).view(*x.shape[:-1], self.n_signatures, self.tau)
+        return (bits.float() @ self.bit_weights.to(bits.device, torch.float32)).long()
 
 
 ASSIGN_LIMIT = 2**26  # "auto": the matmul form while its [B, S, n_buckets, L] buffer stays under 256 MB (fp32)
