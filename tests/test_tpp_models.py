@@ -334,3 +334,24 @@ def test_a_batch_of_single_events_has_no_terms_and_a_zero_loss(name):
         assert loss.item() == 0.0
     if loss.requires_grad:
         loss.backward()
+
+
+@pytest.mark.parametrize("name", TPP_MODELS)
+def test_loss_trains_under_autocast(name):
+    """The trainer runs CUDA autocast by default (train.amp); CPU bf16 autocast is the check available here.
+    NHP's hand-written kernels run in fp32 inside it, so its loss is the fp32 loss exactly."""
+    torch.manual_seed(0)
+    m = models.build(name, 3, {})
+    dt = torch.rand(4, 6)
+    dt[:, 0] = 0
+    batch = {"time": dt.cumsum(1), "dtime": dt, "type": torch.randint(0, 3, (4, 6)), "mask": torch.ones(4, 6, dtype=torch.bool)}
+    torch.manual_seed(1)
+    plain = m.loss(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        loss = m.loss(batch)
+    assert torch.isfinite(loss)
+    if name == "nhp":
+        assert loss.dtype == torch.float32 and loss.item() == plain.item()
+    if loss.requires_grad:
+        loss.backward()

@@ -18,6 +18,8 @@ Deviations, one line each:
 - No BOS event: the first event starts the sequence from zero states and is conditioned on (as in
   EasyTPP's NHP), so the log-likelihood counts events 2..L.
 - Defaults follow EasyTPP's example config (hidden 32); the paper tunes the size per data set.
+- Runs in fp32 under AMP (autocast off inside encode / intensity): the hand-written kernels take one dtype,
+  and at hidden 32 half precision saves nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class NHP(nn.Module):
 
     def encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         check_batch(batch, self.fields)
+        with torch.autocast(batch["type"].device.type, enabled=False):  # fp32 under AMP (module docstring)
+            return self._encode(batch)
+
+    def _encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         K = self.num_types
         rows = self.type_emb(torch.arange(K + 1, device=batch["type"].device))  # [K + 1, H]; row K = padding = 0
         H = rows.shape[1]
@@ -71,13 +77,16 @@ class NHP(nn.Module):
     def next_event_intensity(self, state: dict[str, Tensor]) -> Tensor:
         """lambda(t_{i+1}) [B, L-1, K] from the left limits h(t_{i+1}) the recurrence computed (the same
         numbers as ``intensity(state, dtime)``, without a second decay of the cells)."""
-        return scaled_softplus(nn.functional.linear(state["h_left"][:, 1:], self.w.weight), self.log_s.exp())
+        with torch.autocast(state["h_left"].device.type, enabled=False):
+            return scaled_softplus(nn.functional.linear(state["h_left"][:, 1:], self.w.weight), self.log_s.exp())
 
     def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
         """dt [B, L, S] -> lambda [B, L, S, K] on the interval after each event (a view of the [K, B, L, S]
         tensor that the kernel's [K, H] @ [H, points] products give)."""
-        logits = _DecayedLogits.apply(state["c"], state["c_bar"], state["delta"], state["o"], self.w.weight, dt)
-        return scaled_softplus(logits, self.log_s.exp()[:, None, None, None]).permute(1, 2, 3, 0)
+        with torch.autocast(dt.device.type, enabled=False):
+            logits = _DecayedLogits.apply(state["c"], state["c_bar"], state["delta"], state["o"], self.w.weight,
+                                          dt.to(state["c"].dtype))
+            return scaled_softplus(logits, self.log_s.exp()[:, None, None, None]).permute(1, 2, 3, 0)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         return nll_per_event(self, batch, self.cfg.integral_samples, self.cfg.integral)
