@@ -6,7 +6,7 @@
 # machine with that daemon still up (nvidia-smi listed nvidia-cuda-mps-server), so both ran under MPS.
 #   bash benchmarks/gpu_batch.sh 1     # gpu_check, BERT4Rec on Beauty/Toys, SASRec/GRU4Rec under the ComiRec protocol
 #   bash benchmarks/gpu_batch.sh 2     # SASRec/GRU4Rec on Toys; SRA-CL and CL4SRec (time-limited, not converged)
-#   bash benchmarks/gpu_batch.sh 3     # prepared in session 12, not yet run: the SRA-CL bars (see below)
+#   bash benchmarks/gpu_batch.sh 3     # prepared in session 12 (session 14: + an NHP-under-AMP check), not yet run
 # Batch 3: SRA-CL (ml-100k with MiniLM text semantics, carried as item vectors: benchmarks/item_vectors.py writes
 # $VEC) and CL4SRec on ml-100k, seeds 1-3, and on Beauty, seeds 2-3 (seed 1 of both ran on CPU in session 12).
 # Each is a resumable run folder (behaviorseq train --resume) stopped after the epoch that passes TL seconds;
@@ -29,6 +29,13 @@ if [ "$BATCH" = 1 ]; then
   done; done; done
 elif [ "$BATCH" = 3 ]; then
   VEC=${VEC:-$BEHAVIORSEQ_DATA/vectors/ml-100k_minilm.npz}; TL=${TL:-480}; HARD=${HARD:-560}
+  # session 14: NHP's hand-written kernels under CUDA autocast (the trainer's default amp) give the fp32 loss
+  $PY -c "import torch; from behaviorseq import models
+m = models.build('nhp', 3, {}).cuda(); dt = torch.rand(64, 50, device='cuda'); dt[:, 0] = 0
+b = {'time': dt.cumsum(1), 'dtime': dt, 'type': torch.randint(0, 3, (64, 50), device='cuda'), 'mask': torch.ones(64, 50, dtype=torch.bool, device='cuda')}
+torch.manual_seed(0); plain = m.loss(b)
+with torch.autocast('cuda', dtype=torch.bfloat16): torch.manual_seed(0); amp = m.loss(b)
+amp.backward(); print('nhp cuda amp', plain.item(), amp.item(), amp.dtype)" > "$L/nhp_cuda_amp.log" 2>&1
   nvidia-cuda-mps-control -d 2>/dev/null || true
   train() {  # model data seed [overrides...]
     local m=$1 ds=$2 s=$3; shift 3
@@ -40,7 +47,9 @@ elif [ "$BATCH" = 3 ]; then
     train sracl ml-100k $s model.semantic.source=vectors model.semantic.vectors=$VEC
     train cl4srec ml-100k $s
   done
-  for s in 2 3; do train sracl beauty $s; train cl4srec beauty $s; done
+  for s in 2 3; do for m in sracl cl4srec; do  # skip a seed whose CPU run has finished (sracl_bars counts a seed once)
+    [ -f benchmarks/_work/runs/$m-beauty-cpu-s$s/metrics.json ] || train $m beauty $s
+  done; done
 else
   TL=330; C="train.device=cuda train.amp=false train.threads=1 train.time_limit_s=$TL"
   nvidia-cuda-mps-control -d 2>/dev/null || true  # already up when batch 1 ran first on the same machine

@@ -52,6 +52,17 @@ def scan(ds: str, unfiltered: bool) -> dict[str, list[dict]]:
     return out
 
 
+def count_each_seed_once(found: dict[str, list[dict]]) -> None:
+    """A seed run twice (say on CPU and on a GPU) counts once: the first finished run in name order."""
+    for recs in found.values():
+        seen = set()
+        for r in sorted(recs, key=lambda r: r["run"]):
+            if r["finished"] and r["seed"] in seen:
+                r["finished"], r["repeat_of_seed"] = False, r["seed"]
+            elif r["finished"]:
+                seen.add(r["seed"])
+
+
 def row(name: str, recs: list[dict], key: str = "test") -> tuple[str, dict]:
     vals = {m: [r[key][m] for r in recs] for m in METRICS}
     stats = {m: {"mean": sum(v) / len(v), "std": (sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)) ** 0.5
@@ -78,6 +89,7 @@ def main() -> None:
         for g, recs in old.get(ds, {}).items():  # merged seeds whose folders are gone
             have = {r["run"] for r in found.get(g, [])}
             found.setdefault(g, []).extend(r for name, r in recs.items() if name not in have)
+        count_each_seed_once(found)
         runs[ds] = found
         sasrec = [r for r in json.loads((RESULTS / SASREC[ds]).read_text())["results"] if r["model"] == "sasrec"][0]
         lines += [f"\n{ds} (test; history items excluded from the ranking)",
@@ -90,9 +102,13 @@ def main() -> None:
             if done:
                 text, stats[g] = row(name, done)
                 lines.append(text)
-        pending = [f"{r['run']} ({r['epochs']} epochs)" for g in GROUPS for r in found.get(g, []) if not r["finished"]]
+        pending = [f"{r['run']} ({r['epochs']} epochs)" for g in GROUPS for r in found.get(g, [])
+                   if not r["finished"] and "repeat_of_seed" not in r]
         if pending:
             lines.append(f"unfinished (running, or stopped by a time limit), not counted: {', '.join(pending)}")
+        repeats = [r["run"] for g in GROUPS for r in found.get(g, []) if "repeat_of_seed" in r]
+        if repeats:
+            lines.append(f"second finished runs of a seed, not counted: {', '.join(repeats)}")
         if args.unfiltered:
             lines += [f"{ds}, history items left in the ranking (the SRA-CL code's protocol):"]
             ours = []
