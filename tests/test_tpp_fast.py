@@ -64,9 +64,10 @@ def _ctlstm_reference(m, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     c = cb = delta = o = emb.new_zeros(B, H)
     out = {k: [] for k in ("c", "c_bar", "delta", "o", "h_left")}
     for i in range(L):
-        h = o * torch.tanh(cb + (c - cb) * torch.exp(-delta * dt[:, i:i + 1]))  # h(t_i); 0 before the first event
+        c_t = cb + (c - cb) * torch.exp(-delta * dt[:, i:i + 1])  # c(t_i)
+        h = o * torch.tanh(c_t)  # h(t_i); 0 before the first event
         gi, gf, gz, go, gib, gfb, gd = m.gates(torch.cat([emb[:, i], h], -1)).chunk(7, -1)
-        z, c_t = torch.tanh(gz), cb + (c - cb) * torch.exp(-delta * dt[:, i:i + 1])
+        z = torch.tanh(gz)
         c, cb = torch.sigmoid(gf) * c_t + torch.sigmoid(gi) * z, torch.sigmoid(gfb) * cb + torch.sigmoid(gib) * z
         delta, o = F.softplus(gd), torch.sigmoid(go)
         for k, v in (("c", c), ("c_bar", cb), ("delta", delta), ("o", o), ("h_left", h)):

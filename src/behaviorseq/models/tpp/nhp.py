@@ -189,9 +189,9 @@ class _DecayedLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c: Tensor, cb: Tensor, d: Tensor, o: Tensor, w: Tensor, dt: Tensor) -> Tensor:
-        ctx.save_for_backward(c, cb, d, o, w, dt)
         (B, L, S), (K, H) = dt.shape, w.shape
         c2, cb2, nd = (c - cb).mul_(2), cb * 2, d * -_LOG2E
+        ctx.save_for_backward(c2, cb2, nd, o, w, dt)
         out = dt.new_empty(K, B, L, S)
         for sl in _chunks(B, L, S, H):
             sg, _ = _decayed_sigmoid(c2[sl], cb2[sl], nd[sl], dt[sl])
@@ -201,11 +201,10 @@ class _DecayedLogits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        c, cb, d, o, w, dt = ctx.saved_tensors
+        c2, cb2, nd, o, w, dt = ctx.saved_tensors
         (B, L, S), (K, H) = dt.shape, w.shape
         g = g.contiguous()
-        c2, cb2, nd = (c - cb).mul_(2), cb * 2, d * -_LOG2E
-        gc, gcb, gd, go = (torch.empty_like(x) for x in (c, cb, d, o))
+        gc, gcb, gd, go = (torch.empty_like(o) for _ in range(4))
         gw = torch.zeros_like(w)
         for sl in _chunks(B, L, S, H):
             sg, e = _decayed_sigmoid(c2[sl], cb2[sl], nd[sl], dt[sl])
