@@ -17,6 +17,9 @@ split 80/10/10. Protocol (no replay buffer, no task id at test time):
 - ``retrain``: AttNHP from scratch on each window;
 - ``prompttpp_frozen`` (not in the paper, which trains the backbone on every window): PromptTPP trained fully on
   window 1, then only its prompt pools (prompts and keys) on the next windows, the L2P recipe of a frozen backbone;
+- ``prompttpp_oracle`` (a diagnostic, not a method: it is told the regime): as ``prompttpp_frozen``, but each
+  regime always selects its own ``top_n`` pool entries (``OraclePromptTPP``), so prompts are never shared or
+  overwritten across regimes; it measures what a frozen backbone with perfect retrieval can reach;
 - ``joint``: AttNHP trained once on the training sequences of all windows (the upper bound).
 Each training run: Adam, batch 32, early stopping on that window's validation log-likelihood (patience 3).
 R[w][v] = test log-likelihood per event on window v after training on window w. Reported per method:
@@ -34,14 +37,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from behaviorseq import models
 from behaviorseq.config import TrainConfig
 from behaviorseq.data.eventseq import concat
 from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes_stream
 from behaviorseq.models.tpp.hawkes_exp import HawkesExp
+from behaviorseq.models.tpp.prompttpp import PromptTPP, PromptTPPConfig
 from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import Trainer, seed_everything
+
+
+class OraclePromptTPP(PromptTPP):
+    """A diagnostic, not a method (the task id is known, which the protocol forbids): regime r always selects
+    pool entries r N .. r N + N - 1 (N = top_n; the pool holds N per regime), in every layer and pool, so no two
+    regimes ever share or overwrite a prompt. Run with the frozen backbone, it bounds what retrieval could give."""
+
+    regime = 0  # set by the caller before training or evaluating on a window
+
+    def _select(self, h: int, n: int, cos: Tensor) -> tuple[Tensor, Tensor]:
+        N = self.cfg.top_n
+        ids = torch.arange(self.regime * N, (self.regime + 1) * N, device=cos.device).expand(*cos.shape[:-1], N)
+        return cos.gather(-1, ids), ids
 
 
 def unit_rate(p: HawkesParams) -> HawkesParams:
@@ -122,17 +140,24 @@ def run_seed(args, seed: int) -> dict:
             fit(model, joint, cfg, work / method)
             R[:] = [[tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]] * T
         else:
-            model = models.build(name, K, model_cfg)
+            oracle = method == "prompttpp_oracle"
+            if oracle:  # the pool holds top_n entries per regime
+                ocfg = PromptTPPConfig(**model_cfg)
+                ocfg = ocfg.model_copy(update={"pool_size": ocfg.top_n * len(regimes)})
+            model = OraclePromptTPP(ocfg, K) if oracle else models.build(name, K, model_cfg)
             for w in range(T):
                 if method == "retrain" and w:
                     model = models.build(name, K, model_cfg)
-                if method == "prompttpp_frozen" and w == 1:  # from window 2 on only the prompt pools train
+                if method in ("prompttpp_frozen", "prompttpp_oracle") and w == 1:  # from window 2 on only the pools
                     for pname, p in model.named_parameters():
                         p.requires_grad_(pname in ("prompts", "prompt_keys"))
                 if w and model_cfg.get("diversify"):  # L2P's diversified selection: a window is a task
                     model.end_task()
+                model.regime = schedule[w]  # read by OraclePromptTPP only
                 fit(model, tasks[w], cfg, work / f"{method}_w{w}")  # warm start: the weights in memory
-                R[w] = [tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]
+                for v in range(T):
+                    model.regime = schedule[v]
+                    R[w, v] = tasks[v].evaluate(model, "test")["loglik"]
         out[method] = {"R": R.tolist(), "seconds": time.perf_counter() - t0}
     for method, r in out.items():
         if method in ("schedule", "regimes", "truth"):

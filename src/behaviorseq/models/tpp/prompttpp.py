@@ -73,18 +73,21 @@ class PromptTPP(AttNHP):
         c = self.select_counts
         self.select_freq.copy_(c / c.sum(-1, keepdim=True).clamp_min(1))
 
+    def _select(self, h: int, n: int, cos: Tensor) -> tuple[Tensor, Tensor]:
+        """cos [2, B, L, M] (query vs. key, per pool) -> the cosines and ids of the selected entries [2, B, L, N]."""
+        if self.training and self.cfg.diversify and self.select_freq[h, n].sum() > 0:
+            dist = (1 - cos) * (self.select_freq[h, n][:, None, None] + 1e-6)  # unused entries: by cosine
+            ids = dist.topk(self.cfg.top_n, -1, largest=False).indices
+            return cos.gather(-1, ids), ids
+        return cos.topk(self.cfg.top_n, -1)
+
     def _retrieve(self, h: int, n: int, x: Tensor, tau: Tensor, mask: Tensor, layer) -> tuple:
         """Prompt keys and values per position ([B, L, P, d] each), selected ids [2, B, L, top_n] and the
         summed cosine of the selected keys over real positions (both pools)."""
         m = mask[..., None].float()
         q = torch.cumsum(x * m, 1) / torch.cumsum(m, 1).clamp_min(1)  # [B, L, D]: mean of tokens 0..i
         cos = torch.einsum("bld,kmd->kblm", F.normalize(q, dim=-1), F.normalize(self.prompt_keys[h, n], dim=-1))
-        if self.training and self.cfg.diversify and self.select_freq[h, n].sum() > 0:
-            dist = (1 - cos) * (self.select_freq[h, n][:, None, None] + 1e-6)  # unused entries: by cosine
-            ids = dist.topk(self.cfg.top_n, -1, largest=False).indices
-            top = cos.gather(-1, ids)
-        else:
-            top, ids = cos.topk(self.cfg.top_n, -1)  # [2, B, L, N]
+        top, ids = self._select(h, n, cos)
         if self.training and self.cfg.diversify:
             with torch.no_grad():
                 real = ids[:, mask]  # [2, n_real, N]
