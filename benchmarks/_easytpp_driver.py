@@ -9,6 +9,8 @@ tokenizer pads and builds the attention masks), builds the model from a ``ModelC
 ``BaseModel.generate_model_from_config`` and repeats the step of ``easy_tpp/model_wrapper.py::run_batch``:
 ``loss, n = model.loglike_loss(**batch); opt.zero_grad(); (loss / n).backward(); opt.step()`` with Adam.
 Batches are collated before the clock starts; the first ``warmup`` steps are not timed. Prints one JSON line.
+With ``--profile`` the timed batches are then run once more under torch's profiler (``op_groups``, also used for
+our side by ``tpp_vs_easytpp.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,26 @@ import time
 from importlib.metadata import version
 
 import torch
+
+MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
+
+
+def op_groups(step, batches: list) -> dict:
+    """Self CPU milliseconds per step, by op group, of ``step`` over ``batches`` under torch's profiler: matrix
+    products (forward and backward), fused attention kernels (SDPA, forward and backward), everything else.
+    The profiler inflates small elementwise ops several times, so "other" and "total" are upper bounds; the
+    matmul and attention kernels are few and long, so their times are close to the unprofiled ones."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for b in batches:
+            step(b)
+    out = dict.fromkeys(("matmul", "attention", "other"), 0.0)
+    for e in prof.key_averages():
+        group = "matmul" if e.key in MATMUL else "attention" if "scaled_dot_product" in e.key else "other"
+        out[group] += e.self_cpu_time_total / 1e3 / len(batches)
+    out["total"] = sum(out.values())
+    return out
 
 
 def main() -> None:
@@ -35,6 +57,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="then profile the timed steps once more (op_groups)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -80,7 +103,8 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     losses = [step(b) for b in timed]
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(json.dumps({"side": "easytpp", "model": args.model, "events": events, "seconds": secs,
+    prof = op_groups(step, timed) if args.profile else None
+    print(json.dumps({"profile_ms_per_step": prof, "side": "easytpp", "model": args.model, "events": events, "seconds": secs,
                       "events_per_s": events / secs, "cpu_seconds": cpu,
                       "events_per_cpu_s": events / cpu, "batches": len(timed), "first_loss": losses[0],
                       "last_loss": losses[-1], "params": sum(p.numel() for p in model.parameters()),

@@ -130,7 +130,12 @@ def worker_ours(a: argparse.Namespace) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     losses = [step(b) for b in timed]
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"side": "ours", "model": a.worker, "events": events, "seconds": secs, "events_per_s": events / secs,
+    prof = None
+    if a.profile:
+        from _easytpp_driver import op_groups
+
+        prof = op_groups(step, timed)
+    return {"profile_ms_per_step": prof, "side": "ours", "model": a.worker, "events": events, "seconds": secs, "events_per_s": events / secs,
             "cpu_seconds": cpu, "events_per_cpu_s": events / cpu,
             "batches": len(timed), "first_loss": losses[0], "last_loss": losses[-1],
             "params": sum(p.numel() for p in m.parameters()), "torch": torch.__version__,
@@ -140,7 +145,7 @@ def worker_ours(a: argparse.Namespace) -> dict:
 def size_args(a: argparse.Namespace) -> list[str]:
     return ["--hidden", str(a.hidden), "--time-emb", str(a.time_emb), "--layers", str(a.layers), "--heads",
             str(a.heads), "--samples", str(a.samples), "--batch-size", str(a.batch_size), "--warmup", str(a.warmup),
-            "--batches", str(a.batches), "--seed", str(a.seed)]
+            "--batches", str(a.batches), "--seed", str(a.seed)] + (["--profile"] if a.profile else [])
 
 
 def measure(side: str, name: str, a: argparse.Namespace, num_types: int) -> dict:
@@ -185,6 +190,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--malloc-tuned", action="store_true",
                     help="run both sides with glibc's mmap threshold off (as run_experiment does for training)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, profile the same steps once more and report ms per step by op group "
+                         "(matrix products, SDPA attention, other; _easytpp_driver.op_groups)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -227,6 +235,18 @@ def main() -> None:
     for n, r in rows.items():
         print(f"| {n} | {r['easytpp_events_per_s']:.0f} | {r['ours_events_per_s']:.0f} | {r['ratio']:.2f}x | "
               f"{r['ratio_cpu']:.2f}x | {r['easytpp_params']} / {r['ours_params']} |")
+    if a.profile:  # the profiled pass follows the timed one in each measurement; medians over the rounds
+        print("\nms per step by op group, under torch's profiler (it inflates 'other'; see op_groups), and the "
+              "unprofiled step\n")
+        print("| model | side | matmul | attention (SDPA) | other | unprofiled step |")
+        print("|---|---|---:|---:|---:|---:|")
+        for n in names:
+            for side in ("easytpp", "ours"):
+                xs = runs[n][side]
+                g = {k: statistics.median(x["profile_ms_per_step"][k] for x in xs) for k in ("matmul", "attention", "other")}
+                step_ms = statistics.median(1e3 * x["seconds"] / x["batches"] for x in xs)
+                rows[n][f"{side}_profile_ms"] = {**g, "step_ms": step_ms}
+                print(f"| {n} | {side} | {g['matmul']:.1f} | {g['attention']:.1f} | {g['other']:.1f} | {step_ms:.1f} |")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         easy = runs[names[0]]["easytpp"][0]
