@@ -109,6 +109,14 @@ def worker_ours(a: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
+    if a.our_attention == "math":  # EasyTPP's form: softmax(masked q k^T / sqrt(d)) v with explicit matmuls
+        import behaviorseq.nn.transformer as tr
+
+        def math_attention(q, k, v, mask, p):
+            s = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~mask, float("-inf"))
+            return torch.softmax(s, -1) @ v
+
+        tr.attention = math_attention
     seqs = read_easytpp_pickle(Path(a.workdir) / "train.pkl", "train")
     batcher, bs = TPPBatcher(seqs, None), a.batch_size
     batches = [batcher.batch(np.arange(i * bs, (i + 1) * bs)) for i in range(a.warmup + a.batches)]
@@ -159,7 +167,7 @@ def measure(side: str, name: str, a: argparse.Namespace, num_types: int) -> dict
                "--model", EASYTPP_NAME[name], "--num-types", str(num_types)]
         env.pop("PYTHONPATH", None)
     else:
-        cmd = [sys.executable, __file__, "--worker", name, "--workdir", a.workdir]
+        cmd = [sys.executable, __file__, "--worker", name, "--workdir", a.workdir, "--our-attention", a.our_attention]
         env["PYTHONPATH"] = str(ROOT / "src")
     load_before = os.getloadavg()
     p = subprocess.run(cmd + size_args(a), capture_output=True, text=True, env=env, cwd=ROOT)
@@ -193,6 +201,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="after timing, profile the same steps once more and report ms per step by op group "
                          "(matrix products, SDPA attention, other; _easytpp_driver.op_groups)")
+    ap.add_argument("--our-attention", choices=["sdpa", "math"], default="sdpa",
+                    help="THP on our side: SDPA (the library's) or attention as explicit matmuls (EasyTPP's form)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
