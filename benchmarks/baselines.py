@@ -5,17 +5,28 @@ over seeds, full ranking, leave-one-out, history items excluded (the S3-Rec and 
         --seeds 1 2 3
 
 Each run is a normal run folder under benchmarks/_work/runs/<model>-<dataset>[<tag>]-s<seed>. A finished run
-is reused whatever overrides made it: delete the folder to retrain, or give other overrides a --tag.
+is reused only if its stored config equals the one asked for (``common.finished_run``; paths and thread counts
+aside); otherwise the script stops and names the settings that differ: delete the folder, or give other
+overrides a --tag. ``--no-train`` aggregates the finished runs as they were made.
 Results: benchmarks/results/<--out> (per-seed numbers kept; --merge adds earlier files) and a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from common import WORK, aggregate, cell, data_root, kept_records, machine, seed_record, write_json
+from common import (
+    WORK,
+    aggregate,
+    cell,
+    data_root,
+    finished_run,
+    kept_records,
+    machine,
+    seed_record,
+    write_json,
+)
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -31,7 +42,7 @@ def main() -> None:
     ap.add_argument("--out", default="baselines.json")
     ap.add_argument("--no-train", action="store_true", help="only aggregate the runs that have finished")
     ap.add_argument("--tag", default="", help="appended to the run folder names, e.g. --tag=-p30 for runs whose overrides "
-                    "differ from the default ones (a finished folder is reused whatever its overrides were)")
+                    "differ from the default ones")
     ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                     help="earlier results files (name under benchmarks/results/ or a path) whose seeds join the table")
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.epochs=50")
@@ -41,13 +52,12 @@ def main() -> None:
         for model in args.models:
             for seed in args.seeds:
                 run_dir = WORK / "runs" / f"{model}-{ds}{args.tag}-s{seed}"
-                if (run_dir / "metrics.json").exists():
-                    res = json.loads((run_dir / "metrics.json").read_text())
-                elif args.no_train:
+                cfg = build_config(model, ds, None, args.overrides + [f"train.seed={seed}"])
+                cfg.setdefault("data", {})["data_root"] = str(data_root())
+                res = finished_run(run_dir, None if args.no_train else cfg)
+                if res is None and args.no_train:
                     continue
-                else:
-                    cfg = build_config(model, ds, None, args.overrides + [f"train.seed={seed}"])
-                    cfg.setdefault("data", {})["data_root"] = str(data_root())
+                if res is None:
                     t0 = time.time()
                     res = run_experiment(cfg, run_dir)
                     print(f"{model} {ds} seed {seed}: test ndcg@10 {res['test']['ndcg@10']:.4f} "

@@ -15,7 +15,8 @@ Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on 
     # any of the above with --no-train only aggregates the finished runs
 
 Runs are normal run folders under benchmarks/_work/comirec/<dataset>/<model>[-K<k>]-s<seed>; finished
-ones are reused (delete a folder to retrain). Results: benchmarks/results/comirec_*.json and tables.
+ones are reused if made with the same config (`common.finished_run`: else the script stops and names the
+settings that differ; delete the folder to retrain). Results: benchmarks/results/comirec_*.json and tables.
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import WORK, aggregate, cell, data_root, kept_records, machine, seed_record, write_json
+from common import (
+    WORK,
+    aggregate,
+    cell,
+    data_root,
+    finished_run,
+    kept_records,
+    machine,
+    seed_record,
+    write_json,
+)
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -40,10 +51,6 @@ NO_TRAIN = False  # --no-train: only aggregate the runs that have finished
 
 def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", extra: list[str] = ()) -> dict:
     run_dir = WORK / "comirec" / Path(ds).stem / f"{model}{tag}-s{seed}"
-    if (run_dir / "metrics.json").exists():
-        return json.loads((run_dir / "metrics.json").read_text())
-    if NO_TRAIN:
-        return None
     data = None if ds.endswith(".csv") else ds
     from behaviorseq import models
 
@@ -54,6 +61,9 @@ def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", ext
         cfg.setdefault("data", {})["dataset"] = ds
     else:
         cfg.setdefault("data", {})["data_root"] = str(data_root())
+    res = finished_run(run_dir, None if NO_TRAIN else cfg)  # reused only if made with this config
+    if res is not None or NO_TRAIN:
+        return res
     t0 = time.time()
     res = run_experiment(cfg, run_dir)
     print(f"{model}{tag} {Path(ds).name} seed {seed}: test recall@50 {res['test']['recall@50']:.4f} "

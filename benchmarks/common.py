@@ -34,6 +34,43 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
 
 
+# Settings that change where a run reads its data or how fast it goes, never what it computes.
+SPEED_ONLY = {"data.data_root", "data.cache_dir", "train.threads", "train.device", "train.num_workers",
+              "train.checkpoint_every_steps", "eval.batch_size"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def finished_run(run_dir: Path, config: dict | None) -> dict | None:
+    """The metrics of the finished run in ``run_dir``, or None when there is none. With a ``config``, a finished
+    run is reused only if it was made with that config (resolved with the model's defaults; ``SPEED_ONLY``
+    settings and settings newer than the stored run aside); otherwise SystemExit names the settings that
+    differ. ``config=None`` (aggregating finished runs only) takes the run as it was made."""
+    import yaml
+
+    from behaviorseq.train.run import resolve_config
+
+    metrics = run_dir / "metrics.json"
+    if not metrics.exists():
+        return None
+    if config is None:
+        return json.loads(metrics.read_text())
+    stored = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    wanted = _flat(resolve_config(config).to_dict())
+    differ = [f"{k}: {stored[k]!r} there, {wanted[k]!r} here" for k in sorted(stored.keys() & wanted.keys())
+              if k not in SPEED_ONLY and stored[k] != wanted[k]]
+    if differ:
+        raise SystemExit(f"{run_dir} holds a finished run made with other settings ({'; '.join(differ)}). "
+                         "Delete the folder to retrain, or give these settings their own --tag.")
+    return json.loads(metrics.read_text())
+
+
 def write_json(name: str, payload: dict) -> Path:
     from behaviorseq.utils import atomic_write_text
 

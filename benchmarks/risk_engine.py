@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import WORK, machine, write_json
+from common import WORK, finished_run, machine, write_json
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -47,12 +47,10 @@ def main() -> None:
         for seed in args.seeds:
             tag = "" if args.epochs == 8 and args.patience in (None, 8) else f"-e{args.epochs}p{args.patience}"
             run_dir = WORK / "runs" / f"risk-{model}-w{args.window:g}{tag}-s{seed}"
-            if (run_dir / "metrics.json").exists():
-                res = json.loads((run_dir / "metrics.json").read_text())
-            else:
-                extra = ["model.layers=2"] if model == "flat_transformer" else []
-                cfg = build_config(model, None, None, common + extra + [f"data.payments.seed={seed}",
-                                                                        f"train.seed={seed}"])
+            extra = ["model.layers=2"] if model == "flat_transformer" else []
+            cfg = build_config(model, None, None, common + extra + [f"data.payments.seed={seed}", f"train.seed={seed}"])
+            res = finished_run(run_dir, cfg)  # reused only if made with this config
+            if res is None:
                 t0 = time.time()
                 res = run_experiment(cfg, run_dir)
                 print(f"{model} seed {seed}: test AUC {res['test']['auc']:.4f} KS {res['test']['ks']:.4f} "

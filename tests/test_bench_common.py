@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import aggregate, kept_records  # noqa: E402
+from common import aggregate, finished_run, kept_records  # noqa: E402
 
 METRICS = ["hr@10", "ndcg@10"]
 
@@ -59,3 +59,27 @@ def test_kept_records_round_trip_and_older_rows(tmp_path):
     assert again["seeds"] == [1, 2, 3] and again["hr@10"]["mean"] == pytest.approx(0.2)
     with pytest.raises(SystemExit, match="without per-seed values"):
         kept_records([str(path)], METRICS, ["lastfm"])
+
+
+def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    import yaml
+
+    from behaviorseq.cli_train import build_config
+    from behaviorseq.train.run import resolve_config
+
+    cfg = build_config("sasrec", "beauty", None, ["train.seed=2", "train.threads=1"])
+    assert finished_run(tmp_path, cfg) is None  # nothing there yet
+    stored = resolve_config(cfg).to_dict()
+    del stored["train"]["patience"]  # a setting newer than the stored run is not compared
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"hr@10": 0.1}}))
+    assert finished_run(tmp_path, cfg)["test"]["hr@10"] == 0.1
+    # paths and thread counts change nothing that is computed
+    other_paths = build_config("sasrec", "beauty", None, ["train.seed=2", "train.threads=2", "data.data_root=/x"])
+    assert finished_run(tmp_path, other_paths) is not None
+    for override, named in (("train.seed=3", "train.seed: 2 there, 3 here"),
+                            ("model.dropout=0.2", "model_args.dropout: 0.5 there, 0.2 here")):
+        with pytest.raises(SystemExit, match=named):
+            finished_run(tmp_path, build_config("sasrec", "beauty", None, ["train.seed=2", override]))
+    # aggregating only (no config): the run is taken as it was made
+    assert finished_run(tmp_path, None)["test"]["hr@10"] == 0.1
