@@ -8,6 +8,13 @@ sequences of all six windows (the stream's defaults: 3 types, 400 sequences of 4
   parameters (the best any classifier can do from one sequence);
 - pooled statistics: a logistic regression (fit on half the sequences, scored on the other half) on what a
   mean-pooled query can carry: the sequence's type shares and the mean and sd of its log inter-event times.
+
+With ``--queries WORKDIR`` (a ``tpp_continual.py`` workdir that holds ``seed<s>/finetune_w0``, the AttNHP trained
+on window 1), also PromptTPP's own layer-1 retrieval query with that backbone: the mean of the event tokens
+``[tanh(E k_j); pe(t_j)]`` of the whole sequence (the query at its last event), classified by the nearest regime
+mean by cosine (means from the training sequences, scored on the test sequences of all windows). Keys that the
+pull term draws to each regime's mean query could do no better than this at the last event, and earlier events
+see less of the sequence.
 """
 
 from __future__ import annotations
@@ -32,6 +39,30 @@ def pooled_stats(seqs, num_types: int) -> np.ndarray:
     return np.asarray(rows)
 
 
+def query_accuracy(ckpt: Path, splits, schedule, num_types: int) -> float:
+    """Nearest-regime-mean (cosine) accuracy of PromptTPP's layer-1 query, computed with the backbone in ``ckpt``."""
+    import torch
+    import torch.nn.functional as F
+
+    from behaviorseq import models
+    from behaviorseq.tasks.tpp import TPPBatcher
+
+    model = models.build("attnhp", num_types, {})
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+
+    def queries(seqs) -> torch.Tensor:
+        b = TPPBatcher(seqs, None).batch(np.arange(len(seqs)))
+        x = torch.cat([torch.tanh(model.type_emb(b["type"])), model.time_enc(b["time"])], -1)
+        m = b["mask"][..., None].float()
+        return F.normalize((x * m).sum(1) / m.sum(1), dim=-1)
+
+    with torch.no_grad():
+        q_tr, q_te = (torch.cat([queries(sp[i]) for sp in splits]) for i in (0, 2))
+    y_tr, y_te = (torch.tensor([schedule[w] for w, sp in enumerate(splits) for _ in range(len(sp[i]))]) for i in (0, 2))
+    means = F.normalize(torch.stack([q_tr[y_tr == r].mean(0) for r in range(int(y_tr.max()) + 1)]), dim=-1)
+    return float((q_te @ means.T).argmax(1).eq(y_te).float().mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -40,6 +71,8 @@ def main() -> None:
     ap.add_argument("--n-seqs", type=int, default=400)
     ap.add_argument("--max-events", type=int, default=40)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--queries", default=None, metavar="WORKDIR",
+                    help="also PromptTPP's layer-1 query accuracy with WORKDIR/seed<s>/finetune_w0's backbone")
     args = ap.parse_args()
     out = []
     for seed in args.seeds:
@@ -55,8 +88,12 @@ def main() -> None:
         shares = [stats[y == r, : args.types].mean(0).round(3).tolist() for r in range(len(regimes))]
         row = {"seed": seed, "bayes_accuracy": float((ll.argmax(1) == y).mean()), "pooled_probe_accuracy": float(probe),
                "type_shares_by_regime": shares, "n": int(len(y))}
+        if args.queries:
+            ckpt = Path(args.queries) / f"seed{seed}" / "finetune_w0" / "checkpoints" / "best.pt"
+            row["layer1_query_accuracy"] = query_accuracy(ckpt, splits, schedule, args.types)
         out.append(row)
-        print(f"seed {seed}: Bayes {row['bayes_accuracy']:.3f}, pooled-statistics probe {probe:.3f} (chance 0.333); "
+        q = f", PromptTPP layer-1 query {row['layer1_query_accuracy']:.3f}" if args.queries else ""
+        print(f"seed {seed}: Bayes {row['bayes_accuracy']:.3f}, pooled-statistics probe {probe:.3f}{q} (chance 0.333); "
               f"type shares by regime {shares}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"argv": vars(args), "results": out}, indent=2))
