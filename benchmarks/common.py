@@ -61,14 +61,16 @@ def finished_run(run_dir: Path, config: dict | None) -> dict | None:
         return None
     if config is None:
         return json.loads(metrics.read_text())
+    result = json.loads(metrics.read_text())
     stored = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
     wanted = _flat(resolve_config(config).to_dict())
+    ignore = SPEED_ONLY | ({"train.amp"} if str(result.get("environment", {}).get("device")) == "cpu" else set())
     differ = [f"{k}: {stored[k]!r} there, {wanted[k]!r} here" for k in sorted(stored.keys() & wanted.keys())
-              if k not in SPEED_ONLY and stored[k] != wanted[k]]
+              if k not in ignore and stored[k] != wanted[k]]
     if differ:
         raise SystemExit(f"{run_dir} holds a finished run made with other settings ({'; '.join(differ)}). "
                          "Delete the folder to retrain, or give these settings their own --tag.")
-    return json.loads(metrics.read_text())
+    return result
 
 
 def write_json(name: str, payload: dict) -> Path:

@@ -29,7 +29,7 @@ if [ "$BATCH" = 1 ]; then
   done; done; done
 elif [ "$BATCH" = 3 ]; then
   VEC=${VEC:-$BEHAVIORSEQ_DATA/vectors/ml-100k_minilm.npz}; TL=${TL:-480}; HARD=${HARD:-560}
-  # session 14: NHP's hand-written kernels under CUDA autocast (the trainer's default amp) give the fp32 loss
+  # session 14: NHP's hand-written kernels under CUDA autocast (train.amp=true) give the fp32 loss
   $PY -c "import torch; from behaviorseq import models
 m = models.build('nhp', 3, {}).cuda(); dt = torch.rand(64, 50, device='cuda'); dt[:, 0] = 0
 b = {'time': dt.cumsum(1), 'dtime': dt, 'type': torch.randint(0, 3, (64, 50), device='cuda'), 'mask': torch.ones(64, 50, dtype=torch.bool, device='cuda')}

@@ -72,8 +72,13 @@ def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     stored = resolve_config(cfg).to_dict()
     del stored["train"]["patience"]  # a setting newer than the stored run is not compared
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
-    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"hr@10": 0.1}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"hr@10": 0.1}, "environment": {"device": "cuda:0"}}))
     assert finished_run(tmp_path, cfg)["test"]["hr@10"] == 0.1
+    amp = build_config("sasrec", "beauty", None, ["train.seed=2", "train.amp=true"])
+    with pytest.raises(SystemExit, match="train.amp: False there, True here"):  # it matters on a GPU
+        finished_run(tmp_path, amp)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"hr@10": 0.1}, "environment": {"device": "cpu"}}))
+    assert finished_run(tmp_path, amp) is not None  # and does nothing on a CPU
     # paths and thread counts change nothing that is computed
     other_paths = build_config("sasrec", "beauty", None, ["train.seed=2", "train.threads=2", "data.data_root=/x"])
     assert finished_run(tmp_path, other_paths) is not None

@@ -338,7 +338,7 @@ def test_a_batch_of_single_events_has_no_terms_and_a_zero_loss(name):
 
 @pytest.mark.parametrize("name", TPP_MODELS)
 def test_loss_trains_under_autocast(name):
-    """The trainer runs CUDA autocast by default (train.amp); CPU bf16 autocast is the check available here.
+    """The trainer runs CUDA autocast with train.amp=true; CPU bf16 autocast is the check available here.
     NHP's hand-written kernels run in fp32 inside it, so its loss is the fp32 loss exactly."""
     torch.manual_seed(0)
     m = models.build(name, 3, {})

@@ -84,7 +84,9 @@ class TrainConfig(StrictConfig):
     eval_every: int = 1  # epochs
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # mixed precision on CUDA only; ignored on CPU
+    # mixed precision (bf16 autocast, fp16 + grad scaler without bf16) on CUDA only; ignored on CPU. Off by default:
+    # at the packaged sizes (hidden 32-64) it made SASRec's H100 epoch 2.3x slower (benchmarks README §4)
+    amp: bool = False
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
     # Training samples per epoch. "last": each user's latest max_len training events (SASRec paper and
