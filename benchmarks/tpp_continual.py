@@ -22,16 +22,18 @@ split 80/10/10. Protocol (no replay buffer, no task id at test time):
   overwritten across regimes; it measures what a frozen backbone with perfect retrieval can reach;
 - ``joint``: AttNHP trained once on the training sequences of all windows (the upper bound).
 Each training run: Adam, batch 32, early stopping on that window's validation log-likelihood (patience 3).
-R[w][v] = test log-likelihood per event on window v after training on window w. Reported per method:
-``current`` = mean_w R[w][w] (right after training on it), ``final`` = mean_v R[T-1][v] (after the last
-window), ``final_earlier`` = the same over the earlier windows only (the forgetting bar), ``forgetting`` = mean_{v < T-1} (R[v][v] - R[T-1][v]), and the same for the true model.
+The protocol itself is the package's ``behaviorseq.train.continual.run_continual`` (``behaviorseq continual`` on
+the command line), and the stream its ``synthetic_stream``; this script adds the true model, the oracle, seeds
+and the table. R[w][v] = test log-likelihood per event on window v after training on window w. Reported per
+method: ``current`` = mean_w R[w][w] (right after training on it), ``final`` = mean_v R[T-1][v] (after the last
+window), ``final_earlier`` = the same over the earlier windows only (the forgetting bar), ``forgetting`` =
+mean_{v < T-1} (R[v][v] - R[T-1][v]), and the same for the true model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -41,12 +43,11 @@ from torch import Tensor
 
 from behaviorseq import models
 from behaviorseq.config import TrainConfig
-from behaviorseq.data.eventseq import concat
-from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes_stream
+from behaviorseq.data.synthetic.hawkes import HawkesParams
 from behaviorseq.models.tpp.hawkes_exp import HawkesExp
 from behaviorseq.models.tpp.prompttpp import PromptTPP, PromptTPPConfig
 from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
-from behaviorseq.train.trainer import Trainer, seed_everything
+from behaviorseq.train.continual import run_continual, synthetic_stream
 
 
 class OraclePromptTPP(PromptTPP):
@@ -62,23 +63,11 @@ class OraclePromptTPP(PromptTPP):
         return cos.gather(-1, ids), ids
 
 
-def unit_rate(p: HawkesParams) -> HawkesParams:
-    g = 1.0 / p.stationary_rate().sum()
-    return HawkesParams(p.mu * g, p.adjacency, p.decay * g)
-
-
-def fit(model, task: TPPTask, cfg: TrainConfig, run: Path) -> None:
-    shutil.rmtree(run, ignore_errors=True)
-    Trainer(model, task, cfg, run).fit()
-    model.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True))
-
-
 def make_stream(args, seed: int) -> tuple[list[HawkesParams], list[int], list[tuple]]:
     """The seed's regimes, the window schedule and each window's (train, valid, test) sequences."""
-    regimes = [unit_rate(random_hawkes_params(args.types, 0.7, seed=100 * seed + r)) for r in range(3)]
     schedule = [int(x) for x in args.schedule.split(",")]
-    stream = simulate_hawkes_stream(regimes, schedule, args.n_seqs, max_events=args.max_events, seed=seed)
-    return regimes, schedule, [w.seqs.split((0.8, 0.1, 0.1), seed=seed) for w in stream]
+    regimes, windows = synthetic_stream(args.types, schedule, args.n_seqs, args.max_events, 0.7, seed)
+    return regimes, schedule, [(w["train"], w["valid"], w["test"]) for w in windows]
 
 
 def selection(args, seed: int) -> None:
@@ -117,57 +106,39 @@ def prompt_config(args) -> dict:
 
 def run_seed(args, seed: int) -> dict:
     regimes, schedule, splits = make_stream(args, seed)
+    windows = [dict(zip(("train", "valid", "test"), sp)) for sp in splits]
     cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, early_stop_metric="loglik", patience=3,
                       device="cpu", seed=seed, time_limit_s=args.time_limit)
     tcfg = TPPTaskConfig(predict_roles=[])  # log-likelihood only: thinning is not needed here
-    tasks = [TPPTask({"train": a, "valid": b, "test": c}, tcfg, cfg) for a, b, c in splits]
-    T, K = len(tasks), args.types
+    K = args.types
     out: dict = {"schedule": schedule, "regimes": [r.to_dict() for r in regimes]}
-    truth = [tasks[v].evaluate(HawkesExp.from_params(regimes[r].mu, regimes[r].adjacency, regimes[r].decay), "test")
-             ["loglik"] for v, r in enumerate(schedule)]
-    out["truth"] = {"R_diag": truth}
+    truth = [TPPTask(windows[v], tcfg, cfg).evaluate(HawkesExp.from_params(regimes[r].mu, regimes[r].adjacency,
+                                                                          regimes[r].decay), "test")["loglik"]
+             for v, r in enumerate(schedule)]
+    out["truth"] = {"R_diag": truth, "current": float(np.mean(truth)), "final": float(np.mean(truth)),
+                    "final_earlier": float(np.mean(truth[:-1])), "forgetting": 0.0}
     work = Path(args.workdir) / f"seed{seed}"
     for method in args.methods.split(","):
-        t0 = time.perf_counter()
-        seed_everything(seed)
-        name = "prompttpp" if method.startswith("prompttpp") else "attnhp"
-        model_cfg = prompt_config(args) if name == "prompttpp" else {}
-        R = np.full((T, T), np.nan)
-        if method == "joint":
-            joint = TPPTask({r: concat([s[i] for s in splits]) for i, r in enumerate(("train", "valid", "test"))},
-                            tcfg, cfg)
-            model = models.build(name, K, model_cfg)
-            fit(model, joint, cfg, work / method)
-            R[:] = [[tasks[v].evaluate(model, "test")["loglik"] for v in range(T)]] * T
+        model_cfg = prompt_config(args) if method.startswith("prompttpp") else {}
+        if method == "prompttpp_oracle":  # the pool holds top_n entries per regime
+            ocfg = PromptTPPConfig(**model_cfg)
+            ocfg = ocfg.model_copy(update={"pool_size": ocfg.top_n * len(regimes)})
+
+            def build(ocfg=ocfg):
+                return OraclePromptTPP(ocfg, K)
+
+            def hook(model, w):
+                model.regime = schedule[w]
         else:
-            oracle = method == "prompttpp_oracle"
-            if oracle:  # the pool holds top_n entries per regime
-                ocfg = PromptTPPConfig(**model_cfg)
-                ocfg = ocfg.model_copy(update={"pool_size": ocfg.top_n * len(regimes)})
-            model = OraclePromptTPP(ocfg, K) if oracle else models.build(name, K, model_cfg)
-            for w in range(T):
-                if method == "retrain" and w:
-                    model = models.build(name, K, model_cfg)
-                if method in ("prompttpp_frozen", "prompttpp_oracle") and w == 1:  # from window 2 on only the pools
-                    for pname, p in model.named_parameters():
-                        p.requires_grad_(pname in ("prompts", "prompt_keys"))
-                if w and model_cfg.get("diversify"):  # L2P's diversified selection: a window is a task
-                    model.end_task()
-                model.regime = schedule[w]  # read by OraclePromptTPP only
-                fit(model, tasks[w], cfg, work / f"{method}_w{w}")  # warm start: the weights in memory
-                for v in range(T):
-                    model.regime = schedule[v]
-                    R[w, v] = tasks[v].evaluate(model, "test")["loglik"]
-        out[method] = {"R": R.tolist(), "seconds": time.perf_counter() - t0}
-    for method, r in out.items():
-        if method in ("schedule", "regimes", "truth"):
-            continue
-        R = np.array(r["R"])
-        r.update(current=float(np.mean(np.diag(R))), final=float(np.mean(R[-1])),
-                 final_earlier=float(np.mean(R[-1, :-1])),
-                 forgetting=float(np.mean(np.diag(R)[:-1] - R[-1, :-1])))
-    out["truth"].update(current=float(np.mean(truth)), final=float(np.mean(truth)),
-                        final_earlier=float(np.mean(truth[:-1])), forgetting=0.0)
+            name = "prompttpp" if method.startswith("prompttpp") else "attnhp"
+
+            def build(name=name, model_cfg=model_cfg):
+                return models.build(name, K, model_cfg)
+
+            hook = None
+        protocol = {"prompttpp": "finetune", "prompttpp_frozen": "frozen", "prompttpp_oracle": "frozen"}.get(method, method)
+        res = run_continual(build, windows, protocol, cfg, tcfg, work, window_hook=hook, run_name=method)
+        out[method] = {"R": res["R"]["loglik"], "seconds": res["seconds"], **res["summary"]["loglik"]}
     return out
 
 

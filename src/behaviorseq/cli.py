@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", default=None, help="also write the statistics to this JSON file")
     st.set_defaults(func=cmd_data_stats)
 
-    from behaviorseq import cli_cluster, cli_train
+    from behaviorseq import cli_cluster, cli_continual, cli_train
 
     cli_train.add_commands(sub)
+    cli_continual.add_commands(sub)
     cli_cluster.add_commands(sub)
     return p
 

@@ -67,9 +67,10 @@ class PromptTPP(AttNHP):
         an option, not PromptTPP's recipe): called by a continual protocol between windows. From then on,
         training selects the top_n entries by the cosine distance (1 - cos) times each entry's share of the
         selections made in training so far, so the entries earlier windows used most are avoided and new
-        windows train other prompts; evaluation selects by the cosine alone (no task id at test time)."""
+        windows train other prompts; evaluation selects by the cosine alone (no task id at test time). Without
+        ``diversify`` there is nothing to record and this does nothing."""
         if not self.cfg.diversify:
-            raise ValueError("end_task() needs diversify=True")
+            return
         c = self.select_counts
         self.select_freq.copy_(c / c.sum(-1, keepdim=True).clamp_min(1))
 
