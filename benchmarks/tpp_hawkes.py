@@ -32,7 +32,7 @@ import torch
 
 from behaviorseq import models
 from behaviorseq.config import TrainConfig
-from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes
+from behaviorseq.data.synthetic.hawkes import random_hawkes_params, simulate_hawkes
 from behaviorseq.models.tpp.hawkes_exp import HawkesExp
 from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import Trainer, seed_everything
@@ -74,9 +74,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    raw = random_hawkes_params(args.types, 0.6, seed=args.seed)
-    gap = 1.0 / raw.stationary_rate().sum()
-    params = HawkesParams(raw.mu * gap, raw.adjacency, raw.decay * gap)
+    params = random_hawkes_params(args.types, 0.6, seed=args.seed).unit_rate()
     sample = simulate_hawkes(params, args.n_seqs, max_events=args.max_events, seed=args.seed)
     tr, va, te = sample.seqs.split((0.8, 0.1, 0.1), seed=args.seed)
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=32, early_stop_metric="loglik", patience=5,

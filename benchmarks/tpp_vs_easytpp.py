@@ -75,11 +75,9 @@ def our_config(name: str, a: argparse.Namespace) -> dict:
 
 
 def simulate(a: argparse.Namespace):
-    from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes
+    from behaviorseq.data.synthetic.hawkes import random_hawkes_params, simulate_hawkes
 
-    raw = random_hawkes_params(a.types, 0.6, seed=a.seed)
-    gap = 1.0 / raw.stationary_rate().sum()
-    params = HawkesParams(raw.mu * gap, raw.adjacency, raw.decay * gap)
+    params = random_hawkes_params(a.types, 0.6, seed=a.seed).unit_rate()
     sample = simulate_hawkes(params, a.n_seqs, max_events=a.max_events, seed=a.seed)
     tr, _, _ = sample.seqs.split((0.8, 0.1, 0.1), seed=a.seed)
     return params, tr

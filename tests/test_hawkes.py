@@ -145,3 +145,12 @@ def test_event_sequences_windows_split_and_checks():
         EventSequences.from_lists([[1.0, 0.5]], [[0, 0]], 1)
     with pytest.raises(ValueError, match="outside 0..1"):
         EventSequences.from_lists([[1.0]], [[2]], 2)
+
+
+def test_unit_rate_rescales_time_only():
+    p = random_hawkes_params(3, 0.6, seed=4)
+    u = p.unit_rate()
+    assert u.stationary_rate().sum() == pytest.approx(1.0)
+    assert np.array_equal(u.adjacency, p.adjacency)  # the branching structure is unchanged
+    g = u.mu[0] / p.mu[0]
+    assert np.allclose(u.mu, p.mu * g) and np.allclose(u.decay, p.decay * g)

@@ -127,11 +127,8 @@ def synthetic_stream(num_types: int = 3, schedule: Sequence[int] = (0, 1, 2, 0, 
     """A stream whose parameters shift: ``max(schedule) + 1`` random Hawkes regimes (each rescaled to one event
     per unit time), window w drawing ``n_seqs`` fresh sequences from regime ``schedule[w]``, split by sequence.
     Returns the regimes and the windows (``benchmarks/tpp_continual.py``'s stream)."""
-    regimes = []
-    for r in range(max(schedule) + 1):
-        p = random_hawkes_params(num_types, branching, seed=100 * seed + r)
-        g = 1.0 / p.stationary_rate().sum()
-        regimes.append(HawkesParams(p.mu * g, p.adjacency, p.decay * g))
+    regimes = [random_hawkes_params(num_types, branching, seed=100 * seed + r).unit_rate()
+               for r in range(max(schedule) + 1)]
     stream = simulate_hawkes_stream(regimes, list(schedule), n_seqs, max_events=max_events, seed=seed)
     windows = [dict(zip(("train", "valid", "test"), s.seqs.split(split, seed=seed))) for s in stream]
     return regimes, windows

@@ -44,9 +44,7 @@ class TPPDataConfig(StrictConfig):
 
 def synthetic_hawkes(c: TPPDataConfig) -> tuple[dict[str, EventSequences], HawkesParams]:
     """The ``synthetic-hawkes`` roles and their true parameters (``benchmarks/tpp_hawkes.py``'s set-up)."""
-    raw = random_hawkes_params(c.num_types, c.branching, seed=c.seed)
-    gap = 1.0 / raw.stationary_rate().sum()  # one event per unit time: log-likelihoods comparable across seeds
-    params = HawkesParams(raw.mu * gap, raw.adjacency, raw.decay * gap)
+    params = random_hawkes_params(c.num_types, c.branching, seed=c.seed).unit_rate()  # comparable across seeds
     tr, va, te = simulate_hawkes(params, c.n_seqs, max_events=c.max_events, seed=c.seed).seqs.split(c.split, seed=c.seed)
     return {"train": tr, "valid": va, "test": te}, params
 

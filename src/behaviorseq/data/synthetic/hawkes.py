@@ -63,6 +63,12 @@ class HawkesParams:
             raise ValueError(f"not stationary: spectral radius {self.spectral_radius():.3f} >= 1")
         return np.linalg.solve(np.eye(self.num_types) - self.adjacency, self.mu)
 
+    def unit_rate(self) -> HawkesParams:
+        """The same process on a time scale of one event per unit time in all (mu and decay scaled by the total
+        stationary rate; the branching matrix is scale-free), so log-likelihoods compare across parameters."""
+        g = 1.0 / self.stationary_rate().sum()
+        return HawkesParams(self.mu * g, self.adjacency, self.decay * g)
+
     def to_dict(self) -> dict:
         return {"mu": self.mu.tolist(), "adjacency": self.adjacency.tolist(), "decay": self.decay.tolist()}
 
