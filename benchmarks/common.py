@@ -159,10 +159,8 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
     recs = [recs[i] for i in order]
     row = {"dataset": key[0], label: key[1], "seeds": [r["seed"] for r in recs], "protocol": recs[0]["protocol"]}
     for m in metrics:
-        v = [r["test"][m] for r in recs]
-        mean = sum(v) / len(v)
-        std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else None
-        row[m] = {"mean": mean, "std": std}
+        mean, std = mean_sd([r["test"][m] for r in recs])
+        row[m] = {"mean": mean, "std": None if std != std else std}  # None, not nan, for one seed
     row["best_epochs"] = [r["best_epoch"] for r in recs]
     row["seconds_per_epoch"] = sum(r["seconds_per_epoch"] for r in recs) / len(recs)
     row["per_seed"] = [{k: v for k, v in r.items() if k != "protocol"} for r in recs]
@@ -170,6 +168,18 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
         row["protocol_fields_not_in_every_seed"] = unchecked
         print(f"note: {key}: protocol fields {unchecked} are not recorded for every seed", flush=True)
     return row
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; nan for a single value): the convention of every "±" and
+    "+-" in benchmarks/README.md."""
+    v = [float(x) for x in values]
+    if not v:
+        raise ValueError("mean_sd of no values")
+    mean = sum(v) / len(v)
+    if len(v) < 2:
+        return mean, float("nan")
+    return mean, (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5
 
 
 def cell(stat: dict) -> str:

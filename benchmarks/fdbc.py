@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine
+from common import machine, mean_sd
 
 from behaviorseq.cluster.fdbc import FDBC, FDBCConfig, ring_metrics
 from behaviorseq.data.synthetic.clickstream import ClickstreamConfig, generate_clickstream
@@ -112,10 +112,33 @@ def rule_check(pipe: FDBC, data) -> tuple[list[dict], dict]:
 
 
 def fmt(vals: list[float], pct: bool = False) -> str:
-    a = np.asarray(vals, dtype=float)
-    if pct:
-        return f"{a.mean():.3f} ± {a.std():.3f}"
-    return f"{a.mean():.1f}"
+    mean, sd = mean_sd(vals)
+    return f"{mean:.3f} ± {sd:.3f}" if pct else f"{mean:.1f}"
+
+
+def tabulate(runs: list[dict], names: list[str]) -> tuple[list[str], dict]:
+    table = ["| variant | ARI (rings) | ARI (clusters, ring members) | ring recall | precision | unlabelled recall "
+             "| risky clusters | cluster s |", "|---|---|---|---|---|---|---|---|"]
+    agg = {}
+    for name in names:
+        rows = [r for r in runs if r["variant"] == name]
+        agg[name] = {}
+        for k in METRICS:
+            agg[name][k], agg[name][f"{k}_std"] = mean_sd(r[k] for r in rows)
+        table.append(f"| {name} | " + " | ".join(fmt([r[k] for r in rows], True) for k in METRICS[:5])
+                     + f" | {fmt([r['n_risky'] for r in rows])} | {fmt([r['cluster_s'] for r in rows])} |")
+    return table, agg
+
+
+def retable(path: Path) -> None:
+    """Rebuild the table and aggregates of an earlier --json output from its per-seed runs (no training)."""
+    saved = json.loads(path.read_text())
+    names = list(dict.fromkeys(r["variant"] for r in saved["runs"] if "ari" in r))
+    table, saved["aggregate"] = tabulate(saved["runs"], names)
+    saved["table"] = "\n".join(table)
+    saved["retabled"] = time.strftime("%Y-%m-%d %H:%M") + " (mean ± sample std, ddof 1)"
+    print(saved["table"])
+    atomic_write_text(path, json.dumps(saved, indent=2, default=str))
 
 
 def main() -> None:
@@ -130,7 +153,12 @@ def main() -> None:
     p.add_argument("--ring-level-spread", type=float, default=None, help="default: ClickstreamConfig's")
     p.add_argument("--cache", type=Path, default=None, help="folder for embeddings (e.g. benchmarks/_work/fdbc)")
     p.add_argument("--skip-exact", action="store_true")
+    p.add_argument("--retable", type=Path, default=None, metavar="JSON",
+                   help="rebuild the table of this earlier --json output from its runs; nothing is trained")
     args = p.parse_args()
+    if args.retable:
+        retable(args.retable)
+        return
     torch.set_num_threads(1)
     base = {}
     if args.embedding_weight is not None:
@@ -175,15 +203,7 @@ def main() -> None:
             print(f"  ARI(ours, exact) on the hybrid vectors: {agree:.3f}", flush=True)
 
     names = [v[0] for v in variants(args) if not (args.skip_exact and v[2].get("clusterer") == "exact")]
-    table = ["| variant | ARI (rings) | ARI (clusters, ring members) | ring recall | precision | unlabelled recall "
-             "| risky clusters | cluster s |", "|---|---|---|---|---|---|---|---|"]
-    agg = {}
-    for name in names:
-        rows = [r for r in runs if r["variant"] == name]
-        agg[name] = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
-        agg[name].update({f"{k}_std": float(np.std([r[k] for r in rows])) for k in METRICS})
-        table.append(f"| {name} | " + " | ".join(fmt([r[k] for r in rows], True) for k in METRICS[:5])
-                     + f" | {fmt([r['n_risky'] for r in rows])} | {fmt([r['cluster_s'] for r in rows])} |")
+    table, agg = tabulate(runs, names)
     print("\n" + "\n".join(table))
     ours = [r for r in runs if r["variant"].startswith("hybrid (ours")]
     bars = {"ari>=0.8": [r["ari"] >= 0.8 for r in ours],

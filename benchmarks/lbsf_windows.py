@@ -21,15 +21,18 @@ import json
 import platform
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
+from common import mean_sd
 
 from behaviorseq.data.folding import fold_by_merchant, last_n
 from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID, PaymentsConfig, generate_payments
 from behaviorseq.models.risk import build
 from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
 from behaviorseq.tasks.default_risk import evaluate, fit, to_tensors
+from behaviorseq.utils import atomic_write_text
 
 MODELS = ("lbsf", "transformer", "gru")
 CONTENT = ("amount", "description", "hour", "dow")  # shuffled inside a merchant; times stay in place
@@ -98,13 +101,12 @@ def summarise(rows: list[dict], windows, models) -> tuple[str, dict]:
         cells, summary[m] = [], {}
         for w in windows:
             r = [x for x in rows if x["model"] == m and x["window"] == w]
-            a, k = np.array([x["auc"] for x in r]), np.array([x["ks"] for x in r])
-            summary[m][str(w)] = {"auc_mean": a.mean(), "auc_std": a.std(), "ks_mean": k.mean(), "ks_std": k.std()}
-            cells.append(f"{a.mean():.3f} ± {a.std():.3f} | {k.mean():.3f} ± {k.std():.3f}")
+            (am, asd), (km, ksd) = mean_sd(x["auc"] for x in r), mean_sd(x["ks"] for x in r)
+            summary[m][str(w)] = {"auc_mean": am, "auc_std": asd, "ks_mean": km, "ks_std": ksd}
+            cells.append(f"{am:.3f} ± {asd:.3f} | {km:.3f} ± {ksd:.3f}")
             if m == "lbsf":
                 for key in ("auc_shuffle_within_merchant", "auc_permute_merchants"):
-                    v = np.array([x[key] for x in r])
-                    summary[m][str(w)][key + "_mean"], summary[m][str(w)][key + "_std"] = v.mean(), v.std()
+                    summary[m][str(w)][key + "_mean"], summary[m][str(w)][key + "_std"] = mean_sd(x[key] for x in r)
         params = [x["params"] for x in rows if x["model"] == m][0]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {params} |")
     if "lbsf" in models:
@@ -139,6 +141,19 @@ def plot(summary: dict, windows, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def retable(args) -> None:
+    saved = json.loads(Path(args.retable).read_text())
+    run_args = saved["meta"]["args"]
+    windows = [int(w) if float(w).is_integer() else w for w in run_args["windows"]]
+    table, summary = summarise(saved["rows"], windows, run_args["models"])
+    print(table)
+    saved.update(table=table, summary=summary)
+    saved["meta"]["retabled"] = datetime.now(timezone.utc).isoformat() + " (mean ± sample std, ddof 1)"
+    atomic_write_text(args.retable, json.dumps(saved, indent=1, default=float))
+    if args.png:
+        plot(summary, windows, args.png)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -155,7 +170,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
+    p.add_argument("--retable", default=None, metavar="JSON",
+                   help="rebuild the table, summary and PNG from this earlier --json output's rows (no training); "
+                   "its run arguments are used and the file is rewritten")
     args = p.parse_args()
+    if args.retable:
+        retable(args)
+        return
     t0 = time.perf_counter()
     out = run(args)
     windows = [int(w) if float(w).is_integer() else w for w in args.windows]
@@ -174,8 +195,8 @@ def main() -> None:
                 "seconds": round(total, 1),
                 "protocol": "users split train/valid/test by the generator; best valid AUC epoch; test AUC/KS; "
                 "equal payment budget (M+1)*Lm; LBSF ablations at test time only"}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "table": table, "summary": summary, **out}, f, indent=1, default=float)
+        atomic_write_text(args.json, json.dumps({"meta": meta, "table": table, "summary": summary, **out},
+                                                indent=1, default=float))
     if args.png:
         plot(summary, windows, args.png)
 

@@ -18,13 +18,26 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from common import WORK, finished_run, machine, write_json
+from common import WORK, finished_run, machine, mean_sd, write_json
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
+from behaviorseq.utils import atomic_write_text
 
 NAMES = {"lbsf": "lbsf", "flat_transformer": "transformer", "flat_gru": "gru"}  # lbsf_windows.py's names
+
+
+def tabulate(rows: list[dict], ref: dict, models: list[str], window: float) -> str:
+    lines = [f"| model | engine AUC ({window:g} d) | engine KS | benchmark loop AUC (8 epochs) | seeds | best epochs |",
+             "|---|---|---|---|---|---|"]
+    fmt = "{:.3f} ± {:.3f}".format
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        bench = fmt(*mean_sd(ref[NAMES[model]])) if ref.get(NAMES[model]) else "-"
+        best = "/".join(str(r["best_epoch"]) for r in mine)
+        lines.append(f"| {model} | {fmt(*mean_sd(r['auc'] for r in mine))} | {fmt(*mean_sd(r['ks'] for r in mine))} "
+                     f"| {bench} | {len(mine)} | {best} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -36,7 +49,17 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=None, help="default: --epochs (no early stop)")
     p.add_argument("--json", default=None)
     p.add_argument("--reference", default="benchmarks/results/lbsf_windows.json")
+    p.add_argument("--retable", default=None, metavar="JSON",
+                   help="rebuild the table of this earlier --json output (a path) from its rows; no training")
     args = p.parse_args()
+    if args.retable:
+        saved = json.loads(Path(args.retable).read_text())
+        a = saved["args"]
+        saved["table"] = tabulate(saved["rows"], saved["reference_rows"], a["models"], a["window"])
+        saved["retabled"] = time.strftime("%Y-%m-%d %H:%M") + " (mean ± sample std, ddof 1)"
+        print(saved["table"])
+        atomic_write_text(args.retable, json.dumps(saved, indent=2, default=str))
+        return
     # lbsf_windows.py's set-up: 2,400 users at 0.7 payments/day, M = 8, Lm = 10, N = 90, d = 32, batch 64,
     # AdamW lr 2e-3 wd 1e-4, 8 epochs, the best validation AUC's weights on test
     common = ["data.payments.n_users=2400", "data.payments.rate_per_day=0.7", f"data.risk.window_days={args.window}",
@@ -62,17 +85,7 @@ def main() -> None:
         for r in json.loads(Path(args.reference).read_text())["rows"]:
             if float(r["window"]) == args.window and r["seed"] in args.seeds:
                 ref.setdefault(r["model"], []).append(r["auc"])
-    lines = [f"| model | engine AUC ({args.window:g} d) | engine KS | benchmark loop AUC (8 epochs) | seeds | best epochs |",
-             "|---|---|---|---|---|---|"]
-    for model in args.models:
-        a = np.array([r["auc"] for r in rows if r["model"] == model])
-        k = np.array([r["ks"] for r in rows if r["model"] == model])
-        b = np.array(ref.get(NAMES[model], []))
-        bench = f"{b.mean():.3f} ± {b.std():.3f}" if b.size else "-"
-        best = "/".join(str(r["best_epoch"]) for r in rows if r["model"] == model)
-        lines.append(f"| {model} | {a.mean():.3f} ± {a.std():.3f} | {k.mean():.3f} ± {k.std():.3f} | {bench} "
-                     f"| {len(a)} | {best} |")
-    table = "\n".join(lines)
+    table = tabulate(rows, ref, args.models, args.window)
     print(table)
     if args.json:
         out = write_json(args.json, {"machine": machine(), "args": vars(args), "common_overrides": common,

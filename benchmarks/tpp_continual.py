@@ -7,7 +7,8 @@
 Each run's result is written to ``<workdir>/seed<s>/result-<methods>.json``; ``--reuse`` loads the methods already
 run with the same arguments and runs only the missing ones, so seeds and methods can run as separate processes
 (``--seeds 0``, ``--seeds 1 --methods prompttpp_frozen``, ...) and a last call with ``--seeds 0,1,2 --reuse``
-prints the table and draws the PNG.
+prints the table and draws the PNG. ``--retable JSON`` summarises an earlier ``--json`` output again (mean +- sample
+std over its seeds) without training.
 
 Stream: three regimes (random K-type Hawkes processes, each rescaled to one event per unit time) in the
 order ``schedule`` (recurring: A B C A B C); window w draws ``n_seqs`` fresh sequences from its regime,
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import mean_sd
 from torch import Tensor
 
 from behaviorseq import models
@@ -167,11 +169,17 @@ def main() -> None:
     ap.add_argument("--selection", action="store_true",
                     help="also print the final PromptTPP's prompt selection per window (needs its kept checkpoints)")
     ap.add_argument("--reuse", action="store_true", help="load a seed's kept result from --workdir if its args match")
+    ap.add_argument("--retable", default=None, metavar="JSON",
+                    help="summarise (and plot, or write with --json) the per-seed results of this earlier --json "
+                    "output, with its methods; nothing is trained")
     args = ap.parse_args()
     torch.set_num_threads(1)
     per_seed = {}
     wanted = args.methods.split(",")
-    for s in args.seeds.split(","):  # each seed's result is kept, so seeds (and methods) can run as separate processes
+    if args.retable:
+        saved = json.loads(Path(args.retable).read_text())
+        per_seed, args.methods = saved["per_seed"], saved["args"]["methods"]
+    for s in [] if args.retable else args.seeds.split(","):  # each seed's result is kept, so seeds (and methods) can run as separate processes
         seed_dir = Path(args.workdir) / f"seed{s}"
         kept: dict = {}
         for f in sorted(seed_dir.glob("result*.json")) if args.reuse else []:
@@ -197,9 +205,8 @@ def main() -> None:
           f"mean +- sd over {len(per_seed)} seed(s))")
     summary = {}
     for m in methods:
-        vals = {k: np.array([per_seed[s][m][k] for s in per_seed]) for k in keys}
-        summary[m] = {k: [float(v.mean()), float(v.std())] for k, v in vals.items()}
-        print(f"{m:10s} " + " ".join(f"{vals[k].mean():7.3f}+-{vals[k].std():.3f}" for k in keys))
+        summary[m] = {k: list(mean_sd(per_seed[s][m][k] for s in per_seed)) for k in keys}
+        print(f"{m:10s} " + " ".join("{:7.3f}+-{:.3f}".format(*summary[m][k]) for k in keys))
     if args.png:
         import matplotlib
 
@@ -226,7 +233,7 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "summary": summary, "per_seed": per_seed,
+            json.dump({"args": saved["args"] if args.retable else vars(args), "summary": summary, "per_seed": per_seed,
                        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import aggregate, finished_run, kept_records  # noqa: E402
+from common import aggregate, finished_run, kept_records, mean_sd  # noqa: E402
 
 METRICS = ["hr@10", "ndcg@10"]
 
@@ -25,6 +25,15 @@ def test_aggregate_gives_mean_and_sample_std_sorted_by_seed():
     assert row["hr@10"]["mean"] == pytest.approx(0.2) and row["hr@10"]["std"] == pytest.approx(0.1)
     assert [r["seed"] for r in row["per_seed"]] == [1, 2, 3] and "protocol" not in row["per_seed"][0]
     assert aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.11)], METRICS)["hr@10"]["std"] is None
+
+
+def test_mean_sd_is_the_sample_std_of_a_generator():
+    mean, sd = mean_sd(x for x in (1.0, 2.0, 4.0))
+    assert mean == pytest.approx(7 / 3) and sd == pytest.approx(1.527525, abs=1e-6)  # ddof = 1, not 1.247 (ddof = 0)
+    mean, sd = mean_sd([0.5])
+    assert mean == 0.5 and sd != sd  # one value: nan, never a fake 0
+    with pytest.raises(ValueError):
+        mean_sd([])
 
 
 def test_aggregate_refuses_a_repeated_seed_and_mixed_protocols():
