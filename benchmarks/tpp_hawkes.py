@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/tpp_hawkes.py --json benchmarks/results/tpp_hawkes.json
         [--types 3] [--n-seqs 2000] [--max-events 50] [--epochs 30] [--models nhp,thp,attnhp] [--seed 0]
 
-``--models`` also takes ``thp_baseline`` (THP with ``baseline=True``, a per-type floor on the intensity).
+``--models`` also takes ``thp_baseline`` (THP with ``baseline=True``, a per-type floor on the intensity) and
+``thp_easytpp`` (THP with EasyTPP's layer layout, ``blocks="easytpp"``).
 
 Data: one K-type exponential-kernel Hawkes process (``random_hawkes_params(K, branching 0.6, seed)``)
 rescaled in time so that its stationary rate is one event per unit time (mu and the decays times the
@@ -39,7 +40,7 @@ from behaviorseq.train.trainer import Trainer, seed_everything
 
 LR = {"nhp": 0.01, "thp": 0.003, "attnhp": 0.003}
 # --models may also name a variant: (registered model, its config); it trains with the base model's lr
-VARIANTS = {"thp_baseline": ("thp", {"baseline": True})}
+VARIANTS = {"thp_baseline": ("thp", {"baseline": True}), "thp_easytpp": ("thp", {"blocks": "easytpp"})}
 
 
 def build(name: str, num_types: int):

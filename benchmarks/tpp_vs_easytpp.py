@@ -35,6 +35,7 @@ that cannot be matched (documented, not tuned away):
   one ReLU FFN (width 2 x hidden) shared by all layers; ours follows the paper and the official code (residual,
   post-LayerNorm, an output projection, a GELU FFN per layer of width ``inner_size`` = 2 x hidden). Ours
   therefore does more work per step and has more parameters (both counts are in the JSON).
+  ``--our-thp-blocks easytpp`` runs ours with EasyTPP's layout instead (``THPConfig.blocks``): the same work.
 - AttNHP: EasyTPP re-runs the whole [2L]-token encoder once per integral point (its sample times ride in the
   "layer" half of the input); ours encodes the events once and lets every query time attend to them
   (numerically the same model; ``tests/test_tpp_models.py`` checks the equality).
@@ -68,7 +69,8 @@ def our_config(name: str, a: argparse.Namespace) -> dict:
     if name == "nhp":
         return common
     if name == "thp":
-        return {**common, "num_layers": a.layers, "num_heads": a.heads, "inner_size": 2 * a.hidden, "dropout": 0.0}
+        return {**common, "num_layers": a.layers, "num_heads": a.heads, "inner_size": 2 * a.hidden, "dropout": 0.0,
+                "blocks": a.our_thp_blocks}
     if name == "attnhp":
         return {**common, "time_emb_size": a.time_emb, "num_layers": a.layers, "num_heads": a.heads, "dropout": 0.0}
     raise ValueError(f"unknown model {name!r}; choose from {sorted(EASYTPP_NAME)}")
@@ -165,7 +167,8 @@ def measure(side: str, name: str, a: argparse.Namespace, num_types: int) -> dict
                "--model", EASYTPP_NAME[name], "--num-types", str(num_types)]
         env.pop("PYTHONPATH", None)
     else:
-        cmd = [sys.executable, __file__, "--worker", name, "--workdir", a.workdir, "--our-attention", a.our_attention]
+        cmd = [sys.executable, __file__, "--worker", name, "--workdir", a.workdir, "--our-attention", a.our_attention,
+               "--our-thp-blocks", a.our_thp_blocks]
         env["PYTHONPATH"] = str(ROOT / "src")
     load_before = os.getloadavg()
     p = subprocess.run(cmd + size_args(a), capture_output=True, text=True, env=env, cwd=ROOT)
@@ -201,6 +204,9 @@ def main() -> None:
                          "(matrix products, SDPA attention, other; _easytpp_driver.op_groups)")
     ap.add_argument("--our-attention", choices=["sdpa", "math"], default="sdpa",
                     help="THP on our side: SDPA (the library's) or attention as explicit matmuls (EasyTPP's form)")
+    ap.add_argument("--our-thp-blocks", choices=["paper", "easytpp"], default="paper",
+                    help="THP on our side: the paper's blocks (the default) or EasyTPP's layer layout (THPConfig.blocks), "
+                         "the same work per step as EasyTPP's THP")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:

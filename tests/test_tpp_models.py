@@ -18,6 +18,8 @@ from behaviorseq.nn.tpp import loglik, thinning_predict
 from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
 
 TPP_MODELS = ["nhp", "thp", "attnhp", "prompttpp", "hawkes_exp"]
+VARIANTS = {"thp-easytpp": ("thp", {"blocks": "easytpp"})}  # a registered model with a non-default layout
+MODELS = TPP_MODELS + list(VARIANTS)
 PARAMS = HawkesParams([0.2, 0.1], [[0.5, 0.2], [0.3, 0.4]], [[1.0, 2.0], [1.5, 1.0]])
 
 
@@ -36,7 +38,8 @@ def truth() -> HawkesExp:
 
 def build(name: str, num_types: int = 2, seed: int = 0):
     torch.manual_seed(seed)
-    m = models.build(name, num_types, {"dropout": 0.0} if name == "thp" else {})
+    name, extra = VARIANTS.get(name, (name, {}))
+    m = models.build(name, num_types, {"dropout": 0.0, **extra} if name == "thp" else {})
     return m.eval()
 
 
@@ -47,11 +50,11 @@ def test_registry_round_trip_and_strict_configs():
         models.build("nhp", 2, {"hiden_size": 8})
 
 
-@pytest.mark.parametrize("name", TPP_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_contract_train_save_reload_same_intensities(name, tmp_path):
     from behaviorseq.config import StrictConfig
 
-    cls = models.get(name)
+    cls = models.get(VARIANTS.get(name, (name,))[0])
     assert issubclass(cls.Config, StrictConfig) and cls.padding == "right"
     assert set(cls.fields) == {"time", "dtime", "type", "mask"}
     task = make_task(n_seqs=10)
@@ -91,7 +94,7 @@ def test_chunks_predict_every_event_but_the_first_once():
     assert batch["type"][4].tolist() == [1, 2, 2] and batch["dtime"][4].tolist() == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("name", TPP_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_shapes_loss_and_gradients(name):
     task = make_task(n_seqs=10)
     m = build(name).train()
@@ -106,7 +109,7 @@ def test_shapes_loss_and_gradients(name):
         assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", TPP_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_an_event_never_sees_later_events(name):
     task = make_task(n_seqs=8)
     m = build(name)
@@ -129,7 +132,7 @@ def test_an_event_never_sees_later_events(name):
     assert not torch.allclose(c, d)  # the perturbation is visible from the changed events on
 
 
-@pytest.mark.parametrize("name", TPP_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_padding_does_not_change_real_positions(name):
     task = make_task(n_seqs=8)
     m = build(name)
@@ -144,6 +147,17 @@ def test_padding_does_not_change_real_positions(name):
         a = m.intensity(m.encode(short), dt[:, :L])
         b = m.intensity(m.encode(pad), dt)[:, :L]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_thp_easytpp_layout_has_easytpp_s_parameters():
+    """EasyTPP 0.3.0's THP at hidden 32, 2 layers, 3 types has 10,764 parameters (benchmarks/results/
+    tpp_vs_easytpp.json); ours in its layout has the same less EasyTPP's per-type bias that repeats the head's."""
+    m = models.build("thp", 3, {"blocks": "easytpp", "hidden_size": 32, "inner_size": 64})
+    assert sum(p.numel() for p in m.parameters()) == 10_764 - 3
+    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert all(isinstance(a.out_proj, torch.nn.Identity) for a in m.attns)
+    paper = models.build("thp", 3, {"hidden_size": 32, "inner_size": 64})
+    assert sum(p.numel() for p in paper.parameters()) == 17_321  # the paper's blocks, as in that JSON
 
 
 def test_thinning_matches_the_analytic_next_event_distribution():

@@ -46,17 +46,19 @@ class MultiHeadAttention(nn.Module):
     the reference implementations that use that module. Query and key/value inputs may differ.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = True):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         self.num_heads, self.dropout = num_heads, dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * hidden_size))
-        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        # without it the heads' outputs are only concatenated (EasyTPP's THP layout)
+        self.out_proj = nn.Linear(hidden_size, hidden_size) if output_projection else nn.Identity()
         # torch.nn.MultiheadAttention's own initialisation.
         nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
+        if output_projection:
+            nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor) -> Tensor:
         """query [B, Lq, d], key/value [B, Lk, d], mask [B, 1, Lq, Lk] (True = attend) -> [B, Lq, d]."""

@@ -15,6 +15,10 @@ Deviations, one line each:
   EasyTPP's example config (hidden 32, 2 layers, 2 heads); the paper tunes sizes per data set.
 - Optional, off by default (``baseline=True``, not in the paper): lambda_k(t) = Eq. 6 + mu_k with a learnable
   mu_k = softplus(m_k) >= 0, so the intensity decays to a positive floor, as a Hawkes process's does.
+- Optional, off by default (``blocks="easytpp"``, not in the paper): EasyTPP 0.3.0's layer layout, for comparisons
+  with EasyTPP's THP on equal work per step: no residuals or LayerNorm, no attention output projection, and one
+  ReLU FFN shared by all layers (its extra per-type bias, redundant with the head's, is left out; its temporal
+  encoding and integral grid differ from ours, so this is its architecture, not its exact model).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class THPConfig(StrictConfig):
     integral: Literal["mc", "midpoint"] = "mc"  # paper Sec. 4.1: Monte Carlo integration
     integral_samples: int = Field(20, gt=0)
     baseline: bool = False  # add a per-type floor mu_k >= 0 to Eq. 6 (a deviation from the paper; see above)
+    blocks: Literal["paper", "easytpp"] = "paper"  # "easytpp": EasyTPP's layer layout (see above)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> THPConfig:
@@ -62,12 +67,17 @@ class THP(nn.Module):
         d = cfg.hidden_size
         self.type_emb = nn.Embedding(num_types + 1, d, padding_idx=num_types)  # U; row K = padding
         self.time_enc = SinusoidalTimeEncoding(d)
-        self.attns = nn.ModuleList(MultiHeadAttention(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
-        self.attn_drop = Dropout(cfg.dropout)
-        self.attn_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_layers))
-        self.ffns = nn.ModuleList(PointWiseFFN(d, cfg.inner_size, "gelu", cfg.dropout, cfg.dropout)
-                                  for _ in range(cfg.num_layers))
-        self.ffn_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_layers))
+        paper = cfg.blocks == "paper"
+        self.attns = nn.ModuleList(MultiHeadAttention(d, cfg.num_heads, cfg.dropout, output_projection=paper)
+                                   for _ in range(cfg.num_layers))
+        if paper:
+            self.attn_drop = Dropout(cfg.dropout)
+            self.attn_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_layers))
+            self.ffns = nn.ModuleList(PointWiseFFN(d, cfg.inner_size, "gelu", cfg.dropout, cfg.dropout)
+                                      for _ in range(cfg.num_layers))
+            self.ffn_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_layers))
+        else:  # EasyTPP: x <- FFN(Attn(x + z)) in every layer, with the one FFN
+            self.shared_ffn = nn.Sequential(nn.Linear(d, cfg.inner_size), nn.ReLU(), nn.Linear(cfg.inner_size, d))
         self.head = nn.Linear(d, num_types)  # w_k, b_k
         self.alpha = nn.Parameter(torch.full((num_types,), -0.1))  # current influence alpha_k
         self.log_beta = nn.Parameter(torch.zeros(num_types))  # softness beta_k = exp(log_beta_k), init 1
@@ -80,6 +90,11 @@ class THP(nn.Module):
         z = self.time_enc(batch["time"]) * mask[..., None]  # [B, L, d]
         x = self.type_emb(batch["type"])  # [B, L, d]
         allowed = attention_mask(mask, causal=True)  # [B, 1, L, L]: event j sees events <= j
+        if self.cfg.blocks == "easytpp":
+            for attn in self.attns:
+                x = x + z
+                x = self.shared_ffn(attn(x, x, x, allowed))
+            return {"base": self.head(x), "mask": mask}
         for attn, n1, ffn, n2 in zip(self.attns, self.attn_norms, self.ffns, self.ffn_norms):
             x = x + z
             x = n1(x + self.attn_drop(attn(x, x, x, allowed)))
