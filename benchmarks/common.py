@@ -160,7 +160,7 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
     row = {"dataset": key[0], label: key[1], "seeds": [r["seed"] for r in recs], "protocol": recs[0]["protocol"]}
     for m in metrics:
         mean, std = mean_sd([r["test"][m] for r in recs])
-        row[m] = {"mean": mean, "std": None if std != std else std}  # None, not nan, for one seed
+        row[m] = {"mean": mean, "std": std}
     row["best_epochs"] = [r["best_epoch"] for r in recs]
     row["seconds_per_epoch"] = sum(r["seconds_per_epoch"] for r in recs) / len(recs)
     row["per_seed"] = [{k: v for k, v in r.items() if k != "protocol"} for r in recs]
@@ -170,16 +170,21 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
     return row
 
 
-def mean_sd(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; nan for a single value): the convention of every "±" and
+def mean_sd(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof = 1; None for a single value): the convention of every "±" and
     "+-" in benchmarks/README.md."""
     v = [float(x) for x in values]
     if not v:
         raise ValueError("mean_sd of no values")
     mean = sum(v) / len(v)
     if len(v) < 2:
-        return mean, float("nan")
+        return mean, None
     return mean, (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+
+
+def pm(mean: float, sd: float | None, digits: int = 3, sep: str = " ± ") -> str:
+    """"mean ± sd", or the mean alone when there is no spread to report (one seed)."""
+    return f"{mean:.{digits}f}" + ("" if sd is None else f"{sep}{sd:.{digits}f}")
 
 
 def cell(stat: dict) -> str:

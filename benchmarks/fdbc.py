@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, mean_sd
+from common import machine, mean_sd, pm
 
 from behaviorseq.cluster.fdbc import FDBC, FDBCConfig, ring_metrics
 from behaviorseq.data.synthetic.clickstream import ClickstreamConfig, generate_clickstream
@@ -113,7 +113,7 @@ def rule_check(pipe: FDBC, data) -> tuple[list[dict], dict]:
 
 def fmt(vals: list[float], pct: bool = False) -> str:
     mean, sd = mean_sd(vals)
-    return f"{mean:.3f} ± {sd:.3f}" if pct else f"{mean:.1f}"
+    return pm(mean, sd) if pct else f"{mean:.1f}"
 
 
 def tabulate(runs: list[dict], names: list[str]) -> tuple[list[str], dict]:

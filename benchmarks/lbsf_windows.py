@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import mean_sd
+from common import mean_sd, pm
 
 from behaviorseq.data.folding import fold_by_merchant, last_n
 from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID, PaymentsConfig, generate_payments
@@ -103,7 +103,7 @@ def summarise(rows: list[dict], windows, models) -> tuple[str, dict]:
             r = [x for x in rows if x["model"] == m and x["window"] == w]
             (am, asd), (km, ksd) = mean_sd(x["auc"] for x in r), mean_sd(x["ks"] for x in r)
             summary[m][str(w)] = {"auc_mean": am, "auc_std": asd, "ks_mean": km, "ks_std": ksd}
-            cells.append(f"{am:.3f} ± {asd:.3f} | {km:.3f} ± {ksd:.3f}")
+            cells.append(f"{pm(am, asd)} | {pm(km, ksd)}")
             if m == "lbsf":
                 for key in ("auc_shuffle_within_merchant", "auc_permute_merchants"):
                     summary[m][str(w)][key + "_mean"], summary[m][str(w)][key + "_std"] = mean_sd(x[key] for x in r)
@@ -116,7 +116,7 @@ def summarise(rows: list[dict], windows, models) -> tuple[str, dict]:
         for key, label in (("auc", "as trained"), ("auc_shuffle_within_merchant", "shuffle within merchant"),
                            ("auc_permute_merchants", "permute merchant order")):
             s = summary["lbsf"]
-            cells = [f"{s[str(w)][key + '_mean']:.3f} ± {s[str(w)][key + '_std']:.3f}" for w in windows]
+            cells = [pm(s[str(w)][key + "_mean"], s[str(w)][key + "_std"]) for w in windows]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines), summary
 
@@ -130,7 +130,7 @@ def plot(summary: dict, windows, path: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, s in summary.items():
         mu = [s[str(w)]["auc_mean"] for w in windows]
-        sd = [s[str(w)]["auc_std"] for w in windows]
+        sd = [s[str(w)]["auc_std"] or 0.0 for w in windows]  # None with one seed
         ax.errorbar(windows, mu, yerr=sd, marker="o", capsize=3, label=m)
     ax.set_xlabel("window (days before the label date)")
     ax.set_ylabel("test AUC")

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from common import WORK, finished_run, machine, mean_sd, write_json
+from common import WORK, finished_run, machine, mean_sd, pm, write_json
 
 from behaviorseq.cli_train import build_config
 from behaviorseq.train import run_experiment
@@ -30,12 +30,11 @@ NAMES = {"lbsf": "lbsf", "flat_transformer": "transformer", "flat_gru": "gru"}  
 def tabulate(rows: list[dict], ref: dict, models: list[str], window: float) -> str:
     lines = [f"| model | engine AUC ({window:g} d) | engine KS | benchmark loop AUC (8 epochs) | seeds | best epochs |",
              "|---|---|---|---|---|---|"]
-    fmt = "{:.3f} ± {:.3f}".format
     for model in models:
         mine = [r for r in rows if r["model"] == model]
-        bench = fmt(*mean_sd(ref[NAMES[model]])) if ref.get(NAMES[model]) else "-"
+        bench = pm(*mean_sd(ref[NAMES[model]])) if ref.get(NAMES[model]) else "-"
         best = "/".join(str(r["best_epoch"]) for r in mine)
-        lines.append(f"| {model} | {fmt(*mean_sd(r['auc'] for r in mine))} | {fmt(*mean_sd(r['ks'] for r in mine))} "
+        lines.append(f"| {model} | {pm(*mean_sd(r['auc'] for r in mine))} | {pm(*mean_sd(r['ks'] for r in mine))} "
                      f"| {bench} | {len(mine)} | {best} |")
     return "\n".join(lines)
 

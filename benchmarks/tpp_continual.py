@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import mean_sd
+from common import mean_sd, pm
 from torch import Tensor
 
 from behaviorseq import models
@@ -50,6 +50,7 @@ from behaviorseq.models.tpp.hawkes_exp import HawkesExp
 from behaviorseq.models.tpp.prompttpp import PromptTPP, PromptTPPConfig
 from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
 from behaviorseq.train.continual import run_continual, synthetic_stream
+from behaviorseq.utils import atomic_write_text
 
 
 class OraclePromptTPP(PromptTPP):
@@ -206,7 +207,7 @@ def main() -> None:
     summary = {}
     for m in methods:
         summary[m] = {k: list(mean_sd(per_seed[s][m][k] for s in per_seed)) for k in keys}
-        print(f"{m:10s} " + " ".join("{:7.3f}+-{:.3f}".format(*summary[m][k]) for k in keys))
+        print(f"{m:10s} " + " ".join(f"{pm(*summary[m][k], sep='+-'):>13s}" for k in keys))
     if args.png:
         import matplotlib
 
@@ -232,9 +233,13 @@ def main() -> None:
         fig.savefig(args.png, dpi=120)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump({"args": saved["args"] if args.retable else vars(args), "summary": summary, "per_seed": per_seed,
-                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}, fh, indent=1)
+        if args.retable:  # the run's date and torch, not today's
+            meta = {"torch": saved["torch"], "date": saved["date"],
+                    "retabled": time.strftime("%Y-%m-%d") + " (mean +- sample std, ddof 1)"}
+        else:
+            meta = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+        out = {"args": saved["args"] if args.retable else vars(args), "summary": summary, "per_seed": per_seed, **meta}
+        atomic_write_text(args.json, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import aggregate, finished_run, kept_records, mean_sd  # noqa: E402
+from common import aggregate, finished_run, kept_records, mean_sd, pm  # noqa: E402
 
 METRICS = ["hr@10", "ndcg@10"]
 
@@ -31,7 +31,8 @@ def test_mean_sd_is_the_sample_std_of_a_generator():
     mean, sd = mean_sd(x for x in (1.0, 2.0, 4.0))
     assert mean == pytest.approx(7 / 3) and sd == pytest.approx(1.527525, abs=1e-6)  # ddof = 1, not 1.247 (ddof = 0)
     mean, sd = mean_sd([0.5])
-    assert mean == 0.5 and sd != sd  # one value: nan, never a fake 0
+    assert mean == 0.5 and sd is None  # one value: no spread, never a fake 0
+    assert pm(0.5, None) == "0.500" and pm(0.5, 0.0123, sep="+-") == "0.500+-0.012"
     with pytest.raises(ValueError):
         mean_sd([])
 

@@ -17,8 +17,9 @@ Deviations, one line each:
   mu_k = softplus(m_k) >= 0, so the intensity decays to a positive floor, as a Hawkes process's does.
 - Optional, off by default (``blocks="easytpp"``, not in the paper): EasyTPP 0.3.0's layer layout, for comparisons
   with EasyTPP's THP on equal work per step: no residuals or LayerNorm, no attention output projection, and one
-  ReLU FFN shared by all layers (its extra per-type bias, redundant with the head's, is left out; its temporal
-  encoding and integral grid differ from ours, so this is its architecture, not its exact model).
+  ReLU FFN (width ``inner_size``; EasyTPP's is 2 x hidden) shared by all layers. Still ours: times from each
+  sequence's first event, the initialisation, beta * softplus(x / beta) (EasyTPP's beta is its inverse), the
+  integral points, and no extra per-type bias (EasyTPP's repeats the head's).
 """
 
 from __future__ import annotations
