@@ -284,6 +284,19 @@ def test_sasrec_is_causal():
     assert not torch.allclose(h[:, t], h2[:, t])
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_sasrec_encode_last_is_the_last_state_of_encode(blocks):
+    model = build("sasrec", num_blocks=blocks).eval()
+    item = torch.randint(1, N_ITEMS + 1, (5, L))
+    item[:2, : L // 2] = 0  # left padding
+    item[2, :-1] = 0  # a single item
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_last(item), model.encode(item)[:, -1], atol=1e-5, rtol=1e-5)
+    model.train()
+    model.encode_last(item).sum().backward()  # every parameter the full encode trains gets a gradient
+    assert all(p.grad is not None for p in model.parameters())
+
+
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
 def test_extra_left_padding_does_not_change_scores(name):
     """A batch trimmed to its longest sequence scores as the same batch padded to max_len."""

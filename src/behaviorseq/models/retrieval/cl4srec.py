@@ -118,7 +118,7 @@ class CL4SRec(SASRec):
         neg = batch.get("negative")
         if target.dim() == 1 and self.cfg.cl_weight > 0:  # prefixes: the sample and its two views, by length
             v1, v2 = self.augment(item)
-            h, z1, z2 = encode_by_length(lambda s: self.encode(s)[:, -1], [item, v1, v2], self.cpu_buckets)
+            h, z1, z2 = encode_by_length(self.encode_last, [item, v1, v2], self.cpu_buckets)
             loss = next_item_loss(h[:, None], target[:, None], self.item_table, self.cfg.loss,
                                   neg[:, :1] if neg is not None else None)  # L_main
             return loss + self.cfg.cl_weight * nt_xent(z1, z2, self.cfg.tau)
@@ -132,9 +132,9 @@ class CL4SRec(SASRec):
         if self.cfg.cl_weight == 0:
             return loss
         v1, v2 = self.augment(item)
-        z1, z2 = self.encode(torch.cat([v1, v2]))[:, -1].chunk(2)  # [B, d] each
+        z1, z2 = self.encode_last(torch.cat([v1, v2])).chunk(2)  # [B, d] each
         return loss + self.cfg.cl_weight * nt_xent(z1, z2, self.cfg.tau)
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])[:, -1]  # [B, d]
+        h = self.encode_last(batch["item"])  # [B, d]
         return h @ self.item_table.T  # [B, n_items + 1]

@@ -81,6 +81,15 @@ class SASRec(nn.Module):
 
     def encode(self, item: Tensor) -> Tensor:
         """item [B, L] (left-padded, 0 = padding) -> hidden states [B, L, d]; position t sees items <= t."""
+        return self._encode(item, last_only=False)
+
+    def encode_last(self, item: Tensor) -> Tensor:
+        """item [B, L] -> [B, d], ``encode(item)[:, -1]`` without the rest: the last block runs its query, FFN and
+        norms at the latest position only (its keys and values still cover every position). The same states
+        up to float rounding; fewer dropout draws in training, so not the same random stream."""
+        return self._encode(item, last_only=True)[:, 0]
+
+    def _encode(self, item: Tensor, last_only: bool) -> Tensor:
         L, max_len = item.shape[1], self.cfg.max_len
         if L > max_len:
             raise ValueError(f"sequence width {L} exceeds max_len {max_len}")
@@ -90,20 +99,27 @@ class SASRec(nn.Module):
         x = self.item_emb(item) * self.cfg.hidden_size ** 0.5 + self.pos_emb(pos)  # [B, L, d]
         x = self.emb_dropout(x) * keep
         mask = attention_mask(valid, causal=True)  # [B, 1, L, L]
-        for attn_norm, attn, ffn_norm, ffn in zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns):
-            q = attn_norm(x)  # only the query is normalised (reference)
-            x = q + attn(q, x, x, mask)  # [B, L, d]
+        last = len(self.attns) - 1
+        for i, (attn_norm, attn, ffn_norm, ffn) in enumerate(zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns)):
+            if last_only and i == last:  # queries (and all that follows them) at the latest position only
+                mask, keep = mask[:, :, -1:], keep[:, -1:]
+                q = attn_norm(x[:, -1:])
+            else:
+                q = attn_norm(x)  # only the query is normalised (reference)
+            x = q + attn(q, x, x, mask)  # [B, L, d] ([B, 1, d] in the last_only block)
             x = ffn_norm(x)
-            x = (x + ffn(x)) * keep  # [B, L, d]
-        return self.last_norm(x)  # [B, L, d]
+            x = (x + ffn(x)) * keep
+        return self.last_norm(x)  # [B, L, d] or [B, 1, d]
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        h, target, neg = self.encode(batch["item"]), batch["target"], batch.get("negative")  # h [B, L, d]
+        target, neg = batch["target"], batch.get("negative")
         if target.dim() == 1:  # single-target samples (train_windows prefixes/random_target): last position
-            h, target = h[:, -1:], target[:, None]
+            h, target = self.encode_last(batch["item"])[:, None], target[:, None]  # [B, 1, d]
             neg = neg[:, :1] if neg is not None else None
+        else:
+            h = self.encode(batch["item"])  # [B, L, d]
         return next_item_loss(h, target, self.item_emb.weight, self.cfg.loss, neg)  # paper: BCE, 1 negative
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
-        h = self.encode(batch["item"])[:, -1]  # [B, d] left padding: the latest item is at -1
+        h = self.encode_last(batch["item"])  # [B, d] left padding: the latest item is at -1
         return h @ self.item_emb.weight.T  # [B, n_items + 1]

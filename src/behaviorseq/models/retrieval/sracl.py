@@ -192,9 +192,9 @@ class SRACL(nn.Module):
     # ---- encoder --------------------------------------------------------------------------------------
     def represent(self, item: Tensor) -> Tensor:
         """item [B, L] -> [B, d] the backbone's state after the latest item."""
-        h = self.backbone.encode(item)  # [B, L, d]
         if self.padding == "left":
-            return h[:, -1]
+            return self.backbone.encode_last(item)  # [B, d]
+        h = self.backbone.encode(item)  # [B, L, d]
         last = ((item > 0).sum(1) - 1).clamp(min=0)
         return h.gather(1, last.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)
 
