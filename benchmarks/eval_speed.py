@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", default=None, help="file name in benchmarks/results/ (default: eval_speed_<dataset>.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -35,7 +36,7 @@ def main() -> None:
     print(f"{args.dataset}: {res['n']:,} users x {store.num_items:,} items, full ranking with history "
           f"exclusion: median {med:.2f} s over {args.repeats} passes (min {min(times):.2f} s), "
           f"{res['n'] / med:,.0f} users/s, chunk {args.chunk}, torch threads {torch.get_num_threads()}")
-    out = write_json(f"eval_speed_{args.dataset}.json", {
+    out = write_json(args.json or f"eval_speed_{args.dataset}.json", {
         "machine": machine(), "dataset": args.dataset, "users": res["n"], "items": store.num_items,
         "seconds_median": med, "seconds_all": times, "chunk": args.chunk, "protocol": task.protocol("test")})
     print(f"wrote {out}")

@@ -284,6 +284,17 @@ def test_sasrec_is_causal():
     assert not torch.allclose(h[:, t], h2[:, t])
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bert4rec_last_only_encode_is_the_last_state_of_encode(layers):
+    model = build("bert4rec", num_layers=layers).eval()
+    item = torch.randint(1, N_ITEMS + 1, (5, L))
+    item[:2, : L // 2] = 0
+    item[:, -1] = model.mask_token
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(item, last_only=True)[:, 0], model.encode(item)[:, -1],
+                                   atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("blocks", [1, 2, 3])
 def test_sasrec_encode_last_is_the_last_state_of_encode(blocks):
     model = build("sasrec", num_blocks=blocks).eval()

@@ -64,8 +64,9 @@ class _Layer(nn.Module):
         self.ffn = PointWiseFFN(d, 4 * d, "gelu", dropout, inner_dropout=0.0)  # BERT: no dropout inside
         self.ffn_norm = nn.LayerNorm(d, eps=1e-12)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # [B, L, d] -> [B, L, d]
-        x = self.attn_norm(x + self.attn_dropout(self.attn(x, x, x, mask)))
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:  # [B, L, d] -> [B, L or 1, d]
+        q = x[:, -1:] if last_only else x  # last_only: the latest position's output alone (keys: all)
+        x = self.attn_norm(q + self.attn_dropout(self.attn(q, x, x, mask[:, :, -1:] if last_only else mask)))
         return self.ffn_norm(x + self.ffn(x))
 
 
@@ -99,17 +100,18 @@ class BERT4Rec(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def encode(self, item: Tensor) -> Tensor:
-        """item [B, L] (left-padded, 0 = padding, may hold [MASK]) -> hidden states [B, L, d]."""
+    def encode(self, item: Tensor, last_only: bool = False) -> Tensor:
+        """item [B, L] (left-padded, 0 = padding, may hold [MASK]) -> hidden states [B, L, d]; with ``last_only``
+        [B, 1, d], the latest position's, the last layer run for that query alone (the same to float rounding)."""
         L, max_len = item.shape[1], self.cfg.max_len
         if L > max_len:
             raise ValueError(f"sequence width {L} exceeds max_len {max_len}")
         pos = torch.arange(max_len - L, max_len, device=item.device)  # [L]
         x = self.emb_dropout(self.emb_norm(self.item_emb(item) + self.pos_emb(pos)))  # [B, L, d]
         mask = attention_mask(item > 0, causal=False)  # [B, 1, L, L] bidirectional over real items
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x  # [B, L, d]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, last_only and i == len(self.layers) - 1)
+        return x  # [B, L, d] or [B, 1, d]
 
     def head(self, h: Tensor) -> Tensor:
         """The output transform before the tied item table: [..., d] -> [..., d]."""
@@ -151,5 +153,5 @@ class BERT4Rec(nn.Module):
         mask = torch.full_like(item[:, :1], self.mask_token)  # [B, 1]
         # History then [MASK], cut to max_len: a full window gives up its oldest item for the [MASK].
         inp = torch.cat([item, mask], 1)[:, -self.cfg.max_len:]  # [B, min(L + 1, max_len)]
-        h = self.encode(inp)[:, -1]  # [B, d] at the appended [MASK]
+        h = self.encode(inp, last_only=True)[:, 0]  # [B, d] at the appended [MASK]
         return self.logits(h)  # [B, n_items + 1]
