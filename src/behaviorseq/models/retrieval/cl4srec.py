@@ -122,12 +122,11 @@ class CL4SRec(SASRec):
             loss = next_item_loss(h[:, None], target[:, None], self.item_table, self.cfg.loss,
                                   neg[:, :1] if neg is not None else None)  # L_main
             return loss + self.cfg.cl_weight * nt_xent(z1, z2, self.cfg.tau)
-        h = self.encode(item)  # [B, L, d]
-        if target.dim() == 1:  # single-target samples (prefixes): the latest position predicts it
-            h_main, target = h[:, -1:], target[:, None]
+        if target.dim() == 1:  # single-target samples (prefixes, cl_weight 0): the latest position predicts it
+            h_main, target = self.encode_last(item)[:, None], target[:, None]
             neg = neg[:, :1] if neg is not None else None
         else:  # shifted samples: every position predicts its next item
-            h_main = h
+            h_main = self.encode(item)  # [B, L, d]
         loss = next_item_loss(h_main, target, self.item_table, self.cfg.loss, neg)  # L_main
         if self.cfg.cl_weight == 0:
             return loss
