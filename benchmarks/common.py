@@ -188,4 +188,4 @@ def pm(mean: float, sd: float | None, digits: int = 3, sep: str = " ± ") -> str
 
 
 def cell(stat: dict) -> str:
-    return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat["std"] is not None else "")
+    return pm(stat["mean"], stat["std"], 4)

@@ -160,6 +160,28 @@ def test_thp_easytpp_layout_has_easytpp_s_parameters():
     assert sum(p.numel() for p in paper.parameters()) == 17_321  # the paper's blocks, as in that JSON
 
 
+def test_thp_easytpp_layout_is_ffn_of_attention_of_x_plus_z_in_every_layer():
+    """The layout written out by hand: x <- FFN(Attn(x + z)) per layer with the one shared FFN, heads only
+    concatenated (no output projection), no residual or LayerNorm; then the per-type head."""
+    m = build("thp-easytpp")
+    batch = make_task(n_seqs=8).batchers["train"].batch(np.arange(3))
+    mask, H = batch["mask"], m.cfg.num_heads
+    z = m.time_enc(batch["time"]) * mask[..., None]
+    x = m.type_emb(batch["type"])
+    B, L, d = x.shape
+    hidden = (~torch.ones(L, L, dtype=torch.bool).tril()) | ~mask[:, None, :]  # [B, L, L]: future or padding
+    with torch.no_grad():
+        for attn in m.attns:
+            x = x + z
+            q, k, v = (torch.nn.functional.linear(x, w, b).view(B, L, H, d // H).transpose(1, 2)
+                       for w, b in zip(attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)))
+            s = (q @ k.transpose(-2, -1) / (d // H) ** 0.5).masked_fill(hidden[:, None], float("-inf"))
+            x = m.shared_ffn((torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, L, d))
+        want = m.head(x)
+        got = m.encode(batch)["base"]
+    torch.testing.assert_close(got[mask], want[mask], rtol=1e-5, atol=1e-6)
+
+
 def test_thinning_matches_the_analytic_next_event_distribution():
     task = make_task(n_seqs=20)
     m = truth()
