@@ -10,11 +10,12 @@ sequences of all six windows (the stream's defaults: 3 types, 400 sequences of 4
   mean-pooled query can carry: the sequence's type shares and the mean and sd of its log inter-event times.
 
 With ``--queries WORKDIR`` (a ``tpp_continual.py`` workdir that holds ``seed<s>/finetune_w0``, the AttNHP trained
-on window 1), also PromptTPP's own layer-1 retrieval query with that backbone: the mean of the event tokens
-``[tanh(E k_j); pe(t_j)]`` of the whole sequence (the query at its last event), classified by the nearest regime
-mean by cosine (means from the training sequences, scored on the test sequences of all windows). Keys that the
-pull term draws to each regime's mean query could do no better than this at the last event, and earlier events
-see less of the sequence.
+on window 1), also pooled queries that this backbone gives for the whole sequence (the query at its last event):
+PromptTPP's own layer-1 query, the mean of the event tokens ``[tanh(E k_j); pe(t_j)]``; its type half alone; and the
+mean of the backbone's layer-1 attention outputs, the frozen model's own states as L2P would query with. Each is
+scored by the nearest regime mean by cosine and by a logistic-regression probe (both fit on the training sequences,
+scored on the test sequences of all windows). Keys that the pull term draws to each regime's mean query could do no
+better than the nearest mean at the last event, and earlier events see less of the sequence.
 """
 
 from __future__ import annotations
@@ -39,28 +40,55 @@ def pooled_stats(seqs, num_types: int) -> np.ndarray:
     return np.asarray(rows)
 
 
-def query_accuracy(ckpt: Path, splits, schedule, num_types: int) -> float:
-    """Nearest-regime-mean (cosine) accuracy of PromptTPP's layer-1 query, computed with the backbone in ``ckpt``."""
+def backbone_queries(model, seqs) -> dict:
+    """Per-sequence pooled queries (whole sequence, padding masked) that the window-1 backbone can give:
+    ``layer1`` PromptTPP's own (the mean event token [tanh(E k_j); pe(t_j)]), ``types`` its type half alone,
+    ``layer2`` the mean of the backbone's layer-1 attention outputs over events (L2P's choice of query, the
+    frozen model's own states, here without prompts), stacks concatenated."""
+    import torch
+
+    from behaviorseq.tasks.tpp import TPPBatcher
+
+    b = TPPBatcher(seqs, None).batch(np.arange(len(seqs)))
+    mask, t = b["mask"], b["time"]
+    m = mask[..., None].float()
+
+    def pool(x):
+        return (x * m).sum(1) / m.sum(1)
+
+    pe, typ = model.time_enc(t), torch.tanh(model.type_emb(b["type"]))
+    L = t.shape[1]
+    causal = (torch.ones(L, L, dtype=torch.bool).tril() & mask[:, None, :]) | torch.eye(L, dtype=torch.bool)
+    x, out = torch.cat([typ, pe], -1), []
+    for stack in model.stacks:
+        layer = stack[0]
+        s = torch.einsum("bid,bjd->bij", layer.q(x), layer.k(x)) * layer.scale
+        out.append(torch.softmax(s.masked_fill(~causal, -torch.inf), -1) @ layer.v(x))
+    return {"layer1": pool(x), "types": pool(typ), "layer2": pool(torch.cat(out, -1))}
+
+
+def query_accuracy(ckpt: Path, splits, schedule, num_types: int) -> dict:
+    """Per query kind: accuracy of the nearest regime mean by cosine (means from the training sequences of all
+    windows, scored on their test sequences) and of a logistic-regression probe (same split), with the backbone
+    in ``ckpt``."""
     import torch
     import torch.nn.functional as F
 
     from behaviorseq import models
-    from behaviorseq.tasks.tpp import TPPBatcher
 
     model = models.build("attnhp", num_types, {})
     model.load_state_dict(torch.load(ckpt, weights_only=True))
-
-    def queries(seqs) -> torch.Tensor:
-        b = TPPBatcher(seqs, None).batch(np.arange(len(seqs)))
-        x = torch.cat([torch.tanh(model.type_emb(b["type"])), model.time_enc(b["time"])], -1)
-        m = b["mask"][..., None].float()
-        return F.normalize((x * m).sum(1) / m.sum(1), dim=-1)
-
     with torch.no_grad():
-        q_tr, q_te = (torch.cat([queries(sp[i]) for sp in splits]) for i in (0, 2))
-    y_tr, y_te = (torch.tensor([schedule[w] for w, sp in enumerate(splits) for _ in range(len(sp[i]))]) for i in (0, 2))
-    means = F.normalize(torch.stack([q_tr[y_tr == r].mean(0) for r in range(int(y_tr.max()) + 1)]), dim=-1)
-    return float((q_te @ means.T).argmax(1).eq(y_te).float().mean())
+        tr, te = ([backbone_queries(model, sp[i]) for sp in splits] for i in (0, 2))
+    y_tr, y_te = (np.array([schedule[w] for w, sp in enumerate(splits) for _ in range(len(sp[i]))]) for i in (0, 2))
+    res = {}
+    for kind in tr[0]:
+        q_tr, q_te = (F.normalize(torch.cat([f[kind] for f in fs]), dim=-1) for fs in (tr, te))
+        means = F.normalize(torch.stack([q_tr[torch.from_numpy(y_tr == r)].mean(0) for r in range(y_tr.max() + 1)]), dim=-1)
+        nearest = float(((q_te @ means.T).argmax(1).numpy() == y_te).mean())
+        probe = LogisticRegression(max_iter=3000).fit(q_tr.numpy(), y_tr).score(q_te.numpy(), y_te)
+        res[kind] = {"nearest_mean": nearest, "probe": float(probe)}
+    return res
 
 
 def main() -> None:
@@ -90,9 +118,11 @@ def main() -> None:
                "type_shares_by_regime": shares, "n": int(len(y))}
         if args.queries:
             ckpt = Path(args.queries) / f"seed{seed}" / "finetune_w0" / "checkpoints" / "best.pt"
-            row["layer1_query_accuracy"] = query_accuracy(ckpt, splits, schedule, args.types)
+            row["query_accuracy"] = query_accuracy(ckpt, splits, schedule, args.types)
+            row["layer1_query_accuracy"] = row["query_accuracy"]["layer1"]["nearest_mean"]
         out.append(row)
-        q = f", PromptTPP layer-1 query {row['layer1_query_accuracy']:.3f}" if args.queries else ""
+        q = "".join(f", {k} query {v['nearest_mean']:.3f} (probe {v['probe']:.3f})"
+                    for k, v in row.get("query_accuracy", {}).items())
         print(f"seed {seed}: Bayes {row['bayes_accuracy']:.3f}, pooled-statistics probe {probe:.3f}{q} (chance 0.333); "
               f"type shares by regime {shares}", flush=True)
     if args.json:
