@@ -12,6 +12,8 @@ Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on 
     python benchmarks/comirec.py planted --seeds 1 2 3 train.threads=1
     # how the trained table runs use their interests (target shares, each interest alone, norms)
     python benchmarks/comirec.py capsules --datasets beauty toys --seeds 1
+    # the ComiRec code's own recall and NDCG (both branches) beside ours, on the trained table runs
+    python benchmarks/comirec.py official --datasets beauty toys
     # any of the above with --no-train only aggregates the finished runs
 
 Runs are normal run folders under benchmarks/_work/comirec/<dataset>/<model>[-K<k>]-s<seed>; finished
@@ -187,6 +189,9 @@ def trained_runs(datasets, models, seeds):
                 if not (run_dir / "metrics.json").exists():
                     print(f"skip {run_dir}: not trained (run the table first)")
                     continue
+                if not (run_dir / "checkpoints" / "best.pt").exists():
+                    print(f"skip {run_dir}: its checkpoint was removed (retrain to evaluate it again)")
+                    continue
                 yield ds, model, seed, load_run(run_dir)
 
 
@@ -256,9 +261,36 @@ def cmd_planted(args) -> None:
                                                        "table": table})
 
 
+def cmd_official(args) -> None:
+    """Our Recall/NDCG@20,50 beside the ComiRec code's two variants (``metrics.comirec_official``: ``master``
+    normalises NDCG by the hit count, ``paper`` also scores positions in the target list and counts repeated
+    targets) on the trained table runs at lambda = 0, mean over seeds. Says how far the paper's NDCG column
+    is from ours on the same ranking."""
+    from behaviorseq.data.categories import item_categories
+    from behaviorseq.tasks.multi_interest import evaluate_controllable
+
+    models = [m for m in args.models if m != "mostpop"]  # no checkpoint to load
+    keys = [f"{m}@{k}" for k in (20, 50) for m in ("recall", "recall_master", "recall_paper",
+                                                    "ndcg", "ndcg_master", "ndcg_paper")]
+    rows: dict[tuple, list[dict]] = {}
+    for ds, model, seed, (store, _, m, task) in trained_runs(args.datasets, models, args.seeds):
+        cate, _ = item_categories(store)
+        r = evaluate_controllable(task, m, "test", cate, (0.0,), n=50, ks=[20, 50], index={"kind": args.index})[0.0]
+        rows.setdefault((Path(ds).stem, model), []).append({"seed": seed, **{k: r[k] for k in keys}})
+    lines = ["| dataset | model | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (3 + len(keys))]
+    for (ds, model), rs in rows.items():
+        lines.append(f"| {ds} | {model} | {len(rs)} | " + " | ".join(f"{np.mean([r[k] for r in rs]):.4f}" for k in keys)
+                     + " |")
+    table = "\n".join(lines)
+    print(table)
+    write_json(f"comirec_official{args.suffix}.json", {"machine": machine(), "argv": vars(args),
+                                                        "results": {f"{d}/{m}": rs for (d, m), rs in rows.items()},
+                                                        "table": table})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["table", "ksweep", "lambda", "planted", "capsules"])
+    ap.add_argument("what", choices=["table", "ksweep", "lambda", "planted", "capsules", "official"])
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--datasets", nargs="+", default=["ml-100k"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -279,7 +311,7 @@ def main() -> None:
     global NO_TRAIN
     NO_TRAIN = args.no_train
     {"table": cmd_table, "ksweep": cmd_ksweep, "lambda": cmd_lambda, "planted": cmd_planted,
-     "capsules": cmd_capsules}[args.what](args)
+     "capsules": cmd_capsules, "official": cmd_official}[args.what](args)
 
 
 if __name__ == "__main__":

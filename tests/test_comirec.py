@@ -181,6 +181,19 @@ def test_log_uniform_proposal_ranks_items_by_training_frequency():
         proposal_probs(counts, "zipf")
 
 
+def test_unigram_negatives_are_capped_by_the_items_it_can_draw():
+    # 40 items, only 10 seen in training: a batch of 8 asks for 80 negatives; the cap is half of the 10
+    # drawable items (a cap over the catalogue, 20, could not be drawn distinct and raised).
+    from behaviorseq.nn.multi_interest import MultiInterestLoss
+
+    loss = MultiInterestLoss(40, proposal="unigram")
+    loss.use_item_counts(torch.cat([torch.zeros(31), torch.ones(10)]).double())
+    table = torch.randn(41, 4)
+    out = loss(torch.randn(8, 2, 4), torch.randint(31, 41, (8,)), table)
+    assert torch.isfinite(out)
+    assert loss._max_sampled == 5
+
+
 def test_unique_sampler_draws_distinct_ids_and_counts_its_tries():
     q = proposal_probs(torch.arange(101).double(), "log_uniform")
     g = torch.Generator().manual_seed(0)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from behaviorseq.metrics import (
     auc,
+    comirec_official_metrics,
     gauc,
     logloss,
     per_group_auc,
@@ -292,7 +293,7 @@ def test_set_metrics_hand() -> None:
 
 def test_set_metrics_idcg_capped_at_k() -> None:
     # |targets| = 4 > K = 2 and both top-2 items are targets: DCG = d(0) + d(1) = IDCG (capped at 2) -> 1.0.
-    # (Uncapped, as in the ComiRec code, IDCG would be d(0)+d(1)+d(2)+d(3) = 2.56161 and NDCG 0.63669.)
+    # (Uncapped, over all |targets|, IDCG would be d(0)+d(1)+d(2)+d(3) = 2.56161 and NDCG 0.63669.)
     top = torch.tensor([[1, 2, 9]])
     targets = torch.tensor([[1, 2, 3, 4]])
     m = set_metrics(top, targets, ks=(2, 3))
@@ -314,6 +315,63 @@ def test_set_metrics_duplicates_and_validation() -> None:
     # mask column 0 (padding) never counts as a target
     mask = torch.tensor([[True, False, True]])
     assert_close(set_metrics(torch.tensor([[2, 1]]), mask, ks=(2,))["recall@2"], [1.0])
+
+
+def test_comirec_official_ndcg_variants_hand() -> None:
+    # top [3, 7, 1, 9, 4]; target list [8, 4, 7, 4] in held-out order, 4 repeated (len 4).
+    # master (over top positions): hits at i = 1 (7) and i = 4 (4) -> n = 2, DCG d(1) + d(4), IDCG d(0) + d(1).
+    # paper (over the target list): j = 1 (4), 2 (7), 3 (4) are in the top-5 set -> n = 3,
+    #   DCG d(1) + d(2) + d(3), IDCG d(0) + d(1) + d(2).
+    # @2, top {3, 7}: master hit at i = 1 -> d(1) / d(0); paper j = 2 -> d(2) / d(0).
+    # row 1: no hit -> 0 everywhere (its 0 slot is empty, never a hit)
+    top = torch.tensor([[3, 7, 1, 9, 4], [5, 6, 0, 2, 2]])
+    targets = torch.tensor([[8, 4, 7, 4], [1, 0, 0, 0]])
+    m = comirec_official_metrics(top, targets, ks=(2, 5))
+    assert_close(m["recall_master@5"], [2 / 4, 0])
+    assert_close(m["ndcg_master@5"], [(d(1) + d(4)) / (d(0) + d(1)), 0])
+    assert_close(m["recall_paper@5"], [3 / 4, 0])
+    assert_close(m["ndcg_paper@5"], [(d(1) + d(2) + d(3)) / (d(0) + d(1) + d(2)), 0])
+    assert_close(m["recall_master@2"], [1 / 4, 0])
+    assert_close(m["ndcg_master@2"], [d(1) / d(0), 0])
+    assert_close(m["ndcg_paper@2"], [d(2) / d(0), 0])
+    # the corrected metric on the same row: the set {8, 4, 7}, IDCG over min(3, 5) ranks
+    fixed = set_metrics(top[:1], targets[:1], ks=(5,))
+    assert_close(fixed["recall@5"], [2 / 3])
+    assert_close(fixed["ndcg@5"], [(d(1) + d(4)) / (d(0) + d(1) + d(2))])
+    # a target repeated beyond K: the paper branch counts each occurrence (n = 3 > K = 1), the master one once
+    rep = comirec_official_metrics(torch.tensor([[4, 9]]), torch.tensor([[4, 4, 4]]), ks=(1,))
+    assert_close(rep["recall_paper@1"], [1.0])
+    assert_close(rep["ndcg_paper@1"], [1.0])
+    assert_close(rep["recall_master@1"], [1 / 3])
+    with pytest.raises(ValueError, match="held-out order"):
+        comirec_official_metrics(top, torch.ones(2, 10, dtype=torch.bool), ks=(2,))
+    with pytest.raises(ValueError, match="at least one target"):
+        comirec_official_metrics(top, torch.zeros(2, 3, dtype=torch.long), ks=(2,))
+
+
+def test_comirec_official_matches_the_loops() -> None:
+    # Both branches' loops over one user, written out from the module docstring, on random lists.
+    g = np.random.default_rng(0)
+    tops, tgts = [], []
+    for _ in range(60):
+        tops.append(g.permutation(np.arange(1, 40))[:12])
+        n = int(g.integers(1, 9))
+        tgts.append(np.r_[g.integers(1, 40, n), np.zeros(8 - n, dtype=np.int64)])
+    m = comirec_official_metrics(np.stack(tops), np.stack(tgts), ks=(5, 12))
+    for k in (5, 12):
+        for b, (top, tg) in enumerate(zip(tops, tgts, strict=True)):
+            lst = [int(x) for x in tg if x != 0]
+            top_k = [int(x) for x in top[:k]]
+            for name, loop in (("master", top_k), ("paper", lst)):
+                other = set(lst) if name == "master" else set(top_k)
+                hits = [i for i, x in enumerate(loop) if x in other]
+                idcg = sum(d(i) for i in range(len(hits)))
+                ndcg = sum(d(i) for i in hits) / idcg if hits else 0.0
+                assert m[f"ndcg_{name}@{k}"][b].item() == pytest.approx(ndcg, abs=1e-12)
+                assert m[f"recall_{name}@{k}"][b].item() == pytest.approx(len(hits) / len(lst), abs=1e-12)
+            # never below the corrected NDCG
+            fixed = set_metrics(top[None], tg[None], ks=(k,))[f"ndcg@{k}"][0].item()
+            assert m[f"ndcg_master@{k}"][b].item() >= fixed - 1e-12
 
 
 def test_set_metrics_one_target_matches_ranking_metrics() -> None:

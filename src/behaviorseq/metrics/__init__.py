@@ -4,6 +4,7 @@ All functions are pure and vectorized; ranking functions take torch tensors (num
 ones take numpy arrays or tensors and return Python floats.
 """
 
+from behaviorseq.metrics.comirec_official import comirec_official_metrics
 from behaviorseq.metrics.diversity import diversity_at_n
 from behaviorseq.metrics.pointwise import auc, gauc, logloss, per_group_auc
 from behaviorseq.metrics.ranking import (
@@ -17,6 +18,7 @@ from behaviorseq.metrics.ranking import (
 
 __all__ = [
     "auc",
+    "comirec_official_metrics",
     "diversity_at_n",
     "gauc",
     "logloss",

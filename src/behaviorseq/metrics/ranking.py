@@ -301,7 +301,10 @@ def set_metrics(
         topk_items: ``[B, L]`` distinct recommended ids by decreasing score, ``L >= max(ks)``; 0 = empty
             slot (never a hit). See :func:`topk_with_exclusion`.
         targets: either a bool mask ``[B, N]`` over item ids (column 0 ignored) or a padded ``int`` list
-            ``[B, T]`` with 0 = pad (a repeated id counts once). Every row needs at least one target.
+            ``[B, T]`` with 0 = pad. A repeated id counts once: the targets are a set, as the ComiRec paper
+            defines them (its code divides by the list length, repeats included; see
+            :func:`~behaviorseq.metrics.comirec_official.comirec_official_metrics`). Every row needs at
+            least one target.
         ks: cut-offs.
 
     Returns:
@@ -327,7 +330,8 @@ def set_metrics(
         n_hit = h.sum(1)
         out[f"recall@{k}"] = n_hit / nt
         out[f"hr@{k}"] = (n_hit > 0).double()
-        # IDCG over min(|targets|, K) positions; ComiRec's official code sums it over all |targets| (wrong).
+        # IDCG over min(|targets|, K) positions. ComiRec's official code sums it over the hits instead
+        # (issue #25); its two variants are metrics.comirec_official_metrics.
         idcg = cum_disc[n_targets.clamp(max=k) - 1]
         out[f"ndcg@{k}"] = (h * disc[:k]).sum(1) / idcg
     return out

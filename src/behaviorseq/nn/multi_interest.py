@@ -34,7 +34,7 @@ class MultiInterestLoss(nn.Module):
     """Training loss of a user vector against the target item over a tied item table.
 
     ``kind="sampled"``: ``neg_ratio * B`` candidates shared by the batch (the official ComiRec's
-    num_sampled = 10 x batch), capped at ``max_sample_fraction`` of the catalogue (a unique sampler
+    num_sampled = 10 x batch), capped at ``max_sample_fraction`` of the items Q can draw (a unique sampler
     cannot draw nearly all items), from the ``proposal`` over training frequencies, logQ-corrected with
     accidental hits removed. ``kind="full"``: softmax cross-entropy over all items.
     """
@@ -45,7 +45,7 @@ class MultiInterestLoss(nn.Module):
         if kind not in ("sampled", "full"):
             raise ValueError(f"loss must be 'sampled' or 'full', got {kind!r}")
         self.kind, self.neg_ratio, self.proposal = kind, neg_ratio, proposal
-        self.max_sampled = max(1, int(max_sample_fraction * n_items))
+        self.max_sample_fraction = max_sample_fraction
         # Training counts per item id; set by use_item_counts() before training (saved with the model).
         self.register_buffer("counts", torch.zeros(n_items + 1, dtype=torch.float64))
         self._q: Tensor | None = None
@@ -67,5 +67,8 @@ class MultiInterestLoss(nn.Module):
                 raise RuntimeError("sampled softmax needs the training item counts: call "
                                    "model.use_item_counts(counts) (run_experiment does) or use loss='full'")
             self._q = proposal_probs(self.counts.cpu(), self.proposal)
-        num = min(self.neg_ratio * len(target), self.max_sampled)
+            # the cap applies to the items the proposal can draw: with "unigram", items never seen in training
+            # (e.g. only by held-out users) have Q = 0
+            self._max_sampled = max(1, int(self.max_sample_fraction * int((self._q > 0).sum())))
+        num = min(self.neg_ratio * len(target), self._max_sampled)
         return sampled_softmax_loss(user, target, table, self._q, num)

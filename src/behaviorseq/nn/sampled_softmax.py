@@ -10,7 +10,10 @@ count is ``1 - (1 - Q(i)) ** tries`` (TF's ``-expm1(tries * log1p(-Q))``); this 
 Proposals: ``log_uniform`` is TF's default Zipf sampler, Q(rank r) = log((r + 2) / (r + 1)) / log(n + 1),
 applied to frequency ranks: the official ComiRec code numbers items by decreasing frequency so that
 this sampler approximates popularity; here the ranks are taken from the training counts instead, so
-item ids need no remapping. ``unigram`` is Q proportional to the training count, ``uniform`` 1 / n.
+item ids need no remapping. One deviation: there, id 0 (padding) is the sampler's class 0, the most probable
+one (Q = log 2 / log(n + 1)), so padding is drawn as a negative and every real item sits one rank lower;
+here padding has Q = 0 and the most frequent item takes rank 0. ``unigram`` is Q proportional to the
+training count, ``uniform`` 1 / n.
 """
 
 from __future__ import annotations

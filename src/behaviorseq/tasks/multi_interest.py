@@ -19,7 +19,7 @@ import torch
 from behaviorseq.data.batching import SeqBatcher
 from behaviorseq.index import ItemIndex, controllable_aggregate
 from behaviorseq.index.faiss_index import IndexConfig
-from behaviorseq.metrics import diversity_at_n, set_metrics
+from behaviorseq.metrics import comirec_official_metrics, diversity_at_n, set_metrics
 from behaviorseq.tasks.retrieval import RetrievalTask, _move
 
 
@@ -27,7 +27,9 @@ from behaviorseq.tasks.retrieval import RetrievalTask, _move
 def evaluate_controllable(task: RetrievalTask, model: torch.nn.Module, role: str, cate: np.ndarray,
                           lambdas=(0.0,), n: int = 50, ks=None, index: dict | None = None,
                           device: torch.device | str = "cpu") -> dict[float, dict[str, float]]:
-    """{lambda: {recall@k, hr@k, ndcg@k, diversity@k, n}} over the users of ``role``'s view."""
+    """{lambda: {recall@k, hr@k, ndcg@k, diversity@k, n}} over the users of ``role``'s view, plus the ComiRec
+    code's own recall and NDCG (``recall_master@k``, ``ndcg_paper@k``, ...: metrics.comirec_official) to set
+    beside the paper's tables."""
     if task.exclude_history:
         raise ValueError("the serving path does not remove history items; evaluate with eval.exclude_history=false "
                          "(ComiRec's protocol)")
@@ -61,6 +63,7 @@ def evaluate_controllable(task: RetrievalTask, model: torch.nn.Module, role: str
         for lam in lambdas:
             items = controllable_aggregate(p_scores, p_items, cate, n, lam).items  # [B, n]
             per = set_metrics(items, batch["targets"], ks)
+            per.update(comirec_official_metrics(items, batch["targets"], ks))  # the paper's variants, apart
             for k in ks:
                 per[f"diversity@{k}"] = diversity_at_n(items[:, :k], cate)
             for key, v in per.items():
