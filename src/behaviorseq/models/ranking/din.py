@@ -1,6 +1,6 @@
 """DIN: "Deep Interest Network for Click-Through Rate Prediction" (Zhou et al., KDD 2018), run over the
-whole long sequence (DIN-long: the accuracy anchor that TWIN, DARE and SDIM approximate), as configured
-in DARE's official code (``model_name=DIN``).
+whole long sequence (DIN-long: the accuracy anchor that TWIN, DARE and SDIM approximate), with the
+scoring and tower of DARE's official code (``model_name=DIN``).
 
     e_j = [item; cat] in R^{2d}, the target v = [item_t; cat_t] (no position field)
     a_j = MLP([v, e_j, v - e_j, v * e_j]) / (2d)    (activation unit, Fig. 2; 36 PReLU units)
@@ -9,6 +9,8 @@ Loss: BCE + l2 * sum ||W||^2 (no biases, no embeddings).
 
 Deviations, one line each:
 - Softmax-normalised weights and scores divided by the dim, as DARE's DIN; the DIN paper leaves weights unnormalised.
+- No search and no auxiliary head: DARE's scripts run their DIN row with the same top-20 search and aux
+  loss as TWIN / DARE (``-top_k 20 -use_aux_loss True``); this one attends to all L (the issue's DIN-long).
 - The tower and the [v, h, v * h] input are DARE's (shared with TWIN / DARE for comparability); the DIN
   paper feeds [user features, h, v] into a 200-80 MLP with Dice.
 - The activation unit never builds the [B, L, 4 * 2d] input (see ``nn.target_attention.DINActivationUnit``).

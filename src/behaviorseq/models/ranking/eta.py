@@ -4,15 +4,16 @@
     search: SimHash the [item; cat] embeddings of the target and of every behaviour with m fixed random
         projections (sign bits); keep the K behaviours with the smallest Hamming distance to the target
         (computed as one matmul of +-1 codes: <c_t, c_j> = m - 2 * Hamming), non-differentiable
-    ESU: target attention over the K: s_j = <v, e_j> / sqrt(F) on e_j = [item; cat; pos] (TWIN's ESU),
+    ESU: target attention over the K: s_j = <v, e_j> / sqrt(F) on e_j = [item; cat; pos], F = 3d,
         h = sum_{j in S} softmax_S(s)_j e_j; prediction tower([v, h, v * h])
 The hashed embeddings are the trained ones (end-to-end: the search follows the embeddings as they learn).
 Loss: BCE + l2 * sum ||W||^2 (no biases, no embeddings).
 
 Deviations, one line each:
 - Ties in Hamming distance go to the more recent behaviour (a fraction < 1 added to the similarity).
-- ETA's ESU is multi-head attention; this one is TWIN's single-head scaled dot product with a position
-  field, so that only the search differs from TWIN / DARE / SIM.
+- ETA's ESU is multi-head attention; this one is a single-head scaled dot product with a position field,
+  as SIM's here: one sqrt(3d) (TWIN / DARE split sqrt(2d) and sqrt(d)) and no auxiliary head, so the search is
+  not the only difference from TWIN / DARE. TODO: TWIN's exact ESU as an option.
 - One output logit with BCE and DARE's tower and N(0, 0.01) init, for comparability.
 """
 

@@ -4,13 +4,15 @@ selection rule (brief 1.1) so that it is the category-match counterpart of TWIN 
 
     GSU (hard search): keep the behaviours whose category equals the target's, the most recent K of them;
         with fewer than K, fill up with the most recent other behaviours (DARE's rule)
-    ESU: target attention over the K: s_j = <v, e_j> / sqrt(F) on e_j = [item; cat; pos] (TWIN's ESU),
+    ESU: target attention over the K: s_j = <v, e_j> / sqrt(F) on e_j = [item; cat; pos], F = 3d,
         h = sum_{j in S} softmax_S(s)_j e_j; prediction tower([v, h, v * h])
 Loss: BCE + l2 * sum ||W||^2 (no biases, no embeddings).
 
 Deviations, one line each:
-- SIM's ESU is multi-head attention with time-interval embeddings; this one is TWIN's single-head
-  scaled dot product with a position field, so that only the search differs from TWIN / DARE.
+- SIM's ESU is multi-head attention with time-interval embeddings; this one is a single-head scaled dot
+  product with a position field. It is not quite TWIN's: one sqrt(3d) over [item; cat; pos] where TWIN / DARE
+  scale the semantic part by sqrt(2d) and the position part by sqrt(d), and no auxiliary head (DARE's
+  "TWIN (hard)" has one). The README's SIM numbers are this model's. TODO: TWIN's exact ESU as an option.
 - The paper's search is an inverted index per user and category; the selection here is one top-K over
   a category-match key, the same result with static shapes.
 - One output logit with BCE and DARE's tower and N(0, 0.01) init, for comparability.
