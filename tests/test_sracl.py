@@ -83,7 +83,9 @@ def test_zero_weights_equal_the_plain_backbone_exactly(planted, backbone):
     extra = {"num_blocks": 2, "num_heads": 2} if backbone == "sasrec" else {}
     torch.manual_seed(5)
     plain = models.build(backbone, N_ITEMS, {width: 16, "max_len": L, "dropout": 0.2, "loss": "ce", **extra})
+    after_plain = torch.rand(4)
     ours = build(5, backbone=backbone, alpha=0.0, beta=0.0)
+    assert torch.equal(torch.rand(4), after_plain)  # the synthesiser's init leaves the global stream alone
     ours.set_index(index)
     for (k1, v1), (k2, v2) in zip(plain.state_dict().items(), ours.backbone.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
@@ -160,6 +162,26 @@ def test_item_neighbours_never_padding_nor_itself():
         assert i not in nb[i] and 0 not in nb[i] and 6 not in nb[i]
 
 
+def test_item_neighbour_ties_are_broken_at_random_not_by_id():
+    g = np.random.default_rng(0)
+    v = g.normal(size=(60, 8)).astype(np.float32)
+    v[0] = 0
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+    # without ties the order of the search changes nothing
+    assert np.array_equal(si.item_neighbours(v, 5, ties="random"), si.item_neighbours(v, 5, ties="topk"))
+    # 59 identical items: "topk" hands everyone the same few ids, "random" spreads the picks
+    same = np.zeros((60, 8), dtype=np.float32)
+    same[1:, 0] = 1.0
+    low, rnd = si.item_neighbours(same, 5, ties="topk"), si.item_neighbours(same, 5, ties="random")
+    assert len(np.unique(low[1:])) <= 10
+    assert len(np.unique(rnd[1:])) > 40
+    for nb in (low, rnd):
+        assert (nb[0] == 0).all() and all(i not in nb[i] and 0 not in nb[i] for i in range(1, 60))
+    assert np.array_equal(rnd, si.item_neighbours(same, 5, ties="random"))  # a fixed order: reproducible
+    with pytest.raises(ValueError, match="ties"):
+        si.item_neighbours(same, 5, ties="first")
+
+
 # ---------------------------------------------------------------- synthesiser, substitution, InfoNCE
 
 
@@ -175,6 +197,12 @@ def test_synthesiser_weights_sum_to_one_before_dropout(planted):
     assert (p[:5, 7:] == 0).all() and (p >= 0).all()
     nbr[0] = -1  # a row with no neighbour at all: finite, and dropped from L_CS
     assert torch.isfinite(model.synth_weights(rows, nbr)).all()
+    # a batch in which no row has a neighbour: L_CS is 0 (and still backpropagates), not a crash
+    model.ix["pnbr"] = torch.full_like(model.ix["pnbr"], -1)
+    h = torch.randn(4, 16, requires_grad=True)
+    loss = model.inter_user_loss(h, rows[:4], hn=torch.randn(4, model.cfg.k, 16))
+    assert loss.item() == 0.0
+    loss.backward()
 
 
 def test_substitution_rate_and_sources(planted):

@@ -50,9 +50,16 @@ def prefix_windows(events: np.ndarray, start: np.ndarray, end: np.ndarray, width
     return np.where(pos >= start[:, None], events[np.maximum(pos, 0)], 0)
 
 
-def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 4096) -> np.ndarray:
+def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 4096,
+                    ties: str = "random") -> np.ndarray:
     """[n + 1, k] top-k cosine neighbours of every item among the others; padding and items without a
-    vector get and are no neighbours (0)."""
+    vector get and are no neighbours (0). ``ties="random"``: where more items share the k-th similarity than
+    slots are left, each row picks among them at random (a fixed seed per chunk: reproducible). Attribute bags
+    often coincide (on Beauty 86% of the items tie at their 10th neighbour), and ``"topk"`` (torch.topk's own
+    order among equal values, the same for every row) then gives a few items most of the substitutions and
+    leaves a third of them never used."""
+    if ties not in ("random", "topk"):
+        raise ValueError(f"ties must be 'random' or 'topk', got {ties!r}")
     v = torch.from_numpy(vecs).to(device)
     has = v.norm(dim=1) > 0
     out = torch.zeros(len(v), k, dtype=torch.long)
@@ -64,6 +71,14 @@ def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 
         sim[rows - s, rows] = -torch.inf  # never itself (by identity)
         if k_eff > 0:
             val, idx = sim.topk(k_eff, dim=1)
+            tied = ((sim >= val[:, -1:]).sum(1) > k_eff) & (val[:, -1] > -torch.inf) if ties == "random" else None
+            if tied is not None and tied.any():  # rows whose k-th value is shared beyond the k slots
+                sub = sim[tied]
+                noise = torch.rand(sub.shape, generator=torch.Generator().manual_seed(s)).to(sub.device)
+                shuffle = noise.argsort(1)  # a random column order per row, then a stable sort by similarity
+                pick = sub.gather(1, shuffle).sort(dim=1, descending=True, stable=True).indices[:, :k_eff]
+                idx[tied] = shuffle.gather(1, pick)
+                val[tied] = sub.gather(1, idx[tied])
             out[s:s + chunk, :k_eff] = torch.where(val > -torch.inf, idx, 0).cpu()
     out[~has.cpu()] = 0
     return out.numpy()
@@ -141,9 +156,12 @@ def _hash_arrays(h, *arrays) -> None:
             h.update(np.ascontiguousarray(a).view(np.uint8).data)
 
 
-def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray, k: int, item_k: int) -> str:
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "source": source.fingerprint(), "k": k, "item_k": item_k},
-                                  sort_keys=True).encode())
+def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray, k: int, item_k: int,
+              item_ties: str = "random") -> str:
+    key = {"format": FORMAT, "source": source.fingerprint(), "k": k, "item_k": item_k}
+    if item_ties != "topk":  # the rule before item_ties existed: its cache entries keep their keys
+        key["item_ties"] = item_ties
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     _hash_arrays(h, np.asarray(store.offsets), np.asarray(store.item), start, end)
     for name in sorted(store.items):
         c = store.items[name]
@@ -157,28 +175,29 @@ def default_cache_dir() -> Path:
 
 
 def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, item_k: int = 10,
-                cache_dir: str | Path | None = None, device: str = "cpu") -> SemanticIndex:
+                cache_dir: str | Path | None = None, device: str = "cpu", item_ties: str = "random") -> SemanticIndex:
     """The semantic index of the training prefixes ``view`` (``View.prefixes()``: row j = prefix j)."""
     if getattr(view, "shifted", True) or not np.array_equal(view.target_start, view.input_end):
         raise ValueError("SRA-CL's index is built over prefix samples (train.train_windows=prefixes)")
     events = np.array(store.item, dtype=np.int64)  # a writable copy (the store is memory-mapped)
     end = np.asarray(view.input_end, dtype=np.int64)
     start = np.maximum(np.asarray(view.input_start, dtype=np.int64), end - max_len)
-    entry = Path(cache_dir or default_cache_dir()) / cache_key(store, source, start, end, k, item_k)
+    entry = Path(cache_dir or default_cache_dir()) / cache_key(store, source, start, end, k, item_k, item_ties)
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
     if not (entry / "meta.json").exists():
         item_vecs = source.item_vectors(store)
         pvec = source.prefix_vectors(store, prefix_windows(events, start, end, max_len), item_vecs)
         arrays = {"prefix_vectors": pvec,
                   "prefix_neighbours": prefix_neighbours(pvec, view.user, events, start, end, k, device),
-                  "item_neighbours": item_neighbours(item_vecs, item_k, device)}
+                  "item_neighbours": item_neighbours(item_vecs, item_k, device, ties=item_ties)}
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
         try:
             for n in names:
                 np.save(tmp / f"{n}.npy", arrays[n])
             (tmp / "meta.json").write_text(json.dumps({"source": source.fingerprint(), "k": k, "item_k": item_k,
-                                                       "max_len": max_len, "prefixes": len(end)}))
+                                                       "item_ties": item_ties, "max_len": max_len,
+                                                       "prefixes": len(end)}))
             try:
                 os.rename(tmp, entry)
             except OSError:  # another process finished the same entry first

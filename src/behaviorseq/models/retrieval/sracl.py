@@ -31,6 +31,7 @@ Deviations from the paper / official code, one line each:
   never an item neighbour (the code keeps all three).
 - Substitution is drawn on the device per batch (the code draws it in its Python data loader); an item
   whose neighbour slot is empty (fewer than item_k neighbours) is kept.
+- Exact ties among item similarities are broken in a fixed random order (``item_ties``), not by item id.
 - A prefix left without any admissible neighbour (only possible on tiny data) is dropped from L_CS.
 """
 
@@ -71,6 +72,7 @@ class SRACLConfig(StrictConfig):
     tau: float = Field(1.0, gt=0.0)  # NT-Xent temperature (code --temperature 1.0)
     k: int = Field(10, gt=0)  # neighbour prefixes (code --k_num 10)
     item_k: int = Field(10, gt=0)  # substitution candidates per item (code: k_num as well)
+    item_ties: Literal["random", "topk"] = "random"  # equal similarities: random order ("topk": sessions <= 16)
     substitute_prob: float = Field(0.2, ge=0.0, le=1.0)  # code: mlm_probability 0.2, hard-coded
     synth_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # code: F.dropout(attention, 0.5)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
@@ -131,8 +133,11 @@ class SRACL(nn.Module):
         d = cfg.hidden_size
         self.W = nn.Parameter(torch.empty(cfg.semantic.dim, d))  # the synthesiser's W (code: 1024 x 64)
         self.a = nn.Parameter(torch.empty(2 * d, 1))
-        nn.init.xavier_uniform_(self.W, gain=1.414)
-        nn.init.xavier_uniform_(self.a, gain=1.414)
+        # from their own generator, seeded by the global seed: the global stream (dropout masks, ...) then
+        # continues exactly as in the backbone trained alone
+        g = torch.Generator().manual_seed(torch.initial_seed() + 1)
+        nn.init.xavier_uniform_(self.W, gain=1.414, generator=g)
+        nn.init.xavier_uniform_(self.a, gain=1.414, generator=g)
         # The semantic index: data, not weights. Not buffers either (DDP would broadcast them every step):
         # plain tensors that follow the model's .to() through _apply; set by attach / set_index.
         self.ix: dict[str, Tensor] = {}
@@ -147,7 +152,7 @@ class SRACL(nn.Module):
         device = ("cuda" if torch.cuda.is_available() else "cpu") if sc.device == "auto" else sc.device
         source = source or make_source(sc, device)
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
-                                   sc.cache_dir, device))
+                                   sc.cache_dir, device, self.cfg.item_ties))
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
@@ -230,6 +235,8 @@ class SRACL(nn.Module):
         p = dropout(self.synth_weights(rows, nbr), self.cfg.synth_dropout, self.training)  # [B, k]
         h_pos = (p.unsqueeze(-1) * hn).sum(1)  # [B, d] the synthesised positive, gradients into hn (code)
         keep = (nbr >= 0).any(1)
+        if not keep.any():  # a batch without any admissible neighbour (tiny data): no L_CS term
+            return h_pos.sum() * 0.0
         return nt_xent(h[keep], h_pos[keep], self.cfg.tau)
 
     def substitute(self, item: Tensor) -> Tensor:
