@@ -349,6 +349,25 @@ def test_run_experiment_learns_the_planted_topics_beyond_popularity(tmp_path):
     assert len(list((tmp_path / "sem").iterdir())) == 1  # one cache entry, no temp folder left
 
 
+def test_zero_weights_repeat_a_whole_sasrec_run_on_prefixes(tmp_path):
+    """run_experiment end to end, one seed: SRA-CL with alpha = beta = 0 and SASRec trained on the same prefix
+    samples log the same losses and reach the same test metrics, float for float."""
+    from behaviorseq.train import run_experiment
+
+    path = write_planted(tmp_path)
+    train = {"epochs": 2, "batch_size": 64, "lr": 0.005, "seed": 3, "threads": 1}
+    back = {"hidden_size": 16, "max_len": L, "dropout": 0.2, "num_blocks": 2, "num_heads": 2}
+    runs = {}
+    for name, margs, extra in (("sracl", {**SMALL, "alpha": 0.0, "beta": 0.0}, {}),
+                               ("sasrec", {**back, "loss": "ce"}, {"train_windows": "prefixes"})):
+        cfg = {"model": name, "model_config": margs, "data": {"dataset": str(path), "cache_dir": str(tmp_path / "c")},
+               "train": {**train, **extra}, "eval": {"ks": [10]}}
+        res = run_experiment(cfg, tmp_path / name)
+        log = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        runs[name] = ([r["train_loss"] for r in log if "train_loss" in r], res["test"])
+    assert runs["sracl"][0] and runs["sracl"] == runs["sasrec"]
+
+
 # ---------------------------------------------------------------- the semantic sources and the cache
 
 
