@@ -49,7 +49,7 @@ from behaviorseq.data.synthetic.hawkes import HawkesParams
 from behaviorseq.models.tpp.hawkes_exp import HawkesExp
 from behaviorseq.models.tpp.prompttpp import PromptTPP, PromptTPPConfig
 from behaviorseq.tasks.tpp import TPPBatcher, TPPTask, TPPTaskConfig
-from behaviorseq.train.continual import run_continual, synthetic_stream
+from behaviorseq.train.continual import run_continual, summarize, synthetic_stream
 from behaviorseq.utils import atomic_write_text
 
 
@@ -201,12 +201,18 @@ def main() -> None:
         if args.selection:
             selection(args, int(s))
     methods = ["truth", *args.methods.split(",")]
-    keys = ("current", "final", "final_earlier", "forgetting")
-    print(f"{'method':10s} {'current':>13s} {'final':>13s} {'final earlier':>13s} {'forgetting':>13s}   (ll/event, "
-          f"mean +- sd over {len(per_seed)} seed(s))")
+    keys = ("current", "next", "final", "final_earlier", "forgetting")
+    print(f"{'method':10s} {'current':>13s} {'next window':>13s} {'final':>13s} {'final earlier':>13s} "
+          f"{'forgetting':>13s}   (ll/event, mean +- sd over {len(per_seed)} seed(s))")
+
+    def value(res: dict, k: str) -> float:  # "next" is derived from R (runs before session 17 did not store it)
+        if k in res:
+            return res[k]
+        return float(np.mean(res["R_diag"][1:])) if "R_diag" in res else summarize(res["R"])[k]
+
     summary = {}
     for m in methods:
-        summary[m] = {k: list(mean_sd(per_seed[s][m][k] for s in per_seed)) for k in keys}
+        summary[m] = {k: list(mean_sd(value(per_seed[s][m], k) for s in per_seed)) for k in keys}
         print(f"{m:10s} " + " ".join(f"{pm(*summary[m][k], sep='+-'):>13s}" for k in keys))
     if args.png:
         import matplotlib

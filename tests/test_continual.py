@@ -30,6 +30,7 @@ def test_summarize_by_hand():
     assert s["final"] == pytest.approx((-1.5 - 2.5 - 1.2) / 3)
     assert s["final_earlier"] == pytest.approx((-1.5 - 2.5) / 2)
     assert s["forgetting"] == pytest.approx(((-1.0 + 1.5) + (-1.5 + 2.5)) / 2)
+    assert s["next"] == pytest.approx((-3.0 - 2.5) / 2)  # R[0][1], R[1][2]: each window before training on it
 
 
 def test_stream_regimes_follow_the_schedule(stream):

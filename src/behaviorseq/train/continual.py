@@ -5,6 +5,9 @@ model is never told at test time which window a sequence comes from. After train
 set of every window v is scored: ``R[metric][w][v]``. Reported per metric, from R:
 
 - ``current``: mean over w of R[w][w], each window right after training on it;
+- ``next``: mean over w < T-1 of R[w][w+1], each window before training on it, with the model of the window
+  before (how well the stream's next window is predicted: the brief's "average per-task metric on the next
+  window");
 - ``final``: mean over v of R[T-1][v], every window after the last;
 - ``final_earlier``: the same over the earlier windows v < T-1 only (what forgetting costs);
 - ``forgetting``: mean over v < T-1 of R[v][v] - R[T-1][v] (for the log-likelihood and accuracy, a positive
@@ -47,10 +50,12 @@ Window = dict[str, EventSequences]  # {"train": ..., "valid": ..., "test": ...}
 
 
 def summarize(R: np.ndarray) -> dict[str, float]:
-    """current, final, final_earlier and forgetting of one metric's [T, T] matrix (module docstring)."""
+    """current, next, final, final_earlier and forgetting of one metric's [T, T] matrix (module docstring)."""
+    R = np.asarray(R, dtype=np.float64)
     d = np.diag(R)
     earlier = R[-1, :-1] if len(R) > 1 else np.full(1, np.nan)
-    return {"current": float(d.mean()), "final": float(R[-1].mean()), "final_earlier": float(earlier.mean()),
+    nxt = float(np.diag(R, 1).mean()) if len(R) > 1 else float("nan")
+    return {"current": float(d.mean()), "next": nxt, "final": float(R[-1].mean()), "final_earlier": float(earlier.mean()),
             "forgetting": float((d[:-1] - R[-1, :-1]).mean()) if len(R) > 1 else float("nan")}
 
 
