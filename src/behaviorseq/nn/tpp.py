@@ -93,8 +93,9 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
 
     Neural intensities need not decay, so the dominating rate is ``over_sample`` times the largest total
     intensity on ``n_boundary`` points of [0, dtime_max] (EasyTPP's choice); each draw proposes
-    ``n_exp`` candidates and keeps the first accepted; a draw with none accepted before ``dtime_max``
-    returns ``dtime_max``. Returns dt [B, L], type [B, L] and the fraction of such draws (over real events).
+    ``n_exp`` candidates and keeps the first accepted; a draw with none accepted (no candidate before
+    ``dtime_max`` passed, or all ``n_exp`` rejected) returns ``dtime_max``. Returns dt [B, L], type [B, L] and
+    the fraction of such draws at each position [B, L] (0 at padding).
     """
     valid = state["mask"]
     (B, L), dev = valid.shape, valid.device
@@ -102,7 +103,7 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     bound = model.intensity(state, grid).sum(-1).amax(-1) * over_sample  # [B, L]
     dt_sum = torch.zeros(B, L, device=dev)
     p_sum = None
-    misses = torch.zeros((), device=dev)
+    misses = torch.zeros(B, L, device=dev)
     for _ in range(n_samples):
         e = torch.empty(B, L, n_exp, device=dev).exponential_(1.0, generator=generator)
         tau = torch.cumsum(e, -1) / bound[..., None]  # [B, L, n_exp] candidate times
@@ -117,6 +118,6 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
         p = lam_acc / lam_acc.sum(-1, keepdim=True).clamp_min(1e-12)
         dt_sum += t_acc
         p_sum = p if p_sum is None else p_sum + p
-        misses += (~hit & valid).sum() / valid.sum().clamp_min(1)
+        misses += (~hit & valid).float()
     return dt_sum / n_samples, p_sum.argmax(-1), misses / n_samples
 

@@ -145,7 +145,7 @@ class TPPTask:
                 m = ll.mask
                 sums[2] += ((dt[:, :-1] - batch["dtime"][:, 1:]) ** 2)[m].double().sum().cpu()
                 sums[3] += (k[:, :-1] == batch["type"][:, 1:])[m].double().sum().cpu()
-                sums[4] += miss.double().cpu() * n.cpu()
+                sums[4] += miss[:, :-1][m].double().sum().cpu()  # over the predicted events only
         if world > 1:
             dist.all_reduce(sums)
         if was_training:

@@ -18,6 +18,8 @@ Deviations, one line each:
 - Padding keys are masked (EasyTPP masks only the future); EasyTPP's optional LayerNorm (``use_ln``,
   off in PromptTPP's config) is not offered.
 - Query times are measured from each sequence's first event (the task's batches).
+- The softplus has a learnable softness per type (EasyTPP's ScaledSoftplus, 1 at init = plain softplus);
+  PromptTPP's released code uses a plain ``nn.Softplus``.
 """
 
 from __future__ import annotations

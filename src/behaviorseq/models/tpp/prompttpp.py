@@ -18,6 +18,7 @@ Deviations from the released code (yanyanSann/PromptTPP @8a9831c), each fixing a
 - The pull term is a mean per selected key, on the scale of the per-event NLL (the code sums the NLL over
   the batch and averages the pull term); the alternating requires_grad flip of the pools is not copied.
 - Warm start (the continual protocol's fine-tuning) is a full ``load_state_dict`` done by the caller.
+- The intensity keeps AttNHP's per-type softplus softness (1 at init: the code's plain softplus).
 - Optional, off by default: ``diversify`` (L2P's frequency-weighted selection in training, ``end_task``).
 """
 
