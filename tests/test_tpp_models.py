@@ -182,6 +182,18 @@ def test_thp_easytpp_layout_is_ffn_of_attention_of_x_plus_z_in_every_layer():
     torch.testing.assert_close(got[mask], want[mask], rtol=1e-5, atol=1e-6)
 
 
+def test_time_rescaling_accepts_the_true_process_and_rejects_a_wrong_one():
+    task = make_task(n_seqs=200, max_events=40)
+    good = task.time_rescaling(truth())
+    assert good["integral"] == "exact" and good["n_intervals"] > 1000
+    assert good["ks_p"] > 0.01, good
+    wrong = HawkesExp.from_params(PARAMS.mu * 3, PARAMS.adjacency, PARAMS.decay)  # three times the baseline
+    bad = task.time_rescaling(wrong)
+    assert bad["ks_p"] < 1e-6 and bad["ks_d"] > 5 * good["ks_d"], (good, bad)
+    # a neural model goes through the midpoint rule
+    assert task.time_rescaling(build("nhp"), n_grid=8)["integral"] == "midpoint"
+
+
 def test_thinning_matches_the_analytic_next_event_distribution():
     task = make_task(n_seqs=20)
     m = truth()
