@@ -18,7 +18,8 @@ behaviours inside the window that the top-K search returns); the Bayes AUC (the 
 probabilities ranked) is the ceiling. Variants: ``dare-half`` is DARE with d_A = d / 2 and d_R = d;
 ``twin-half`` is TWIN with its one table at d / 2 (the same shrink of the attention side, which TWIN
 cannot make without shrinking its representation too); ``din-torchinit`` is DIN with torch's default init instead
-of DARE's N(0, 0.01) (a check on the slow start of DIN-long at L = 1,024). Results: benchmarks/results/long_ctr_<cmd>.json.
+of DARE's N(0, 0.01) (a check on the slow start of DIN-long at L = 1,024); ``sim-twin`` / ``eta-twin`` are SIM and ETA
+with TWIN's ESU (``esu="twin"``: its score scaling and auxiliary head). Results: benchmarks/results/long_ctr_<cmd>.json.
 Runs are cached under benchmarks/_work/long_ctr/<data>/<variant>-d<d>-s<seed>/metrics.json.
 """
 
@@ -52,6 +53,8 @@ VARIANTS = {  # name -> (registered model, model args given d)
     "din-torchinit": ("din", lambda d: {"embedding_dim": d, "init_std": None}),  # torch's init, not N(0, 0.01)
     "sim": ("sim", lambda d: {"embedding_dim": d}),
     "eta": ("eta", lambda d: {"embedding_dim": d}),
+    "sim-twin": ("sim", lambda d: {"embedding_dim": d, "esu": "twin"}),  # TWIN's ESU: DARE's "TWIN (hard)"
+    "eta-twin": ("eta", lambda d: {"embedding_dim": d, "esu": "twin"}),
     "twin": ("twin", lambda d: {"embedding_dim": d}),
     "twin-half": ("twin", lambda d: {"embedding_dim": d // 2}),
     "dare": ("dare", lambda d: {"embedding_dim": d}),

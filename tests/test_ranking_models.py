@@ -198,6 +198,32 @@ def test_sim_hard_search_keeps_the_most_recent_same_category_then_fills_with_rec
     assert idx[1].tolist() == [5, 7, 6, 4]  # one 1, then the newest others; padding never chosen
 
 
+@pytest.mark.parametrize("name", ["sim", "eta"])
+def test_sim_and_eta_with_twins_esu_equal_twin_when_the_search_keeps_everything(name):
+    """esu="twin": TWIN's score scaling and auxiliary head. With top_k = L every search keeps all real
+    behaviours, so with TWIN's weights both heads must give TWIN's logits; the plain ESU must not."""
+    batch = ctr_batch(min_len=3)
+    big = {"top_k": L, "init_std": None}  # torch's init: N(0, 0.01) leaves every logit nearly equal
+    m, twin = make(name, esu="twin", **big).eval(), make("twin", **big).eval()
+    twin.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("hash")})
+    torch.testing.assert_close(m.score(batch), twin.score(batch))
+    torch.testing.assert_close(m(batch, aux=True)["aux_logit"], twin(batch, aux=True)["aux_logit"])
+    plain = make(name, **big).eval()
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("aux_tower")})
+    assert not torch.allclose(plain.score(batch), twin.score(batch))
+    # the loss carries the auxiliary term (weight 1), and none without the head
+    main = torch.nn.functional.binary_cross_entropy_with_logits(m.score(batch), batch["label"])
+    aux = torch.nn.functional.binary_cross_entropy_with_logits(m(batch, aux=True)["aux_logit"], batch["label"])
+    torch.testing.assert_close(m.loss(batch), main + aux + m.cfg.l2 * l2_of(m))
+    assert make(name, esu="twin", aux_loss_weight=0.0).aux_tower is None and plain.aux_tower is None
+
+
+def l2_of(model) -> torch.Tensor:
+    from behaviorseq.nn.ctr_tower import l2_penalty
+
+    return l2_penalty(model)
+
+
 def test_eta_hamming_search_equals_brute_force_bit_counting():
     from behaviorseq.models.ranking.eta import hamming_search
 

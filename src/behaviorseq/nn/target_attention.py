@@ -8,6 +8,8 @@ Shapes: B = batch, L = sequence length (left-padded, latest behaviour last), D =
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -23,6 +25,18 @@ def recency_positions(width: int, device: torch.device | None = None) -> Tensor:
     DARE's ``max_len - index``; the target uses id 0. The ids depend only on the distance to the latest
     behaviour, so trimming a batch to its longest history does not change them."""
     return torch.arange(width, 0, -1, device=device)
+
+
+def esu_scores(v: Tensor, e: Tensor, d: int, use_position: bool, kind: str = "twin") -> Tensor:
+    """Target-attention scores of the behaviours e [B, L, F] for the target v [B, F], F = [item; cat(; pos)]
+    fields of width d -> [B, L]. ``"twin"`` (TWIN / DARE, brief 1.1): the semantic part over sqrt(2d) plus the
+    position part over sqrt(d); ``"plain"``: one scaled dot product over all F, <v, e_j> / sqrt(F)."""
+    if kind == "plain":
+        return torch.bmm(e, v.unsqueeze(-1)).squeeze(-1) / math.sqrt(e.shape[-1])
+    sem = torch.bmm(e[..., :2 * d], v[:, :2 * d].unsqueeze(-1)).squeeze(-1) / math.sqrt(2 * d)
+    if not use_position:
+        return sem
+    return sem + torch.bmm(e[..., 2 * d:], v[:, 2 * d:].unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
 
 
 def pad_score(dtype: torch.dtype) -> float:

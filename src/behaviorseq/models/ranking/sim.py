@@ -10,9 +10,9 @@ Loss: BCE + l2 * sum ||W||^2 (no biases, no embeddings).
 
 Deviations, one line each:
 - SIM's ESU is multi-head attention with time-interval embeddings; this one is a single-head scaled dot
-  product with a position field. It is not quite TWIN's: one sqrt(3d) over [item; cat; pos] where TWIN / DARE
-  scale the semantic part by sqrt(2d) and the position part by sqrt(d), and no auxiliary head (DARE's
-  "TWIN (hard)" has one). The README's SIM numbers are this model's. TODO: TWIN's exact ESU as an option.
+  product with a position field: by default one sqrt(3d) over [item; cat; pos] and no auxiliary head (the
+  README's SIM rows). ``esu="twin"`` is TWIN's ESU exactly (semantic part over sqrt(2d), position part over
+  sqrt(d), the auxiliary full-attention head), i.e. DARE's "TWIN (hard)": then only the search differs.
 - The paper's search is an inverted index per user and category; the selection here is one top-K over
   a category-match key, the same result with static shapes.
 - One output logit with BCE and DARE's tower and N(0, 0.01) init, for comparability.
@@ -20,7 +20,7 @@ Deviations, one line each:
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -37,7 +37,13 @@ from behaviorseq.nn.ctr_tower import (
     require_fields,
     target_representation,
 )
-from behaviorseq.nn.target_attention import gather_rows, recency_positions, softmax_attention, topk_search
+from behaviorseq.nn.target_attention import (
+    esu_scores,
+    gather_rows,
+    recency_positions,
+    softmax_attention,
+    topk_search,
+)
 
 FIELDS = ("item", "category", "target", "target_category")
 
@@ -47,6 +53,9 @@ class SIMConfig(StrictConfig):
     embedding_dim: int = Field(16, gt=0)  # per field (item, category, position)
     top_k: int = Field(20, gt=0)  # DARE scripts: 20
     use_position: bool = True
+    esu: Literal["plain", "twin"] = "plain"  # "twin": TWIN's score scaling and auxiliary head (module docstring)
+    aux_loss_weight: float = Field(1.0, ge=0.0)  # esu="twin" only: weight of the auxiliary head (DARE: 1)
+    aux_hidden: tuple[int, ...] = (200,)  # esu="twin" only: DARE's auxiliary MLP
     mlp_hidden: tuple[int, ...] = (200, 80)
     l2: float = Field(1e-6, ge=0.0)
     init_std: float | None = Field(0.01, gt=0.0)  # DARE's init, for comparability; None: torch default
@@ -79,6 +88,8 @@ class SIM(nn.Module):
         if cfg.use_position:
             self.position_embedding = FastEmbedding(cfg.max_len + 1, d)
         self.tower = CTRTower(3 * n_fields * d, cfg.mlp_hidden)
+        twin = cfg.esu == "twin" and cfg.aux_loss_weight > 0
+        self.aux_tower = CTRTower(3 * n_fields * d, cfg.aux_hidden) if twin else None
         if cfg.init_std is not None:
             dare_init_(self, cfg.init_std)
 
@@ -88,8 +99,8 @@ class SIM(nn.Module):
             parts.append(self.position_embedding(position))
         return torch.cat(parts, dim=-1)
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Main logit [B]; ``topk_index`` / ``topk_weight`` [B, K]."""
+    def forward(self, batch: dict[str, Tensor], aux: bool = False) -> dict[str, Tensor]:
+        """Main logit [B]; ``topk_index`` / ``topk_weight`` [B, K]; ``aux_logit`` [B] if aux (esu="twin")."""
         require_fields(batch, FIELDS, "sim")
         item, category = batch["item"], batch["category"]
         B, W = item.shape
@@ -98,12 +109,20 @@ class SIM(nn.Module):
         pos = recency_positions(W, item.device).expand(B, W)
         e = self.embed(gather_rows(item, idx), gather_rows(category, idx), gather_rows(pos, idx))  # [B, K, F]
         v = self.embed(batch["target"], batch["target_category"], torch.zeros_like(batch["target"]))  # [B, F]
-        s = torch.bmm(e, v.unsqueeze(-1)).squeeze(-1) / math.sqrt(e.shape[-1])  # ESU scores [B, K]
+        s = esu_scores(v, e, self.cfg.embedding_dim, self.cfg.use_position, self.cfg.esu)  # ESU scores [B, K]
         h, w = softmax_attention(s, e, gather_rows(mask, idx))
-        return {"logit": self.tower(target_representation(v, h)), "topk_index": idx, "topk_weight": w}
+        out = {"logit": self.tower(target_representation(v, h)), "topk_index": idx, "topk_weight": w}
+        if aux and self.aux_tower is not None:  # TWIN's auxiliary head: full attention over all L
+            e_all = self.embed(item, category, pos)
+            s_all = esu_scores(v, e_all, self.cfg.embedding_dim, self.cfg.use_position, self.cfg.esu)
+            out["aux_logit"] = self.aux_tower(target_representation(v, softmax_attention(s_all, e_all, mask)[0]))
+        return out
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        loss = bce_with_logits(self(batch)["logit"], batch["label"])
+        out = self(batch, aux=True)
+        loss = bce_with_logits(out["logit"], batch["label"])
+        if "aux_logit" in out:
+            loss = loss + self.cfg.aux_loss_weight * bce_with_logits(out["aux_logit"], batch["label"])
         return loss + self.cfg.l2 * l2_penalty(self) if self.cfg.l2 else loss
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:

@@ -37,6 +37,7 @@ from behaviorseq.nn.ctr_tower import (
 )
 from behaviorseq.nn.target_attention import (
     candidate_topk_attention,
+    esu_scores,
     real_suffix,
     recency_positions,
     softmax_attention,
@@ -87,11 +88,7 @@ class TWIN(nn.Module):
 
     def attention_scores(self, v: Tensor, e: Tensor) -> Tensor:
         """v [B, F], e [B, L, F] -> s [B, L]; semantic and position parts scaled by their own sqrt(dim)."""
-        d = self.cfg.embedding_dim
-        sem = torch.bmm(e[..., :2 * d], v[:, :2 * d].unsqueeze(-1)).squeeze(-1) / math.sqrt(2 * d)
-        if not self.cfg.use_position:
-            return sem
-        return sem + torch.bmm(e[..., 2 * d:], v[:, 2 * d:].unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
+        return esu_scores(v, e, self.cfg.embedding_dim, self.cfg.use_position)
 
     def forward(self, batch: dict[str, Tensor], aux: bool = False) -> dict[str, Tensor]:
         """Main logit [B]; ``scores`` [B, L], ``topk_index`` / ``topk_weight`` [B, K]; ``aux_logit`` [B] if aux."""
