@@ -155,6 +155,9 @@ class KCore(Step):
             if ok.all():
                 break
             u, i, idx = u[ok], i[ok], idx[ok]
+        else:
+            raise ValueError(f"k_core (user {self.user}, item {self.item}) did not reach a fixed point in "
+                             f"max_rounds={self.max_rounds} rounds; raise max_rounds")
         keep = np.zeros(len(f.ucode), dtype=bool)
         keep[idx] = True
         return f.filter(keep)

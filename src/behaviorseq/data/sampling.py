@@ -29,6 +29,17 @@ class InteractionSet:
         return self.keys[pos] == q
 
 
+def repeats(x: np.ndarray) -> np.ndarray:
+    """Bool [..., n]: True at every occurrence of a value after its first in the same row (last axis)."""
+    order = np.argsort(x, axis=-1, kind="stable")
+    s = np.take_along_axis(x, order, -1)
+    dup = np.zeros(x.shape, dtype=bool)
+    dup[..., 1:] = s[..., 1:] == s[..., :-1]
+    out = np.empty_like(dup)
+    np.put_along_axis(out, order, dup, -1)
+    return out
+
+
 class UniformSampler:
     """Uniform over the items other than the positive (exactly: draws among n_items - 1 ids)."""
 
@@ -45,22 +56,29 @@ class UniformSampler:
         return np.where(has_pos & (r >= pos), r + 1, r)
 
     def sample(self, pos: np.ndarray, n: int, rng: np.random.Generator,
-               users: np.ndarray | None = None) -> np.ndarray:
+               users: np.ndarray | None = None, distinct: bool = False) -> np.ndarray:
         """pos [...]: positive ids (0 = none). Returns [..., n] negatives != pos (and, with ``exclude``
-        and ``users`` [...], never an item the user interacted with)."""
+        and ``users`` [...], never an item the user interacted with). ``distinct``: the n negatives of a
+        row are different items (sampled evaluation's "100 negatives": 101 distinct candidates); training
+        negatives are independent draws."""
         pos = np.asarray(pos, dtype=np.int64)
         rep = np.broadcast_to(pos[..., None], pos.shape + (n,))
         neg = self._draw(rep, rng)
-        if self.exclude is not None and users is not None:
-            u = np.broadcast_to(np.asarray(users)[..., None], rep.shape)
-            for _ in range(self.max_rounds):
-                bad = self.exclude.contains(u, neg)
-                if not bad.any():
-                    break
-                neg[bad] = self._draw(rep[bad], rng)
-            else:
-                raise RuntimeError("negative sampler: some users have interacted with nearly every item")
-        return neg
+        check = self.exclude is not None and users is not None
+        if not (check or distinct):
+            return neg
+        if distinct and n > self.n_items - 1:
+            raise ValueError(f"cannot draw {n} distinct negatives from {self.n_items} items")
+        u = np.broadcast_to(np.asarray(users)[..., None], rep.shape) if check else None
+        for _ in range(self.max_rounds):
+            bad = self.exclude.contains(u, neg) if check else np.zeros(neg.shape, dtype=bool)
+            if distinct:
+                bad |= repeats(neg)
+            if not bad.any():
+                return neg
+            neg[bad] = self._draw(rep[bad], rng)
+        raise RuntimeError("negative sampler: some users have interacted with nearly every item, or too few "
+                           "items are left to draw the negatives distinct")
 
 
 class PopularitySampler(UniformSampler):

@@ -151,8 +151,6 @@ def target_ranks(
     if ties == "optimistic":
         return higher
     tied = count("eq", 1)  # ... but always ties with itself
-    if ties == "pessimistic":
-        return higher + tied
     return higher.double() + tied.double() / 2
 
 

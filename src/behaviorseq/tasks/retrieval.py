@@ -95,6 +95,9 @@ class RetrievalTask:
         batcher = SeqBatcher(self.store, view, self.max_len, self.padding, self.fields)
         is_set = bool(len(view)) and bool((view.target_end - view.target_start > 1).any())
         sampler = None
+        if ec.negatives != "full" and is_set:
+            raise ValueError(f"eval.negatives={ec.negatives}: sampled ranking is for one-target views; "
+                             f"{role!r} holds target sets (user holdout), which are ranked in full")
         if ec.negatives != "full":
             sampler = make_sampler(ec.negative_sampler, self.store, np.flatnonzero(self.split.roles == TRAIN))
             sampler.exclude = InteractionSet(self.store)  # sampled negatives are items the user never touched
@@ -122,11 +125,17 @@ class RetrievalTask:
                     scores[torch.arange(len(idx)), tgt] = s_t
                     exclude = None
             if is_set:
+                if "targets" not in batch:  # a chunk of one-target users only: the batcher gave "target"
+                    batch["targets"] = batch.pop("target")[:, None]
+                if exclude is not None:  # a target is never removed, even if the user had it before
+                    r, it = exclude
+                    keep = ~(batch["targets"][r] == it[:, None]).any(1)
+                    exclude = (r[keep], it[keep])
                 per = set_metrics(topk_with_exclusion(scores, max(ks), exclude), batch["targets"], ks)
             elif sampler is not None:
                 rng = np.random.default_rng([ec.seed, int(idx[0]) if len(idx) else 0])
                 tgt = batch["target"].numpy()
-                neg = torch.from_numpy(sampler.sample(tgt, int(ec.negatives), rng, view.user[idx]))
+                neg = torch.from_numpy(sampler.sample(tgt, int(ec.negatives), rng, view.user[idx], distinct=True))
                 cand = torch.cat([batch["target"][:, None], neg], 1)  # target first
                 sub = scores.gather(1, cand)
                 ranks = target_ranks(torch.cat([torch.full((len(idx), 1), -torch.inf), sub], 1),

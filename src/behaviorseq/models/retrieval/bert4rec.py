@@ -21,6 +21,8 @@ Deviations from the official code, one line each:
 - Sequences are left-padded and positions right-aligned to the table (official: right padding),
   so the appended [MASK] always has position max_len - 1.
 - The softmax runs over the items only, not over the padding and [MASK] tokens of the vocabulary.
+- Training (configs/bert4rec.yaml): Adam lr 1e-3 with early stopping, not the official AdamW (decay 0.01),
+  lr 1e-4, warm-up + linear decay over 400,000 steps; the yaml gives the overrides for the official optimiser.
 """
 
 from __future__ import annotations

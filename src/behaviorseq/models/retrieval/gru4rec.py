@@ -11,6 +11,8 @@ Deviations from the paper, one line each:
   cross-entropy over all items (loss="ce"), or BCE with one sampled negative (loss="bce").
 - The output layer is the input item table (after a dense layer to its width) instead of a separate
   output embedding, as in RecBole.
+- Also RecBole's: a GRU without biases, dropout on the input embeddings (not between hidden layers), and no
+  tanh on the output. Hidasi & Czapp (RecSys 2023) show such third-party versions trail the official GRU4Rec.
 """
 
 from __future__ import annotations

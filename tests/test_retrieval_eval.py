@@ -1,0 +1,98 @@
+"""The retrieval evaluator's protocol details: history exclusion never removes a target (sets included),
+one-target chunks of a set view, sampled ranking's distinct negatives, and its refusal on set views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_events
+
+from behaviorseq.config import EvalConfig, TrainConfig
+from behaviorseq.data import preprocess as P
+from behaviorseq.data.sampling import InteractionSet, PopularitySampler, UniformSampler, repeats
+from behaviorseq.data.splits import user_holdout
+from behaviorseq.data.store import SequenceStore
+from behaviorseq.tasks.retrieval import RetrievalTask
+
+
+class FixedScores(torch.nn.Module):
+    """Scores every item by a fixed vector, whatever the history: item ``top`` first."""
+
+    padding, fields, n_negatives = "left", (), 0
+
+    def __init__(self, n_items: int, top: int):
+        super().__init__()
+        self.cfg = type("C", (), {"max_len": 20})()
+        self.s = torch.linspace(1, 0, n_items + 1)
+        self.s[top] = 2.0
+
+    def score(self, batch):
+        return self.s.expand(len(batch["item"]), -1).clone()
+
+
+def holdout_task(users, items, exclude: bool, batch_size: int = 64, negatives="full"):
+    store = SequenceStore.build(P.run(make_events(users, items, list(range(len(users))))))
+    split = user_holdout(store, fractions=(0.0, 0.0, 1.0), seed=0)  # every user held out
+    model = FixedScores(store.num_items, top=1)
+    ev = EvalConfig(ks=[1, 2], exclude_history=exclude, batch_size=batch_size, negatives=negatives)
+    return store, RetrievalTask.create(store, split, model, TrainConfig(), ev), model
+
+
+def test_history_exclusion_never_removes_a_target_from_a_set():
+    # 10 events: input the first 8 (items 1..8), targets {1, 9}; item 1 comes back, and it is scored first,
+    # item 2 (history) second, item 9 third
+    items = [1, 2, 3, 4, 5, 6, 7, 8, 1, 9]
+    store, task, model = holdout_task(["a"] * 10, items, exclude=True)
+    code = dict(zip(items, np.asarray(store.item).tolist()))
+    model.s[:] = 0.0
+    model.s[code[1]], model.s[code[2]], model.s[code[9]] = 3.0, 2.0, 1.0
+    out = task.evaluate(model, "test", "cpu")
+    assert out["recall@1"] == 0.5  # the repeated target keeps its place
+    assert out["recall@2"] == 1.0  # history item 2 is removed, so target 9 moves up to the second slot
+    _, plain, _ = holdout_task(["a"] * 10, items, exclude=False)
+    assert plain.evaluate(model, "test", "cpu")["recall@2"] == 0.5  # without exclusion item 2 holds slot 2
+
+
+def test_a_chunk_of_one_target_users_in_a_set_view_is_evaluated():
+    # user b has 5 events (input 4, one target), user c 10 (input 8, two targets): sorted by input length,
+    # b's chunk (batch size 1) holds a single one-target user
+    users = ["b"] * 5 + ["c"] * 10
+    items = [1, 2, 3, 4, 5] + [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    _, task, model = holdout_task(users, items, exclude=False, batch_size=1)
+    out = task.evaluate(model, "test", "cpu")
+    assert out["n"] == 2
+    assert 0.0 <= out["recall@2"] <= 1.0
+
+
+def test_sampled_ranking_is_refused_on_target_sets():
+    _, task, model = holdout_task(["c"] * 10, list(range(1, 11)), exclude=False, negatives=5)
+    with pytest.raises(ValueError, match="target sets"):
+        task.evaluate(model, "test", "cpu")
+
+
+@pytest.mark.parametrize("kind", ["uniform", "popularity"])
+def test_distinct_negatives_are_distinct_and_still_valid(kind):
+    n_items = 12
+    sampler = UniformSampler(n_items) if kind == "uniform" else PopularitySampler(np.r_[0, np.arange(1, n_items + 1)])
+    rng = np.random.default_rng(0)
+    pos = rng.integers(1, n_items + 1, 500)
+    n = 10 if kind == "uniform" else 6  # rejection by popularity needs room to finish
+    neg = sampler.sample(pos, n, rng, distinct=True)
+    assert (np.sort(neg, 1)[:, 1:] != np.sort(neg, 1)[:, :-1]).all()
+    assert (neg != pos[:, None]).all() and neg.min() >= 1 and neg.max() <= n_items
+    assert repeats(sampler.sample(pos, 10, rng)).any()  # independent draws do repeat
+    with pytest.raises(ValueError, match="distinct"):
+        sampler.sample(pos, 12, rng, distinct=True)
+    # with a user's items excluded as well
+    store = SequenceStore.build(P.run(make_events(["u"] * 3, [1, 2, 3], [0, 1, 2])))
+    s2 = UniformSampler(n_items, InteractionSet(store))
+    code = np.asarray(store.item)
+    users = np.full(200, store.event_user()[0])
+    neg = s2.sample(np.full(200, code[0]), 8, rng, users=users, distinct=True)
+    assert not np.isin(neg, code).any() and not repeats(neg).any()
+
+
+def test_repeats_marks_every_occurrence_after_the_first():
+    x = np.array([[3, 1, 3, 2, 1, 3]])
+    assert repeats(x).tolist() == [[False, False, True, False, True, True]]
