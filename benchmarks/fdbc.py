@@ -102,7 +102,8 @@ def rule_check(pipe: FDBC, data) -> tuple[list[dict], dict]:
         out.append(rec)
     from behaviorseq.cluster.rules import extract_rules
 
-    union = extract_rules(data.expert, pipe.flagged_, data.feature_names, max_depth=3, target="flagged")
+    union = extract_rules(data.expert, pipe.flagged_, data.feature_names, max_depth=3, target="flagged",
+                          holdout=pipe.config.rule_holdout)
     out.append({"cluster": "all risky", "size": int(pipe.flagged_.sum()), "majority_ring": -1, "purity": 0.0,
                 "ring_type": None, "planted": [], "rules": [r.to_dict() for r in union[:5]]})
     summary = {"clusters_checked": len(named), "top_rule_names_planted": float(np.mean(named)) if named else None,

@@ -103,6 +103,37 @@ def test_resume_after_kill_gives_the_same_final_metrics(data, tmp_path, model):
     assert la == lb
 
 
+def test_a_fresh_run_in_a_used_folder_never_reports_the_old_weights(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    out = tmp_path / "run"
+    run_experiment(small_config(data, epochs=2), out)
+    assert (out / "checkpoints" / "best.pt").exists()
+    # the same folder, a run that ends before its first evaluation: no best.pt of its own
+    res = run_experiment(small_config(data, epochs=2, eval_every=5, time_limit_s=0.0), out)
+    assert res["best_epoch"] == -1 and not (out / "checkpoints" / "best.pt").exists()
+
+
+def test_resume_refuses_changed_settings_but_not_where_it_runs(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    out = tmp_path / "run"
+    run_experiment(small_config(data, epochs=1), out)
+    with pytest.raises(ConfigError, match=r"train.lr: 0.001 -> 0.01"):
+        run_experiment(small_config(data, epochs=1, lr=0.01), out, resume=True)
+    run_experiment(small_config(data, epochs=2, threads=2, time_limit_s=100.0), out, resume=True)  # allowed
+
+
+def test_a_config_files_model_config_merges_with_cli_overrides(data, tmp_path):
+    from behaviorseq.cli_train import build_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("model_config:\n  hidden_size: 48\n")
+    cfg = resolve_config(build_config("sasrec", None, str(f), ["model.num_heads=1", "model.hidden_size=32"]))
+    assert cfg.model_args["hidden_size"] == 32 and cfg.model_args["num_heads"] == 1
+    assert cfg.model_args["dropout"] == 0.5 and cfg.model_args["loss"] == "ce"  # the packaged sasrec.yaml stays
+    with pytest.raises(ConfigError, match="not both"):
+        RunConfig.from_dict({"model_config": {"a": 1}, "model_args": {"b": 2}})
+
+
 def _ddp_eval_worker(rank: int, world: int, init: str, cfg: dict, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     store, split, model, task = prepare(resolve_config(cfg))
@@ -126,14 +157,20 @@ def test_distributed_evaluation_equals_one_process(data, tmp_path):
 
 
 def test_ddp_training_under_torchrun_style_env(data, tmp_path):
-    """Two gloo processes train one epoch together and agree on the weights afterwards."""
-    cfg = small_config(data, epochs=1)
+    """Two gloo processes train three epochs together: they agree on the weights afterwards, metrics.json
+    reports the final best weights (a single-process re-evaluation of best.pt gives the same numbers), and a
+    warm-up + linear schedule reaches 0 at the end (its length counts each rank's own steps)."""
+    cfg = small_config(data, epochs=3, scheduler="warmup_linear", warmup_steps=2, patience=5)
     out = tmp_path / "ddp_run"
     torch.multiprocessing.spawn(_ddp_train_worker, args=(2, f"file://{tmp_path / 'pg2'}", cfg, str(out)), nprocs=2)
     w0 = torch.load(out / "w0.pt")
     w1 = torch.load(out / "w1.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    assert (out / "metrics.json").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    again = evaluate_run(out)
+    assert m["valid"] == pytest.approx(again["valid"]) and m["test"] == pytest.approx(again["test"])
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def _ddp_train_worker(rank: int, world: int, init: str, cfg: dict, out: str) -> None:

@@ -248,6 +248,26 @@ def test_rules_recover_a_planted_threshold():
     assert top.precision == 1.0 and top.recall > 0.97
 
 
+def test_held_out_rules_are_counted_on_rows_the_tree_never_saw():
+    rng = np.random.default_rng(1)
+    n = 2000
+    X = np.column_stack([rng.uniform(0, 100, n), rng.uniform(0, 1, n), rng.normal(0, 1, n)])
+    y = (X[:, 0] < 20) & (X[:, 1] > 0.5)
+    rules = extract_rules(X, y, ["age", "shared", "noise"], max_depth=3, min_precision=0.9, holdout=0.5)
+    top = rules[0]
+    assert top.scored_on == "held-out" and top.n == n // 2 and top.n_pos == round(y.sum() / 2)
+    assert top.precision > 0.95 and top.recall > 0.9  # a real pattern carries over
+    # pure noise: a deep tree finds "rules" in-sample that do not hold on held-out rows
+    y_noise = rng.random(n) < 0.1
+    ins = extract_rules(X, y_noise, ["age", "shared", "noise"], max_depth=6, min_samples_leaf=2, min_precision=0.3)
+    out = extract_rules(X, y_noise, ["age", "shared", "noise"], max_depth=6, min_samples_leaf=2, min_precision=0.3,
+                        holdout=0.5)
+    assert ins and ins[0].scored_on == "in-sample"
+    assert np.mean([r.precision for r in out]) < np.mean([r.precision for r in ins]) - 0.1
+    with pytest.raises(ValueError, match="holdout"):
+        extract_rules(X, y, ["age", "shared", "noise"], holdout=1.0)
+
+
 # ---------------------------------------------------------------- end to end
 
 

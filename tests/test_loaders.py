@@ -220,6 +220,12 @@ def test_seqtext_malformed(tmp_path: Path):
     assert "skipped 2 malformed row" in warned[0]
 
 
+def test_seqtext_user_on_two_lines_is_an_error(tmp_path: Path):
+    f = write(tmp_path / "Beauty.txt", "1 10 11 12\n2 20 21\n\n1 13 14\n")
+    with raises_at("Beauty.txt", 4, "user", "user 1 already has line 1"):
+        read_seqtext(f)
+
+
 def test_seqtext_bad_attributes(tmp_path: Path):
     f = write(tmp_path / "a.txt", "1 2 3\n")
     bad = write(tmp_path / "attrs.json", '{"x": [1]}')
@@ -231,7 +237,8 @@ def test_seqtext_bad_attributes(tmp_path: Path):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.integers(0, 10**12), min_size=1, max_size=8), min_size=1, max_size=20))
+@given(st.lists(st.lists(st.integers(0, 10**12), min_size=1, max_size=8), min_size=1, max_size=20,
+                unique_by=lambda s: s[0]))  # one line per user
 def test_seqtext_roundtrip(tmp_path: Path, seqs: list[list[int]]):
     f = write(tmp_path / "p.txt", "".join(" ".join(map(str, s)) + "\n" for s in seqs))
     ev = read_seqtext(f).events.to_pydict()

@@ -96,3 +96,18 @@ def test_distinct_negatives_are_distinct_and_still_valid(kind):
 def test_repeats_marks_every_occurrence_after_the_first():
     x = np.array([[3, 1, 3, 2, 1, 3]])
     assert repeats(x).tolist() == [[False, False, True, False, True, True]]
+
+
+def test_unknown_split_args_and_empty_files_are_named(tmp_path):
+    from behaviorseq.config import ConfigError
+    from behaviorseq.data.datasets import open_dataset
+    from behaviorseq.data.loaders.errors import DataFormatError
+    from behaviorseq.data.splits import make_split
+
+    store = SequenceStore.build(P.run(make_events(["a"] * 4, [1, 2, 3, 4], [0, 1, 2, 3])))
+    with pytest.raises(ConfigError, match=r"unknown split_args \['frac'\]; valid keys are"):
+        make_split(store, "temporal", frac=0.1)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(DataFormatError, match="empty.txt.*no events"):
+        open_dataset(str(empty), cache=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from behaviorseq.config import ConfigError, parse_overrides
+from behaviorseq.utils import atomic_write_text
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -45,7 +46,11 @@ def build_config(model: str, data: str | None, config_file: str | None, override
             raise ConfigError(f"unknown protocol {protocol!r}; packaged protocols: {known}")
         cfg = _merge(cfg, proto)
     if config_file:
-        cfg = _merge(cfg, yaml.safe_load(Path(config_file).read_text()) or {})
+        user = yaml.safe_load(Path(config_file).read_text()) or {}
+        if "model_config" in user:  # the file's spelling of model_args: merged like it, not in its place
+            mc = user.pop("model_config") or {}
+            user["model_args"] = _merge(user.get("model_args") or {}, mc)
+        cfg = _merge(cfg, user)
     ov = parse_overrides(overrides)
     if "model" in ov and isinstance(ov["model"], dict):  # model.x=... -> the model's own config
         ov["model_args"] = ov.pop("model")
@@ -157,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table, rows = compare_runs(args.run_dirs, role=args.role, out=args.plot)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
     if args.plot:
         print(f"wrote {args.plot}")
     return 0

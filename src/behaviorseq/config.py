@@ -126,6 +126,8 @@ class RunConfig(StrictConfig):
     def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
         data = dict(data or {})
         if "model_config" in data:  # accepted spelling; pydantic reserves the attribute name
+            if data.get("model_args"):
+                raise ConfigError("give the model's config once: 'model_config' or 'model_args', not both")
             data["model_args"] = data.pop("model_config")
         for key, sub in (("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig)):
             if key in data and isinstance(data[key], dict):

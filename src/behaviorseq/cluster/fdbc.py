@@ -68,6 +68,7 @@ class FDBCConfig(StrictConfig):
     alpha: float = Field(0.01, gt=0, lt=1)
     rule_max_depth: int = Field(3, ge=1)
     rule_min_precision: float = Field(0.5, ge=0, le=1)
+    rule_holdout: float = Field(0.5, ge=0, lt=1)  # rows kept out of the rule fit, on which rules are counted
     seed: int = Field(0, ge=0)
 
 
@@ -220,10 +221,12 @@ class FDBC:
         self.labels_ = labels
 
     def rules(self, expert: np.ndarray, feature_names: list[str] | tuple[str, ...]) -> dict[int, list[Rule]]:
-        """Rules per risky cluster (target: member of that cluster vs every other row), on raw expert features."""
+        """Rules per risky cluster (target: member of that cluster vs every other row), on raw expert features;
+        learned on part of the rows and counted on the other ``config.rule_holdout`` share (0: in-sample)."""
         x = _check_2d(expert, "expert", len(self.labels_))
         return {int(k): extract_rules(x, self.labels_ == k, feature_names, self.config.rule_max_depth,
                                       min_precision=self.config.rule_min_precision, target=f"cluster {k}",
+                                      holdout=self.config.rule_holdout,
                                       random_state=self.config.seed) for k in self.risky_}
 
 

@@ -8,6 +8,8 @@ Every rule is re-counted on the data it is reported on (not read from the tree's
     lift = precision / (n_pos / n)
 Reconstructed choices, one line each: a CART tree (sklearn) rather than RIPPER / skope-rules; leaves predicted
 positive under ``class_weight`` become rules; bounds on one feature are merged into the tightest one.
+With ``holdout`` > 0 the tree is fitted and the rules chosen on part of the rows and counted on the rest
+(``Rule.scored_on = "held-out"``); with 0 they are counted on the rows they were learned from ("in-sample").
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Rule:
     n_true: int
     n_pos: int
     n: int
+    scored_on: str = "in-sample"  # or "held-out": rows the tree never saw
 
     @property
     def precision(self) -> float:
@@ -72,7 +75,7 @@ class Rule:
     def to_dict(self) -> dict:
         return {"rule": self.text(), "features": list(self.features), "precision": self.precision,
                 "coverage": self.coverage, "recall": self.recall, "lift": self.lift, "n_covered": self.n_covered,
-                "n_true": self.n_true, "n_pos": self.n_pos, "n": self.n}
+                "n_true": self.n_true, "n_pos": self.n_pos, "n": self.n, "scored_on": self.scored_on}
 
 
 def _check(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +94,7 @@ def _check(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> tuple[
 
 
 def evaluate_rule(conditions: Sequence[Condition], X: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
-                  target: str = "risky") -> Rule:
+                  target: str = "risky", scored_on: str = "in-sample") -> Rule:
     """Count a conjunction of conditions on ``X`` [n, F] against binary ``y`` [n]."""
     X, y = _check(X, y, feature_names)
     col = {f: i for i, f in enumerate(feature_names)}
@@ -101,7 +104,8 @@ def evaluate_rule(conditions: Sequence[Condition], X: np.ndarray, y: np.ndarray,
     covered = np.ones(len(y), dtype=bool)
     for c in conditions:
         covered &= c.holds(X[:, col[c.feature]])
-    return Rule(tuple(conditions), target, int(covered.sum()), int((covered & y).sum()), int(y.sum()), len(y))
+    return Rule(tuple(conditions), target, int(covered.sum()), int((covered & y).sum()), int(y.sum()), len(y),
+                scored_on)
 
 
 def _tighten(conds: list[Condition]) -> tuple[Condition, ...]:
@@ -117,18 +121,29 @@ def _tighten(conds: list[Condition]) -> tuple[Condition, ...]:
 
 def extract_rules(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], max_depth: int = 3,
                   min_samples_leaf: int = 5, min_precision: float = 0.5, class_weight: str | None = "balanced",
-                  target: str = "risky", random_state: int = 0) -> list[Rule]:
+                  target: str = "risky", random_state: int = 0, holdout: float = 0.0) -> list[Rule]:
     """Rules for ``y`` = 1 from a depth-``max_depth`` tree on ``X`` [n, F] (raw units, so thresholds read
-    as-is); the positive leaves with re-counted precision >= ``min_precision``, most true positives first."""
+    as-is); the positive leaves with re-counted precision >= ``min_precision``, most true positives first.
+    ``holdout`` in (0, 1): that share of the rows (stratified by y, drawn with ``random_state``) is kept out of
+    the fit and the choice, and the returned counts are theirs."""
     X, y = _check(X, y, feature_names)
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"rules: max_depth must be an int >= 1, got {max_depth!r}")
     if not 0.0 <= min_precision <= 1.0:
         raise ValueError(f"rules: min_precision must be in [0, 1], got {min_precision}")
-    if not y.any() or y.all():
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"rules: holdout must be in [0, 1), got {holdout}")
+    test = np.zeros(len(y), dtype=bool)
+    if holdout > 0:
+        rng = np.random.default_rng(random_state)
+        for cls in (False, True):
+            idx = rng.permutation(np.flatnonzero(y == cls))
+            test[idx[:int(round(holdout * len(idx)))]] = True
+    Xf, yf = X[~test], y[~test]
+    if not yf.any() or yf.all() or (holdout > 0 and not y[test].any()):
         return []
     tree = DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=min_samples_leaf, class_weight=class_weight,
-                                  random_state=random_state).fit(X, y)
+                                  random_state=random_state).fit(Xf, yf)
     t = tree.tree_
     rules: list[Rule] = []
     stack: list[tuple[int, list[Condition]]] = [(0, [])]
@@ -136,9 +151,10 @@ def extract_rules(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], ma
         node, path = stack.pop()
         if t.children_left[node] == -1:  # leaf
             if tree.classes_[int(np.argmax(t.value[node][0]))]:
-                rule = evaluate_rule(_tighten(path), X, y, feature_names, target)
-                if rule.precision >= min_precision:
-                    rules.append(rule)
+                cond = _tighten(path)
+                if evaluate_rule(cond, Xf, yf, feature_names, target).precision >= min_precision:
+                    rules.append(evaluate_rule(cond, X[test], y[test], feature_names, target, "held-out")
+                                 if holdout > 0 else evaluate_rule(cond, X, y, feature_names, target))
             continue
         f, thr = feature_names[t.feature[node]], float(t.threshold[node])
         stack.append((t.children_right[node], [*path, Condition(f, ">", thr)]))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behaviorseq.data.events import EventTable
+from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.preprocess import Step, run, step_from_dict
 from behaviorseq.data.store import SequenceStore, cached_store
 
@@ -114,7 +115,13 @@ def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = Non
     name = spec.name if spec else Path(path).stem
 
     def build() -> SequenceStore:
-        store = SequenceStore.build(run(load_events(path, root), steps), name=name)
+        table = load_events(path, root)
+        if table.events.num_rows == 0:
+            raise DataFormatError(path, None, None, "no events (an empty file, or a header only)")
+        store = SequenceStore.build(run(table, steps), name=name)
+        if store.num_events == 0:
+            raise DataFormatError(path, None, None, f"no events left after the preprocessing steps "
+                                  f"{[s.to_dict() for s in steps]}")
         store.meta["dataset"] = {"name": name, "format": fmt, "path": str(path),
                                  "exclude_history_default": spec.exclude_history if spec else True}
         return store

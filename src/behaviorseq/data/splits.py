@@ -12,10 +12,12 @@ targets of a view carry its role and that no training input ever holds a validat
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from behaviorseq.config import ConfigError
 from behaviorseq.data.store import SequenceStore, ragged_arange
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -241,4 +243,8 @@ SPLITS = {"leave_one_out": leave_one_out, "temporal": temporal, "user_holdout": 
 def make_split(store: SequenceStore, name: str, **kwargs) -> Split:
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; valid splits are {sorted(SPLITS)}")
+    valid = [p for p in inspect.signature(SPLITS[name]).parameters if p != "store"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(f"split {name!r}: unknown split_args {unknown}; valid keys are {valid}")
     return SPLITS[name](store, **kwargs)

@@ -101,6 +101,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
+    if resume:
+        check_resume_config(run_dir, cfg)
     dataset, model, task = _prepare_any(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
         model.to(device)
         state = {"best_epoch": None, "epoch": 0, "elapsed_s": 0.0}
     train_s = time.perf_counter() - t0
+    if world > 1:
+        torch.distributed.barrier()  # rank 0 writes best.pt: every rank must read its final version
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
@@ -131,13 +135,58 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     return result
 
 
+# Keys a resumed run may change: where and how fast it runs, and how long it may go on.
+RESUME_FREE = {"train.threads", "train.device", "train.num_workers", "train.time_limit_s", "train.epochs",
+               "train.checkpoint_every_steps", "train.amp"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
+    """--resume continues a run only under its own settings: a key set in the folder's config.yaml that now
+    has another value (outside RESUME_FREE) is refused, naming the keys. Keys the saved config lacks (added to
+    the code since) are allowed: their defaults are taken to be what the run used."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(cfg.to_dict())
+    differ = sorted(k for k in saved.keys() & now.keys()
+                    if k not in RESUME_FREE and saved[k] != now[k] and not _same_value(saved[k], now[k]))
+    if differ:
+        raise ConfigError(f"--resume of {run_dir} with other settings than it was started with: "
+                          + "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in differ)
+                          + ". Start a new run folder, or resume with the original settings.")
+
+
+def _same_value(a, b) -> bool:
+    """YAML round trips turn tuples into lists."""
+    return isinstance(a, list | tuple) and isinstance(b, list | tuple) and list(a) == list(b)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | None = None) -> dict:
     """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100)."""
     run_dir = Path(run_dir)
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
     if overrides:
-        for k, v in overrides.items():
-            data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
+        if isinstance(overrides.get("model"), dict):  # model.x=... means the model's own config
+            overrides = {**overrides, "model_args": overrides["model"]}
+            del overrides["model"]
+        data = _deep_merge(data, overrides)
     cfg = resolve_config(data)
     dataset, model, task = _prepare_any(cfg)
     device = resolve_device(cfg.train.device)

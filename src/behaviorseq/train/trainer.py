@@ -82,7 +82,9 @@ class Trainer:
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        total = max(1, cfg.epochs * task.steps_per_epoch())
+        per_rank = task.steps_per_epoch()
+        per_rank = (per_rank - per_rank % self.world) // self.world  # the optimizer steps each rank takes (fit)
+        total = max(1, cfg.epochs * per_rank)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda(total))
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -math.inf, "best_epoch": -1,
                       "bad_evals": 0, "elapsed_s": 0.0, "stopped": False, "history": []}
@@ -147,8 +149,9 @@ class Trainer:
             last = self.state["history"][-1] if self.state["history"] else {}
             if last.get("stopped_by_time_limit") and self.state["bad_evals"] < self.cfg.patience:
                 self.state["stopped"] = False  # a time-limited run goes on (elapsed_s counts on: raise the limit)
-        elif (self.run_dir / "log.jsonl").exists() and self.rank == 0:
-            (self.run_dir / "log.jsonl").unlink()  # a fresh run starts a fresh log
+        elif self.rank == 0:  # a fresh run starts a fresh log, and never reports an earlier run's weights
+            for old in (self.run_dir / "log.jsonl", self.ckpt_dir / "best.pt", self.ckpt_dir / "last.pt"):
+                old.unlink(missing_ok=True)
         cfg, st = self.cfg, self.state
         t0 = time.perf_counter() - st["elapsed_s"]
         metric = cfg.early_stop_metric
@@ -196,7 +199,7 @@ class Trainer:
                     if st["bad_evals"] >= cfg.patience:
                         st["stopped"] = True
             st["elapsed_s"] = row["elapsed_s"] = time.perf_counter() - t0
-            if cfg.time_limit_s is not None and st["elapsed_s"] > cfg.time_limit_s:
+            if cfg.time_limit_s is not None and self._any_rank(st["elapsed_s"] > cfg.time_limit_s):
                 st["stopped"] = True
                 row["stopped_by_time_limit"] = True
             st["history"].append(row)
@@ -208,6 +211,14 @@ class Trainer:
                 tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  {metric} {v.get(metric, float('nan')):.4f}"
                            f"  best {st['best']:.4f}@{st['best_epoch']}  {row['elapsed_s']:.0f}s")
         return st
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` holds on any DDP rank: ranks started at different times must stop together."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> float:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}

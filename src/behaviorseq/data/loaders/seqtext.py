@@ -11,7 +11,7 @@ Optional ``NAME_item2attributes.json``: ``{"item_id": [attribute_id, ...], ...}`
 Events: ``user`` and ``item`` (int64, as found), ``timestamp`` = the event's position in its line
 (int64, 0 .. n-1). Items table (when attributes are given or found): ``item`` (int64) and
 ``attributes`` (categorical_list of int64). A line holding only a user id gives no events; blank
-lines are skipped.
+lines are skipped; a user on two lines is an error (naming both lines).
 """
 
 from __future__ import annotations
@@ -72,6 +72,15 @@ def read_seqtext(
         bad.add(path, issues)
         line_ok[parents[where]] = False
     v = to_np(pc.fill_null(values, 0))
+    # one line per user: a second line would interleave with the first (positions are the timestamps)
+    lines_ok = np.flatnonzero((np.diff(offsets) > 0) & line_ok)
+    line_user = v[offsets[lines_ok]]
+    order = np.argsort(line_user, kind="stable")
+    dup = np.flatnonzero(line_user[order][1:] == line_user[order][:-1])
+    if len(dup):
+        first, again = lines_ok[order[dup[0]]], lines_ok[order[dup[0] + 1]]
+        raise DataFormatError(path, int(again) + 1, USER, f"user {line_user[order[dup[0]]]} already has line "
+                              f"{int(first) + 1}; the format holds one line per user")
     event = (pos > 0) & line_ok[parents]
     events = pa.table(
         {
