@@ -6,7 +6,8 @@ encoder"): one d-vector per payment from merchant name, description, amount and 
   are computed once per forward for the whole vocabulary and gathered.
 - Amount: log1p, quantile buckets (edges from training data) -> embedding, plus the standardised scalar.
 - Time: embeddings of the day index before the label date (recency), hour of day and day of week, plus
-  a sinusoid of log1p(dt since the previous payment of the same merchant) with a "first payment" flag.
+  a sinusoid of log1p(dt since the previous payment of the same merchant slot; in the pooled "rest" slot
+  that payment may be another merchant's) with a "first payment" flag.
 - Fusion: concatenate, then a 2-layer MLP to d.
 """
 

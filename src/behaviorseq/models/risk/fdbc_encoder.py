@@ -19,6 +19,7 @@ Deviations / reconstructions, one line each:
 - tau is derived from dt inside the model (sum of the later gaps), not read from the batch.
 - "next_event" predicts the held-out tail from z of the prefix (one z per session), not every next event
   from every position: a Bi-LSTM's position states see the future, and the objective must train z.
+  ``embed`` then encodes the whole session, which training never did (the last next_k events were held out).
 - ``fit_encoder`` / ``embed`` are a minimal Adam loop and a batched inference helper, not the Trainer.
 
 Not in the model registry: it is unsupervised (no label; ``forward`` returns embeddings, not one logit per
