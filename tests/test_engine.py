@@ -50,6 +50,22 @@ def test_configs_reject_unknown_keys_with_the_valid_ones():
         resolve_config({"model": "sasrek"})
 
 
+def test_overrides_read_scientific_notation_as_numbers():
+    from behaviorseq.config import parse_overrides
+
+    ov = parse_overrides(["train.lr=1e-3", "train.epochs=1e3", "a=2.5e2", "b=x1e3", "c=[1,2]"])
+    assert ov == {"train": {"lr": 0.001, "epochs": 1000}, "a": 250.0, "b": "x1e3", "c": [1, 2]}
+
+
+def test_cli_reports_bad_settings_and_missing_data_on_stderr(tmp_path, capsys):
+    from behaviorseq.cli import main
+
+    assert main(["train", "--model", "sasrec", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "r")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["train", "--model", "sasrec", "--out", str(tmp_path / "r"), "train.batchsize=3"]) == 2
+    assert "valid keys are" in capsys.readouterr().err
+
+
 def test_run_folder_has_everything_and_the_protocol(data, tmp_path):
     res = run_experiment(small_config(data), tmp_path / "run")
     run = tmp_path / "run"

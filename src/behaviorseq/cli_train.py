@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from behaviorseq.config import ConfigError, parse_overrides
+from behaviorseq.data.datasets import DatasetNotFound
+from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.train.packaged import _merge, build_config, packaged_config  # noqa: F401 (re-exported)
 from behaviorseq.utils import atomic_write_text
+
+# Errors in what the user gave (settings, data files): a message on stderr and exit code 2, no traceback.
+USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError)
 
 
 def _role_table(result: dict, columns: list[tuple[str, str, str]]) -> list[str]:
@@ -97,8 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
         out = Path(args.out or f"runs/{args.model}-{(args.data or 'data').lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
         result = run_experiment(cfg, out, resume=args.resume)
-    except ConfigError as e:
-        print(f"error: {e}")
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_metrics(result))
     print(f"\nrun folder: {out}  (best epoch {result['best_epoch']}, {result['seconds_per_epoch']:.1f} s/epoch)")
@@ -108,8 +114,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from behaviorseq.train import evaluate_run
 
-    ov = parse_overrides(args.overrides)
-    result = evaluate_run(args.run_dir, overrides=ov or None)
+    try:
+        ov = parse_overrides(args.overrides)
+        result = evaluate_run(args.run_dir, overrides=ov or None)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(format_metrics(result))
     return 0
 

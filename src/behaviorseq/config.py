@@ -4,6 +4,7 @@ Also the run configuration (data, training, evaluation) shared by tasks and the 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import pydantic
@@ -47,8 +48,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for k in parts[:-1]:
             node = node.setdefault(k, {})
-        node[parts[-1]] = yaml.safe_load(val)
+        v = yaml.safe_load(val)
+        if isinstance(v, str) and _SCI.fullmatch(v.strip()):  # YAML 1.1 reads 1e-3 and 1e3 as strings
+            f = float(v)
+            v = int(f) if f.is_integer() and "." not in v else f  # 1e3 -> 1000, 2.5e2 -> 250.0
+        node[parts[-1]] = v
     return out
+
+
+_SCI = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 class DataConfig(StrictConfig):
     dataset: str = "ml-100k"  # registered name or path
