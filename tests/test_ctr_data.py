@@ -302,22 +302,3 @@ def test_packaged_generic_ctr_configs_make_any_ctr_dataset_a_ctr_run(model):
     from behaviorseq import models
 
     assert cfg.model_args.get("max_len", models.get(model).Config.model_fields["max_len"].default) == 200
-
-
-def test_the_ctr_data_window_is_the_models_max_len_default_included(monkeypatch):
-    """Without model_args.max_len the data are cut (and filtered) at the model's own default, not at 200."""
-    import behaviorseq.train.run_ctr as run_ctr
-    from behaviorseq.train import resolve_config
-
-    seen = {}
-
-    def fake_open(name, ctr, root=None, cache_dir=None, max_len=None):
-        seen["max_len"] = max_len
-        raise RuntimeError("stop here")
-
-    monkeypatch.setattr(run_ctr, "open_ctr_dataset", fake_open)
-    for model, expect in (("sdim", 256), ("dare", 200)):
-        cfg = resolve_config({"model": model, "data": {"dataset": "x"}, "train": {"early_stop_metric": "auc"}})
-        with pytest.raises(RuntimeError, match="stop here"):
-            run_ctr.prepare_ctr(cfg)
-        assert seen["max_len"] == expect, model

@@ -138,6 +138,33 @@ def test_resume_refuses_changed_settings_but_not_where_it_runs(data, tmp_path, m
     run_experiment(small_config(data, epochs=2, threads=2, time_limit_s=100.0), out, resume=True)  # allowed
 
 
+def test_resume_check_sees_filled_dicts_added_keys_and_schedules(tmp_path):
+    import yaml
+
+    from behaviorseq.train.run import check_resume_config
+
+    def saved(cfg: dict, drop: str | None = None) -> None:
+        d = resolve_config(cfg).to_dict()
+        if drop:  # a key the code did not have when the run started
+            d["model_args"].pop(drop)
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(d))
+
+    base = {"model": "sasrec", "data": {"dataset": "x"}}
+    saved(base)
+    with pytest.raises(ConfigError, match="data.split_args"):  # {} -> {"seed": 5}
+        check_resume_config(tmp_path, resolve_config({**base, "data": {"dataset": "x", "split_args": {"seed": 5}}}))
+    check_resume_config(tmp_path, resolve_config({**base, "data": {"dataset": "x", "data_root": "/elsewhere"}}))
+    sr = {"model": "sracl", "data": {"dataset": "x"}}
+    saved(sr, drop="item_ties")  # started before item_ties: it used "topk"
+    with pytest.raises(ConfigError, match="item_ties: 'topk' -> 'random'"):
+        check_resume_config(tmp_path, resolve_config(sr))
+    check_resume_config(tmp_path, resolve_config({**sr, "model_config": {"item_ties": "topk"}}))
+    sched = {**base, "train": {"scheduler": "warmup_linear", "epochs": 10}}
+    saved(sched)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        check_resume_config(tmp_path, resolve_config({**base, "train": {"scheduler": "warmup_linear", "epochs": 20}}))
+
+
 def test_a_config_files_model_config_merges_with_cli_overrides(data, tmp_path):
     from behaviorseq.cli_train import build_config
 

@@ -125,7 +125,8 @@ def extract_rules(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], ma
     """Rules for ``y`` = 1 from a depth-``max_depth`` tree on ``X`` [n, F] (raw units, so thresholds read
     as-is); the positive leaves with re-counted precision >= ``min_precision``, most true positives first.
     ``holdout`` in (0, 1): that share of the rows (stratified by y, drawn with ``random_state``) is kept out of
-    the fit and the choice, and the returned counts are theirs."""
+    the fit and the choice, and the returned counts are theirs, so their precision may fall below
+    ``min_precision`` (which the fit rows meet). A class too small to appear on both sides gives no rules."""
     X, y = _check(X, y, feature_names)
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"rules: max_depth must be an int >= 1, got {max_depth!r}")

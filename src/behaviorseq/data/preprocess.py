@@ -148,7 +148,7 @@ class KCore(Step):
     def apply(self, f: Frame) -> Frame:
         # Each round works on the survivors only, so later rounds get cheaper.
         u, i, idx = f.ucode, f.icode, np.arange(len(f.ucode))
-        for _ in range(self.max_rounds):
+        for _ in range(self.max_rounds + 1):  # + 1: the round that confirms a fixed point reached in the last
             du = np.bincount(u, minlength=f.n_ucodes)
             di = np.bincount(i, minlength=f.n_icodes)
             ok = (du[u] >= self.user) & (di[i] >= self.item)

@@ -12,8 +12,8 @@ reports as a bug; the authors advise trusting only recall and HR. They differ in
   counts every time; recall = that count / len(iid_list).
 
 In both, IDCG = sum_{i < n} 1 / log2(i + 2) with n the hit count, and a user with no hit scores 0. So
-either NDCG is 1 whenever the hits fill the first ranks of their own loop, however few hits there are, and
-it is never below the corrected NDCG.
+either NDCG is 1 whenever the hits fill the first ranks of their own loop, however few hits there are. The
+master variant is never below the corrected NDCG; the paper variant can be (hits late in a long target list).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ class MultiInterestLoss(nn.Module):
         # Training counts per item id; set by use_item_counts() before training (saved with the model).
         self.register_buffer("counts", torch.zeros(n_items + 1, dtype=torch.float64))
         self._q: Tensor | None = None
+        self._max_sampled = 1  # set with _q: max_sample_fraction of the items Q can draw
 
     def use_item_counts(self, counts: Tensor) -> None:
         self.counts.copy_(torch.as_tensor(counts, dtype=torch.float64))

@@ -33,6 +33,8 @@ def esu_scores(v: Tensor, e: Tensor, d: int, use_position: bool, kind: str = "tw
     position part over sqrt(d); ``"plain"``: one scaled dot product over all F, <v, e_j> / sqrt(F)."""
     if kind == "plain":
         return torch.bmm(e, v.unsqueeze(-1)).squeeze(-1) / math.sqrt(e.shape[-1])
+    if kind != "twin":
+        raise ValueError(f"esu kind must be 'twin' or 'plain', got {kind!r}")
     sem = torch.bmm(e[..., :2 * d], v[:, :2 * d].unsqueeze(-1)).squeeze(-1) / math.sqrt(2 * d)
     if not use_position:
         return sem

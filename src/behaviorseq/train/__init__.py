@@ -5,5 +5,5 @@ from behaviorseq.train.packaged import build_config
 from behaviorseq.train.run import compare_runs, evaluate_run, resolve_config, run_experiment
 from behaviorseq.train.trainer import Trainer
 
-__all__ = ["DataConfig", "build_config", "EvalConfig", "RunConfig", "TrainConfig", "Trainer", "compare_runs", "evaluate_run",
-           "resolve_config", "run_experiment"]
+__all__ = ["DataConfig", "EvalConfig", "RunConfig", "TrainConfig", "Trainer", "build_config", "compare_runs",
+           "evaluate_run", "resolve_config", "run_experiment"]

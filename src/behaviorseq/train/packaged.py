@@ -54,5 +54,3 @@ def build_config(model: str, data: str | None = None, config_file: str | None = 
     if data:
         cfg = _merge(cfg, {"data": {"dataset": data}})
     return cfg
-
-

@@ -27,6 +27,7 @@ from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.allocator import tune_malloc
+from behaviorseq.train.packaged import _merge
 from behaviorseq.train.run_ctr import CTR_METRICS, prepare_ctr
 from behaviorseq.train.run_risk import RISK_METRICS, prepare_risk
 from behaviorseq.train.run_tpp import TPP_METRICS, prepare_tpp
@@ -112,6 +113,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
         trainer = Trainer(model, task, cfg.train, run_dir)
         state, device = trainer.fit(resume=resume), trainer.device
     else:  # nothing to learn (e.g. MostPop): evaluate as built
+        if rank == 0 and not resume:  # never an earlier run's weights from this folder
+            (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
         device = resolve_device(cfg.train.device)
         model.to(device)
         state = {"best_epoch": None, "epoch": 0, "elapsed_s": 0.0}
@@ -135,9 +138,12 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     return result
 
 
-# Keys a resumed run may change: where and how fast it runs, and how long it may go on.
+# Keys a resumed run may change: where its data and caches are, how fast it runs, how long it may go on.
 RESUME_FREE = {"train.threads", "train.device", "train.num_workers", "train.time_limit_s", "train.epochs",
-               "train.checkpoint_every_steps", "train.amp"}
+               "train.checkpoint_every_steps", "train.amp", "eval.batch_size", "data.data_root", "data.cache_dir",
+               "model_args.semantic.device", "model_args.semantic.cache_dir"}
+# Keys added to the code after runs were started with it, and the value that reproduces what those runs did.
+ADDED_KEYS = {"model_args.item_ties": "topk"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -146,36 +152,29 @@ def _flat(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict) and v:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{k}"] = v  # an empty dict is a leaf: {} -> {"a": 1} shows as a change
     return out
 
 
 def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
-    """--resume continues a run only under its own settings: a key set in the folder's config.yaml that now
-    has another value (outside RESUME_FREE) is refused, naming the keys. Keys the saved config lacks (added to
-    the code since) are allowed: their defaults are taken to be what the run used."""
+    """--resume continues a run only under its own settings. Refused, naming the keys: a value that changed
+    (outside RESUME_FREE), a key that was set and is gone, or a key the saved config.yaml lacks whose value
+    differs from what the code did before the key existed (ADDED_KEYS; other new keys are taken to default
+    to the old behaviour). ``train.epochs`` may change only without an LR schedule, whose length it sets."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
     saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(cfg.to_dict())
-    differ = sorted(k for k in saved.keys() & now.keys()
-                    if k not in RESUME_FREE and saved[k] != now[k] and not _same_value(saved[k], now[k]))
+    differ = []
+    for k in sorted(saved.keys() | now.keys()):
+        if k in RESUME_FREE and not (k == "train.epochs" and cfg.train.scheduler != "none"):
+            continue
+        old = saved.get(k, ADDED_KEYS.get(k, now.get(k)))
+        if k not in now or old != now[k]:
+            differ.append(f"{k}: {old!r} -> {now.get(k, '(unset)')!r}")
     if differ:
         raise ConfigError(f"--resume of {run_dir} with other settings than it was started with: "
-                          + "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in differ)
-                          + ". Start a new run folder, or resume with the original settings.")
-
-
-def _same_value(a, b) -> bool:
-    """YAML round trips turn tuples into lists."""
-    return isinstance(a, list | tuple) and isinstance(b, list | tuple) and list(a) == list(b)
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+                          + "; ".join(differ) + ". Start a new run folder, or resume with the original settings.")
 
 
 def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | None = None) -> dict:
@@ -186,7 +185,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
         if isinstance(overrides.get("model"), dict):  # model.x=... means the model's own config
             overrides = {**overrides, "model_args": overrides["model"]}
             del overrides["model"]
-        data = _deep_merge(data, overrides)
+        data = _merge(data, overrides)
     cfg = resolve_config(data)
     dataset, model, task = _prepare_any(cfg)
     device = resolve_device(cfg.train.device)

@@ -8,7 +8,6 @@ item and category counts; the task is :class:`~behaviorseq.tasks.ctr.CTRTask`.
 
 from __future__ import annotations
 
-from behaviorseq import models
 from behaviorseq.config import ConfigError, RunConfig
 from behaviorseq.data.ctr import CTRData
 from behaviorseq.data.ctr_datasets import open_ctr_dataset
@@ -21,9 +20,7 @@ CTR_METRICS = ("auc", "gauc_user", "gauc_category")  # what early stopping can m
 
 def prepare_ctr(cfg: RunConfig) -> tuple[CTRData, object, CTRTask]:
     """(data, model, task) for a resolved CTR config."""
-    # the data's window (and DARE's ">= L + 10 behaviours" filter) is the model's own max_len, default included
-    field = models.get(cfg.model).Config.model_fields.get("max_len")
-    max_len = int(cfg.model_args.get("max_len", field.default if field is not None else 200))
+    max_len = int(cfg.model_args["max_len"])  # resolve_config fills it: the data's window is the model's
     data = open_ctr_dataset(cfg.data.dataset, cfg.data.ctr, root=cfg.data.data_root, cache_dir=cfg.data.cache_dir,
                             max_len=max_len)
     if "category" not in data.item_fields:

@@ -72,7 +72,7 @@ class SRACLConfig(StrictConfig):
     tau: float = Field(1.0, gt=0.0)  # NT-Xent temperature (code --temperature 1.0)
     k: int = Field(10, gt=0)  # neighbour prefixes (code --k_num 10)
     item_k: int = Field(10, gt=0)  # substitution candidates per item (code: k_num as well)
-    item_ties: Literal["random", "topk"] = "random"  # equal similarities: random order ("topk": sessions <= 16)
+    item_ties: Literal["random", "topk"] = "random"  # equal item similarities: random picks ("topk": torch's order, used up to session 16)
     substitute_prob: float = Field(0.2, ge=0.0, le=1.0)  # code: mlm_probability 0.2, hard-coded
     synth_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # code: F.dropout(attention, 0.5)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
