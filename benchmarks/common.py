@@ -122,8 +122,9 @@ def kept_records(paths: list[str], metrics: list[str], datasets: list[str], labe
             key = (row["dataset"], row[label])
             if row["dataset"] not in datasets:
                 continue
-            if "per_seed" in row:
-                recs = [{**r, "protocol": {**row["protocol"], "seed": r["seed"]}} for r in row["per_seed"]]
+            if "per_seed" in row:  # each seed's own protocol; files before session 17 kept only the row's
+                recs = [{**r, "protocol": r.get("protocol") or {**row["protocol"], "seed": r["seed"]}}
+                        for r in row["per_seed"]]
             elif len(row["seeds"]) == 1:
                 recs = [{"seed": row["seeds"][0], "test": {m: row[m]["mean"] for m in metrics},
                          "best_epoch": row["best_epochs"][0], "seconds_per_epoch": row["seconds_per_epoch"],
@@ -163,7 +164,7 @@ def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "mo
         row[m] = {"mean": mean, "std": std}
     row["best_epochs"] = [r["best_epoch"] for r in recs]
     row["seconds_per_epoch"] = sum(r["seconds_per_epoch"] for r in recs) / len(recs)
-    row["per_seed"] = [{k: v for k, v in r.items() if k != "protocol"} for r in recs]
+    row["per_seed"] = recs  # with each seed's protocol, so a later --merge checks seeds against each other
     if unchecked:  # e.g. a field an older seed's run did not record yet
         row["protocol_fields_not_in_every_seed"] = unchecked
         print(f"note: {key}: protocol fields {unchecked} are not recorded for every seed", flush=True)

@@ -31,12 +31,18 @@ PAPER = {"beauty": "paper (Beauty, DeepSeek-V3 + SimCSE semantics): SRA-CL HR@20
                    "without LLM 0.1259; no CL 0.1206; best baseline MCLRec 0.1239"}
 
 
+TAGS = ("", "cpu", "gpu")  # <group>-<dataset>[-<tag>]-s<seed>: the packaged set-up; other tags (e.g. gpu-attr) are variants
+
+
 def scan(ds: str, unfiltered: bool) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for group in GROUPS:
-        for run in sorted((WORK / "runs").glob(f"{group}-{ds}-*-s*")):
+        for run in sorted((WORK / "runs").glob(f"{group}-{ds}-*s*")):
             if not run.is_dir() or not run.name.rsplit("-s", 1)[1].isdigit():
                 continue  # a stray log file beside the run folders
+            tag = run.name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
+            if tag not in TAGS:
+                continue  # a variant (another semantic source, ...), not the bar's set-up
             seed = int(run.name.rsplit("-s", 1)[1])
             log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
             done = (run / "metrics.json").exists() and not (log and log[-1].get("stopped_by_time_limit"))
@@ -45,8 +51,11 @@ def scan(ds: str, unfiltered: bool) -> dict[str, list[dict]]:
                 res = json.loads((run / "metrics.json").read_text())
                 rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
                            seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
-                if unfiltered:
-                    ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
+                if unfiltered:  # scoring reads the backbone only; item_ties=topk just finds the cached index
+                    over = {"eval": {"exclude_history": False}}
+                    if group == "sracl":
+                        over["model"] = {"item_ties": "topk"}
+                    ev = evaluate_run(run, ("test",), over)
                     rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
             out.setdefault(group, []).append(rec)
     return out

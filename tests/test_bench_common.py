@@ -23,8 +23,19 @@ def test_aggregate_gives_mean_and_sample_std_sorted_by_seed():
     row = aggregate(("beauty", "sasrec"), [record(3, 0.3, 0.13), record(1, 0.1, 0.11), record(2, 0.2, 0.12)], METRICS)
     assert row["seeds"] == [1, 2, 3] and row["best_epochs"] == [11, 12, 13]
     assert row["hr@10"]["mean"] == pytest.approx(0.2) and row["hr@10"]["std"] == pytest.approx(0.1)
-    assert [r["seed"] for r in row["per_seed"]] == [1, 2, 3] and "protocol" not in row["per_seed"][0]
+    assert [r["seed"] for r in row["per_seed"]] == [1, 2, 3] and row["per_seed"][0]["protocol"]["seed"] == 1
     assert aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.11)], METRICS)["hr@10"]["std"] is None
+
+
+def test_a_merge_checks_each_kept_seed_against_the_new_ones(tmp_path):
+    """Each seed keeps its own protocol in the results file, so a seed merged later is checked against it."""
+    f = tmp_path / "old.json"
+    f.write_text(json.dumps({"results": [aggregate(("beauty", "sasrec"), [record(1, 0.1, 0.11)], METRICS)]}))
+    other = record(2, 0.2, 0.12)
+    other["protocol"]["split"] = {"split": "temporal"}
+    with pytest.raises(SystemExit, match="different protocols"):
+        aggregate(("beauty", "sasrec"), kept_records([str(f)], METRICS, ["beauty"])[("beauty", "sasrec")] + [other],
+                  METRICS)
 
 
 def test_mean_sd_is_the_sample_std_of_a_generator():
