@@ -276,6 +276,15 @@ def test_end_to_end_small(small):
     model = FDBCEncoder(FDBCEncoderConfig(type_dim=8, time_dim=4, hidden=16, decoder_hidden=32), 20, 24)
     fit_encoder(model, small.types, small.dt, epochs=3, batch_size=64, lr=5e-3)
     z = embed(model, small.types, small.dt)
+    # the brief's embedding check: ring members' nearest neighbours are from their own ring (kNN purity, against
+    # the share a random neighbour would give) and the rings are separated (silhouette over ring members). An
+    # untrained encoder scores nearly as well here (scripted rings repeat one path), so chance is the reference.
+    from sklearn.metrics import silhouette_score
+
+    member = small.ring >= 0
+    chance = float(np.mean([np.mean(small.ring == r) for r in small.ring[member]]))
+    assert knn_purity(z, small.ring) > 5 * chance, (knn_purity(z, small.ring), chance)
+    assert silhouette_score(z[member], small.ring[member]) > 0.2
     obs = small.observed_labels()
     pipe = FDBC(FDBCConfig(min_cluster_size=15, min_samples=5, pca_components=8)).fit(z, small.expert, obs)
     assert pipe.vectors_.shape == (len(z), 8) and pipe.labels_.shape == (len(z),)
@@ -340,3 +349,12 @@ def test_refine_risky_keeps_a_single_operation_whole():
     # the other views have no second view to refine with: the flag changes nothing
     emb = FDBC(FDBCConfig(**cfg, view="embedding", refine_risky=True)).fit(z, None, observed)
     assert emb.splits_ == {} and "refine" not in emb.timings_
+
+
+def knn_purity(z: np.ndarray, ring: np.ndarray, k: int = 5) -> float:
+    """Share of each ring member's k nearest sessions (Euclidean, itself excluded) that belong to its ring."""
+    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argsort(d, axis=1)[:, :k]
+    member = ring >= 0
+    return float((ring[nn[member]] == ring[member, None]).mean())
