@@ -268,6 +268,17 @@ def test_held_out_rules_are_counted_on_rows_the_tree_never_saw():
         extract_rules(X, y, ["age", "shared", "noise"], holdout=1.0)
 
 
+def test_planted_table_names_the_features_each_ring_type_shifts():
+    """PLANTED (what rules are scored against) = the features whose ring-type mean is > 0.5 normal sd away."""
+    c = generate_clickstream(ClickstreamConfig(seed=0))
+    normal = c.ring < 0
+    for kind in ("farm", "takeover", "reship"):
+        rows = np.isin(c.ring, [r for r in range(len(c.ring_type)) if c.ring_type[r] == kind])
+        moved = {f for i, f in enumerate(FEATURES)
+                 if abs(c.expert[rows, i].mean() - c.expert[normal, i].mean()) > 0.5 * c.expert[normal, i].std()}
+        assert moved == set(PLANTED[kind]), (kind, sorted(moved ^ set(PLANTED[kind])))
+
+
 # ---------------------------------------------------------------- end to end
 
 

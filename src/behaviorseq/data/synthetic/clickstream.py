@@ -50,13 +50,17 @@ CHECKOUT = 1
 FEATURES = ("account_age_days", "amount_usd", "orders_24h", "accounts_per_device", "accounts_per_ip",
             "accounts_per_address", "declined_7d", "payment_age_days")
 RING_TYPES = ("farm", "takeover", "reship")
-# The expert features each ring type shifts away from the normal population (what rules should name).
+# The expert features each ring type shifts away from the normal population (what rules should name): those whose
+# mean over the type's ring members is more than half a normal-population sd from the normal mean (checked by
+# tests/test_fdbc.py on the default config; a session 17 review found reship's amount_usd, orders_24h and
+# declined_7d missing).
 PLANTED = {
     "farm": ("account_age_days", "payment_age_days", "accounts_per_device", "accounts_per_ip",
              "accounts_per_address", "orders_24h", "declined_7d", "amount_usd"),
     "takeover": ("payment_age_days", "accounts_per_device", "accounts_per_address", "orders_24h",
                  "declined_7d", "amount_usd"),
-    "reship": ("account_age_days", "payment_age_days", "accounts_per_ip", "accounts_per_address"),
+    "reship": ("account_age_days", "payment_age_days", "accounts_per_ip", "accounts_per_address", "amount_usd",
+               "orders_24h", "declined_7d"),
 }
 
 
