@@ -15,6 +15,8 @@ a category search narrows the history but does not answer the question. Every us
 from their items. A sample's target is drawn uniformly from all items, and
 
     near = max_j cos(s_target, s_j) > threshold,   P(click) = 1 - label_noise if near else label_noise,
+    (in practice "the target's topic is present", and with ~500 items per user the target's own item is in the
+    history for most near samples: that flag alone gives AUC 0.84 against Bayes 0.90, planted_shortcuts.py)
 
 so the Bayes AUC (the true probabilities ranked) is below 1 by the label noise alone. ``near`` is computed
 from the vectors, not from the topics (a few cross-topic pairs pass the threshold, some same-topic pairs
