@@ -32,6 +32,8 @@ from behaviorseq import __version__
 from behaviorseq.data.preprocess import Prepared, sorted_vocab
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
 
+# Part of every cache key: raise it whenever a loader or a preprocessing step changes what it produces for the
+# same files, or stores saved by older code would be loaded as if current.
 FORMAT_VERSION = 1
 
 
