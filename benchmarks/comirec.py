@@ -171,12 +171,18 @@ def planted_csv(seed: int) -> Path:
     from behaviorseq.data.synthetic import MultiInterestConfig, generate_multi_interest
 
     path = WORK / "comirec" / f"planted-multi-interest-d{seed}.csv"
+    cfg = MultiInterestConfig(n_users=3000, n_topics=50, items_per_topic=40, min_topics=2, max_topics=4, min_len=20,
+                              max_len=60, seed=seed)
+    sidecar = path.with_suffix(".config.json")  # the generator settings the CSV was made with
+    want = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    if path.exists() and sidecar.exists() and sidecar.read_text() != want:
+        raise SystemExit(f"{path} was generated with other settings ({sidecar}); delete both to regenerate")
     if not path.exists():
-        table, _ = generate_multi_interest(MultiInterestConfig(n_users=3000, n_topics=50, items_per_topic=40,
-                                                               min_topics=2, max_topics=4, min_len=20, max_len=60,
-                                                               seed=seed))
+        table, _ = generate_multi_interest(cfg)
         path.parent.mkdir(parents=True, exist_ok=True)
         table.events.to_pandas().to_csv(path, index=False)
+    if not sidecar.exists():
+        sidecar.write_text(want)
     return path
 
 
