@@ -67,6 +67,15 @@ def bce_with_logits(logit: Tensor, label: Tensor) -> Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logit, label.to(logit.dtype))
 
 
+def ctr_loss(model: nn.Module, out: dict[str, Tensor], label: Tensor, aux_weight: float, l2: float) -> Tensor:
+    """BCE of the main head, plus ``aux_weight`` x BCE of the auxiliary head when ``out`` has one (TWIN, DARE and
+    SIM / ETA with TWIN's ESU), plus ``l2`` x the L2 term (DARE's official regulariser)."""
+    loss = bce_with_logits(out["logit"], label)
+    if "aux_logit" in out:
+        loss = loss + aux_weight * bce_with_logits(out["aux_logit"], label)
+    return loss + l2 * l2_penalty(model) if l2 else loss
+
+
 def require_fields(batch: dict[str, Tensor], names: Sequence[str], model: str) -> None:
     """Fail at once, naming the field, when a batch lacks a field the model reads."""
     missing = [n for n in names if n not in batch]

@@ -36,9 +36,8 @@ from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
     FastEmbedding,
-    bce_with_logits,
+    ctr_loss,
     dare_init_,
-    l2_penalty,
     require_fields,
     target_representation,
 )
@@ -177,11 +176,7 @@ class DARE(nn.Module):
         return self.tower(target_representation(v, h))
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        out = self(batch, aux=True)
-        loss = bce_with_logits(out["logit"], batch["label"])
-        if "aux_logit" in out:
-            loss = loss + self.cfg.aux_loss_weight * bce_with_logits(out["aux_logit"], batch["label"])
-        return loss + self.cfg.l2 * l2_penalty(self) if self.cfg.l2 else loss
+        return ctr_loss(self, self(batch, aux=True), batch["label"], self.cfg.aux_loss_weight, self.cfg.l2)
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         """Main-head logits [B] (the auxiliary head is training-only)."""

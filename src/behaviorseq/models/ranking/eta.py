@@ -30,9 +30,8 @@ from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
     FastEmbedding,
-    bce_with_logits,
+    ctr_loss,
     dare_init_,
-    l2_penalty,
     require_fields,
     target_representation,
 )
@@ -121,16 +120,12 @@ class ETA(nn.Module):
         out = {"logit": self.tower(target_representation(v, h)), "topk_index": idx, "topk_weight": w}
         if aux and self.aux_tower is not None:  # TWIN's auxiliary head: full attention over all L
             e_all = self.embed(item, category, pos)
-            s_all = esu_scores(v, e_all, self.cfg.embedding_dim, self.cfg.use_position, self.cfg.esu)
-            out["aux_logit"] = self.aux_tower(target_representation(v, softmax_attention(s_all, e_all, mask)[0]))
+            h_all, _ = softmax_attention(esu_scores(v, e_all, self.cfg.embedding_dim, self.cfg.use_position), e_all, mask)
+            out["aux_logit"] = self.aux_tower(target_representation(v, h_all))
         return out
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        out = self(batch, aux=True)
-        loss = bce_with_logits(out["logit"], batch["label"])
-        if "aux_logit" in out:
-            loss = loss + self.cfg.aux_loss_weight * bce_with_logits(out["aux_logit"], batch["label"])
-        return loss + self.cfg.l2 * l2_penalty(self) if self.cfg.l2 else loss
+        return ctr_loss(self, self(batch, aux=True), batch["label"], self.cfg.aux_loss_weight, self.cfg.l2)
 
     def score(self, batch: dict[str, Tensor]) -> Tensor:
         return self(batch)["logit"]
