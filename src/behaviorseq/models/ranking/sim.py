@@ -28,19 +28,16 @@ from torch import Tensor, nn
 
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
+from behaviorseq.models.ranking.search_esu import search_esu_heads
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
     FastEmbedding,
     ctr_loss,
     dare_init_,
     require_fields,
-    target_representation,
 )
 from behaviorseq.nn.target_attention import (
-    esu_scores,
-    gather_rows,
     recency_positions,
-    softmax_attention,
     topk_search,
 )
 
@@ -106,16 +103,8 @@ class SIM(nn.Module):
         mask = item > 0
         idx = hard_search(category, batch["target_category"], mask, self.cfg.top_k)  # GSU
         pos = recency_positions(W, item.device).expand(B, W)
-        e = self.embed(gather_rows(item, idx), gather_rows(category, idx), gather_rows(pos, idx))  # [B, K, F]
         v = self.embed(batch["target"], batch["target_category"], torch.zeros_like(batch["target"]))  # [B, F]
-        s = esu_scores(v, e, self.cfg.embedding_dim, self.cfg.use_position, self.cfg.esu)  # ESU scores [B, K]
-        h, w = softmax_attention(s, e, gather_rows(mask, idx))
-        out = {"logit": self.tower(target_representation(v, h)), "topk_index": idx, "topk_weight": w}
-        if aux and self.aux_tower is not None:  # TWIN's auxiliary head: full attention over all L
-            e_all = self.embed(item, category, pos)
-            h_all, _ = softmax_attention(esu_scores(v, e_all, self.cfg.embedding_dim, self.cfg.use_position), e_all, mask)
-            out["aux_logit"] = self.aux_tower(target_representation(v, h_all))
-        return out
+        return search_esu_heads(self, item, category, pos, v, idx, mask, aux)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         return ctr_loss(self, self(batch, aux=True), batch["label"], self.cfg.aux_loss_weight, self.cfg.l2)
