@@ -93,6 +93,43 @@ def test_distinct_negatives_are_distinct_and_still_valid(kind):
     assert not np.isin(neg, code).any() and not repeats(neg).any()
 
 
+@pytest.mark.parametrize("kind", ["uniform", "popularity"])
+def test_row_keyed_negatives_do_not_depend_on_the_batching(kind):
+    n_items = 40
+    counts = np.r_[0, np.arange(1, n_items + 1)]
+    sampler = UniformSampler(n_items) if kind == "uniform" else PopularitySampler(counts)
+    rng = np.random.default_rng(1)
+    pos = rng.integers(1, n_items + 1, 300)
+    rows = np.arange(300)
+    whole = sampler.sample_rows(pos, 12, 7, rows, distinct=True)
+    perm = rng.permutation(300)
+    parts = [sampler.sample_rows(pos[p], 12, 7, rows[p], distinct=True) for p in np.array_split(perm, 9)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole[perm])
+    assert (whole != pos[:, None]).all() and not repeats(whole).any()
+    assert not np.array_equal(sampler.sample_rows(pos, 12, 8, rows, distinct=True), whole)  # the seed matters
+    # the first draws follow the sampler's law: uniform over the other items, or ~ count
+    many = sampler.sample_rows(np.zeros(20000, dtype=np.int64), 1, 3, np.arange(20000))[:, 0]
+    freq = np.bincount(many, minlength=n_items + 1)[1:] / 20000
+    want = np.full(n_items, 1 / n_items) if kind == "uniform" else counts[1:] / counts.sum()
+    assert np.abs(freq - want).max() < 0.01
+
+
+def test_sampled_metrics_do_not_depend_on_eval_batch_size():
+    rng = np.random.default_rng(0)
+    users = np.repeat([f"u{i}" for i in range(30)], 6).tolist()
+    items = rng.integers(1, 60, len(users)).tolist()
+    store = SequenceStore.build(P.run(make_events(users, items, list(range(len(users))))))
+    from behaviorseq.data.splits import leave_one_out
+    split = leave_one_out(store)
+    model = FixedScores(store.num_items, top=1)
+    outs = []
+    for bs in (4, 7, 64):
+        ev = EvalConfig(ks=[1, 5], batch_size=bs, negatives=20)
+        outs.append(RetrievalTask.create(store, split, model, TrainConfig(), ev).evaluate(model, "test", "cpu"))
+    assert outs[0] == pytest.approx(outs[1], rel=1e-12) and outs[0] == pytest.approx(outs[2], rel=1e-12)
+    assert 0.0 < outs[0]["hr@5"] < 1.0  # the ranks vary with the negatives, so equality is not trivial
+
+
 def test_repeats_marks_every_occurrence_after_the_first():
     x = np.array([[3, 1, 3, 2, 1, 3]])
     assert repeats(x).tolist() == [[False, False, True, False, True, True]]

@@ -1,7 +1,9 @@
 """Negative samplers over items 1..n_items. Vectorised; each never returns the positive it is given.
 
 Both take a ``numpy.random.Generator`` per call, so a trainer can derive it from (seed, epoch, step)
-and resume to the exact same negatives.
+and resume to the exact same negatives. ``sample_rows`` is the evaluation form: each row's negatives are
+a function of (seed, row key) alone, through a counter-based hash, so they do not depend on how rows are
+chunked into batches or split over ranks.
 """
 
 from __future__ import annotations
@@ -40,6 +42,26 @@ def repeats(x: np.ndarray) -> np.ndarray:
     return out
 
 
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele et al. 2014) on uint64 arrays; wraps modulo 2**64."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def counter_uniform(seed: int, keys: np.ndarray, cols: np.ndarray, rnd: int) -> np.ndarray:
+    """Float64 in [0, 1) per element, a deterministic function of (seed, key, column, round) only."""
+    with np.errstate(over="ignore"):
+        h = _mix64(np.full(np.shape(keys), np.uint64(seed & 0xFFFFFFFFFFFFFFFF)))
+        h = _mix64(h + np.asarray(keys).astype(np.uint64))
+        h = _mix64(h + (np.uint64(rnd) << np.uint64(32)) + np.asarray(cols).astype(np.uint64))
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
 class UniformSampler:
     """Uniform over the items other than the positive (exactly: draws among n_items - 1 ids)."""
 
@@ -53,6 +75,13 @@ class UniformSampler:
     def _draw(self, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         has_pos = pos > 0
         r = rng.integers(1, self.n_items + 1 - has_pos.astype(np.int64), size=pos.shape)  # [1, n-1] or [1, n]
+        return np.where(has_pos & (r >= pos), r + 1, r)
+
+    def _from_uniform(self, pos: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``_draw`` with the variates given: never the positive."""
+        has_pos = pos > 0
+        m = self.n_items - has_pos.astype(np.int64)
+        r = np.minimum((u * m).astype(np.int64), m - 1) + 1  # [1, m]
         return np.where(has_pos & (r >= pos), r + 1, r)
 
     def sample(self, pos: np.ndarray, n: int, rng: np.random.Generator,
@@ -77,6 +106,32 @@ class UniformSampler:
             if not bad.any():
                 return neg
             neg[bad] = self._draw(rep[bad], rng)
+        raise RuntimeError("negative sampler: some users have interacted with nearly every item, or too few "
+                           "items are left to draw the negatives distinct")
+
+    def sample_rows(self, pos: np.ndarray, n: int, seed: int, rows: np.ndarray,
+                    users: np.ndarray | None = None, distinct: bool = False) -> np.ndarray:
+        """``sample`` for pos [B] where row b's negatives depend only on (seed, rows[b], pos[b], users[b]):
+        the same rows give the same negatives in any batch, order or rank. Rejected draws (the positive,
+        an excluded item, a repeat) are redrawn with the next round's variates."""
+        pos = np.asarray(pos, dtype=np.int64)
+        rep = np.broadcast_to(pos[:, None], (len(pos), n))
+        keys = np.broadcast_to(np.asarray(rows, dtype=np.int64)[:, None], rep.shape)
+        cols = np.broadcast_to(np.arange(n, dtype=np.int64), rep.shape)
+        if distinct and n > self.n_items - 1:
+            raise ValueError(f"cannot draw {n} distinct negatives from {self.n_items} items")
+        check = self.exclude is not None and users is not None
+        u = np.broadcast_to(np.asarray(users)[:, None], rep.shape) if check else None
+        neg = self._from_uniform(rep, counter_uniform(seed, keys, cols, 0))
+        for rnd in range(1, self.max_rounds + 1):
+            bad = neg == rep
+            if check:
+                bad |= self.exclude.contains(u, neg)
+            if distinct:
+                bad |= repeats(neg)
+            if not bad.any():
+                return neg
+            neg[bad] = self._from_uniform(rep[bad], counter_uniform(seed, keys[bad], cols[bad], rnd))
         raise RuntimeError("negative sampler: some users have interacted with nearly every item, or too few "
                            "items are left to draw the negatives distinct")
 
@@ -105,6 +160,10 @@ class PopularitySampler(UniformSampler):
                 return out
             out[hit] = np.searchsorted(self.cdf, rng.random(int(hit.sum())), side="right").clip(1, self.n_items)
         raise RuntimeError("popularity sampler: the positive holds nearly all the probability mass")
+
+    def _from_uniform(self, pos: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """May return the positive: ``sample_rows`` redraws those with its next round."""
+        return np.searchsorted(self.cdf, u, side="right").clip(1, self.n_items)
 
 
 def item_counts(store: SequenceStore, events: np.ndarray | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Evaluation is vectorised over chunks of users: the model scores every item, the user's history items
 are removed when asked (never the target), and each target's rank gives HR/NDCG/MRR@K. Sampled-N
-evaluation ranks the target among N negatives drawn once from a fixed seed. Per-sample metric sums and
+evaluation ranks the target among N distinct negatives, each row's a function of (seed, row) only, so
+neither eval.batch_size nor the number of ranks changes them. Per-sample metric sums and
 counts are all-reduced under DDP, so several processes give the same numbers as one.
 """
 
@@ -133,9 +134,9 @@ class RetrievalTask:
                     exclude = (r[keep], it[keep])
                 per = set_metrics(topk_with_exclusion(scores, max(ks), exclude), batch["targets"], ks)
             elif sampler is not None:
-                rng = np.random.default_rng([ec.seed, int(idx[0]) if len(idx) else 0])
-                tgt = batch["target"].numpy()
-                neg = torch.from_numpy(sampler.sample(tgt, int(ec.negatives), rng, view.user[idx], distinct=True))
+                # keyed by view row: the same negatives whatever eval.batch_size or the number of ranks
+                neg = torch.from_numpy(sampler.sample_rows(batch["target"].numpy(), int(ec.negatives), ec.seed,
+                                                           idx, view.user[idx], distinct=True))
                 cand = torch.cat([batch["target"][:, None], neg], 1)  # target first
                 sub = scores.gather(1, cand)
                 ranks = target_ranks(torch.cat([torch.full((len(idx), 1), -torch.inf), sub], 1),
