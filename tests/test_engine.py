@@ -66,6 +66,32 @@ def test_cli_reports_bad_settings_and_missing_data_on_stderr(tmp_path, capsys):
     assert "valid keys are" in capsys.readouterr().err
 
 
+def test_a_users_csv_with_its_own_column_names_trains_from_the_cli(data, tmp_path, capsys):
+    from behaviorseq.cli import main
+
+    rows = [line.split() for line in data.read_text().splitlines()]
+    csv = tmp_path / "clicks.csv"  # the seqtext users as (uid, sku, ts) rows, columns in another order
+    csv.write_text("sku;ts;uid\n" + "".join(f"i{it};{t};u{r[0]}\n" for r in rows for t, it in enumerate(r[1:])))
+    out = tmp_path / "run"
+    args = ["train", "--model", "sasrec", "--data", str(csv), "train.epochs=1", "model.max_len=20",
+            "--out", str(out), "data.columns.user=uid", "data.columns.item=sku", "data.columns.timestamp=ts",
+            "data.read.delimiter=;"]  # overrides on both sides of an option
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"]["dataset_stats_after_preprocessing"]["users"] == len(rows)
+    assert m["protocol"]["dataset_stats_after_preprocessing"]["events"] == sum(len(r) - 1 for r in rows)
+    capsys.readouterr()
+    assert main(["train", "--model", "sasrec", "--data", str(csv), "--out", str(tmp_path / "r2")]) == 2
+    assert "data.columns.user" in capsys.readouterr().err  # the error says how to map the column
+    assert main(["data", "stats", str(csv), "--column", "user=uid", "--column", "item=sku",
+                 "--column", "timestamp=ts", "--no-cache"]) == 2  # ";" is not the default delimiter
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match="table files"):  # a seqtext file takes no reader arguments
+        prepare(resolve_config({**small_config(data), "data": {"dataset": str(data), "columns": {"user": "a"}}}))
+    with pytest.raises(ConfigError, match="retrieval task"):
+        resolve_config({"model": "dare", "data": {"columns": {"user": "a"}}, "train": {"early_stop_metric": "auc"}})
+
+
 def test_run_folder_has_everything_and_the_protocol(data, tmp_path):
     res = run_experiment(small_config(data), tmp_path / "run")
     run = tmp_path / "run"

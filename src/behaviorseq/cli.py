@@ -13,11 +13,19 @@ def _fmt_int(x) -> str:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
+    from behaviorseq.config import ConfigError
     from behaviorseq.data.datasets import DatasetNotFound, open_dataset, stats
+    from behaviorseq.data.loaders.errors import DataFormatError
 
     try:
-        store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache)
-    except DatasetNotFound as e:
+        columns = dict(c.split("=", 1) for c in args.column)
+    except ValueError:
+        print(f"error: --column takes role=column, e.g. user=uid; got {args.column}", file=sys.stderr)
+        return 2
+    try:
+        store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache,
+                             read_args={"columns": columns})
+    except (DatasetNotFound, DataFormatError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     st = stats(store)
@@ -57,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--cache-dir", default=None, help="sequence-store cache (default: $BEHAVIORSEQ_CACHE or ~/.cache)")
     st.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     st.add_argument("--json", default=None, help="also write the statistics to this JSON file")
+    st.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
+                    help="a table file's column for a role, e.g. --column user=uid --column item=sku")
     st.set_defaults(func=cmd_data_stats)
 
     from behaviorseq import cli_cluster, cli_continual, cli_train
@@ -68,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides after an option (``--out runs/x train.lr=1e-3``): argparse stops the positional
+    # list at the first option, so the rest arrive here
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

@@ -62,6 +62,10 @@ class DataConfig(StrictConfig):
     dataset: str = "ml-100k"  # registered name or path
     data_root: str | None = None  # default: $BEHAVIORSEQ_DATA, ./data, ../shared/data
     steps: list[dict[str, Any]] = Field(default_factory=list)  # preprocessing, e.g. [{"step": "k_core"}]
+    # A table file of your own (CSV / TSV / Parquet): which of its columns are user, item, timestamp, ...
+    # (data.columns.user=uid), and the reader's other arguments (delimiter, format, kinds, skip_bad_rows).
+    columns: dict[str, str] = Field(default_factory=dict)
+    read: dict[str, Any] = Field(default_factory=dict)
     split: Literal["leave_one_out", "temporal", "user_holdout"] = "leave_one_out"
     split_args: dict[str, Any] = Field(default_factory=dict)
     cache_dir: str | None = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from behaviorseq.config import ConfigError
 from behaviorseq.data.events import EventTable
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.preprocess import Step, run, step_from_dict
@@ -108,14 +110,20 @@ def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwar
 
 
 def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = None, *, root: str | Path | None = None,
-                 cache_dir: str | Path | None = None, cache: bool = True, refresh: bool = False) -> SequenceStore:
-    """Load, preprocess and store a dataset, through the cache keyed by its files and the steps."""
+                 cache_dir: str | Path | None = None, cache: bool = True, refresh: bool = False,
+                 read_args: dict[str, Any] | None = None) -> SequenceStore:
+    """Load, preprocess and store a dataset, through the cache keyed by its files, the steps and
+    ``read_args`` (the table reader's arguments for a file of your own: ``columns``, ``delimiter``, ...)."""
     steps = [step_from_dict(s) if isinstance(s, dict) else s for s in (steps or [])]
     fmt, path, spec = resolve(name_or_path, root)
     name = spec.name if spec else Path(path).stem
+    read_args = {k: v for k, v in (read_args or {}).items() if v not in (None, {})}
+    if read_args and fmt != "table":
+        raise ConfigError(f"{path}: reader arguments {sorted(read_args)} (data.columns / data.read) are for table "
+                          f"files (CSV, TSV, Parquet); this one is read by the {fmt!r} reader, which takes none")
 
     def build() -> SequenceStore:
-        table = load_events(path, root)
+        table = load_events(path, root, **read_args)
         if table.events.num_rows == 0:
             raise DataFormatError(path, None, None, "no events (an empty file, or a header only)")
         store = SequenceStore.build(run(table, steps), name=name)
@@ -132,6 +140,8 @@ def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = Non
     if fmt == "seqtext":  # the attribute file beside it is a source too
         files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
     config = {"dataset": name, "format": fmt, "steps": [s.to_dict() for s in steps]}
+    if read_args:  # absent when empty, so the stores cached before this key keep their keys
+        config["read"] = read_args
     return cached_store(files, config, build, cache_dir, refresh)
 
 

@@ -62,7 +62,11 @@ def resolve_config(config: dict | RunConfig) -> RunConfig:
     except KeyError as e:
         raise ConfigError(e.args[0]) from None
     model_cfg = cls.Config.from_dict(cfg.model_args)  # validates, fills defaults
-    return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": resolve_task(cfg)})
+    task = resolve_task(cfg)
+    if task != "retrieval" and (cfg.data.columns or cfg.data.read):
+        raise ConfigError(f"data.columns / data.read map an event table for the retrieval task; the {task} task "
+                          "reads its own data settings (data.ctr, data.payments, data.tpp)")
+    return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": task})
 
 
 def _prepare_any(cfg: RunConfig):
@@ -82,7 +86,8 @@ def _prepare_any(cfg: RunConfig):
 
 def prepare(cfg: RunConfig):
     """(store, split, model, task) for a resolved config."""
-    store = open_dataset(cfg.data.dataset, cfg.data.steps, root=cfg.data.data_root, cache_dir=cfg.data.cache_dir)
+    store = open_dataset(cfg.data.dataset, cfg.data.steps, root=cfg.data.data_root, cache_dir=cfg.data.cache_dir,
+                         read_args={**cfg.data.read, "columns": cfg.data.columns})
     split = make_split(store, cfg.data.split, **cfg.data.split_args)
     seed_everything(cfg.train.seed)
     model = models.build(cfg.model, store.num_items, cfg.model_args)

@@ -286,7 +286,7 @@ def _map_roles(
             how = (
                 f"mapped to {role!r}"
                 if role in columns
-                else f"needed for {role!r}; map one with columns={{{role!r}: ...}}"
+                else f"needed for {role!r}; map one with columns={{{role!r}: ...}}, or data.columns.{role}=... in a run"
             )
             raise DataFormatError(label, None, src, f"no such column ({how}); available columns: {names}")
         roles[role] = src
