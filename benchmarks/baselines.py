@@ -59,7 +59,7 @@ def main() -> None:
                     continue
                 if res is None:
                     t0 = time.time()
-                    res = run_experiment(cfg, run_dir)
+                    res = run_experiment(cfg, run_dir, overwrite=True)  # not a finished run of this config
                     print(f"{model} {ds} seed {seed}: test ndcg@10 {res['test']['ndcg@10']:.4f} "
                           f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
                 runs.setdefault((ds, model), []).append(seed_record(res, METRICS))

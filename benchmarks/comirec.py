@@ -67,7 +67,7 @@ def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", ext
     if res is not None or NO_TRAIN:
         return res
     t0 = time.time()
-    res = run_experiment(cfg, run_dir)
+    res = run_experiment(cfg, run_dir, overwrite=True)  # not a finished run of this config
     print(f"{model}{tag} {Path(ds).name} seed {seed}: test recall@50 {res['test']['recall@50']:.4f} "
           f"({time.time() - t0:.0f}s, best epoch {res['best_epoch']})", flush=True)
     return res

@@ -74,7 +74,7 @@ def main() -> None:
             res = finished_run(run_dir, cfg)  # reused only if made with this config
             if res is None:
                 t0 = time.time()
-                res = run_experiment(cfg, run_dir)
+                res = run_experiment(cfg, run_dir, overwrite=True)  # not a finished run of this config
                 print(f"{model} seed {seed}: test AUC {res['test']['auc']:.4f} KS {res['test']['ks']:.4f} "
                       f"({time.time() - t0:.0f} s, best epoch {res['best_epoch']})", flush=True)
             rows.append({"model": model, "seed": seed, "auc": res["test"]["auc"], "ks": res["test"]["ks"],

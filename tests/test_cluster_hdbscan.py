@@ -451,3 +451,14 @@ def test_cli_cluster_on_npy_and_csv(tmp_path, capsys):
     assert cli_main(["cluster", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c.npz")]) == 2
     assert "bad.csv, row 8, field 'f2': not a finite number" in capsys.readouterr().err
     assert not (tmp_path / "c.npz").exists()
+    Xn = X.copy()
+    Xn[4, 1] = np.inf
+    np.save(tmp_path / "bad.npy", Xn)
+    assert cli_main(["cluster", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "c.npz")]) == 2
+    assert "bad.npy, row 5, column 1: not a finite number" in capsys.readouterr().err
+    # a missing output folder and a bad setting are refused before any clustering work
+    assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "nodir" / "c.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "c.npz"),
+                     "--min-cluster-size", "1"]) == 2
+    assert "min_cluster_size" in capsys.readouterr().err

@@ -86,8 +86,18 @@ def test_a_users_csv_with_its_own_column_names_trains_from_the_cli(data, tmp_pat
     assert main(["data", "stats", str(csv), "--column", "user=uid", "--column", "item=sku",
                  "--column", "timestamp=ts", "--no-cache"]) == 2  # ";" is not the default delimiter
     capsys.readouterr()
-    with pytest.raises(ConfigError, match="table files"):  # a seqtext file takes no reader arguments
-        prepare(resolve_config({**small_config(data), "data": {"dataset": str(data), "columns": {"user": "a"}}}))
+    (tmp_path / "rb").mkdir()  # a RecBole folder takes no reader arguments; a file of one's own does,
+    (tmp_path / "rb" / "x.inter").write_text("user_id:token\titem_id:token\n")  # whatever its name
+    with pytest.raises(ConfigError, match="table files"):
+        prepare(resolve_config({**small_config(data), "data": {"dataset": str(tmp_path / "rb"),
+                                                               "columns": {"user": "a"}}}))
+    with pytest.raises(ConfigError, match="unknown reader argument"):
+        prepare(resolve_config({**small_config(data), "data": {"dataset": str(csv), "read": {"delim": ";"}}}))
+    own = tmp_path / "ratings.csv"  # MovieLens' file name, our own columns
+    own.write_text(csv.read_text())
+    assert main(["data", "stats", str(own), "--column", "user=uid", "--column", "item=sku", "--column",
+                 "timestamp=ts", "--delimiter", ";", "--no-cache"]) == 0
+    assert f"users        {len(rows)}" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="retrieval task"):
         resolve_config({"model": "dare", "data": {"columns": {"user": "a"}}, "train": {"early_stop_metric": "auc"}})
 
@@ -145,14 +155,39 @@ def test_resume_after_kill_gives_the_same_final_metrics(data, tmp_path, model):
     assert la == lb
 
 
-def test_a_fresh_run_in_a_used_folder_never_reports_the_old_weights(data, tmp_path, monkeypatch):
+def test_a_used_folder_is_refused_or_replaced_never_mixed(data, tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
     out = tmp_path / "run"
     run_experiment(small_config(data, epochs=2), out)
-    assert (out / "checkpoints" / "best.pt").exists()
-    # the same folder, a run that ends before its first evaluation: no best.pt of its own
-    res = run_experiment(small_config(data, epochs=2, eval_every=5, time_limit_s=0.0), out)
+    before = {f: (out / f).read_bytes() for f in ("config.yaml", "metrics.json", "checkpoints/best.pt")}
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_experiment(small_config(data, epochs=2, lr=0.01), out)
+    assert all((out / f).read_bytes() == b for f, b in before.items())  # untouched
+    with pytest.raises(ConfigError, match="early_stop_metric 'ndcg@10'"):  # checked before anything is deleted
+        run_experiment({**small_config(data), "eval": {"ks": [20]}}, out, overwrite=True)
+    assert all((out / f).read_bytes() == b for f, b in before.items())
+    # a run that ends before its first evaluation: no best.pt and no metrics of the old run
+    res = run_experiment(small_config(data, epochs=2, eval_every=5, time_limit_s=0.0), out, overwrite=True)
     assert res["best_epoch"] == -1 and not (out / "checkpoints" / "best.pt").exists()
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == -1
+
+
+def test_evaluate_refuses_changed_data_and_compare_flags_other_protocols(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    own = tmp_path / "own.txt"
+    own.write_text(data.read_text())
+    run_experiment(small_config(own, epochs=1), tmp_path / "a")
+    run_experiment({**small_config(own, epochs=1), "eval": {"ks": [5, 10], "ties": "optimistic"}}, tmp_path / "b")
+    table, rows = compare_runs([tmp_path / "a", tmp_path / "b"])
+    assert "WARNING" in table and "ties" in table  # the same data and ranking, other ties
+    assert "WARNING" not in compare_runs([tmp_path / "a", tmp_path / "a"])[0]
+    sampled = evaluate_run(tmp_path / "a", overrides=["eval.negatives=20", "eval.seed=7"])  # key=value strings
+    assert sampled["protocol"]["negatives_seed"] == 7 and sampled["protocol"]["ranking"] == "sampled-20-uniform"
+    own.write_text(data.read_text() + "99999 1 2 3 4 5\n")  # a user more
+    with pytest.raises(ConfigError, match="changed since it was trained"):
+        evaluate_run(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        evaluate_run(tmp_path / "nothing")
 
 
 def test_resume_refuses_changed_settings_but_not_where_it_runs(data, tmp_path, monkeypatch):

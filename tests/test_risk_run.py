@@ -96,6 +96,21 @@ def test_payment_at_the_label_date_is_refused(tmp_path):
         open_payments(str(tmp_path / "nowhere"))
 
 
+def test_iso_times_with_a_time_unit_labels_without_payments_and_empty_labels(tmp_path):
+    _write_tables(tmp_path)
+    with pytest.raises(DataFormatError, match="payments.csv, field 'time': ISO date-times"):
+        open_payments(str(tmp_path), {"time_unit": "days"})  # it would rescale ISO seconds as days
+    lab = pd.read_csv(tmp_path / "labels.csv")
+    pd.concat([lab, pd.DataFrame({"user": ["ghost"], "label": [1], "role": ["train"]})]).to_csv(
+        tmp_path / "labels.csv", index=False)
+    assert open_payments(str(tmp_path)).report["labelled_users_without_payments"] == 1
+    lab.iloc[:0].to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataFormatError, match="labels.csv: no label rows"):
+        open_payments(str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown keys \\['nusers'\\]"):
+        open_payments("synthetic-payments", {"nusers": 10})
+
+
 def _cfg(model, tmp_path=None, **data):
     cfg = {"model": model, "model_args": {"d": 16},
            "data": {"dataset": "synthetic-payments", "payments": {"n_users": 500, "seed": 1},
@@ -161,6 +176,17 @@ def test_cli_trains_on_the_users_tables(tmp_path, capsys):
                      "train.epochs=1", "train.threads=1", "model.d=8"])
     out = capsys.readouterr().out
     assert code == 0 and "| test |" in out and "flat: last 90 payments" in out
+
+
+def test_a_one_class_validation_set_stops_the_run_with_a_message(tmp_path, capsys):
+    (tmp_path / "tables").mkdir()
+    _, _, lab = _write_tables(tmp_path / "tables", n_users=120)
+    lab.assign(label=np.where(lab.role == "valid", 0, lab.label)).to_csv(tmp_path / "tables" / "labels.csv",
+                                                                        index=False)
+    code = cli_main(["train", "--model", "flat_gru", "--data", str(tmp_path / "tables"), "--out", str(tmp_path / "run"),
+                     "train.epochs=1", "train.threads=1", "model.d=8"])
+    assert code == 2 and "validation auc is nan" in capsys.readouterr().err  # AUC is undefined on one class
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no result made of the last weights
 
 
 def test_read_payments_parquet_renamed_columns_and_numeric_days(tmp_path):

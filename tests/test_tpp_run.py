@@ -77,3 +77,19 @@ def test_easytpp_folder_through_the_cli(tmp_path, capsys):
     (tmp_path / "dev.pkl").unlink()
     with pytest.raises(FileNotFoundError, match="no dev.pkl"):
         read_easytpp_folder(tmp_path)
+
+
+def test_settings_that_would_fail_after_training_are_refused_up_front(tmp_path):
+    from behaviorseq.config import ConfigError
+    from behaviorseq.train.run import prepare_tpp, resolve_config
+
+    with pytest.raises(ConfigError, match="predict_roles"):  # acc is measured on test only by default
+        prepare_tpp(resolve_config(_cfg("nhp", early_stop_metric="acc")))
+    cfg = _cfg("thp")
+    cfg["data"]["tpp"]["task"]["eval_integral"] = "exact"
+    with pytest.raises(ConfigError, match="compensator"):
+        prepare_tpp(resolve_config(cfg))
+    empty = _cfg("nhp")
+    empty["data"]["tpp"]["split"] = [0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="training set is empty"):
+        run_experiment(empty, tmp_path / "empty")

@@ -24,8 +24,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         return 2
     try:
         store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache,
-                             read_args={"columns": columns})
-    except (DatasetNotFound, DataFormatError, ConfigError) as e:
+                             read_args={"columns": columns, "delimiter": args.delimiter,
+                                        "skip_bad_rows": args.skip_bad_rows or None})
+    except (DatasetNotFound, DataFormatError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     st = stats(store)
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", default=None, help="also write the statistics to this JSON file")
     st.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
                     help="a table file's column for a role, e.g. --column user=uid --column item=sku")
+    st.add_argument("--delimiter", default=None, help="a table file's delimiter (default: ',', tab for .tsv)")
+    st.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows, and say how many")
     st.set_defaults(func=cmd_data_stats)
 
     from behaviorseq import cli_cluster, cli_continual, cli_train

@@ -22,8 +22,15 @@ def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarr
     path = Path(path)
     if path.suffix == ".npy":
         X = np.load(path, allow_pickle=False)
-        if X.ndim != 2:
-            raise ValueError(f"{path.name}: expected a 2-d array [n, d], got shape {X.shape}")
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{path.name}: expected a non-empty 2-d array [n, d], got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number):
+            raise ValueError(f"{path.name}: expected numbers, got dtype {X.dtype}")
+        bad = ~np.isfinite(X)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"{path.name}, row {r + 1}, column {c}: not a finite number ({X[r, c]}); "
+                             f"{int(bad.any(1).sum())} rows have one")
         return X
     import pandas as pd
 
@@ -47,15 +54,24 @@ def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarr
 def cmd_cluster(args: argparse.Namespace) -> int:
     from behaviorseq.cluster import HDBSCAN
 
+    out = Path(args.out)
     try:
+        for f in [out] + ([Path(args.json)] if args.json else []):  # before the clustering, not after it
+            if not f.resolve().parent.is_dir():
+                raise ValueError(f"{f}: its folder {f.parent} does not exist")
         X = read_vectors(args.vectors, args.columns)
+        model = HDBSCAN(min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, index=args.index,
+                        cluster_selection_method=args.selection, allow_single_cluster=args.allow_single_cluster,
+                        partitions=args.partitions, use_gpu=args.gpu)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    model = HDBSCAN(min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, index=args.index,
-                    cluster_selection_method=args.selection, allow_single_cluster=args.allow_single_cluster,
-                    partitions=args.partitions, use_gpu=args.gpu).fit(X)
+    try:
+        model.fit(X)  # checks its settings first (min_cluster_size >= 2, ...)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     secs = time.perf_counter() - t0
     labels = model.labels_
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=np.int64)
@@ -65,7 +81,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                "timings": {k: round(v, 3) for k, v in model.timings_.items()}, "knn_report": model.knn_report_,
                "params": {"min_cluster_size": args.min_cluster_size, "min_samples": model.min_samples_,
                           "index": args.index, "selection": args.selection, "mst": model.mst_mode_}}
-    out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")
     np.savez(tmp, labels=labels, probabilities=model.probabilities_, outlier_scores=model.outlier_scores_)
     os.replace(tmp, out)

@@ -54,7 +54,7 @@ def format_continual(res: dict) -> str:
 
 def cmd_continual(args: argparse.Namespace) -> int:
     from behaviorseq import models
-    from behaviorseq.cli_train import build_config
+    from behaviorseq.cli_train import USER_ERRORS, build_config, user_error
     from behaviorseq.train.continual import run_continual, synthetic_stream
     from behaviorseq.train.run import resolve_config
     from behaviorseq.train.run_tpp import TPPDataConfig
@@ -68,7 +68,11 @@ def cmd_continual(args: argparse.Namespace) -> int:
         if args.data:
             windows, source = read_windows(args.data), str(args.data)
         else:
-            schedule = [int(x) for x in args.schedule.split(",")]
+            try:
+                schedule = [int(x) for x in args.schedule.split(",")]
+            except ValueError:
+                raise ConfigError(f"--schedule takes regime numbers separated by commas, e.g. 0,1,2; got "
+                                  f"{args.schedule!r}") from None
             _, windows = synthetic_stream(tpp.num_types, schedule, tpp.n_seqs, tpp.max_events, tpp.branching,
                                           tpp.seed, tpp.split)
             source = f"synthetic Hawkes stream, schedule {schedule}"
@@ -76,9 +80,8 @@ def cmd_continual(args: argparse.Namespace) -> int:
         out = Path(args.out or f"runs/continual-{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}")
         res = run_continual(lambda: models.build(cfg.model, num_types, cfg.model_args), windows, args.method,
                             cfg.train, tpp.task, out, trainable=args.trainable.split(","))
-    except ConfigError as e:
-        print(f"error: {e}")
-        return 2
+    except USER_ERRORS as e:
+        return user_error(e)
     res["protocol"].update(data=source, model=cfg.model, model_args=cfg.model_args)
     atomic_write_text(out / "continual.json", json.dumps(res, indent=2, default=str))
     print(format_continual(res))

@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from behaviorseq.config import ConfigError, parse_overrides
-from behaviorseq.data.datasets import DatasetNotFound
+from behaviorseq.data.datasets import REGISTRY, DatasetNotFound
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.train.packaged import _merge, build_config, packaged_config  # noqa: F401 (re-exported)
 from behaviorseq.utils import atomic_write_text
 
 # Errors in what the user gave (settings, data files): a message on stderr and exit code 2, no traceback.
-USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError)
+# ValueError covers the loaders', steps' and splits' checks of their arguments; BEHAVIORSEQ_DEBUG=1 re-raises.
+USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError, ValueError, yaml.YAMLError)
+
+
+def user_error(e: Exception) -> int:
+    if os.environ.get("BEHAVIORSEQ_DEBUG") == "1":
+        raise e
+    hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError)) else \
+        "  (BEHAVIORSEQ_DEBUG=1 shows the traceback)"
+    print(f"error: {e}{hint}", file=sys.stderr)
+    return 2
 
 
 def _role_table(result: dict, columns: list[tuple[str, str, str]]) -> list[str]:
@@ -40,8 +53,9 @@ def format_ctr_metrics(result: dict) -> str:
     lines = _role_table(result, [(n, n, ".4f") for n in names] + [("n", "n", "")])
     p = result["protocol"]
     s = p["sampling"]
+    how = " ".join(str(x) for x in (s.get("protocol"), s.get("split")) if x) or "generated samples"
     lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats']['samples']} samples), "
-                 f"{s.get('protocol')} {s.get('split', '')}, history max_len {p['max_len']}, seed {p['seed']}")
+                 f"{how}, history max_len {p['max_len']}, seed {p['seed']}")
     return "\n".join(lines)
 
 
@@ -101,11 +115,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = _merge(cfg, {"task": args.task})
         if args.data_root:
             cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
-        out = Path(args.out or f"runs/{args.model}-{(args.data or 'data').lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
-        result = run_experiment(cfg, out, resume=args.resume)
+        own = bool(args.data) and args.data.lower() not in REGISTRY and Path(args.data).exists()
+        if own:  # a file or folder of one's own: the run folder records where it is, from any directory
+            cfg = _merge(cfg, {"data": {"dataset": str(Path(args.data).resolve())}})
+        name = Path(args.data).stem if own else (args.data or "data")
+        out = Path(args.out or f"runs/{args.model}-{name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.resume and not (out / "config.yaml").exists():
+            print(f"note: {out} holds no run to resume; starting a fresh one", file=sys.stderr)
+        result = run_experiment(cfg, out, resume=args.resume, overwrite=args.overwrite)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return user_error(e)
     print(format_metrics(result))
     print(f"\nrun folder: {out}  (best epoch {result['best_epoch']}, {result['seconds_per_epoch']:.1f} s/epoch)")
     return 0
@@ -118,8 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ov = parse_overrides(args.overrides)
         result = evaluate_run(args.run_dir, overrides=ov or None)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return user_error(e)
     print(format_metrics(result))
     return 0
 
@@ -127,10 +145,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from behaviorseq.train import compare_runs
 
-    table, rows = compare_runs(args.run_dirs, role=args.role, out=args.plot)
-    print(table)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+    try:
+        table, rows = compare_runs(args.run_dirs, role=args.role, out=args.plot)
+        print(table)
+        if args.json:
+            atomic_write_text(args.json, json.dumps(rows, indent=2))
+    except USER_ERRORS as e:
+        return user_error(e)
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
@@ -149,6 +170,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run the folder holds (without it, a used folder is refused)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001 model.loss=ce")
     t.set_defaults(func=cmd_train)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import tempfile
 from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: files written here get the usual mode (mkstemp's own is 0600)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -17,6 +22,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -25,3 +31,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, plus the git commit (and ".dirty" with uncommitted changes) when the code runs
+    from a git checkout: results record which code made them."""
+    from behaviorseq import __version__
+
+    here = Path(__file__).resolve().parent
+    if "site-packages" in here.parts:  # an installed copy: a git tree around it is not this code's
+        return __version__
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        if not sha:
+            return __version__
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}" + (".dirty" if dirty else "")

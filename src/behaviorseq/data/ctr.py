@@ -158,7 +158,8 @@ def dare_protocol(offsets: np.ndarray, events: dict[str, np.ndarray], item_field
     back = np.array(list(train_offsets) + [2, 1], dtype=np.int64)
     roles = np.array([TRAIN] * len(train_offsets) + [VALID, TEST], dtype=np.int8)
     if (back > max_len + 10).any() or (back < 1).any():
-        raise ValueError(f"target offsets must lie in 1..{max_len + 10}, got {back.tolist()}")
+        raise ValueError(f"target offsets must lie in 1..{max_len + 10} (max_len + 10), got {back.tolist()}: "
+                         "set data.ctr.train_offsets below that, or raise model.max_len")
     pos_ev = (offsets[rows + 1][:, None] - back[None, :]).reshape(-1)  # flat event index of each positive
     pos_row = np.repeat(rows, len(back))
     pos_role = np.tile(roles, len(rows))

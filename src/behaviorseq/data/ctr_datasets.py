@@ -173,7 +173,8 @@ def taobao_ctr(table: EventTable, cfg: TaobaoCTRConfig | None = None, max_len: i
     lens = np.diff(offsets)
     if not (lens >= max_len + 10).any():
         raise ValueError(f"{src}: no user has >= max_len + 10 = {max_len + 10} {'/'.join(cfg.behaviors)} "
-                         f"behaviours (longest: {int(lens.max(initial=0))}); lower max_len")
+                         f"behaviours (longest: {int(lens.max(initial=0))}); lower model.max_len (and data.ctr.train_offsets, "
+                         "which must stay below it)")
     data = dare_protocol(offsets, events, {"category": table_c}, max_len=max_len,
                          train_offsets=cfg.train_offsets, n_negatives=cfg.n_negatives, seed=cfg.seed, name=name)
     data.report.update({"behaviors": list(cfg.behaviors), "events_kept": int(kept.num_rows),
@@ -216,7 +217,14 @@ def open_ctr_dataset(name: str, args: dict[str, Any] | None = None, *, root: str
     """A registered CTR data set by name; ``args`` go to its typed config (unknown keys are errors)."""
     key = str(name).lower()
     if key not in CTR_DATASETS:
-        raise ConfigError(f"unknown CTR dataset {name!r}; registered: {sorted(CTR_DATASETS)}")
+        from behaviorseq.data.datasets import guess_format, load_events
+
+        path = Path(name)
+        if path.exists() and guess_format(path) == "taobao":  # a UserBehavior.csv (or its folder) by path
+            return taobao_ctr(load_events(path), TaobaoCTRConfig.from_dict(dict(args or {})), max_len)
+        hint = " (MovieLens 100K as CTR is 'ml-100k-ctr')" if key == "ml-100k" else ""
+        raise ConfigError(f"unknown CTR dataset {name!r}{hint}; registered: {sorted(CTR_DATASETS)}, or the path of "
+                          "a Taobao UserBehavior.csv or its folder")
     return CTR_DATASETS[key](dict(args or {}), root, cache_dir, max_len)
 
 

@@ -93,7 +93,9 @@ def guess_format(p: Path) -> str:
         return "seqtext"
     if p.is_file() and p.suffix in (".csv", ".parquet", ".pq", ".tsv"):
         return "table"
-    raise ValueError(f"cannot tell the format of {p}; use a loader from behaviorseq.data.loaders directly")
+    raise DataFormatError(p, None, None, "cannot tell the format: expected a CSV / TSV / Parquet file, a "
+                          "'user item item ...' .txt file, or a folder of RecBole .inter files, MovieLens "
+                          "ratings or Taobao's UserBehavior.csv (or read it with behaviorseq.data.loaders)")
 
 
 def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwargs) -> EventTable:
@@ -109,6 +111,24 @@ def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwar
     return table
 
 
+READ_ARGS = {"columns": dict, "delimiter": str, "format": str, "kinds": dict, "skip_bad_rows": bool}
+
+
+def check_read_args(read_args: dict[str, Any] | None) -> dict[str, Any]:
+    """The table reader's arguments from a config (data.columns, data.read), checked; unset ones dropped."""
+    out = {k: v for k, v in (read_args or {}).items() if v not in (None, {})}
+    for k, v in out.items():
+        if k not in READ_ARGS:
+            raise ConfigError(f"data.read.{k}: unknown reader argument; valid ones are {sorted(READ_ARGS)}")
+        if not isinstance(v, READ_ARGS[k]):
+            raise ConfigError(f"data.read.{k}: expected a {READ_ARGS[k].__name__}, got {v!r}")
+    if len(out.get("delimiter", ",")) != 1:
+        raise ConfigError(f"data.read.delimiter must be one character, got {out['delimiter']!r}")
+    if out.get("format", "csv") not in ("csv", "parquet"):
+        raise ConfigError(f"data.read.format must be 'csv' or 'parquet', got {out['format']!r}")
+    return out
+
+
 def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = None, *, root: str | Path | None = None,
                  cache_dir: str | Path | None = None, cache: bool = True, refresh: bool = False,
                  read_args: dict[str, Any] | None = None) -> SequenceStore:
@@ -117,13 +137,17 @@ def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = Non
     steps = [step_from_dict(s) if isinstance(s, dict) else s for s in (steps or [])]
     fmt, path, spec = resolve(name_or_path, root)
     name = spec.name if spec else Path(path).stem
-    read_args = {k: v for k, v in (read_args or {}).items() if v not in (None, {})}
+    read_args = check_read_args(read_args)
     if read_args and fmt != "table":
-        raise ConfigError(f"{path}: reader arguments {sorted(read_args)} (data.columns / data.read) are for table "
-                          f"files (CSV, TSV, Parquet); this one is read by the {fmt!r} reader, which takes none")
+        if spec is not None or not Path(path).is_file():
+            raise ConfigError(f"{path}: reader arguments {sorted(read_args)} (data.columns / data.read) are for "
+                              f"table files (CSV, TSV, Parquet); this one is read by the {fmt!r} reader")
+        fmt = "table"  # one's own file named like a built-in format (ratings.csv, events.txt): read as a table
 
     def build() -> SequenceStore:
-        table = load_events(path, root, **read_args)
+        from behaviorseq.data.loaders import read_table
+
+        table = read_table(path, **read_args) if fmt == "table" else load_events(path, root)
         if table.events.num_rows == 0:
             raise DataFormatError(path, None, None, "no events (an empty file, or a header only)")
         store = SequenceStore.build(run(table, steps), name=name)

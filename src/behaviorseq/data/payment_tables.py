@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from behaviorseq.config import StrictConfig
+from behaviorseq.config import ConfigError, StrictConfig
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.loaders.tabular import read_table
 from behaviorseq.data.synthetic.payments import (
@@ -90,6 +90,26 @@ def _column_names(path: Path) -> list[str]:
         return next(csv.reader(fh, delimiter="\t" if path.suffix == ".tsv" else ","), [])
 
 
+def _iso_times(path: Path, column: str) -> bool:
+    """Whether the time column holds date-times (ISO text or a Parquet timestamp) rather than numbers."""
+    if path.suffix in (".parquet", ".pq", ".parq"):
+        import pyarrow.parquet as pq
+
+        t = pq.read_schema(path).field(column).type
+        return not (pa.types.is_integer(t) or pa.types.is_floating(t))
+    with open(path, newline="", encoding="utf8") as fh:
+        rows = csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ",")
+        for row in rows:
+            v = (row.get(column) or "").strip()
+            if v:
+                try:
+                    float(v)
+                    return False
+                except ValueError:
+                    return True
+    return False
+
+
 def _strings(t: pa.Table, name: str) -> np.ndarray:
     return np.asarray(t[name].to_numpy(zero_copy_only=False)).astype(str)
 
@@ -119,10 +139,15 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     if bad.any():
         raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]}")
     desc = _strings(t, cols["description"]) if cols["description"] in t.column_names else np.full(t.num_rows, "")
+    if c.time_unit != "s" and _iso_times(Path(payments), cols["time"]):
+        raise DataFormatError(src, None, cols["time"], f"ISO date-times, which are read as such; time_unit "
+                              f"{c.time_unit!r} is for numeric times only (leave it at 's')")
     days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
 
     lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds={cols["user"]: "categorical",
                                                                                    cols["label"]: "categorical"}).events
+    if lt.num_rows == 0:
+        raise DataFormatError(lsrc, None, None, "no label rows (a header only?)")
     lab_user, lab_val = _strings(lt, "user"), _strings(lt, "item")
     ok = np.isin(lab_val, ["0", "1"])
     if not ok.all():
@@ -166,7 +191,8 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
                        label=label, role=role, merchant_names=[""] + merchant_names.tolist(),
                        descriptions=[""] + descriptions.tolist(), label_day=label_abs - origin,
                        report={"payments_read": int(known.size), "dropped_unlabelled_user": int((~known).sum()),
-                               "users": int(users.size), "label_date": "label_date" if c.label_date is not None
+                               "users": int(users.size),
+                               "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size), "label_date": "label_date" if c.label_date is not None
                                else "last payment + 1 day"})
     return data
 
@@ -175,6 +201,12 @@ def open_payments(name: str, args: dict[str, Any] | None = None, root: str | Pat
     """The data set ``name`` (module docstring); ``args`` are its typed config's fields."""
     args = dict(args or {})
     if name == NAME:
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(PaymentsConfig)}
+        if set(args) - known:
+            raise ConfigError(f"data.payments: unknown keys {sorted(set(args) - known)} for the {NAME!r} generator; "
+                              f"valid keys are {sorted(known)}")
         data, _ = generate_payments(PaymentsConfig(**args))
         return data
     c = PaymentTablesConfig.from_dict(args)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from behaviorseq import __version__
 from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.batching import epoch_loader
 from behaviorseq.data.ctr import CTRBatcher, CTRData
 from behaviorseq.metrics import auc, gauc, logloss
+from behaviorseq.utils import code_version
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -125,7 +125,7 @@ class CTRTask:
             "max_len": self.max_len,
             "history": "the last max_len events before the target, left-padded",
             "seed": self.train_cfg.seed,
-            "code_version": __version__,
+            "code_version": code_version(),
         }
 
 

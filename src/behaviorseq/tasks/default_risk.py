@@ -18,12 +18,12 @@ import torch
 from scipy.special import expit
 from torch import Tensor, nn
 
-from behaviorseq import __version__
 from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.folding import Flat, Folded
 from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID
 from behaviorseq.metrics.pointwise import auc, logloss
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS
+from behaviorseq.utils import code_version
 
 
 def ks(labels, scores) -> float:
@@ -187,4 +187,4 @@ class DefaultRiskTask:
                 "users": {r: int(len(self.indices(r))) for r in _ROLE_IDS},
                 "metrics": {"auc": "exact, ties 1/2", "ks": "max |TPR - FPR| over thresholds, ties grouped",
                             "logloss": "mean BCE of sigmoid(logit)"},
-                **self.view, "seed": self.train_cfg.seed, "code_version": __version__}
+                **self.view, "seed": self.train_cfg.seed, "code_version": code_version()}

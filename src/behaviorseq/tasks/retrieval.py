@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from behaviorseq import __version__
 from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.batching import SeqBatcher, epoch_loader
 from behaviorseq.data.sampling import InteractionSet, make_sampler
 from behaviorseq.data.splits import TRAIN, Split, View
 from behaviorseq.data.store import SequenceStore
 from behaviorseq.metrics import per_sample_ranking_metrics, set_metrics, target_ranks, topk_with_exclusion
+from behaviorseq.utils import code_version
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -171,11 +171,12 @@ class RetrievalTask:
             "split": self.split.describe(),
             "evaluated_role": role,
             "ranking": "full" if ec.negatives == "full" else f"sampled-{ec.negatives}-{ec.negative_sampler}",
+            **({} if ec.negatives == "full" else {"negatives_seed": ec.seed}),
             "exclude_history": self.exclude_history,
             "ties": ec.ties,
             "ks": sorted(ec.ks),
             "max_len": self.max_len,
             "train_windows": self.train_windows,
             "seed": self.train_cfg.seed,
-            "code_version": __version__,
+            "code_version": code_version(),
         }

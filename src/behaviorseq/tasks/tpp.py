@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 from pydantic import Field
 
-from behaviorseq import __version__
 from behaviorseq.config import StrictConfig, TrainConfig
 from behaviorseq.data.eventseq import EventSequences
 from behaviorseq.data.store import ragged_arange
 from behaviorseq.nn.tpp import loglik, thinning_predict
+from behaviorseq.utils import code_version
 
 
 class TPPTaskConfig(StrictConfig):
@@ -96,7 +96,8 @@ class TPPTask:
             raise KeyError(f"TPPTask needs the roles train, valid, test; missing {missing}")
         k = {s.num_types for s in self.data.values()}
         if len(k) != 1:
-            raise ValueError(f"roles disagree on num_types: {sorted(k)}")
+            raise ValueError("the train / valid (dev) / test sets disagree on the number of event types (dim_process): "
+                             + str({r: s.num_types for r, s in self.data.items()}))
         self.num_types = k.pop()
         self.batchers = {r: TPPBatcher(s, self.cfg.max_len) for r, s in self.data.items()}
         self.dtime_max = self.cfg.dtime_max or float(max(self.data["train"].dtime().max(initial=0.0), 1e-6))
@@ -203,5 +204,5 @@ class TPPTask:
             "seed": self.train_cfg.seed,
             "eval_seed": c.seed,
             **({"reference": self.reference} if self.reference else {}),
-            "code_version": __version__,
+            "code_version": code_version(),
         }

@@ -88,6 +88,9 @@ def run_continual(build: Callable[[], nn.Module], windows: Sequence[Window],
     seed_everything(train_cfg.seed)
     model = build()
     rows: list[list[dict[str, float]]] = []
+    if method == "frozen" and not set(trainable) & {n for n, _ in model.named_parameters()}:
+        raise ValueError(f"frozen: none of {list(trainable)} is a parameter of {type(model).__name__} (the frozen "
+                         "method trains only a prompt model's pools after the first window: use --model prompttpp)")
 
     def score(model: nn.Module) -> list[dict[str, float]]:
         out = []
@@ -105,9 +108,6 @@ def run_continual(build: Callable[[], nn.Module], windows: Sequence[Window],
             if method == "retrain" and w:
                 model = build()
             if method == "frozen" and w == 1:
-                names = {n for n, _ in model.named_parameters()}
-                if not set(trainable) & names:
-                    raise ValueError(f"frozen: none of {list(trainable)} is a parameter of {type(model).__name__}")
                 for name, p in model.named_parameters():
                     p.requires_grad_(name in trainable)
             if w and hasattr(model, "end_task"):

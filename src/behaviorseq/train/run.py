@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from behaviorseq import models
-from behaviorseq.config import ConfigError, RunConfig
+from behaviorseq.config import ConfigError, RunConfig, parse_overrides
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
@@ -49,9 +49,13 @@ def resolve_task(cfg: RunConfig) -> str:
                           + "; ".join(f"{f} models ({t}): {models.names(f)}" for f, t in FAMILY_TASK.items()
                                       if f != "retrieval"))
     allowed = _STOP_METRICS.get(task)
-    if allowed is not None and cfg.train.early_stop_metric not in allowed:
+    if task == "retrieval":  # what the evaluators report at eval.ks (one target, target sets, multi-interest)
+        allowed = ["mrr"] + [f"{m}@{k}" for k in sorted(cfg.eval.ks) for m in ("hr", "ndcg", "mrr", "recall",
+                                                                               "diversity")]
+    if cfg.train.early_stop_metric not in allowed:
         raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
-                          f"use one of {list(allowed)} (the packaged <model>.yaml sets it)")
+                          f"use one of {list(allowed)} (the packaged <model>.yaml sets it"
+                          + (", and eval.ks the cut-offs)" if task == "retrieval" else ")"))
     return task
 
 
@@ -99,8 +103,16 @@ def prepare(cfg: RunConfig):
     return store, split, model, task
 
 
-def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
-    """Train with early stopping, then evaluate the best weights on validation and test."""
+# What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
+RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "curves.png",
+             "checkpoints/last.pt", "checkpoints/best.pt")
+
+
+def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
+                   overwrite: bool = False) -> dict:
+    """Train with early stopping, then evaluate the best weights on validation and test. A folder that
+    holds a run is continued with ``resume``, replaced with ``overwrite`` (its old outputs are deleted
+    first, so a failed new run never sits beside the old one's metrics), and otherwise refused."""
     cfg = resolve_config(config)
     run_dir = Path(run_dir)
     rank, world = dist_info()
@@ -109,6 +121,16 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
     if resume:
         check_resume_config(run_dir, cfg)
+    else:
+        held = [f for f in RUN_FILES if (run_dir / f).exists()]
+        if held and not overwrite:
+            raise ConfigError(f"{run_dir} already holds a run ({', '.join(held)}): resume it (--resume), replace it "
+                              "(--overwrite), or choose another folder (--out)")
+        if world > 1:
+            torch.distributed.barrier()  # every rank has looked before rank 0 deletes or writes
+        if held and rank == 0:
+            for f in held:
+                (run_dir / f).unlink()
     dataset, model, task = _prepare_any(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +140,6 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
         trainer = Trainer(model, task, cfg.train, run_dir)
         state, device = trainer.fit(resume=resume), trainer.device
     else:  # nothing to learn (e.g. MostPop): evaluate as built
-        if rank == 0 and not resume:  # never an earlier run's weights from this folder
-            (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
         device = resolve_device(cfg.train.device)
         model.to(device)
         state = {"best_epoch": None, "epoch": 0, "elapsed_s": 0.0}
@@ -182,10 +202,21 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
                           + "; ".join(differ) + ". Start a new run folder, or resume with the original settings.")
 
 
-def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | None = None) -> dict:
-    """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100)."""
+def _data_stats(protocol: dict) -> dict | None:
+    """What a protocol says about the data a run saw (retrieval: users/items/events; others: sample counts)."""
+    stats = protocol.get("dataset_stats_after_preprocessing") or protocol.get("dataset_stats")
+    return None if stats is None else json.loads(json.dumps(stats, default=str))  # as metrics.json holds it
+
+
+def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | list[str] | None = None) -> dict:
+    """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100).
+    ``overrides``: a nested dict or ``key=value`` strings. Refused if the data no longer match the run's."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(list(overrides))
     if overrides:
         if isinstance(overrides.get("model"), dict):  # model.x=... means the model's own config
             overrides = {**overrides, "model_args": overrides["model"]}
@@ -193,15 +224,22 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
         data = _merge(data, overrides)
     cfg = resolve_config(data)
     dataset, model, task = _prepare_any(cfg)
+    protocol = task.protocol("test")
+    if (run_dir / "metrics.json").exists():
+        was = _data_stats(json.loads((run_dir / "metrics.json").read_text()).get("protocol", {}))
+        if was is not None and was != _data_stats(protocol):
+            raise ConfigError(f"the data of {run_dir} changed since it was trained: {was} then, "
+                              f"{_data_stats(protocol)} now ({cfg.data.dataset})")
     device = resolve_device(cfg.train.device)
     model.to(device)
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
     elif any(p.requires_grad for p in model.parameters()):
-        raise FileNotFoundError(f"{best} is missing: the run has not finished an epoch")
+        raise FileNotFoundError(f"{best} is missing: the run has no best weights (it has not finished an "
+                                "evaluation, or its early-stopping metric was never a number)")
     out = {"run": str(run_dir), "model": cfg.model, "dataset": dataset,
-           **{r: task.evaluate(model, r, device) for r in roles}, "protocol": task.protocol("test")}
+           **{r: task.evaluate(model, r, device) for r in roles}, "protocol": protocol}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(out, indent=2, default=str))
     return out
 
@@ -252,6 +290,8 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
     with ``out``, a grouped bar chart PNG."""
     rows = []
     for d in run_dirs:
+        if not (Path(d) / "metrics.json").exists():
+            raise FileNotFoundError(f"{d}: no metrics.json (not a finished run folder)")
         m = json.loads((Path(d) / "metrics.json").read_text())
         p = m["protocol"]
         if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
@@ -265,11 +305,18 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
             i = p["loglik_integral"]
             p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
                  "exclude_history": "n/a"}
+        # what else must agree: ties, the split and its arguments, the data's size, the sampled negatives' seed
+        extra = json.dumps({"ties": p.get("ties"), "split": {k: v for k, v in (p.get("split") or {}).items()
+                                                             if k not in ("samples", "targets")},
+                            "data": _data_stats(m["protocol"]), "negatives_seed": p.get("negatives_seed")},
+                           sort_keys=True, default=str)
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
-                     "ranking": p["ranking"], "exclude_history": p["exclude_history"],
+                     "ranking": p["ranking"], "exclude_history": p["exclude_history"], "_protocol": extra,
                      **{k: v for k, v in m[role].items() if k not in ("n", "n_events")}, "n": m[role].get("n")})
-    metrics = [k for k in rows[0] if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)] if rows else []
-    protocols = {(r["dataset"], r["ranking"], r["exclude_history"]) for r in rows}
+    names = list(dict.fromkeys(k for r in rows for k in r if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)))
+    metrics = [k for k in names if "@" not in k] + sorted(  # every run's metrics; cut-offs in numeric order
+        (k for k in names if "@" in k), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    protocols = {(r["dataset"], r["ranking"], r["exclude_history"], r.pop("_protocol")) for r in rows}
     head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -277,7 +324,10 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
         lines.append("| " + " | ".join(vals + [f"{r.get(m, float('nan')):.4f}" for m in metrics]) + " |")
     table = "\n".join(lines)
     if len(protocols) > 1:
-        table += "\n\nWARNING: these runs use different datasets or protocols; their numbers are not comparable."
+        table += ("\n\nWARNING: these runs use different datasets or protocols (data, split, ranking, history "
+                  "exclusion, ties or negatives); their numbers are not comparable.")
+    if out is not None and not Path(out).resolve().parent.is_dir():
+        raise FileNotFoundError(f"{out}: its folder does not exist")
     if out is not None and rows:
         import matplotlib
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field
 
 from behaviorseq import models
-from behaviorseq.config import RunConfig, StrictConfig
+from behaviorseq.config import ConfigError, RunConfig, StrictConfig
 from behaviorseq.data.eventseq import EventSequences
 from behaviorseq.data.loaders.tpp import read_easytpp_hf, read_easytpp_pickle
 from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes
@@ -87,6 +87,12 @@ def prepare_tpp(cfg: RunConfig) -> tuple[dict[str, EventSequences], object, TPPT
     task = TPPTask(data, c.task, cfg.train, reference)
     seed_everything(cfg.train.seed)
     model = models.build(cfg.model, task.num_types, cfg.model_args)
+    if cfg.train.early_stop_metric == "acc" and "valid" not in c.task.predict_roles:
+        raise ConfigError("train.early_stop_metric=acc needs next-event prediction on the validation set: add "
+                          "'valid' to data.tpp.task.predict_roles (thinning there costs time each epoch)")
+    if c.task.eval_integral == "exact" and not hasattr(model, "compensator"):
+        raise ConfigError(f"data.tpp.task.eval_integral=exact needs a model with a closed-form compensator; "
+                          f"{cfg.model} has none (use mc or midpoint)")
     return data, model, task
 
 

@@ -160,6 +160,9 @@ class Trainer:
             loader, _ = self.task.train_loader(epoch, st["step_in_epoch"], self.rank, self.world)
             n_steps = self.task.steps_per_epoch()
             n_steps -= n_steps % self.world  # every DDP rank must take the same number of steps
+            if n_steps == 0:
+                raise ValueError("no training batches: the training set is empty"
+                                 + (f" or smaller than one batch per rank ({self.world} ranks)" if self.world > 1 else ""))
             bar = tqdm(total=n_steps, initial=st["step_in_epoch"], desc=f"epoch {epoch}", leave=False,
                        disable=self.rank != 0 or not _progress_enabled())
             self.model.train()
@@ -188,7 +191,10 @@ class Trainer:
                 valid = self.task.evaluate(self.model, "valid", self.device, self.rank, self.world)
                 row["valid"] = valid
                 if metric not in valid:
-                    raise KeyError(f"early_stop_metric {metric!r} is not computed; metrics are {sorted(valid)}")
+                    raise ValueError(f"early_stop_metric {metric!r} is not computed; metrics are {sorted(valid)}")
+                if not math.isfinite(valid[metric]):  # NaN never beats the best: no best.pt, the last weights reported
+                    raise ValueError(f"validation {metric} is {valid[metric]} at epoch {epoch} ({valid}): an empty "
+                                     "or one-class validation set, or a diverged model; the run stops here")
                 if valid[metric] > st["best"]:
                     st.update(best=valid[metric], best_epoch=epoch, bad_evals=0)
                     if self.rank == 0:
@@ -208,7 +214,8 @@ class Trainer:
             self.save_checkpoint()
             if self.rank == 0 and _progress_enabled():
                 v = row.get("valid", {})
-                tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  {metric} {v.get(metric, float('nan')):.4f}"
+                loss = "n/a" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
+                tqdm.write(f"epoch {epoch:3d}  loss {loss}  {metric} {v.get(metric, float('nan')):.4f}"
                            f"  best {st['best']:.4f}@{st['best_epoch']}  {row['elapsed_s']:.0f}s")
         return st
 

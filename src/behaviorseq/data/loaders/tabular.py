@@ -86,7 +86,10 @@ def read_table(
     columns = dict(columns or {})
     kinds = {k: Kind(v) for k, v in (kinds or {}).items()}
     bad = BadRows(skip_bad_rows)
-    loaded = _load(source, format, delimiter, kinds)
+    declared = set(kinds)
+    # A CSV's user and item columns are read as text, so "007" and "7" (or "1e3" and "1000") stay two ids;
+    # ids that are all canonical integers become int64 again (``_canonical_ids``), as they were typed before.
+    loaded = _load(source, format, delimiter, kinds, {columns.get(r, r) for r in (USER, ITEM)} - declared)
     kinds = {**loaded.kinds, **kinds}
     table = _normalize_types(loaded.table)
     label = loaded.label
@@ -117,6 +120,8 @@ def read_table(
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 missing |= to_mask(pc.equal(col, ""))
             flag(missing, src, "missing value")
+            if src in loaded.id_strings:
+                col = _canonical_ids(col)
         col = _convert(col, kind, src, flag)
         out[role or src] = col
         out_kinds[role or src] = kind
@@ -161,13 +166,28 @@ class _Loaded:
         self.table, self.label, self.name, self.path, self.unit = table, label, name, path, unit
         self.locate, self.issues = locate, issues or []
         self.kinds: dict[str, Kind] = {}  # kinds the reader inferred beyond the Arrow types
+        self.id_strings: set[str] = set()  # id columns read as text for ``_canonical_ids``
+
+
+_CANONICAL_INT = r"^-?(0|[1-9][0-9]{0,17})$"
+
+
+def _canonical_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text ids -> int64 when every one is a canonical integer (no leading zeros, no exponent, no '+'), so
+    the numbering is numeric as for a typed column; otherwise left as text, every spelling its own id."""
+    empty = pc.equal(col, "")  # missing values: flagged by the caller, dropped with their rows
+    filled = col.filter(pc.invert(empty))
+    if len(filled) and pc.all(pc.match_substring_regex(filled, _CANONICAL_INT)).as_py():
+        return pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), col), pa.int64())
+    return col
 
 
 def _rows(rows: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64) + 1
 
 
-def _load(source: Any, format: str | None, delimiter: str, kinds: dict[str, Kind]) -> _Loaded:
+def _load(source: Any, format: str | None, delimiter: str, kinds: dict[str, Kind],
+          id_columns: set[str] = frozenset()) -> _Loaded:
     if isinstance(source, (str, PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -189,7 +209,9 @@ def _load(source: Any, format: str | None, delimiter: str, kinds: dict[str, Kind
         if fmt == "csv":
             if base == ".tsv" and delimiter == ",":
                 delimiter = "\t"
-            return _load_csv(path, stem, delimiter, kinds)
+            loaded = _load_csv(path, stem, delimiter, kinds, id_columns)
+            loaded.id_strings = {c for c in id_columns if c in loaded.table.column_names}
+            return loaded
         raise ValueError(f"{path.name}: cannot tell the format from the name; pass format='csv' or 'parquet'")
     if isinstance(source, pa.RecordBatch):
         source = pa.Table.from_batches([source])
@@ -213,11 +235,11 @@ def _load(source: Any, format: str | None, delimiter: str, kinds: dict[str, Kind
     )
 
 
-def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind]) -> _Loaded:
+def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind], id_columns: set[str]) -> _Loaded:
     header = next(csv.reader([first_line(path)], delimiter=delimiter), [])
     if not header or header == [""]:
         raise DataFormatError(path, 1, None, "empty file: expected a header line of column names")
-    as_string = {c: pa.string() for c in header if kinds.get(c) in (Kind.CATEGORICAL, Kind.TEXT)}
+    as_string = {c: pa.string() for c in header if kinds.get(c) in (Kind.CATEGORICAL, Kind.TEXT) or c in id_columns}
     try:
         table = pv.read_csv(
             path,
@@ -225,7 +247,7 @@ def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind]) -> 
             convert_options=pv.ConvertOptions(column_types=as_string),
         )
     except pa.ArrowInvalid:
-        return _load_csv_diagnostic(path, stem, header, delimiter, kinds)
+        return _load_csv_diagnostic(path, stem, header, delimiter, kinds, id_columns)
 
     def locate(rows: np.ndarray) -> np.ndarray:
         return row_lines(path, 1)[rows]  # the reader skipped blank lines, which still count as lines
@@ -234,7 +256,7 @@ def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind]) -> 
 
 
 def _load_csv_diagnostic(
-    path: Path, stem: str, header: list[str], delimiter: str, kinds: dict[str, Kind]
+    path: Path, stem: str, header: list[str], delimiter: str, kinds: dict[str, Kind], id_columns: set[str]
 ) -> _Loaded:
     """All columns as strings with exact line numbers; undeclared columns typed by what all their values allow."""
     if len(set(header)) != len(header):
@@ -244,7 +266,7 @@ def _load_csv_diagnostic(
     inferred: dict[str, Kind] = {}
     for c in header:
         col = strings[c]
-        if c in kinds:  # converted (with bad rows located) by read_table
+        if c in kinds or c in id_columns:  # converted (with bad rows located) by read_table
             cols[c] = col
             continue
         empty = to_mask(pc.equal(col, "")) if len(col) else np.zeros(0, dtype=bool)

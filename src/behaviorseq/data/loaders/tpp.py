@@ -39,7 +39,11 @@ def read_easytpp_pickle(path: str | Path, split: str | None = None, check_dtime:
     """One split of a Gatech/EasyTPP pickle; ``split`` defaults to the only split key in the file."""
     path = Path(path)
     with open(path, "rb") as fh:
-        data = pickle.load(fh, encoding="latin-1")  # the original files are Python 2 pickles
+        try:
+            data = pickle.load(fh, encoding="latin-1")  # the original files are Python 2 pickles
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as e:
+            raise DataFormatError(path, None, None, f"not a readable pickle ({type(e).__name__}: {e}); expected an "
+                                  "EasyTPP / Gatech pickle: a dict with 'dim_process' and a split") from None
     if not isinstance(data, dict):
         raise DataFormatError(path, None, None, f"expected a dict with 'dim_process' and a split, got {type(data).__name__}")
     if "dim_process" not in data:
@@ -47,7 +51,8 @@ def read_easytpp_pickle(path: str | Path, split: str | None = None, check_dtime:
     present = [s for s in SPLITS if s in data]
     if split is None:
         if len(present) != 1:
-            raise DataFormatError(path, None, None, f"holds splits {present}; pass split= one of them")
+            raise DataFormatError(path, None, None, f"holds splits {present}; a folder of train / dev / test files needs one split per file "
+                                  "(or call read_easytpp_pickle(path, split=...))")
         split = present[0]
     if split not in data:
         raise DataFormatError(path, None, split, f"split not in the file; it holds {present}")
