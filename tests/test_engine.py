@@ -165,6 +165,10 @@ def test_a_used_folder_is_refused_or_replaced_never_mixed(data, tmp_path, monkey
     assert all((out / f).read_bytes() == b for f, b in before.items())  # untouched
     with pytest.raises(ConfigError, match="early_stop_metric 'ndcg@10'"):  # checked before anything is deleted
         run_experiment({**small_config(data), "eval": {"ks": [20]}}, out, overwrite=True)
+    from behaviorseq.data.datasets import DatasetNotFound
+
+    with pytest.raises(DatasetNotFound):  # and so is the data
+        run_experiment(small_config(tmp_path / "missing.txt"), out, overwrite=True)
     assert all((out / f).read_bytes() == b for f, b in before.items())
     # a run that ends before its first evaluation: no best.pt and no metrics of the old run
     res = run_experiment(small_config(data, epochs=2, eval_every=5, time_limit_s=0.0), out, overwrite=True)

@@ -128,10 +128,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
                               "(--overwrite), or choose another folder (--out)")
         if world > 1:
             torch.distributed.barrier()  # every rank has looked before rank 0 deletes or writes
-        if held and rank == 0:
-            for f in held:
-                (run_dir / f).unlink()
-    dataset, model, task = _prepare_any(cfg)
+    dataset, model, task = _prepare_any(cfg)  # data and model errors surface before anything is deleted
+    if not resume and rank == 0:
+        for f in held:
+            (run_dir / f).unlink()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
