@@ -115,6 +115,8 @@ def test_cli_reads_one_folder_per_window(stream, tmp_path, capsys):
     assert rc == 0
     res = json.loads((out / "continual.json").read_text())
     assert np.array(res["R"]["loglik"]).shape == (2, 2) and res["protocol"]["data"] == str(tmp_path / "stream")
+    p = res["protocol"]  # what made the numbers: evaluation settings, training settings, code
+    assert p["evaluation"]["eval_integral"] == "mc" and p["train"]["epochs"] == 1 and p["code_version"]
     assert "final earlier" in capsys.readouterr().out
     assert main(["continual", "--model", "attnhp", "--data", str(tmp_path / "stream" / "w0" / "train.jsonl")]) == 2
     assert "one sub-folder per window" in capsys.readouterr().err  # a user's mistake: a message, no traceback

@@ -58,7 +58,7 @@ def cmd_continual(args: argparse.Namespace) -> int:
     from behaviorseq.train.continual import run_continual, synthetic_stream
     from behaviorseq.train.run import resolve_config
     from behaviorseq.train.run_tpp import TPPDataConfig
-    from behaviorseq.utils import atomic_write_text
+    from behaviorseq.utils import atomic_write_text, code_version
 
     try:
         cfg = resolve_config(build_config(args.model, None, args.config, args.overrides))
@@ -82,7 +82,9 @@ def cmd_continual(args: argparse.Namespace) -> int:
                             cfg.train, tpp.task, out, trainable=args.trainable.split(","))
     except USER_ERRORS as e:
         return user_error(e)
-    res["protocol"].update(data=source, model=cfg.model, model_args=cfg.model_args)
+    res["protocol"].update(data=source, model=cfg.model, model_args=cfg.model_args,
+                           data_args=None if args.data else {k: v for k, v in tpp.to_dict().items() if k != "task"},
+                           evaluation=tpp.task.to_dict(), train=cfg.train.to_dict(), code_version=code_version())
     atomic_write_text(out / "continual.json", json.dumps(res, indent=2, default=str))
     print(format_continual(res))
     print(f"\n{source}; method {args.method}, {len(windows)} windows, no replay buffer, no task id at test; "

@@ -103,6 +103,11 @@ def format_metrics(result: dict, ks=None) -> str:
     lines.append(f"\nprotocol: {p['dataset']} ({p['dataset_stats_after_preprocessing']}), {p['split']['split']}, "
                  f"{p['ranking']} ranking, history excluded: {p['exclude_history']}, ties: {p['ties']}, "
                  f"seed {p['seed']}")
+    if p.get("skipped_bad_rows"):
+        first = p["skipped_bad_rows"]["first"][0]
+        lines.append(f"note: {p['skipped_bad_rows']['count']} malformed rows were skipped (data.read.skip_bad_rows); "
+                     f"first: {first['file']}, line {first.get('line', first.get('row'))}, field {first['field']!r}: "
+                     f"{first['reason']}")
     return "\n".join(lines)
 
 

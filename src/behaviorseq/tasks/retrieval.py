@@ -168,6 +168,8 @@ class RetrievalTask:
             "dataset": self.store.meta.get("name"),
             "dataset_stats_after_preprocessing": {k: st[k] for k in ("users", "items", "events")},
             "preprocessing": self.store.meta.get("preprocess"),
+            **({"skipped_bad_rows": {"count": rep["skipped_rows"], "first": rep.get("bad_rows", [])[:5]}}
+               if (rep := self.store.meta.get("load_report") or {}).get("skipped_rows") else {}),
             "split": self.split.describe(),
             "evaluated_role": role,
             "ranking": "full" if ec.negatives == "full" else f"sampled-{ec.negatives}-{ec.negative_sampler}",
