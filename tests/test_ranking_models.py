@@ -361,6 +361,33 @@ def test_score_candidates_rejects_padding_after_a_real_behaviour():
                                {"target": torch.tensor([1, 2]), "target_category": torch.tensor([2, 3])})
 
 
+@pytest.mark.parametrize("name", ["twin", "dare", "sdim"])
+def test_serving_calls_run_in_eval_mode_and_leave_the_model_as_it_was(name):
+    """A model straight from training is in train mode; serving must neither use dropout / batch statistics
+    nor move BatchNorm's running stats, and must hand the model back in train mode."""
+    model = make(name, seed=3, init_std=None)
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    b = ctr_batch(B=1, seed=5)
+    t = torch.randint(1, N_ITEMS + 1, (6,), generator=torch.Generator().manual_seed(9))
+    cand = {"target": t, "target_category": t % N_CATS + 1}
+    hist = {"item": b["item"][0], "category": b["category"][0]}
+    if name == "sdim":
+        bse = BSE(model)
+        serve = lambda: bse.score({k: v[None] for k, v in cand.items()},  # noqa: E731
+                                  bse.encode({k: v[None] for k, v in hist.items()}))[0]
+    else:
+        serve = lambda: model.score_candidates(hist, cand)  # noqa: E731
+    got = serve()
+    assert model.training and not got.requires_grad
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())
+    model.eval()
+    torch.testing.assert_close(got, serve(), rtol=0, atol=0)
+    if name != "sdim":  # a history longer than the position table: a message, not an IndexError
+        long = torch.randint(1, N_ITEMS + 1, (model.cfg.max_len + 3,))
+        with pytest.raises(ValueError, match="max_len"):
+            model.score_candidates({"item": long, "category": long % N_CATS + 1}, cand)
+
+
 def test_fast_embedding_equals_nn_embedding_values_and_gradients():
     from behaviorseq.nn.ctr_tower import FastEmbedding
 

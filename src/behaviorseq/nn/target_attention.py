@@ -91,11 +91,14 @@ def topk_attention(scores: Tensor, values: Tensor | None, mask: Tensor, k: int,
     return h, w, idx
 
 
-def real_suffix(item: Tensor, *fields: Tensor) -> tuple[Tensor, ...]:
+def real_suffix(item: Tensor, *fields: Tensor, max_len: int | None = None) -> tuple[Tensor, ...]:
     """The real behaviours of one left-padded history ``item`` [L] and the same columns of its other
     fields: serving scores only these, so it needs no padding mask. ``ValueError`` if padding (id 0)
-    follows a real behaviour."""
+    follows a real behaviour, or if there are more than ``max_len`` (the model's position table)."""
     n = int((item > 0).sum())
+    if max_len is not None and n > max_len:
+        raise ValueError(f"history holds {n} behaviours; the model was built for max_len = {max_len}: pass the "
+                         f"latest {max_len}, as training does")
     start = item.shape[0] - n
     if n and not bool((item[start:] > 0).all()):
         raise ValueError("history is not left-padded: item id 0 (padding) follows a real behaviour")

@@ -41,6 +41,7 @@ from behaviorseq.nn.ctr_tower import (
     require_fields,
     target_representation,
 )
+from behaviorseq.nn.inference import inference
 from behaviorseq.nn.target_attention import (
     real_suffix,
     recency_positions,
@@ -154,20 +155,21 @@ class DARE(nn.Module):
     def search_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The search stage of :meth:`score_candidates`, E^A only: (scores [C, n], top-K indices [C, K']) over
         the history's n real behaviours (indices count from the first real one; K' = min(K, n))."""
-        item, category = real_suffix(history["item"], history["category"])
+        item, category = real_suffix(history["item"], history["category"], max_len=self.cfg.max_len)
         e = self.attention(item, category, recency_positions(item.shape[0], item.device))  # e^A [n, F_A], once
         t = candidates["target"]
         s = self.candidate_scores(self.attention(t, candidates["target_category"], torch.zeros_like(t)), e)
         return s, topk_rows(s, self.cfg.top_k)[1]  # torch.topk's values; a threshold scan on CPU (nn.topk)
 
     @torch.no_grad()
+    @inference
     def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
         """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /
         ``target_category`` [C] -> main logits [C]. Both tables embed the real behaviours once (per-user
         caches); the search is one [C, n] product and only the K chosen E^R rows are read per candidate.
-        Equal to :meth:`score` on the history repeated per candidate (a test). Call in eval mode."""
+        Equal to :meth:`score` on the history repeated per candidate (a test); runs in eval mode."""
         s, idx = self.search_candidates(history, candidates)
-        item, category = real_suffix(history["item"], history["category"])
+        item, category = real_suffix(history["item"], history["category"], max_len=self.cfg.max_len)
         e_r = self.representation(item, category, recency_positions(item.shape[0], item.device))  # [n, F_R]
         w = torch.softmax(s.gather(1, idx), dim=-1)  # [C, K']
         t = candidates["target"]

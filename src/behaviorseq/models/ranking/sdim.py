@@ -40,6 +40,7 @@ from behaviorseq.nn.ctr_tower import (
     l2_penalty,
     require_fields,
 )
+from behaviorseq.nn.inference import inference
 from behaviorseq.nn.simhash import SimHash, bucket_table, lookup, query_interest
 from behaviorseq.nn.target_attention import masked_softmax
 
@@ -153,12 +154,12 @@ class BSE:
     def __init__(self, model: SDIM):
         self.model = model
 
-    @torch.no_grad()
+    @inference
     def encode(self, sequence: dict[str, Tensor]) -> UserState:
         """``sequence``: ``item`` and ``category`` [U, L] (left-padded) -> the users' states."""
         return self.model.encode(sequence["item"], sequence["category"])
 
-    @torch.no_grad()
+    @inference
     def score(self, candidates: dict[str, Tensor], table: UserState) -> Tensor:
         """``candidates``: ``target`` and ``target_category`` [U, C] -> logits [U, C]."""
         q = self.model.embed(candidates["target"], candidates["target_category"])

@@ -34,6 +34,7 @@ from behaviorseq.nn.ctr_tower import (
     require_fields,
     target_representation,
 )
+from behaviorseq.nn.inference import inference
 from behaviorseq.nn.target_attention import (
     candidate_topk_attention,
     esu_scores,
@@ -116,12 +117,13 @@ class TWIN(nn.Module):
         return torch.addmm((e[:, 2 * d:] @ v[0, 2 * d:] / math.sqrt(d)).unsqueeze(0), q, e[:, :2 * d].T)
 
     @torch.no_grad()
+    @inference
     def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
         """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /
         ``target_category`` [C] -> main logits [C]. The history's real behaviours are embedded once (keys
         cached per user, as TWIN is served) and all C candidates are scored by one product; equal to
-        :meth:`score` on the history repeated per candidate (a test). Call in eval mode."""
-        item, category = real_suffix(history["item"], history["category"])
+        :meth:`score` on the history repeated per candidate (a test); runs in eval mode."""
+        item, category = real_suffix(history["item"], history["category"], max_len=self.cfg.max_len)
         e = self.embed(item, category, recency_positions(item.shape[0], item.device))  # [n, F]
         t = candidates["target"]
         v = self.embed(t, candidates["target_category"], torch.zeros_like(t))  # [C, F]
