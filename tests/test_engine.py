@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from behaviorseq.config import ConfigError
 from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
@@ -191,10 +192,17 @@ def test_evaluate_refuses_changed_data_and_compare_flags_other_protocols(data, t
     run_experiment(small_config(own, epochs=1), tmp_path / "a")
     run_experiment({**small_config(own, epochs=1), "eval": {"ks": [5, 10], "ties": "optimistic"}}, tmp_path / "b")
     table, rows = compare_runs([tmp_path / "a", tmp_path / "b"])
-    assert "WARNING" in table and "ties" in table  # the same data and ranking, other ties
+    assert "WARNING: these runs differ in ties;" in table  # the same data and ranking, other ties
     assert "WARNING" not in compare_runs([tmp_path / "a", tmp_path / "a"])[0]
     sampled = evaluate_run(tmp_path / "a", overrides=["eval.negatives=20", "eval.seed=7"])  # key=value strings
     assert sampled["protocol"]["negatives_seed"] == 7 and sampled["protocol"]["ranking"] == "sampled-20-uniform"
+    other_ks = evaluate_run(tmp_path / "a", overrides=["eval.ks=[20,50]"])  # early stopping's ndcg@10 is not needed
+    assert "hr@50" in other_ks["test"]
+    monkeypatch.chdir(tmp_path)  # a run started with a relative path (older CLIs stored it so) resumes
+    cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    cfg["data"]["dataset"] = "own.txt"
+    (tmp_path / "a" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_experiment(small_config(own.resolve(), epochs=1), tmp_path / "a", resume=True)
     own.write_text(data.read_text() + "99999 1 2 3 4 5\n")  # a user more
     with pytest.raises(ConfigError, match="changed since it was trained"):
         evaluate_run(tmp_path / "a")

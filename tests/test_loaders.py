@@ -700,3 +700,29 @@ def test_real_ml100k_recbole(data_dir: Path):
     assert sorted(set(et.events["rating"].to_pylist())) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert et.item_schema.kind("movie_title") is Kind.CATEGORICAL_LIST
     assert et.items.slice(0, 1).to_pylist()[0]["class"] == ["Animation", "Children's", "Comedy"]
+
+
+def test_csv_ids_keep_every_spelling_apart_and_numbers_as_before(tmp_path: Path):
+    from behaviorseq.data import preprocess as P
+
+    def ids(text: str, **kw) -> tuple[list, list]:
+        (tmp_path / "x.csv").write_text("user,item,timestamp\n" + text)
+        ev = read_table(tmp_path / "x.csv", **kw).events
+        return ev.column("user").to_pylist(), ev.column("item").to_pylist()
+
+    # spellings of one number stay distinct ids (they were merged: 007 = 7, 1e3 = 1000)
+    assert ids("007,0012,1\n7,12,2\na,1e3,3\na,1000,4\n") == (["007", "7", "a", "a"], ["0012", "12", "1e3", "1000"])
+    # plain integers, whole floats (pandas' int column with gaps), 19-digit ids: numbers, as before
+    assert ids("3,10.0,1\n3,9.0,2\n1234567890123456789,2.0,3\n") == ([3, 3, 1234567890123456789], [10, 9, 2])
+    # so numbering is numeric (9 before 10), not textual
+    (tmp_path / "n.csv").write_text("user,item,timestamp\n1,10,1\n1,9,2\n2,100,3\n")
+    prep = P.run(read_table(tmp_path / "n.csv"))
+    assert prep.item_vocab.to_pylist() == [None, 9, 10, 100]  # 0: padding
+    # other floats and text are ids as they are written
+    assert ids("u,12.5,1\nu,inf,2\n")[1] == ["12.5", "inf"]
+    # the reader's null tokens are missing values in id columns too, never an id "NA"
+    with pytest.raises(DataFormatError, match="line 3, field 'item': missing value"):
+        ids("1,10,1\n1,NA,2\n2,3,3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ids("1,10,1\n1,null,2\n2,3,3\n", skip_bad_rows=True) == ([1, 2], [10, 3])

@@ -217,10 +217,10 @@ def open_ctr_dataset(name: str, args: dict[str, Any] | None = None, *, root: str
     """A registered CTR data set by name; ``args`` go to its typed config (unknown keys are errors)."""
     key = str(name).lower()
     if key not in CTR_DATASETS:
-        from behaviorseq.data.datasets import guess_format, load_events
+        from behaviorseq.data.datasets import load_events
 
         path = Path(name)
-        if path.exists() and guess_format(path) == "taobao":  # a UserBehavior.csv (or its folder) by path
+        if path.exists() and (path.name == "UserBehavior.csv" or (path / "UserBehavior.csv").exists()):
             return taobao_ctr(load_events(path), TaobaoCTRConfig.from_dict(dict(args or {})), max_len)
         hint = " (MovieLens 100K as CTR is 'ml-100k-ctr')" if key == "ml-100k" else ""
         raise ConfigError(f"unknown CTR dataset {name!r}{hint}; registered: {sorted(CTR_DATASETS)}, or the path of "

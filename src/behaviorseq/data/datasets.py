@@ -164,7 +164,7 @@ def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = Non
     if fmt == "seqtext":  # the attribute file beside it is a source too
         files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
     config = {"dataset": name, "format": fmt, "steps": [s.to_dict() for s in steps]}
-    if read_args:  # absent when empty, so the stores cached before this key keep their keys
+    if read_args:
         config["read"] = read_args
     return cached_store(files, config, build, cache_dir, refresh)
 

@@ -192,7 +192,8 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
                        descriptions=[""] + descriptions.tolist(), label_day=label_abs - origin,
                        report={"payments_read": int(known.size), "dropped_unlabelled_user": int((~known).sum()),
                                "users": int(users.size),
-                               "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size), "label_date": "label_date" if c.label_date is not None
+                               "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size),
+                               "label_date": "label_date" if c.label_date is not None
                                else "last payment + 1 day"})
     return data
 

@@ -39,7 +39,7 @@ FAMILY_TASK = {"retrieval": "retrieval", "ranking": "ctr", "risk": "default_risk
 _STOP_METRICS = {"ctr": CTR_METRICS, "default_risk": RISK_METRICS, "tpp": TPP_METRICS}
 
 
-def resolve_task(cfg: RunConfig) -> str:
+def resolve_task(cfg: RunConfig, check_early_stop: bool = True) -> str:
     """The run's task: ``cfg.task`` if given (checked against the model), else from the model's family."""
     family = models.family(cfg.model)
     expected = FAMILY_TASK[family]
@@ -52,21 +52,23 @@ def resolve_task(cfg: RunConfig) -> str:
     if task == "retrieval":  # what the evaluators report at eval.ks (one target, target sets, multi-interest)
         allowed = ["mrr"] + [f"{m}@{k}" for k in sorted(cfg.eval.ks) for m in ("hr", "ndcg", "mrr", "recall",
                                                                                "diversity")]
-    if cfg.train.early_stop_metric not in allowed:
+    if check_early_stop and cfg.train.early_stop_metric not in allowed:
         raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
                           f"use one of {list(allowed)} (the packaged <model>.yaml sets it"
                           + (", and eval.ks the cut-offs)" if task == "retrieval" else ")"))
     return task
 
 
-def resolve_config(config: dict | RunConfig) -> RunConfig:
+def resolve_config(config: dict | RunConfig, training: bool = True) -> RunConfig:
+    """The typed run config with the model's config filled in; ``training=False`` (re-evaluation) skips the
+    check that early stopping's metric is one the evaluation computes."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     try:
         cls = models.get(cfg.model)
     except KeyError as e:
         raise ConfigError(e.args[0]) from None
     model_cfg = cls.Config.from_dict(cfg.model_args)  # validates, fills defaults
-    task = resolve_task(cfg)
+    task = resolve_task(cfg, check_early_stop=training)
     if task != "retrieval" and (cfg.data.columns or cfg.data.read):
         raise ConfigError(f"data.columns / data.read map an event table for the retrieval task; the {task} task "
                           "reads its own data settings (data.ctr, data.payments, data.tpp)")
@@ -181,6 +183,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same_path(a, b) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+
+
 def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     """--resume continues a run only under its own settings. Refused, naming the keys: a value that changed
     (outside RESUME_FREE), a key that was set and is gone, or a key the saved config.yaml lacks whose value
@@ -195,6 +201,8 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
         if k in RESUME_FREE and not (k == "train.epochs" and cfg.train.scheduler != "none"):
             continue
         old = saved.get(k, ADDED_KEYS.get(k, now.get(k)))
+        if k == "data.dataset" and _same_path(old, now.get(k)):  # a relative path, stored absolute since
+            continue
         if k not in now or old != now[k]:
             differ.append(f"{k}: {old!r} -> {now.get(k, '(unset)')!r}")
     if differ:
@@ -222,7 +230,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
             overrides = {**overrides, "model_args": overrides["model"]}
             del overrides["model"]
         data = _merge(data, overrides)
-    cfg = resolve_config(data)
+    cfg = resolve_config(data, training=False)
     dataset, model, task = _prepare_any(cfg)
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
@@ -288,7 +296,7 @@ _OTHER_METRICS = ("ks", "loglik", "rmse", "acc")  # default-risk and TPP runs
 def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path | None = None) -> tuple[str, list[dict]]:
     """A markdown table of several runs' metrics (with the protocol columns that must agree) and,
     with ``out``, a grouped bar chart PNG."""
-    rows = []
+    rows, agree = [], []  # agree: what must be the same in every run for the numbers to compare
     for d in run_dirs:
         if not (Path(d) / "metrics.json").exists():
             raise FileNotFoundError(f"{d}: no metrics.json (not a finished run folder)")
@@ -306,26 +314,26 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
             p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
                  "exclude_history": "n/a"}
         # what else must agree: ties, the split and its arguments, the data's size, the sampled negatives' seed
-        extra = json.dumps({"ties": p.get("ties"), "split": {k: v for k, v in (p.get("split") or {}).items()
-                                                             if k not in ("samples", "targets")},
-                            "data": _data_stats(m["protocol"]), "negatives_seed": p.get("negatives_seed")},
-                           sort_keys=True, default=str)
+        split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
+        agree.append({"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],
+                      "ties": p.get("ties"), "split": split, "data size": _data_stats(m["protocol"]),
+                      "negatives seed": p.get("negatives_seed")})
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
-                     "ranking": p["ranking"], "exclude_history": p["exclude_history"], "_protocol": extra,
+                     "ranking": p["ranking"], "exclude_history": p["exclude_history"],
                      **{k: v for k, v in m[role].items() if k not in ("n", "n_events")}, "n": m[role].get("n")})
     names = list(dict.fromkeys(k for r in rows for k in r if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)))
     metrics = [k for k in names if "@" not in k] + sorted(  # every run's metrics; cut-offs in numeric order
         (k for k in names if "@" in k), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    protocols = {(r["dataset"], r["ranking"], r["exclude_history"], r.pop("_protocol")) for r in rows}
+    differ = [k for k in (agree[0] if agree else {}) if len({json.dumps(a[k], sort_keys=True, default=str)
+                                                             for a in agree}) > 1]
     head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vals = [r["run"], r["model"], r["dataset"], r["ranking"], str(r["exclude_history"])]
         lines.append("| " + " | ".join(vals + [f"{r.get(m, float('nan')):.4f}" for m in metrics]) + " |")
     table = "\n".join(lines)
-    if len(protocols) > 1:
-        table += ("\n\nWARNING: these runs use different datasets or protocols (data, split, ranking, history "
-                  "exclusion, ties or negatives); their numbers are not comparable.")
+    if differ:
+        table += (f"\n\nWARNING: these runs differ in {', '.join(differ)}; their numbers are not comparable.")
     if out is not None and not Path(out).resolve().parent.is_dir():
         raise FileNotFoundError(f"{out}: its folder does not exist")
     if out is not None and rows:

@@ -193,8 +193,8 @@ class Trainer:
                 if metric not in valid:
                     raise ValueError(f"early_stop_metric {metric!r} is not computed; metrics are {sorted(valid)}")
                 if not math.isfinite(valid[metric]):  # NaN never beats the best: no best.pt, the last weights reported
-                    raise ValueError(f"validation {metric} is {valid[metric]} at epoch {epoch} ({valid}): an empty "
-                                     "or one-class validation set, or a diverged model; the run stops here")
+                    raise ValueError(f"validation {metric} is {valid[metric]} at epoch {epoch} ({valid}): e.g. AUC "
+                                     "on a validation set of one class, or a diverged model; the run stops here")
                 if valid[metric] > st["best"]:
                     st.update(best=valid[metric], best_epoch=epoch, bad_evals=0)
                     if self.rank == 0:

@@ -119,6 +119,8 @@ def read_table(
             missing = to_mask(pc.is_null(col))
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 missing |= to_mask(pc.equal(col, ""))
+            if src in loaded.id_strings:
+                missing |= _null_ids(col)
             flag(missing, src, "missing value")
             if src in loaded.id_strings:
                 col = _canonical_ids(col)
@@ -169,16 +171,34 @@ class _Loaded:
         self.id_strings: set[str] = set()  # id columns read as text for ``_canonical_ids``
 
 
-_CANONICAL_INT = r"^-?(0|[1-9][0-9]{0,17})$"
+# What the CSV reader takes for a missing value in a typed column; id columns read as text keep that meaning.
+_NULLS = pa.array(pv.ConvertOptions().null_values)
+
+
+def _null_ids(col: pa.ChunkedArray) -> np.ndarray:
+    """Bool mask of an id column read as text: the CSV reader's null tokens ("", "NA", "null", ...)."""
+    return to_mask(pc.is_in(col, value_set=_NULLS))
 
 
 def _canonical_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text ids -> int64 when every one is a canonical integer (no leading zeros, no exponent, no '+'), so
-    the numbering is numeric as for a typed column; otherwise left as text, every spelling its own id."""
-    empty = pc.equal(col, "")  # missing values: flagged by the caller, dropped with their rows
-    filled = col.filter(pc.invert(empty))
-    if len(filled) and pc.all(pc.match_substring_regex(filled, _CANONICAL_INT)).as_py():
-        return pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), col), pa.int64())
+    """Text ids -> numbers when that merges no two spellings ("007" and "7", "1e3" and "1000" would merge, so
+    those stay text, every spelling its own id): then the column is typed, and numbered, as the CSV reader's
+    inference typed it before ids were read as text. Whole floats ("10.0", how pandas writes an int column
+    with gaps) become int64 as before; other floats stay text ids."""
+    nulls = pa.array(_null_ids(col))
+    filled = pc.unique(col.filter(pc.invert(nulls)))
+    cleared = pc.if_else(nulls, pa.scalar(None, pa.string()), col)
+    for t in (pa.int64(), pa.float64()):
+        try:
+            num = pc.cast(filled, t)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if len(pc.unique(num)) != len(filled):
+            return col  # two spellings of one number
+        if t == pa.float64() and not (pc.all(pc.is_finite(num)).as_py() is not False
+                                      and pc.all(pc.equal(pc.floor(num), num)).as_py() is not False):
+            return col  # "12.5", "inf": text ids
+        return pc.cast(pc.cast(cleared, t), pa.int64()) if t == pa.float64() else pc.cast(cleared, t)
     return col
 
 
