@@ -31,7 +31,7 @@ USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError,
 def user_error(e: Exception) -> int:
     if os.environ.get("BEHAVIORSEQ_DEBUG") == "1":
         raise e
-    hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError)) else \
+    hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError)) else \
         "  (BEHAVIORSEQ_DEBUG=1 shows the traceback)"
     print(f"error: {e}{hint}", file=sys.stderr)
     return 2
@@ -162,6 +162,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from behaviorseq.serve import Recommender
+
+    try:
+        rec = Recommender.from_run(args.run_dir)
+        ints = rec.raw.dtype.kind in "iu"  # command-line ids are text: read them as the data's ids
+        histories = [[int(x) if ints and x.lstrip("-").isdigit() else x for x in h.split(",") if x]
+                     for h in args.history]
+        out = rec.recommend(histories, n=args.n, exclude_seen=not args.keep_seen)
+    except USER_ERRORS as e:
+        return user_error(e)
+    rows = [{"history": h, "items": o.items, "scores": o.scores, "unknown": o.unknown, "popular_fallback": o.fallback}
+            for h, o in zip(histories, out)]
+    print(json.dumps(rows if len(rows) > 1 else rows[0], default=str))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train, early-stop, evaluate the best checkpoint on test")
     t.add_argument("--model", required=True, help="a registered model: sasrec, gru4rec, bert4rec, comirec_sa, comirec_dr, mostpop, ...")
@@ -179,6 +196,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="replace the run the folder holds (without it, a used folder is refused)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001 model.loss=ce")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recommend", help="top-N items for raw item histories from a trained retrieval run")
+    r.add_argument("run_dir")
+    r.add_argument("--history", action="append", required=True,
+                   help="a user's raw item ids, oldest first, comma-separated (repeat for several users)")
+    r.add_argument("-n", type=int, default=10)
+    r.add_argument("--keep-seen", action="store_true", help="may recommend items the history holds")
+    r.set_defaults(func=cmd_recommend)
 
     e = sub.add_parser("evaluate", help="re-evaluate a run's best checkpoint")
     e.add_argument("run_dir")

@@ -25,6 +25,7 @@ from behaviorseq.config import ConfigError, RunConfig, parse_overrides
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
+from behaviorseq.serve.recommender import ITEMS_FILE, write_item_table
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.allocator import tune_malloc
 from behaviorseq.train.packaged import _merge
@@ -107,7 +108,7 @@ def prepare(cfg: RunConfig):
 
 # What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
 RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "curves.png",
-             "checkpoints/last.pt", "checkpoints/best.pt")
+             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE)
 
 
 def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
@@ -137,6 +138,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if cfg.task == "retrieval":  # what serving needs besides the weights (serve.Recommender.from_run)
+            store = task.store
+            write_item_table(run_dir, store.events["item"].vocab[1:],
+                             item_counts(store, np.flatnonzero(task.split.roles == TRAIN))[1:])
     t0 = time.perf_counter()
     if any(p.requires_grad for p in model.parameters()):
         trainer = Trainer(model, task, cfg.train, run_dir)

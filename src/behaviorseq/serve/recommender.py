@@ -1,0 +1,150 @@
+"""Serve a trained next-item model: raw item ids in, top-N raw item ids out.
+
+A retrieval run folder holds what serving needs besides the weights: ``items.parquet`` (written by
+``run_experiment``), the raw id of each internal item id (row k = id k + 1) and its count in the training
+events. ``Recommender.from_run`` rebuilds the model from ``config.yaml``, loads ``checkpoints/best.pt`` and
+needs no training data. Histories are truncated to the model's ``max_len`` latest items and padded on the
+model's side, as the evaluator's batches are, so served scores equal evaluated ones. Items the history
+already holds are left out by default (the evaluation default); ids the model never saw are reported, not
+guessed. A history with no known item gets the most popular training items (the model has nothing to read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from behaviorseq import models
+from behaviorseq.data.store import ragged_arange
+from behaviorseq.nn.inference import inference
+from behaviorseq.utils import atomic_write_bytes
+
+ITEMS_FILE = "items.parquet"
+
+
+def write_item_table(run_dir: str | Path, raw_ids: pa.Array, train_counts: np.ndarray) -> None:
+    """``items.parquet`` for ``Recommender``: raw ids of items 1..n (``raw_ids`` without the padding slot)
+    and their training-event counts. Written atomically."""
+    table = pa.table({"raw": raw_ids, "train_count": pa.array(np.asarray(train_counts, dtype=np.int64))})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(Path(run_dir) / ITEMS_FILE, sink.getvalue().to_pybytes())
+
+
+@dataclass
+class Recommendation:
+    items: list  # raw ids, best first
+    scores: list[float]
+    unknown: list = field(default_factory=list)  # raw ids of the history the model does not know
+    fallback: bool = False  # True: no known history item, so the most popular training items
+
+
+class Recommender:
+    """``recommend(histories, n)`` for one trained retrieval model (``from_run``)."""
+
+    def __init__(self, model: torch.nn.Module, raw_ids: list, train_counts: np.ndarray, device: str = "cpu"):
+        self.model = model.to(device)
+        self.model.eval()
+        self.device = torch.device(device)
+        self.raw = np.asarray(raw_ids)  # internal id k + 1 -> raw id
+        self.order = np.argsort(self.raw, kind="stable")  # raw id -> internal id by binary search
+        if len(self.raw) > 1 and (self.raw[self.order][1:] == self.raw[self.order][:-1]).any():
+            raise ValueError("items.parquet: a raw id occurs twice")
+        self.counts = np.r_[0, np.asarray(train_counts, dtype=np.int64)]
+        self.max_len = int(getattr(getattr(model, "cfg", None), "max_len", 0) or 0) or None
+        self.padding = getattr(model, "padding", "left")
+        if getattr(model, "fields", ()):
+            raise ValueError(f"{type(model).__name__} reads event fields {model.fields}; serving takes item ids only")
+
+    def lookup(self, raw: list) -> np.ndarray:
+        """Internal ids of raw ids (0 where unknown). An id of another type than the vocabulary's (the
+        string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them."""
+        ints = self.raw.dtype.kind in "iu"
+        q = np.asarray(raw)
+        if q.dtype.kind in ("iu" if ints else "U"):  # one type throughout: no per-id work
+            ok = np.ones(len(q), dtype=bool)
+        else:  # mixed types, bools, objects: per id
+            ok = np.array([(isinstance(x, (int, np.integer)) and not isinstance(x, bool)) if ints
+                           else isinstance(x, str) for x in raw], dtype=bool)
+            q = np.array([x if o else (0 if ints else "") for x, o in zip(raw, ok)], dtype=np.int64 if ints else str)
+        if not ok.any() or self.raw.size == 0:
+            return np.zeros(len(ok), dtype=np.int64)
+        idx = self.order[np.minimum(np.searchsorted(self.raw, q, sorter=self.order), len(self.raw) - 1)]
+        return np.where(ok & (self.raw[idx] == q), idx + 1, 0).astype(np.int64)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Recommender:
+        from behaviorseq.train.run import resolve_config
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").exists():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), training=False)
+        if cfg.task != "retrieval":
+            raise ValueError(f"{run_dir}: a {cfg.task} run; Recommender serves next-item (retrieval) models")
+        if not (run_dir / ITEMS_FILE).exists():
+            raise FileNotFoundError(f"{run_dir / ITEMS_FILE} is missing (runs before session 18 lack it): "
+                                    "re-run, or write it with serve.write_item_table from the run's store")
+        items = pq.read_table(run_dir / ITEMS_FILE)
+        counts = items["train_count"].to_numpy()
+        model = models.build(cfg.model, items.num_rows, cfg.model_args)
+        if hasattr(model, "use_item_counts"):  # MostPop scores by them; ComiRec's sampler reads them
+            model.use_item_counts(torch.from_numpy(np.r_[0, counts]))
+        best = run_dir / "checkpoints" / "best.pt"
+        if best.exists():
+            model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
+        elif any(p.requires_grad for p in model.parameters()):
+            raise FileNotFoundError(f"{best} is missing: the run has no best weights")
+        return cls(model, items["raw"].to_pylist(), counts, device)
+
+    def encode(self, histories: list[list[Any]]) -> tuple[dict[str, torch.Tensor], list[list], np.ndarray, np.ndarray]:
+        """The model's batch for raw histories (oldest first): their known ids, the latest max_len, padded
+        on the model's side. Also (unknown raw ids per history, known ids flat, known count per history)."""
+        lens = np.array([len(h) for h in histories], dtype=np.int64)
+        flat_raw = [r for h in histories for r in h]
+        ids = self.lookup(flat_raw)
+        row = np.repeat(np.arange(len(histories)), lens)
+        known = ids > 0
+        unknown = [[] for _ in histories]
+        for i in np.flatnonzero(~known):  # only the (rare) unknown ids
+            unknown[row[i]].append(flat_raw[i])
+        row, ids = row[known], ids[known]
+        n_known = np.bincount(row, minlength=len(histories))
+        keep = ragged_arange(n_known) >= n_known[row] - (self.max_len or n_known.max(initial=0))  # latest max_len
+        row_w, ids_w = row[keep], ids[keep]
+        n_w = np.bincount(row_w, minlength=len(histories))
+        width = max(1, int(n_w.max(initial=0)))
+        col = ragged_arange(n_w) + ((width - n_w)[row_w] if self.padding == "left" else 0)
+        item = np.zeros((len(histories), width), dtype=np.int64)
+        item[row_w, col] = ids_w
+        batch = {"item": torch.from_numpy(item), "length": torch.from_numpy(n_w),
+                 "user": torch.zeros(len(histories), dtype=torch.long), "index": torch.arange(len(histories))}
+        return batch, unknown, np.stack([row, ids]), n_known
+
+    @inference
+    def recommend(self, histories: list[list[Any]], n: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
+        """Top-``n`` raw item ids for each history (a list of raw ids, oldest first)."""
+        if not histories:
+            return []
+        batch, unknown, (row, ids), n_known = self.encode(histories)
+        scores = self.model.score({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
+        scores[:, 0] = -torch.inf  # padding is never an item
+        empty = torch.from_numpy(n_known == 0)
+        if empty.any():  # nothing the model can read: popularity
+            pop = torch.from_numpy(self.counts.astype(np.float32))
+            pop[0] = -torch.inf
+            scores[empty] = pop.expand(int(empty.sum()), -1)
+        if exclude_seen and len(ids):
+            scores[torch.from_numpy(row), torch.from_numpy(ids)] = -torch.inf
+        k = min(n, int(torch.isfinite(scores).sum(1).min()))
+        top = torch.topk(scores, k, dim=1)
+        raw = self.raw[top.indices.numpy() - 1]
+        return [Recommendation(raw[r].tolist(), top.values[r].tolist(), unknown[r], bool(empty[r]))
+                for r in range(len(histories))]
