@@ -246,6 +246,19 @@ def test_rules_recover_a_planted_threshold():
     assert np.isclose(top.precision, (covered & y).sum() / covered.sum())
     assert np.isclose(top.coverage, covered.mean()) and np.isclose(top.lift, top.precision / y.mean())
     assert top.precision == 1.0 and top.recall > 0.97
+    # deployed on new users: JSON round trip, columns in another order, no labels
+    import json
+
+    from behaviorseq.cluster.rules import Rule
+
+    back = Rule.from_dict(json.loads(json.dumps(top.to_dict())))
+    assert back == top
+    new = np.column_stack([rng.normal(0, 1, 500), rng.uniform(0, 1, 500), rng.uniform(0, 100, 500)])
+    flagged = back.applies(new, ["noise", "shared", "age"])
+    np.testing.assert_array_equal(flagged, (new[:, 2] <= conds[("age", "<=")]) & (new[:, 1] > conds[("shared", ">")]))
+    assert 0 < flagged.sum() < 500
+    with pytest.raises(ValueError, match="which X lacks"):
+        back.applies(new[:, :2], ["noise", "shared"])
 
 
 def test_held_out_rules_are_counted_on_rows_the_tree_never_saw():

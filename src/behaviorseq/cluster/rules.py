@@ -72,10 +72,40 @@ class Rule:
                 f"recall {self.recall:.3f}, lift {self.lift:.1f}; {self.n_true}/{self.n_covered} covered rows are "
                 f"{self.target}]")
 
+    def applies(self, X: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
+        """Bool [n]: the rows of ``X`` [n, F] (columns named by ``feature_names``, any order or superset of
+        the rule's features) that the rule flags: how a rule is deployed on new users, no labels needed."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(feature_names) != X.shape[1]:
+            raise ValueError(f"rules: X must be [n, {len(feature_names)}] for {len(feature_names)} feature names, "
+                             f"got shape {X.shape}")
+        col = {f: i for i, f in enumerate(feature_names)}
+        missing = [f for f in self.features if f not in col]
+        if missing:
+            raise ValueError(f"rules: the rule reads {missing}, which X lacks; its columns are {list(feature_names)}")
+        if not np.isfinite(X[:, [col[f] for f in self.features]]).all():
+            raise ValueError(f"rules: X must be finite (no NaN/inf) in the rule's features {list(self.features)}")
+        out = np.ones(X.shape[0], dtype=bool)
+        for c in self.conditions:
+            out &= c.holds(X[:, col[c.feature]])
+        return out
+
     def to_dict(self) -> dict:
         return {"rule": self.text(), "features": list(self.features), "precision": self.precision,
                 "coverage": self.coverage, "recall": self.recall, "lift": self.lift, "n_covered": self.n_covered,
-                "n_true": self.n_true, "n_pos": self.n_pos, "n": self.n, "scored_on": self.scored_on}
+                "n_true": self.n_true, "n_pos": self.n_pos, "n": self.n, "scored_on": self.scored_on,
+                "target": self.target, "conditions": [[c.feature, c.op, c.threshold] for c in self.conditions]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Rule:
+        """The rule ``to_dict`` wrote (e.g. read back from JSON to deploy it); the counts are the fit's."""
+        conds = []
+        for f, op, t in d["conditions"]:
+            if op not in ("<=", ">"):
+                raise ValueError(f"rules: condition operator must be '<=' or '>', got {op!r}")
+            conds.append(Condition(str(f), op, float(t)))
+        return cls(tuple(conds), d.get("target", "risky"), int(d["n_covered"]), int(d["n_true"]), int(d["n_pos"]),
+                   int(d["n"]), d.get("scored_on", "in-sample"))
 
 
 def _check(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
