@@ -69,3 +69,44 @@ def test_recommend_command_reads_ids_as_the_data_wrote_them(tmp_path, monkeypatc
     rec = Recommender.from_run(tmp_path / "run")
     assert a["items"] == rec.recommend([[3, 5, 7]], n=4)[0].items and b["unknown"] == ["zz"]
     assert main(["recommend", str(tmp_path / "none"), "--history", "1"]) == 2
+
+
+def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_path, monkeypatch):
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from behaviorseq.serve.http import make_server
+
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    data = write_seqtext(tmp_path / "d.txt")
+    run_experiment(small_config(data, "sasrec", epochs=1), tmp_path / "run")
+    rec = Recommender.from_run(tmp_path / "run")
+    server = make_server(rec, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(body) -> tuple[int, object]:
+        req = urllib.request.Request(url + "/recommend", data=json.dumps(body).encode(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            assert json.loads(r.read())["items"] == len(rec.raw)
+        code, one = post({"history": [3, 5, 7], "n": 4})
+        ref = rec.recommend([[3, 5, 7]], n=4)[0]
+        assert code == 200 and one["items"] == ref.items and one["scores"] == pytest.approx(ref.scores, abs=1e-6)
+        code, many = post({"histories": [[3, 5, 7], ["zz"]], "n": 4, "exclude_seen": False})
+        assert code == 200 and len(many) == 2 and many[1]["unknown"] == ["zz"] and many[1]["popular_fallback"]
+        for bad, why in [({"history": [1], "n": 0}, "'n'"), ({"n": 3}, "exactly one"), ({"history": 5}, "list"),
+                         ({"history": [1], "k": 3}, "unknown keys")]:
+            code, err = post(bad)
+            assert code == 400 and why in err["error"], (bad, err)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -179,6 +179,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from behaviorseq.serve import Recommender
+    from behaviorseq.serve.http import make_server
+
+    try:
+        rec = Recommender.from_run(args.run_dir)
+        server = make_server(rec, args.host, args.port, name=Path(args.run_dir).name)
+    except (*USER_ERRORS, OSError) as e:
+        return user_error(e)
+    host, port = server.server_address[:2]
+    print(f"serving {args.run_dir} at http://{host}:{port} (GET /health, POST /recommend); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train, early-stop, evaluate the best checkpoint on test")
     t.add_argument("--model", required=True, help="a registered model: sasrec, gru4rec, bert4rec, comirec_sa, comirec_dr, mostpop, ...")
@@ -204,6 +224,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("-n", type=int, default=10)
     r.add_argument("--keep-seen", action="store_true", help="may recommend items the history holds")
     r.set_defaults(func=cmd_recommend)
+
+    sv = sub.add_parser("serve", help="a JSON HTTP endpoint for a trained retrieval run (POST /recommend)")
+    sv.add_argument("run_dir")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("evaluate", help="re-evaluate a run's best checkpoint")
     e.add_argument("run_dir")
