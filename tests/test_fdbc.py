@@ -364,6 +364,27 @@ def test_refine_risky_splits_two_operations_the_expert_noise_merged(clusterer):
     assert "refine" in ref.timings_
 
 
+@pytest.mark.parametrize("pca", [None, 8])
+def test_predict_places_new_users_in_the_fitted_clusters(pca):
+    z, expert, ring, observed = _two_rings_one_profile(seed=1)
+    cfg = FDBCConfig(log_expert=False, pca_components=pca, embedding_weight=4.0)
+    perm = np.random.default_rng(0).permutation(len(z))
+    fit, new = perm[:1500], perm[1500:]  # the held-out users were never clustered
+    pipe = FDBC(cfg).fit(z[fit], expert[fit], observed[fit])
+    # without PCA the operations share one cluster that refine_risky splits; with it, HDBSCAN parts them itself
+    assert len(pipe.risky_) == 2 and bool(pipe.splits_) == (pca is None)
+    same, _ = pipe.predict(z[fit], expert[fit])
+    assert np.mean(same == pipe.labels_) > 0.95  # the fitted rows land where they were clustered
+    labels, flagged = pipe.predict(z[new], expert[new])
+    members = ring[new] >= 0
+    assert flagged[members].mean() > 0.8 and flagged[~members].mean() < 0.02
+    for r in (0, 1):  # each operation's new members join the part that holds its fitted members
+        fitted = np.bincount(pipe.labels_[(ring[fit] == r) & pipe.flagged_]).argmax()
+        assert np.mean(labels[ring[new] == r] == fitted) > 0.8
+    with pytest.raises(ValueError, match="clusterer='ours'"):
+        FDBC(FDBCConfig(clusterer="exact")).predict(z[new], expert[new])
+
+
 def test_refine_risky_keeps_a_single_operation_whole():
     z, expert, ring, observed = _two_rings_one_profile(split=False)
     cfg = dict(log_expert=False, pca_components=None, embedding_weight=4.0)

@@ -40,7 +40,7 @@ from behaviorseq.cluster.hdbscan import HDBSCAN
 from behaviorseq.cluster.rules import Rule, extract_rules
 from behaviorseq.config import StrictConfig
 
-__all__ = ["FDBC", "FDBCConfig", "ClusterRisk", "hybrid_vector", "ring_metrics", "score_clusters",
+__all__ = ["FDBC", "FDBCConfig", "ClusterRisk", "HybridTransform", "hybrid_vector", "ring_metrics", "score_clusters",
            "standardize_expert"]
 
 
@@ -92,32 +92,59 @@ def standardize_expert(expert: np.ndarray, log: bool = True) -> np.ndarray:
     return (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
-def _block(x: np.ndarray, weight: float) -> np.ndarray:
-    x = x - x.mean(0)
-    total = float((x ** 2).sum(1).mean())
-    return x * np.sqrt(weight / total) if total > 0 else x
+class HybridTransform:
+    """:func:`hybrid_vector` with its statistics kept (log, column means and scales, block centres and scales),
+    so new rows (``transform``) land in the space the clustering was fitted in."""
+
+    def __init__(self, view: str = "hybrid", embedding_weight: float = 1.0, expert_weight: float = 1.0,
+                 log_expert: bool = True) -> None:
+        if view not in ("hybrid", "embedding", "expert"):
+            raise ValueError(f"FDBC: view={view!r} is not valid; choose 'hybrid', 'embedding' or 'expert'")
+        self.view, self.weights, self.log_expert = view, (embedding_weight, expert_weight), log_expert
+        self.stats: list[tuple] = []
+
+    def _inputs(self, embedding: np.ndarray | None, expert: np.ndarray | None) -> list[np.ndarray]:
+        out = []
+        if self.view in ("hybrid", "embedding"):
+            if embedding is None:
+                raise ValueError(f"FDBC: view={self.view!r} needs an embedding")
+            z = _check_2d(embedding, "embedding")
+            out.append(z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12))
+        if self.view in ("hybrid", "expert"):
+            if expert is None:
+                raise ValueError(f"FDBC: view={self.view!r} needs expert features")
+            x = _check_2d(expert, "expert")
+            out.append(np.sign(x) * np.log1p(np.abs(x)) if self.log_expert else x)
+        if len(out) == 2 and out[0].shape[0] != out[1].shape[0]:
+            raise ValueError(f"FDBC: embedding has {out[0].shape[0]} rows but expert has {out[1].shape[0]}")
+        return out
+
+    def fit(self, embedding: np.ndarray | None, expert: np.ndarray | None) -> HybridTransform:
+        w = [self.weights[0]] * (self.view != "expert") + [self.weights[1]] * (self.view != "embedding")
+        self.stats = []
+        for i, (x, weight) in enumerate(zip(self._inputs(embedding, expert), w)):
+            is_expert = i == 1 or self.view == "expert"  # the expert block is standardised per column first
+            m1, s1 = (x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)) if is_expert else (0.0, 1.0)
+            y = (x - m1) / s1 if is_expert else x
+            m2 = y.mean(0)
+            total = float(((y - m2) ** 2).sum(1).mean())
+            self.stats.append((m1, s1, m2, np.sqrt(weight / total) if total > 0 else 1.0, is_expert))
+        return self
+
+    def transform(self, embedding: np.ndarray | None, expert: np.ndarray | None) -> np.ndarray:
+        """[N, D + F]: each block centred and scaled as on the rows ``fit`` saw."""
+        blocks = []
+        for x, (m1, s1, m2, scale, is_expert) in zip(self._inputs(embedding, expert), self.stats):
+            blocks.append((((x - m1) / s1 if is_expert else x) - m2) * scale)
+        return np.concatenate(blocks, axis=1)
 
 
 def hybrid_vector(embedding: np.ndarray | None, expert: np.ndarray | None, view: str = "hybrid",
                   embedding_weight: float = 1.0, expert_weight: float = 1.0, log_expert: bool = True) -> np.ndarray:
     """The hybrid representation [N, D + F] (or one block for ``view="embedding"`` / ``"expert"``): each block
     centred and scaled so that the mean squared norm of its rows equals its weight."""
-    if view not in ("hybrid", "embedding", "expert"):
-        raise ValueError(f"FDBC: view={view!r} is not valid; choose 'hybrid', 'embedding' or 'expert'")
-    blocks = []
-    if view in ("hybrid", "embedding"):
-        if embedding is None:
-            raise ValueError(f"FDBC: view={view!r} needs an embedding")
-        z = _check_2d(embedding, "embedding")
-        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        blocks.append(_block(z, embedding_weight))
-    if view in ("hybrid", "expert"):
-        if expert is None:
-            raise ValueError(f"FDBC: view={view!r} needs expert features")
-        blocks.append(_block(standardize_expert(expert, log_expert), expert_weight))
-    if len(blocks) == 2 and blocks[0].shape[0] != blocks[1].shape[0]:
-        raise ValueError(f"FDBC: embedding has {blocks[0].shape[0]} rows but expert has {blocks[1].shape[0]}")
-    return np.concatenate(blocks, axis=1)
+    return HybridTransform(view, embedding_weight, expert_weight, log_expert).fit(embedding, expert).transform(
+        embedding, expert)
 
 
 @dataclass(frozen=True)
@@ -155,7 +182,8 @@ class FDBC:
     """The pipeline; ``fit(embedding, expert, observed)`` sets ``vectors_`` [N, d] (what HDBSCAN saw),
     ``labels_`` [N] (-1 noise), ``clusters_`` (list of :class:`ClusterRisk`), ``risky_`` (ids), ``flagged_``
     bool [N] (member of a risky cluster), ``splits_`` ({risky cluster: its parts' ids} of ``refine_risky``),
-    ``timings_``; ``rules(expert, names)`` explains the risky clusters."""
+    ``timings_``; ``rules(expert, names)`` explains the risky clusters; ``predict(embedding, expert)`` places new
+    rows (new users) in the fitted clusters."""
 
     def __init__(self, config: FDBCConfig | None = None) -> None:
         self.config = config if config is not None else FDBCConfig()
@@ -163,30 +191,38 @@ class FDBC:
     def fit(self, embedding: np.ndarray | None, expert: np.ndarray | None, observed: np.ndarray) -> FDBC:
         c, t = self.config, {}
         t0 = time.perf_counter()
-        H = hybrid_vector(embedding, expert, c.view, c.embedding_weight, c.expert_weight, c.log_expert)
+        self.transform_ = HybridTransform(c.view, c.embedding_weight, c.expert_weight, c.log_expert)
+        H = self.transform_.fit(embedding, expert).transform(embedding, expert)
+        self.pca_ = None
         if c.pca_components is not None and c.pca_components < H.shape[1]:
-            H = PCA(c.pca_components, random_state=c.seed).fit_transform(H)
+            self.pca_ = PCA(c.pca_components, random_state=c.seed)
+            H = self.pca_.fit_transform(H)
         self.vectors_ = H.astype(np.float32)
         t["hybrid_pca"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.labels_ = self._hdbscan(self.vectors_)
+        self.labels_ = self._hdbscan(self.vectors_, keep=True)
         t["cluster"] = time.perf_counter() - t0
         self._score(observed)
         self.splits_: dict[int, list[int]] = {}
+        self.split_centroids_: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if c.refine_risky and c.view == "hybrid":
             t0 = time.perf_counter()
-            self._refine(hybrid_vector(embedding, None, "embedding"))
+            self.refine_transform_ = HybridTransform("embedding").fit(embedding, None)
+            self._refine(self.refine_transform_.transform(embedding, None))
             self._score(observed)
             t["refine"] = time.perf_counter() - t0
         self.timings_ = t
         return self
 
-    def _hdbscan(self, X: np.ndarray, allow_single_cluster: bool = False) -> np.ndarray:
+    def _hdbscan(self, X: np.ndarray, allow_single_cluster: bool = False, keep: bool = False) -> np.ndarray:
         c = self.config
         if c.clusterer == "ours":
-            return HDBSCAN(min_cluster_size=c.min_cluster_size, min_samples=c.min_samples,
-                           cluster_selection_method=c.cluster_selection_method,
-                           allow_single_cluster=allow_single_cluster, random_state=c.seed).fit(X).labels_
+            model = HDBSCAN(min_cluster_size=c.min_cluster_size, min_samples=c.min_samples,
+                            cluster_selection_method=c.cluster_selection_method,
+                            allow_single_cluster=allow_single_cluster, random_state=c.seed).fit(X)
+            if keep:  # the main clustering: ``predict`` places new rows in it
+                self.clusterer_ = model
+            return model.labels_
         import hdbscan  # the reference implementation (dev dependency)
 
         return hdbscan.HDBSCAN(min_cluster_size=c.min_cluster_size, min_samples=c.min_samples,
@@ -218,7 +254,24 @@ class FDBC:
             for p, new in zip(parts, ids):
                 labels[rows[sub == p]] = new
             self.splits_[int(k)] = ids
+            self.split_centroids_[int(k)] = (np.array(ids), centroids)
         self.labels_ = labels
+
+    def predict(self, embedding: np.ndarray | None, expert: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(cluster labels [M] (-1: noise), flagged [M]: in a risky cluster) of new rows: the fitted hybrid
+        transform and PCA, HDBSCAN's approximate prediction, then a split risky cluster's nearest part."""
+        if self.config.clusterer != "ours":
+            raise ValueError("FDBC.predict needs clusterer='ours' (its approximate prediction)")
+        H = self.transform_.transform(embedding, expert)
+        H = (self.pca_.transform(H) if self.pca_ is not None else H).astype(np.float32)
+        labels = self.clusterer_.approximate_predict(H)[0].astype(np.int64)
+        if self.split_centroids_:
+            Z = self.refine_transform_.transform(embedding, None).astype(np.float32)
+            for k, (ids, centroids) in self.split_centroids_.items():
+                rows = np.flatnonzero(labels == k)
+                d = ((Z[rows, None, :] - centroids[None]) ** 2).sum(-1)
+                labels[rows] = ids[np.argmin(d, axis=1)] if len(rows) else labels[rows]
+        return labels, np.isin(labels, self.risky_)
 
     def rules(self, expert: np.ndarray, feature_names: list[str] | tuple[str, ...]) -> dict[int, list[Rule]]:
         """Rules per risky cluster (target: member of that cluster vs every other row), on raw expert features;
