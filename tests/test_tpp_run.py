@@ -93,3 +93,30 @@ def test_settings_that_would_fail_after_training_are_refused_up_front(tmp_path):
     empty["data"]["tpp"]["split"] = [0.0, 0.5, 0.5]
     with pytest.raises(ValueError, match="training set is empty"):
         run_experiment(empty, tmp_path / "empty")
+
+
+def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_path):
+    import torch
+
+    from behaviorseq.nn.tpp import thinning_predict
+    from behaviorseq.serve.events import EventPredictor
+    from behaviorseq.tasks.tpp import TPPBatcher
+
+    cfg = _cfg("nhp", epochs=1)
+    run_experiment(cfg, tmp_path / "run")
+    pred = EventPredictor.from_run(tmp_path / "run")
+    test = synthetic_hawkes(TPPDataConfig.from_dict(cfg["data"]["tpp"]))[0]["test"]
+    seqs = [(test.time[test.offsets[i]:test.offsets[i + 1]].tolist(), test.type[test.offsets[i]:test.offsets[i + 1]].tolist())
+            for i in range(3)]
+    got = pred.predict(seqs[:1], seed=7)[0]
+    batch = TPPBatcher(test, None).batch(np.array([0]))  # the evaluator's batch of that sequence
+    dt, k, _ = thinning_predict(pred.model, pred.model.encode(batch), pred.dtime_max, *pred.thinning,
+                                torch.Generator().manual_seed(7))
+    n = len(seqs[0][0])
+    assert got.dtime == pytest.approx(float(dt[0, n - 1]), rel=1e-5) and got.type == int(k[0, n - 1])
+    many = pred.predict(seqs)
+    assert len(many) == 3 and all(0 <= e.type < 3 and 0 < e.dtime <= pred.dtime_max for e in many)
+    with pytest.raises(ValueError, match="sequence 1: needs at least one event"):
+        pred.predict([seqs[0], ([], [])])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        pred.predict([([1.0, 0.5], [0, 1])])

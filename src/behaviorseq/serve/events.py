@@ -1,0 +1,93 @@
+"""Serve a trained event-stream model (NHP, THP, AttNHP, PromptTPP): the next event's time and type after a
+sequence of (time, type) events, by the thinning predictor the evaluation uses (``nn.tpp.thinning_predict``,
+with the run's draws, candidates and ``dtime_max``, all read from its ``metrics.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from behaviorseq import models
+from behaviorseq.nn.inference import inference
+from behaviorseq.nn.tpp import thinning_predict
+
+
+@dataclass
+class NextEvent:
+    dtime: float  # predicted time from the last event to the next
+    type: int  # predicted type of the next event
+    unaccepted: float  # share of thinning draws that found no time before dtime_max (then dtime_max is used)
+
+
+class EventPredictor:
+    """``predict(sequences)`` for one trained TPP model (``from_run``)."""
+
+    def __init__(self, model: torch.nn.Module, num_types: int, dtime_max: float, draws: int = 20,
+                 candidates: int = 50, over_sample: float = 1.5, boundary: int = 16, device: str = "cpu"):
+        self.model, self.device = model.to(device).eval(), torch.device(device)
+        self.num_types, self.dtime_max = num_types, float(dtime_max)
+        self.thinning = (draws, candidates, over_sample, boundary)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> EventPredictor:
+        from behaviorseq.train.run import resolve_config
+
+        run_dir = Path(run_dir)
+        for f in ("config.yaml", "metrics.json"):
+            if not (run_dir / f).exists():
+                raise FileNotFoundError(f"{run_dir} is not a finished run folder (no {f})")
+        cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), training=False)
+        if cfg.task != "tpp":
+            raise ValueError(f"{run_dir}: a {cfg.task} run; EventPredictor serves event-stream (tpp) models")
+        p = json.loads((run_dir / "metrics.json").read_text())["protocol"]
+        num_types, pred = p["data"]["train"]["num_types"], p["prediction"]
+        model = models.build(cfg.model, num_types, cfg.model_args)
+        model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True))
+        return cls(model, num_types, pred["dtime_max"], pred["draws"], pred["candidates_per_draw"],
+                   pred["over_sample"], pred["boundary_points"], device)
+
+    def batch(self, sequences: list[tuple[list[float], list[int]]]) -> dict[str, torch.Tensor]:
+        """The task's batch layout (times since each sequence's first event, right-padded); checked."""
+        n = np.array([len(t) for t, _ in sequences], dtype=np.int64)
+        for i, (t, k) in enumerate(sequences):
+            if len(t) == 0 or len(t) != len(k):
+                raise ValueError(f"sequence {i}: needs at least one event and as many types as times "
+                                 f"({len(t)} times, {len(k)} types)")
+        times = np.concatenate([np.asarray(t, dtype=np.float64) for t, _ in sequences])
+        types = np.concatenate([np.asarray(k, dtype=np.int64) for _, k in sequences])
+        row = np.repeat(np.arange(len(sequences)), n)
+        starts = np.cumsum(n) - n
+        col = np.arange(len(times)) - starts[row]
+        rel = times - times[starts][row]  # since each sequence's first event, as the task's batches
+        dt = np.diff(rel, prepend=rel[:1])
+        dt[starts] = 0.0
+        bad = ~np.isfinite(times) | (dt < 0) | (types < 0) | (types >= self.num_types)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"sequence {row[i]}, event {col[i]}: times must be finite and non-decreasing, types in "
+                             f"0..{self.num_types - 1} (time {times[i]}, type {types[i]})")
+        L = int(n.max())
+        out = {"time": np.zeros((len(n), L), np.float32), "dtime": np.zeros((len(n), L), np.float32),
+               "type": np.full((len(n), L), self.num_types, np.int64), "mask": np.zeros((len(n), L), bool)}
+        out["time"][row, col], out["dtime"][row, col] = rel, dt
+        out["type"][row, col], out["mask"][row, col] = types, True
+        return {k: torch.from_numpy(v).to(self.device) for k, v in out.items()}
+
+    @inference
+    def predict(self, sequences: list[tuple[list[float], list[int]]], seed: int = 0) -> list[NextEvent]:
+        """The next event after each (times, types) sequence (absolute times, non-decreasing)."""
+        if not sequences:
+            return []
+        batch = self.batch(sequences)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning, gen)
+        last = batch["mask"].sum(1) - 1
+        rows = torch.arange(len(sequences), device=self.device)
+        return [NextEvent(float(a), int(b), float(c))
+                for a, b, c in zip(dt[rows, last].tolist(), k[rows, last].tolist(), miss[rows, last].tolist())]
