@@ -8,7 +8,7 @@ export BEHAVIORSEQ_DATA ?= $(abspath ../shared/data)
 
 setup: $(STAMP)
 
-# torch first, pinned: a range would pull a multi-GB CUDA build (DEVELOPERS.md).
+# torch first, pinned: a range would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The main job: train SASRec on MovieLens-100K, early-stop, evaluate the best checkpoint on test
 # (full ranking, leave-one-out) and print the metrics table.
 demo: setup
-	$(VENV)/bin/behaviorseq train --model sasrec --data ml-100k --out runs/demo-sasrec-ml100k train.epochs=30 train.patience=5
+	$(VENV)/bin/behaviorseq train --model sasrec --data ml-100k --out runs/demo-sasrec-ml100k --overwrite train.epochs=30 train.patience=5
 
 test: setup
 	$(PY) -m pytest -q

@@ -203,6 +203,13 @@ def test_evaluate_refuses_changed_data_and_compare_flags_other_protocols(data, t
     cfg["data"]["dataset"] = "own.txt"
     (tmp_path / "a" / "config.yaml").write_text(yaml.safe_dump(cfg))
     run_experiment(small_config(own.resolve(), epochs=1), tmp_path / "a", resume=True)
+    lines = data.read_text().splitlines()  # the same users, items and events; two events swap places
+    a, *rest = lines[0].split()
+    j = next(i for i in range(1, len(rest)) if rest[i] != rest[0])
+    rest[0], rest[j] = rest[j], rest[0]
+    own.write_text("\n".join([" ".join([a, *rest])] + lines[1:]) + "\n")
+    with pytest.raises(ConfigError, match="fingerprint"):
+        evaluate_run(tmp_path / "a")
     own.write_text(data.read_text() + "99999 1 2 3 4 5\n")  # a user more
     with pytest.raises(ConfigError, match="changed since it was trained"):
         evaluate_run(tmp_path / "a")

@@ -104,7 +104,8 @@ def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_pa
         code, many = post({"histories": [[3, 5, 7], ["zz"]], "n": 4, "exclude_seen": False})
         assert code == 200 and len(many) == 2 and many[1]["unknown"] == ["zz"] and many[1]["popular_fallback"]
         for bad, why in [({"history": [1], "n": 0}, "'n'"), ({"n": 3}, "exactly one"), ({"history": 5}, "list"),
-                         ({"history": [1], "k": 3}, "unknown keys")]:
+                         ({"history": [1], "k": 3}, "unknown keys"), ({"history": [[100]]}, "integers or strings"),
+                         ({"history": [1, True]}, "integers or strings")]:
             code, err = post(bad)
             assert code == 400 and why in err["error"], (bad, err)
     finally:

@@ -1,8 +1,8 @@
 """Dataset registry: well-known names resolved under a data folder, and paths to a user's own files.
 
 Nothing is ever downloaded. A registered dataset that is absent gives a message saying where to get it
-and which path to pass. The data folder is, in order: the ``root`` argument, ``$BEHAVIORSEQ_DATA``,
-then ``./data`` and ``../shared/data`` (the layout of this project's machines).
+and which path to pass. The data folder is the ``root`` argument if given, else ``$BEHAVIORSEQ_DATA`` if
+set, else ``./data`` then ``../shared/data`` (the layout of this project's machines).
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ def parse_request(body: dict) -> tuple[list[list], bool, int, bool]:
     histories = [body["history"]] if one else body["histories"]
     if not isinstance(histories, list) or not all(isinstance(h, list) for h in histories):
         raise ValueError("'history' must be a list of raw item ids, 'histories' a list of such lists")
+    for i, h in enumerate(histories):
+        bad = [x for x in h if not isinstance(x, (int, str)) or isinstance(x, bool)]
+        if bad:
+            raise ValueError(f"history {i}: raw item ids are integers or strings, got {bad[0]!r}")
     n = body.get("n", 10)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"'n' must be an integer >= 1, got {n!r}")
@@ -81,8 +85,12 @@ def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, nam
             except (ValueError, json.JSONDecodeError) as e:
                 self._send(400, {"error": str(e)})
                 return
-            with lock:
-                out = [_as_json(r) for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
+            try:
+                with lock:
+                    out = [_as_json(r) for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
+            except Exception as e:  # noqa: BLE001 (a server answers; the client sees what went wrong)
+                self._send(500, {"error": f"{type(e).__name__}: {e}"})
+                return
             self._send(200, out[0] if one else out)
 
         def log_message(self, fmt: str, *args) -> None:  # quiet by default; a gateway logs requests

@@ -87,6 +87,11 @@ class RetrievalTask:
         return min(n, self.train_cfg.max_steps_per_epoch or n)
 
     # ---- evaluation -----------------------------------------------------------------------------
+    def _is_set(self, role: str) -> bool:
+        """Whether ``role`` holds target sets (user holdout), which set metrics rank by their top K."""
+        view = self.split.view(role)
+        return bool(len(view)) and bool((view.target_end - view.target_start > 1).any())
+
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, role: str, device: torch.device,
                  rank: int = 0, world: int = 1) -> dict[str, float]:
@@ -94,7 +99,7 @@ class RetrievalTask:
         ec = self.eval_cfg
         ks = sorted(ec.ks)
         batcher = SeqBatcher(self.store, view, self.max_len, self.padding, self.fields)
-        is_set = bool(len(view)) and bool((view.target_end - view.target_start > 1).any())
+        is_set = self._is_set(role)
         sampler = None
         if ec.negatives != "full" and is_set:
             raise ValueError(f"eval.negatives={ec.negatives}: sampled ranking is for one-target views; "
@@ -167,6 +172,7 @@ class RetrievalTask:
             "task": "next_item_retrieval",
             "dataset": self.store.meta.get("name"),
             "dataset_stats_after_preprocessing": {k: st[k] for k in ("users", "items", "events")},
+            "data_fingerprint": self.store.fingerprint(),
             "preprocessing": self.store.meta.get("preprocess"),
             **({"skipped_bad_rows": {"count": rep["skipped_rows"], "first": rep.get("bad_rows", [])[:5]}}
                if (rep := self.store.meta.get("load_report") or {}).get("skipped_rows") else {}),
@@ -176,6 +182,8 @@ class RetrievalTask:
             **({} if ec.negatives == "full" else {"negatives_seed": ec.seed}),
             "exclude_history": self.exclude_history,
             "ties": ec.ties,
+            **({"ties_in_target_sets": "torch.topk order: set metrics rank the top K, eval.ties is not applied"}
+               if self._is_set(role) else {}),
             "ks": sorted(ec.ks),
             "max_len": self.max_len,
             "train_windows": self.train_windows,

@@ -5,6 +5,10 @@
     run_dir/checkpoints/      last.pt (resumable state) and best.pt (weights of the best validation epoch)
     run_dir/metrics.json      best epoch, validation and test metrics of the best weights, the protocol
     run_dir/curves.png        training loss and the validation metric per epoch
+    run_dir/items.parquet     retrieval runs: raw item ids and training counts (what serving needs)
+    run_dir/evaluation.json   the latest ``evaluate_run`` (another protocol on the best weights)
+
+A folder holding a run is continued (``resume``), replaced (``overwrite``) or refused.
 """
 
 from __future__ import annotations
@@ -239,10 +243,12 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     dataset, model, task = _prepare_any(cfg)
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
-        was = _data_stats(json.loads((run_dir / "metrics.json").read_text()).get("protocol", {}))
-        if was is not None and was != _data_stats(protocol):
+        then = json.loads((run_dir / "metrics.json").read_text()).get("protocol", {})
+        was, fp = _data_stats(then), then.get("data_fingerprint")  # runs before session 18: sizes only
+        if (was is not None and was != _data_stats(protocol)) or (fp and fp != protocol.get("data_fingerprint")):
             raise ConfigError(f"the data of {run_dir} changed since it was trained: {was} then, "
-                              f"{_data_stats(protocol)} now ({cfg.data.dataset})")
+                              f"{_data_stats(protocol)} now ({cfg.data.dataset}"
+                              + (f"; fingerprint {fp} then, {protocol.get('data_fingerprint')} now)" if fp else ")"))
     device = resolve_device(cfg.train.device)
     model.to(device)
     best = run_dir / "checkpoints" / "best.pt"
@@ -322,15 +328,16 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
         split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
         agree.append({"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],
                       "ties": p.get("ties"), "split": split, "data size": _data_stats(m["protocol"]),
-                      "negatives seed": p.get("negatives_seed")})
+                      "negatives seed": p.get("negatives_seed"), "data fingerprint": m["protocol"].get("data_fingerprint")})
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
                      "ranking": p["ranking"], "exclude_history": p["exclude_history"],
                      **{k: v for k, v in m[role].items() if k not in ("n", "n_events")}, "n": m[role].get("n")})
     names = list(dict.fromkeys(k for r in rows for k in r if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)))
     metrics = [k for k in names if "@" not in k] + sorted(  # every run's metrics; cut-offs in numeric order
         (k for k in names if "@" in k), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    differ = [k for k in (agree[0] if agree else {}) if len({json.dumps(a[k], sort_keys=True, default=str)
-                                                             for a in agree}) > 1]
+    differ = [k for k in (agree[0] if agree else {})  # a fingerprint counts where every run has one
+              if not (k == "data fingerprint" and any(a[k] is None for a in agree))
+              and len({json.dumps(a[k], sort_keys=True, default=str) for a in agree}) > 1]
     head = ["run", "model", "dataset", "ranking", "excl. hist."] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

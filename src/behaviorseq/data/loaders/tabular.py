@@ -16,10 +16,13 @@ Conversions:
 - string columns declared numeric are parsed (a non-number is a bad row), string columns declared as
   a list kind are split on whitespace;
 - large/view string and list types become plain ones, dictionary columns are decoded, decimals become
-  float64, a float column of whole numbers declared categorical becomes int64.
+  float64, a float column of whole numbers declared categorical becomes int64 (Parquet and in-memory
+  tables; a CSV column declared categorical is read as text, so "3.0" stays "3.0").
 
 CSV files: header line required; types inferred by ``pyarrow.csv`` (declared categorical / text
-columns are read as strings, so "007" stays "007"). Line numbers in errors count the header and blank
+columns are read as strings, so "007" stays "007"). The user and item columns are read as text too and
+become numbers only when that merges no two spellings: "007" beside "7" stays two ids, a column of
+plain integers (or of "007" alone) is integers. Line numbers in errors count the header and blank
 lines and are exact unless a quoted value spans lines. For Parquet and in-memory tables errors name the
 1-based row instead. Rows whose user, item or timestamp is missing are bad rows.
 """
