@@ -196,6 +196,11 @@ def test_evaluate_refuses_changed_data_and_compare_flags_other_protocols(data, t
     assert "WARNING" not in compare_runs([tmp_path / "a", tmp_path / "a"])[0]
     sampled = evaluate_run(tmp_path / "a", overrides=["eval.negatives=20", "eval.seed=7"])  # key=value strings
     assert sampled["protocol"]["negatives_seed"] == 7 and sampled["protocol"]["ranking"] == "sampled-20-uniform"
+    full = evaluate_run(tmp_path / "a")
+    kept = [json.loads(f.read_text()) for f in (tmp_path / "a" / "evaluations").iterdir()]
+    assert sorted(json.dumps(k["overrides"], sort_keys=True) for k in kept) == sorted(  # both protocols kept
+        [json.dumps({"eval": {"negatives": 20, "seed": 7}}, sort_keys=True), "{}"])
+    assert json.loads((tmp_path / "a" / "evaluation.json").read_text())["test"] == full["test"]  # the latest
     other_ks = evaluate_run(tmp_path / "a", overrides=["eval.ks=[20,50]"])  # early stopping's ndcg@10 is not needed
     assert "hr@50" in other_ks["test"]
     monkeypatch.chdir(tmp_path)  # a run started with a relative path (older CLIs stored it so) resumes

@@ -6,7 +6,8 @@
     run_dir/metrics.json      best epoch, validation and test metrics of the best weights, the protocol
     run_dir/curves.png        training loss and the validation metric per epoch
     run_dir/items.parquet     retrieval runs: raw item ids and training counts (what serving needs)
-    run_dir/evaluation.json   the latest ``evaluate_run`` (another protocol on the best weights)
+    run_dir/evaluation.json   the latest ``evaluate_run`` (another protocol on the best weights), with its overrides;
+    run_dir/evaluations/      every protocol's latest evaluation, one file per set of overrides
 
 A folder holding a run is continued (``resume``), replaced (``overwrite``) or refused.
 """
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -112,7 +114,7 @@ def prepare(cfg: RunConfig):
 
 # What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
 RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "curves.png",
-             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE)
+             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations")
 
 
 def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
@@ -138,7 +140,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     dataset, model, task = _prepare_any(cfg)  # data and model errors surface before anything is deleted
     if not resume and rank == 0:
         for f in held:
-            (run_dir / f).unlink()
+            if (run_dir / f).is_dir():
+                shutil.rmtree(run_dir / f)
+            else:
+                (run_dir / f).unlink()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -259,7 +264,11 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
                                 "evaluation, or its early-stopping metric was never a number)")
     out = {"run": str(run_dir), "model": cfg.model, "dataset": dataset,
            **{r: task.evaluate(model, r, device) for r in roles}, "protocol": protocol}
-    atomic_write_text(run_dir / "evaluation.json", json.dumps(out, indent=2, default=str))
+    out["overrides"] = overrides or {}
+    text = json.dumps(out, indent=2, default=str)
+    atomic_write_text(run_dir / "evaluation.json", text)  # the latest; each protocol also keeps its own file
+    key = hashlib.sha256(json.dumps(out["overrides"], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    atomic_write_text(run_dir / "evaluations" / f"{key}.json", text)
     return out
 
 
