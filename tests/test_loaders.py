@@ -726,3 +726,11 @@ def test_csv_ids_keep_every_spelling_apart_and_numbers_as_before(tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert ids("1,10,1\n1,null,2\n2,3,3\n", skip_bad_rows=True) == ([1, 2], [10, 3])
+
+
+def test_a_table_without_timestamps_says_its_times_are_row_positions(tmp_path: Path):
+    (tmp_path / "x.csv").write_text("user,item\na,1\na,2\nb,3\n")
+    et = read_table(tmp_path / "x.csv")
+    assert et.events.column("timestamp").to_pylist() == [0, 1, 0] and "row order" in et.report["timestamp"]
+    (tmp_path / "y.csv").write_text("user,item,timestamp\na,1,5\n")
+    assert "timestamp" not in read_table(tmp_path / "y.csv").report

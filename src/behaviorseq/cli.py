@@ -38,7 +38,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         f"density      {st['density']:.6f}",
     ]
     if st["time_min"] is not None:
-        lines.append(f"time         {st['time_min']:.0f} .. {st['time_max']:.0f} (span {st['time_span']:.0f})")
+        lines.append(f"time         {st['time_min']:.0f} .. {st['time_max']:.0f} (span {st['time_span']:.0f})"
+                     + ("" if st["timestamp"] == "from the data" else f"  [timestamp {st['timestamp']}]"))
     sl = st["sequence_length"]
     if sl:
         lines.append("seq length   " + "  ".join(f"{k}={v:g}" for k, v in sl.items()))

@@ -179,4 +179,5 @@ def stats(store: SequenceStore) -> dict:
             "density": st["events"] / max(1, st["users"] * st["items"]),
             "time_min": st["time_min"], "time_max": st["time_max"], "time_span": span,
             "sequence_length": st["sequence_length"], "cardinality": st["cardinality"],
-            "preprocess": store.meta.get("preprocess"), "sources": store.meta.get("sources")}
+            "preprocess": store.meta.get("preprocess"), "sources": store.meta.get("sources"),
+            "timestamp": (store.meta.get("load_report") or {}).get("timestamp", "from the data")}

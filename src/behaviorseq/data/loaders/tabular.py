@@ -150,6 +150,8 @@ def read_table(
     schema = Schema(tuple(Field(c, out_kinds[c]) for c in order))
     name = name or loaded.name
     report = bad.finish({}, f"read_table({name})")
+    if TIME not in roles:  # no timestamp column: the row order stood in for time (above)
+        report["timestamp"] = "none: the row order within each user (0, 1, 2, ...)"
     return EventTable(events, schema, sources=[loaded.path] if loaded.path else [], name=name, report=report)
 
 
