@@ -178,6 +178,30 @@ def test_cli_trains_on_the_users_tables(tmp_path, capsys):
     assert code == 0 and "| test |" in out and "flat: last 90 payments" in out
 
 
+def test_per_user_label_dates_window_each_user_at_their_own_date(tmp_path):
+    from behaviorseq.data.folding import last_n
+
+    _, pay, lab = _write_tables(tmp_path, n_users=30)
+    t = pd.to_datetime(pay.time)
+    # each user observed at their own date: the median of their payments (later payments exist in the log)
+    own = t.groupby(pay.user).median().dt.floor("D")
+    lab.assign(date=lab.user.map(own).dt.strftime("%Y-%m-%d")).to_csv(tmp_path / "labels.csv", index=False)
+    d = open_payments(str(tmp_path))
+    after = int((t >= pay.user.map(own)).sum())
+    assert d.report["dropped_after_own_label_date"] == after > 0 and d.report["label_date"].startswith("per user")
+    assert np.shape(d.label_day) == (30,) and (d.time < d.label_day[d.user]).all()  # nothing at or after
+    view = last_n(d, window_days=14.0, max_len=50)  # windows end at each user's date
+    for u in (0, 7, 19):
+        ref = np.sort(d.time[(d.user == u) & (d.time >= d.label_day[u] - 14.0)])
+        got = view.fields["days_before"][u][view.mask[u]]
+        np.testing.assert_allclose(np.sort(d.label_day[u] - got), ref)
+    with pytest.raises(ConfigError, match="cannot be set as well"):
+        open_payments(str(tmp_path), {"label_date": "2030-01-01"})
+    res = run_experiment({**_cfg("flat_gru"), "data": {"dataset": str(tmp_path), "risk": {"window_days": 30}},
+                          "train": {**_cfg("flat_gru")["train"], "epochs": 1}}, tmp_path / "run")
+    assert res["protocol"]["label_day"]["per_user"] and json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
 def test_a_one_class_validation_set_stops_the_run_with_a_message(tmp_path, capsys):
     (tmp_path / "tables").mkdir()
     _, _, lab = _write_tables(tmp_path / "tables", n_users=120)

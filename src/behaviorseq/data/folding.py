@@ -3,6 +3,7 @@
 
 Input: a flat table sorted by (user, time) (``PaymentData`` or plain arrays). Only payments with
 ``label_day - window_days <= time < label_day`` are used: nothing at or after the label date leaks in.
+``label_day`` is one date for all users or one per user (each user's own observation date).
 
 Folded output (``Folded``), with ``S = M + 1`` slots per user:
     slots 0..M-1: the user's top-M merchants in the window, ranked by payment count (desc), ties by the
@@ -52,7 +53,7 @@ class Flat:
     window_days: float
 
 
-def _check(n_users: int, user, time, merchant, amount, description, label_day: float, window_days: float):
+def _check(n_users: int, user, time, merchant, amount, description, label_day, window_days: float):
     arrays = {"user": user, "time": time, "merchant": merchant, "amount": amount, "description": description}
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     n = arrays["user"].shape[0]
@@ -74,15 +75,19 @@ def _check(n_users: int, user, time, merchant, amount, description, label_day: f
             raise ValueError("folding: the table must be sorted by (user, time)")
     if not window_days > 0:
         raise ValueError(f"folding: window_days must be > 0, got {window_days}")
-    w = (arrays["time"] >= label_day - window_days) & (arrays["time"] < label_day)
+    ld = np.asarray(label_day, dtype=np.float64)
+    if ld.ndim not in (0, 1) or (ld.ndim == 1 and ld.shape != (n_users,)) or not np.isfinite(ld).all():
+        raise ValueError(f"folding: label_day must be a finite number or one per user [{n_users}], got shape {ld.shape}")
+    arrays["label_day"] = np.broadcast_to(ld, (n_users,))[arrays["user"]] if n else np.zeros(0)  # per payment
+    w = (arrays["time"] >= arrays["label_day"] - window_days) & (arrays["time"] < arrays["label_day"])
     return {k: v[w] for k, v in arrays.items()}
 
 
-def _per_payment(a: dict, label_day: float) -> dict:
+def _per_payment(a: dict) -> dict:
     t = a["time"]
     return {
         "merchant": a["merchant"].astype(np.int64), "description": a["description"].astype(np.int64),
-        "amount": a["amount"].astype(np.float64), "days_before": (label_day - t).astype(np.float64),
+        "amount": a["amount"].astype(np.float64), "days_before": (a["label_day"] - t).astype(np.float64),
         "hour": (np.floor((t % 1.0) * 24).astype(np.int64)).clip(0, 23),
         "dow": (np.floor(t).astype(np.int64) % 7),
     }
@@ -98,8 +103,8 @@ def _dt_prev(group: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def fold_by_merchant(data=None, *, n_users: int | None = None, user=None, time=None, merchant=None,
-                     amount=None, description=None, label_day: float | None = None, window_days: float = 180.0,
-                     n_top: int = 16, max_per_merchant: int = 16) -> Folded:
+                     amount=None, description=None, label_day: float | np.ndarray | None = None,
+                     window_days: float = 180.0, n_top: int = 16, max_per_merchant: int = 16) -> Folded:
     """Fold the window ``[label_day - window_days, label_day)`` by merchant (module docstring).
 
     Pass a ``PaymentData`` as ``data`` or the arrays by name. Returns a :class:`Folded` with ``S =
@@ -133,7 +138,7 @@ def fold_by_merchant(data=None, *, n_users: int | None = None, user=None, time=N
     # Sort by (user, slot, time): the input is time-sorted inside users, so a stable sort on (user, slot).
     order = np.argsort(u * S + slot, kind="stable")
     u, slot = u[order], slot[order]
-    pay = _per_payment({k: v[order] for k, v in a.items()}, label_day)
+    pay = _per_payment({k: v[order] for k, v in a.items()})
     pay["dt_prev"] = _dt_prev(u * S + slot, a["time"][order])
     cell = u * S + slot
     n_cell = np.bincount(cell, minlength=n_users * S)
@@ -171,7 +176,7 @@ def fold_by_merchant(data=None, *, n_users: int | None = None, user=None, time=N
 
 
 def last_n(data=None, *, n_users: int | None = None, user=None, time=None, merchant=None, amount=None,
-           description=None, label_day: float | None = None, window_days: float = 180.0,
+           description=None, label_day: float | np.ndarray | None = None, window_days: float = 180.0,
            max_len: int = 272) -> Flat:
     """The last ``max_len`` payments of each user in the window (the flat baselines' input)."""
     if data is not None:
@@ -183,7 +188,7 @@ def last_n(data=None, *, n_users: int | None = None, user=None, time=None, merch
         raise ValueError(f"folding: max_len must be >= 1, got {max_len}")
     a = _check(n_users, user, time, merchant, amount, description, label_day, window_days)
     u = a["user"].astype(np.int64)
-    pay = _per_payment(a, label_day)
+    pay = _per_payment(a)
     o = np.lexsort((a["time"], a["merchant"], u))  # dt_prev per (user, merchant)
     dt = np.empty(u.shape[0])
     dt[o] = _dt_prev(u[o] * (int(a["merchant"].max(initial=0)) + 1) + a["merchant"][o], a["time"][o])

@@ -11,8 +11,10 @@ feature), ``amount`` (``>= 0``) and optionally ``description`` (text). ``time`` 
 date/time column (read as seconds) or a number in ``time_unit`` (``"s"``, ``"ms"`` or ``"days"``).
 Labels: one row per user with ``user``, ``label`` (0 or 1) and optionally ``role`` (``train`` / ``valid`` /
 ``test``); without it users are split at random by ``split`` fractions and ``seed``. ``columns`` renames
-(role -> source column). The label date is ``label_date`` (same unit as ``time``, or an ISO string) or, by
-default, one day after the last payment; a payment at or after it is an error (it would leak the label).
+(role -> source column). The label date is one for all users, ``label_date`` (same unit as ``time``, or an
+ISO string) or, by default, one day after the last payment, and a payment at or after it is an error (it would
+leak the label); or each user's own, a ``date`` column of the labels (ISO or in ``time_unit``), and the
+payments at or after a user's date are dropped and counted (a log goes on past each observation date).
 Payments of users without a label row are dropped and counted. Errors name the file, row and field.
 """
 
@@ -124,7 +126,7 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     descriptions re-indexed, times in days since the earliest payment, rows sorted by (user, time)."""
     c = config or PaymentTablesConfig()
     cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
-            "label": "label", "role": "role", **c.columns}
+            "label": "label", "role": "role", "date": "date", **c.columns}
     src, lsrc = str(payments), str(labels)
     names = _column_names(Path(payments))
     if cols["amount"] not in names:
@@ -144,8 +146,18 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
                               f"{c.time_unit!r} is for numeric times only (leave it at 's')")
     days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
 
-    lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds={cols["user"]: "categorical",
-                                                                                   cols["label"]: "categorical"}).events
+    lkinds = {cols["user"]: "categorical", cols["label"]: "categorical"}
+    per_user = cols["date"] in _column_names(Path(labels))  # each user's own label (observation) date
+    if per_user:
+        if c.label_date is not None:
+            raise ConfigError(f"{lsrc} has a per-user '{cols['date']}' column; label_date (one date for all) "
+                              "cannot be set as well")
+        iso = _iso_times(Path(labels), cols["date"])
+        if iso and c.time_unit != "s":
+            raise DataFormatError(lsrc, None, cols["date"], f"ISO dates, which are read as such; time_unit "
+                                  f"{c.time_unit!r} is for numeric times only")
+        lkinds[cols["date"]] = "timestamp" if iso else "numeric"
+    lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds=lkinds).events
     if lt.num_rows == 0:
         raise DataFormatError(lsrc, None, None, "no label rows (a header only?)")
     lab_user, lab_val = _strings(lt, "user"), _strings(lt, "item")
@@ -174,27 +186,38 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     pay_user = _strings(t, "user")
     uid = np.minimum(np.searchsorted(users, pay_user), users.size - 1)
     known = users[uid] == pay_user
-    label_abs = _label_day(c)
-    if label_abs is None:
-        label_abs = float(days[known].max(initial=0.0)) + 1.0
-    late = known & (days >= label_abs)
-    if late.any():
-        raise _row_error(src, late, cols["time"], "payment at or after the label date (it would leak the label); "
-                         "set label_date or drop the row")
+    after = np.zeros(known.shape, dtype=bool)
+    if per_user:  # a log goes on past each user's date: those payments are dropped (counted), never used
+        ld = np.asarray(lt[cols["date"]].to_numpy(zero_copy_only=False), dtype=np.float64)
+        if not np.isfinite(ld).all():
+            raise _row_error(lsrc, ~np.isfinite(ld), cols["date"], "label date missing or not a number")
+        label_abs = ld[first] * _SECONDS[c.time_unit] / 86_400.0  # [n_users], in days
+        after = known & (days >= label_abs[uid])
+        known &= ~after
+    else:
+        label_abs = _label_day(c)
+        if label_abs is None:
+            label_abs = float(days[known].max(initial=0.0)) + 1.0
+        late = known & (days >= label_abs)
+        if late.any():
+            raise _row_error(src, late, cols["time"], "payment at or after the label date (it would leak the label); "
+                             "set label_date or drop the row")
     u, days, amount, desc = uid[known], days[known], amount[known], desc[known]
     merchant_names, m_id = np.unique(_strings(t, "item")[known], return_inverse=True)
     descriptions, d_id = np.unique(desc, return_inverse=True)
-    origin = float(np.floor(days.min(initial=label_abs - 1.0)))  # whole days: hour = time % 1 stays the hour (UTC)
+    origin = float(np.floor(days.min(initial=np.min(label_abs) - 1.0)))  # whole days: the hour stays time % 1 (UTC)
     order = np.lexsort((days, u))
     data = PaymentData(user=u[order].astype(np.int64), merchant=m_id[order].astype(np.int64) + 1,
                        description=d_id[order].astype(np.int64) + 1, amount=amount[order], time=days[order] - origin,
                        label=label, role=role, merchant_names=[""] + merchant_names.tolist(),
                        descriptions=[""] + descriptions.tolist(), label_day=label_abs - origin,
-                       report={"payments_read": int(known.size), "dropped_unlabelled_user": int((~known).sum()),
+                       report={"payments_read": int(known.size),
+                               "dropped_unlabelled_user": int((~known & ~after).sum()),
+                               "dropped_after_own_label_date": int(after.sum()),
                                "users": int(users.size),
                                "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size),
-                               "label_date": "label_date" if c.label_date is not None
-                               else "last payment + 1 day"})
+                               "label_date": f"per user ('{cols['date']}' column)" if per_user
+                               else "label_date" if c.label_date is not None else "last payment + 1 day"})
     return data
 
 

@@ -58,7 +58,9 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     info = {"dataset": cfg.data.dataset, "dataset_args": dict(cfg.data.payments), "dataset_report": data.report,
             "window_days": v.window_days, "view": kind,
             "payment_budget": (v.n_top + 1) * v.max_per_merchant if folded else length,
-            "amount_edges": "quantiles of training users' payments", "label_day": data.label_day}
+            "amount_edges": "quantiles of training users' payments",
+            "label_day": data.label_day if np.ndim(data.label_day) == 0 else  # per user: their range
+            {"per_user": True, "min": float(np.min(data.label_day)), "max": float(np.max(data.label_day))}}
     task = DefaultRiskTask.create(to_tensors(view), data.label, data.role, cfg.train, cfg.eval, info)
     return data, model, task
 

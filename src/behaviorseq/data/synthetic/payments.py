@@ -171,7 +171,7 @@ class PaymentData:
         amount: float64 [P], positive. time: float64 [P], days since the window start, ``< label_day``.
         label: int64 [n_users]; role: int64 [n_users] (TRAIN / VALID / TEST).
         merchant_names: list[str] [n_merchants + 1] (entry 0 empty); descriptions: list[str].
-        label_day: the label (observation) date in the same day units.
+        label_day: the label (observation) date in the same day units; or one per user [n_users] (float64).
         report: how the data were read (``data.payment_tables``: rows dropped, label date origin).
     """
 
@@ -184,7 +184,7 @@ class PaymentData:
     role: np.ndarray
     merchant_names: list
     descriptions: list
-    label_day: float
+    label_day: float | np.ndarray
     report: dict = field(default_factory=dict)
 
     @property
