@@ -104,10 +104,24 @@ def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_pa
         code, many = post({"histories": [[3, 5, 7], ["zz"]], "n": 4, "exclude_seen": False})
         assert code == 200 and len(many) == 2 and many[1]["unknown"] == ["zz"] and many[1]["popular_fallback"]
         for bad, why in [({"history": [1], "n": 0}, "'n'"), ({"n": 3}, "exactly one"), ({"history": 5}, "list"),
-                         ({"history": [1], "k": 3}, "unknown keys"), ({"history": [[100]]}, "integers or strings"),
-                         ({"history": [1, True]}, "integers or strings")]:
+                         ({"history": [1], "k": 3}, "unknown keys"), ({"history": [[100]]}, "raw item ids are integers"),
+                         ({"history": [1, True]}, "raw item ids are integers"), ({"history": [2**70]}, "64-bit")]:
             code, err = post(bad)
             assert code == 400 and why in err["error"], (bad, err)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_each_history_gets_its_own_list_and_ids_match_only_their_own_type(tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    data = write_seqtext(tmp_path / "d.txt")
+    run_experiment(small_config(data, "sasrec", epochs=1), tmp_path / "run")
+    rec = Recommender.from_run(tmp_path / "run")
+    everything = rec.raw.tolist()
+    almost, alone = rec.recommend([everything[:-2], [3, 5]], n=10)
+    assert len(almost.items) == 2 and len(alone.items) == 10  # one user's history does not cut another's list
+    assert rec.recommend([everything], n=5)[0].items == []
+    assert rec.lookup([3, "3", True, np.int64(3)]).tolist() == [rec.lookup([3])[0], 0, 0, rec.lookup([3])[0]]
+    strings = Recommender(rec.model, [str(x) for x in everything], rec.counts[1:])  # a string vocabulary
+    assert strings.lookup([3, "3"]).tolist() == [0, strings.lookup(["3"])[0]]  # 1 and "1" are not the same id

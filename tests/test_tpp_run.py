@@ -114,8 +114,11 @@ def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_
                                 torch.Generator().manual_seed(7))
     n = len(seqs[0][0])
     assert got.dtime == pytest.approx(float(dt[0, n - 1]), rel=1e-5) and got.type == int(k[0, n - 1])
-    many = pred.predict(seqs)
+    many = pred.predict(seqs, seed=7)
     assert len(many) == 3 and all(0 <= e.type < 3 and 0 < e.dtime <= pred.dtime_max for e in many)
+    assert many[0] == got and pred.predict(seqs[::-1], seed=7)[2] == got  # whatever else the request holds
+    with pytest.raises(ValueError, match="integers"):
+        pred.predict([([0.0, 1.0], [0.0, 1.5])])
     with pytest.raises(ValueError, match="sequence 1: needs at least one event"):
         pred.predict([seqs[0], ([], [])])
     with pytest.raises(ValueError, match="non-decreasing"):

@@ -112,6 +112,15 @@ def _iso_times(path: Path, column: str) -> bool:
     return False
 
 
+def _check_time_unit(path: Path, column: str, time_unit: str) -> bool:
+    """Whether ``column`` holds ISO date-times (read as such); then ``time_unit`` must be left at seconds."""
+    iso = _iso_times(path, column)
+    if iso and time_unit != "s":
+        raise DataFormatError(str(path), None, column, f"ISO date-times, which are read as such; time_unit "
+                              f"{time_unit!r} is for numeric times only (leave it at 's')")
+    return iso
+
+
 def _strings(t: pa.Table, name: str) -> np.ndarray:
     return np.asarray(t[name].to_numpy(zero_copy_only=False)).astype(str)
 
@@ -141,9 +150,7 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     if bad.any():
         raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]}")
     desc = _strings(t, cols["description"]) if cols["description"] in t.column_names else np.full(t.num_rows, "")
-    if c.time_unit != "s" and _iso_times(Path(payments), cols["time"]):
-        raise DataFormatError(src, None, cols["time"], f"ISO date-times, which are read as such; time_unit "
-                              f"{c.time_unit!r} is for numeric times only (leave it at 's')")
+    _check_time_unit(Path(payments), cols["time"], c.time_unit)
     days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
 
     lkinds = {cols["user"]: "categorical", cols["label"]: "categorical"}
@@ -152,11 +159,7 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
         if c.label_date is not None:
             raise ConfigError(f"{lsrc} has a per-user '{cols['date']}' column; label_date (one date for all) "
                               "cannot be set as well")
-        iso = _iso_times(Path(labels), cols["date"])
-        if iso and c.time_unit != "s":
-            raise DataFormatError(lsrc, None, cols["date"], f"ISO dates, which are read as such; time_unit "
-                                  f"{c.time_unit!r} is for numeric times only")
-        lkinds[cols["date"]] = "timestamp" if iso else "numeric"
+        lkinds[cols["date"]] = "timestamp" if _check_time_unit(Path(labels), cols["date"], c.time_unit) else "numeric"
     lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds=lkinds).events
     if lt.num_rows == 0:
         raise DataFormatError(lsrc, None, None, "no label rows (a header only?)")

@@ -34,7 +34,7 @@ from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
 
 # Part of every cache key: raise it whenever a loader or a preprocessing step changes what it produces for the
 # same files, or stores saved by older code would be loaded as if current.
-FORMAT_VERSION = 2  # 2: CSV id columns read as text (leading zeros kept)
+FORMAT_VERSION = 3  # 2: CSV id columns read as text (leading zeros kept); 3: load report says when times are positions
 
 
 @dataclass

@@ -20,12 +20,13 @@ def inference(method: F) -> F:
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         module: nn.Module = self if isinstance(self, nn.Module) else self.model
-        was_training = module.training
+        modes = [(m, m.training) for m in module.modules()]  # each submodule's own mode, restored after
         module.eval()
         try:
             with torch.no_grad():
                 return method(self, *args, **kwargs)
         finally:
-            module.train(was_training)
+            for m, training in modes:
+                m.training = training
 
     return run  # type: ignore[return-value]

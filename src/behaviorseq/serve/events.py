@@ -60,7 +60,10 @@ class EventPredictor:
                 raise ValueError(f"sequence {i}: needs at least one event and as many types as times "
                                  f"({len(t)} times, {len(k)} types)")
         times = np.concatenate([np.asarray(t, dtype=np.float64) for t, _ in sequences])
-        types = np.concatenate([np.asarray(k, dtype=np.int64) for _, k in sequences])
+        raw_types = np.concatenate([np.asarray(k) for _, k in sequences])
+        if raw_types.dtype.kind not in "iu":
+            raise ValueError(f"event types must be integers, got dtype {raw_types.dtype}")
+        types = raw_types.astype(np.int64)
         row = np.repeat(np.arange(len(sequences)), n)
         starts = np.cumsum(n) - n
         col = np.arange(len(times)) - starts[row]
@@ -81,13 +84,15 @@ class EventPredictor:
 
     @inference
     def predict(self, sequences: list[tuple[list[float], list[int]]], seed: int = 0) -> list[NextEvent]:
-        """The next event after each (times, types) sequence (absolute times, non-decreasing)."""
+        """The next event after each (times, types) sequence (absolute times, non-decreasing). Each sequence
+        is drawn for on its own with ``seed``: its answer does not depend on the rest of the request."""
         if not sequences:
             return []
-        batch = self.batch(sequences)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning, gen)
-        last = batch["mask"].sum(1) - 1
-        rows = torch.arange(len(sequences), device=self.device)
-        return [NextEvent(float(a), int(b), float(c))
-                for a, b, c in zip(dt[rows, last].tolist(), k[rows, last].tolist(), miss[rows, last].tolist())]
+        self.batch(sequences)  # every sequence checked before any work
+        out = []
+        for seq in sequences:  # one thinning per request sequence (its draws are shaped by the batch)
+            batch = self.batch([seq])
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning, gen)
+            out.append(NextEvent(float(dt[0, -1]), int(k[0, -1]), float(miss[0, -1])))
+        return out

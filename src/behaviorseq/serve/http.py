@@ -39,9 +39,10 @@ def parse_request(body: dict) -> tuple[list[list], bool, int, bool]:
     if not isinstance(histories, list) or not all(isinstance(h, list) for h in histories):
         raise ValueError("'history' must be a list of raw item ids, 'histories' a list of such lists")
     for i, h in enumerate(histories):
-        bad = [x for x in h if not isinstance(x, (int, str)) or isinstance(x, bool)]
+        bad = [x for x in h if not isinstance(x, (int, str)) or isinstance(x, bool)
+               or (isinstance(x, int) and not -2**63 <= x < 2**63)]
         if bad:
-            raise ValueError(f"history {i}: raw item ids are integers or strings, got {bad[0]!r}")
+            raise ValueError(f"history {i}: raw item ids are integers (64-bit) or strings, got {bad[0]!r}")
     n = body.get("n", 10)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"'n' must be an integer >= 1, got {n!r}")
@@ -76,7 +77,13 @@ def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, nam
             if self.path != "/recommend":
                 self._send(404, {"error": f"no such path {self.path!r}; POST /recommend"})
                 return
-            size = int(self.headers.get("Content-Length") or 0)
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                size = -1
+            if size < 0:
+                self._send(400, {"error": "Content-Length must be a byte count"})
+                return
             if size > MAX_BODY:
                 self._send(413, {"error": f"request body over {MAX_BODY} bytes"})
                 return

@@ -67,9 +67,10 @@ class Recommender:
         """Internal ids of raw ids (0 where unknown). An id of another type than the vocabulary's (the
         string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them."""
         ints = self.raw.dtype.kind in "iu"
+        kinds = set(map(type, raw))  # numpy would turn [1, "x"] into two strings: check the types first
         q = np.asarray(raw)
-        if q.dtype.kind in ("iu" if ints else "U"):  # one type throughout: no per-id work
-            ok = np.ones(len(q), dtype=bool)
+        if kinds <= ({int, np.int64, np.int32} if ints else {str}) and q.dtype.kind in ("iu" if ints else "U"):
+            ok = np.ones(len(q), dtype=bool)  # one type throughout: no per-id work
         else:  # mixed types, bools, objects: per id
             ok = np.array([(isinstance(x, (int, np.integer)) and not isinstance(x, bool)) if ints
                            else isinstance(x, str) for x in raw], dtype=bool)
@@ -90,8 +91,8 @@ class Recommender:
         if cfg.task != "retrieval":
             raise ValueError(f"{run_dir}: a {cfg.task} run; Recommender serves next-item (retrieval) models")
         if not (run_dir / ITEMS_FILE).exists():
-            raise FileNotFoundError(f"{run_dir / ITEMS_FILE} is missing (runs before session 18 lack it): "
-                                    "re-run, or write it with serve.write_item_table from the run's store")
+            raise FileNotFoundError(f"{run_dir / ITEMS_FILE} is missing (runs made before serving existed lack "
+                                    "it): re-run, or write it with serve.write_item_table from the run's store")
         items = pq.read_table(run_dir / ITEMS_FILE)
         counts = items["train_count"].to_numpy()
         model = models.build(cfg.model, items.num_rows, cfg.model_args)
@@ -143,8 +144,8 @@ class Recommender:
             scores[empty] = pop.expand(int(empty.sum()), -1)
         if exclude_seen and len(ids):
             scores[torch.from_numpy(row), torch.from_numpy(ids)] = -torch.inf
-        k = min(n, int(torch.isfinite(scores).sum(1).min()))
-        top = torch.topk(scores, k, dim=1)
-        raw = self.raw[top.indices.numpy() - 1]
-        return [Recommendation(raw[r].tolist(), top.values[r].tolist(), unknown[r], bool(empty[r]))
+        top = torch.topk(scores, min(n, scores.shape[1] - 1), dim=1)  # then each row cut at its own count
+        keep = torch.isfinite(top.values).sum(1).tolist()  # a user who has seen nearly everything gets fewer
+        raw = self.raw[np.maximum(top.indices.numpy() - 1, 0)]
+        return [Recommendation(raw[r, :keep[r]].tolist(), top.values[r, :keep[r]].tolist(), unknown[r], bool(empty[r]))
                 for r in range(len(histories))]

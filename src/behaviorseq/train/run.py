@@ -249,7 +249,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
         then = json.loads((run_dir / "metrics.json").read_text()).get("protocol", {})
-        was, fp = _data_stats(then), then.get("data_fingerprint")  # runs before session 18: sizes only
+        was, fp = _data_stats(then), then.get("data_fingerprint")  # runs without a fingerprint: sizes only
         if (was is not None and was != _data_stats(protocol)) or (fp and fp != protocol.get("data_fingerprint")):
             raise ConfigError(f"the data of {run_dir} changed since it was trained: {was} then, "
                               f"{_data_stats(protocol)} now ({cfg.data.dataset}"
@@ -267,7 +267,8 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     out["overrides"] = overrides or {}
     text = json.dumps(out, indent=2, default=str)
     atomic_write_text(run_dir / "evaluation.json", text)  # the latest; each protocol also keeps its own file
-    key = hashlib.sha256(json.dumps(out["overrides"], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([out["overrides"], list(roles)], sort_keys=True, default=str).encode()
+                         ).hexdigest()[:10]
     atomic_write_text(run_dir / "evaluations" / f"{key}.json", text)
     return out
 

@@ -102,6 +102,7 @@ def read_seqtext(
         item_schema = Schema.of(**{ITEM: Kind.CATEGORICAL, "attributes": Kind.CATEGORICAL_LIST})
         sources.append(str(attributes))
     report = bad.finish({}, f"read_seqtext({name})")
+    report["timestamp"] = "none: the order on each user's line (0, 1, 2, ...)"
     return EventTable(events, schema, items, item_schema, sources=sources, name=name, report=report)
 
 

@@ -161,7 +161,6 @@ class DARE(nn.Module):
         s = self.candidate_scores(self.attention(t, candidates["target_category"], torch.zeros_like(t)), e)
         return s, topk_rows(s, self.cfg.top_k)[1]  # torch.topk's values; a threshold scan on CPU (nn.topk)
 
-    @torch.no_grad()
     @inference
     def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
         """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /

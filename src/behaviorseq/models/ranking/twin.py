@@ -116,7 +116,6 @@ class TWIN(nn.Module):
             return q @ e[:, :2 * d].T
         return torch.addmm((e[:, 2 * d:] @ v[0, 2 * d:] / math.sqrt(d)).unsqueeze(0), q, e[:, :2 * d].T)
 
-    @torch.no_grad()
     @inference
     def score_candidates(self, history: dict[str, Tensor], candidates: dict[str, Tensor]) -> Tensor:
         """Serving: one user's left-padded history ``item`` / ``category`` [L] and C candidates ``target`` /
