@@ -314,33 +314,59 @@ _CTR_METRICS = ("auc", "gauc_user", "gauc_category", "logloss")
 _OTHER_METRICS = ("ks", "loglik", "rmse", "acc")  # default-risk and TPP runs
 
 
+def _comparable(m: dict) -> dict:
+    """What must agree between runs for their numbers to compare: the dataset, the ranking (or its analogue
+    per task), history exclusion, ties, the split and its arguments, the data, the sampled negatives' seed."""
+    p = m["protocol"]
+    if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
+        parts = ("pointwise", p["sampling"].get("protocol"), p["sampling"].get("split"))
+        p = {"ranking": " ".join(str(x) for x in parts if x), "exclude_history": "n/a"}
+    elif p.get("task") == "default_risk":  # the data arguments, the window and the view must agree
+        args = json.dumps(p.get("dataset_args", {}), sort_keys=True, default=str)
+        p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}, data args "
+                        f"{hashlib.sha256(args.encode()).hexdigest()[:8]}", "exclude_history": "n/a"}
+    elif p.get("task") == "temporal_point_process":  # the integral and the chunking must agree
+        i = p["loglik_integral"]
+        p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
+             "exclude_history": "n/a"}
+    split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
+    return {"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],
+            "ties": p.get("ties"), "split": split, "data size": _data_stats(m["protocol"]),
+            "negatives seed": p.get("negatives_seed"), "data fingerprint": m["protocol"].get("data_fingerprint")}
+
+
+def _bar_chart(rows: list[dict], metrics: list[str], role: str, out: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, len(metrics) * 1.2), 4))
+    w = 0.8 / len(rows)
+    x = np.arange(len(metrics))
+    for i, r in enumerate(rows):
+        ax.bar(x + i * w, [r.get(m, 0) for m in metrics], w, label=r["run"])
+    ax.set_xticks(x + 0.4 - w / 2, metrics)
+    ax.set_ylabel(role)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path | None = None) -> tuple[str, list[dict]]:
-    """A markdown table of several runs' metrics (with the protocol columns that must agree) and,
-    with ``out``, a grouped bar chart PNG."""
-    rows, agree = [], []  # agree: what must be the same in every run for the numbers to compare
+    """A markdown table of several runs' metrics (with the protocol columns that must agree, and a warning
+    naming what does not) and, with ``out``, a grouped bar chart PNG."""
+    if out is not None and not Path(out).resolve().parent.is_dir():
+        raise FileNotFoundError(f"{out}: its folder does not exist")
+    rows, agree = [], []
     for d in run_dirs:
         if not (Path(d) / "metrics.json").exists():
             raise FileNotFoundError(f"{d}: no metrics.json (not a finished run folder)")
         m = json.loads((Path(d) / "metrics.json").read_text())
-        p = m["protocol"]
-        if p.get("task") == "pointwise_ctr":  # CTR runs: the sampling protocol and split play "ranking"
-            parts = ("pointwise", p["sampling"].get("protocol"), p["sampling"].get("split"))
-            p = {"ranking": " ".join(str(x) for x in parts if x), "exclude_history": "n/a"}
-        elif p.get("task") == "default_risk":  # the data arguments, the window and the view must agree
-            args = json.dumps(p.get("dataset_args", {}), sort_keys=True, default=str)
-            p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}, data args "
-                            f"{hashlib.sha256(args.encode()).hexdigest()[:8]}", "exclude_history": "n/a"}
-        elif p.get("task") == "temporal_point_process":  # the integral and the chunking must agree
-            i = p["loglik_integral"]
-            p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
-                 "exclude_history": "n/a"}
-        # what else must agree: ties, the split and its arguments, the data's size, the sampled negatives' seed
-        split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
-        agree.append({"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],
-                      "ties": p.get("ties"), "split": split, "data size": _data_stats(m["protocol"]),
-                      "negatives seed": p.get("negatives_seed"), "data fingerprint": m["protocol"].get("data_fingerprint")})
+        agree.append(_comparable(m))
         rows.append({"run": Path(d).name, "model": m["model"], "dataset": m["dataset"],
-                     "ranking": p["ranking"], "exclude_history": p["exclude_history"],
+                     "ranking": agree[-1]["ranking"], "exclude_history": agree[-1]["history exclusion"],
                      **{k: v for k, v in m[role].items() if k not in ("n", "n_events")}, "n": m[role].get("n")})
     names = list(dict.fromkeys(k for r in rows for k in r if "@" in k or k in ("mrr", *_CTR_METRICS, *_OTHER_METRICS)))
     metrics = [k for k in names if "@" not in k] + sorted(  # every run's metrics; cut-offs in numeric order
@@ -355,25 +381,7 @@ def compare_runs(run_dirs: list[str | Path], role: str = "test", out: str | Path
         lines.append("| " + " | ".join(vals + [f"{r.get(m, float('nan')):.4f}" for m in metrics]) + " |")
     table = "\n".join(lines)
     if differ:
-        table += (f"\n\nWARNING: these runs differ in {', '.join(differ)}; their numbers are not comparable.")
-    if out is not None and not Path(out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"{out}: its folder does not exist")
+        table += f"\n\nWARNING: these runs differ in {', '.join(differ)}; their numbers are not comparable."
     if out is not None and rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        fig, ax = plt.subplots(figsize=(max(6, len(metrics) * 1.2), 4))
-        w = 0.8 / len(rows)
-        x = np.arange(len(metrics))
-        for i, r in enumerate(rows):
-            ax.bar(x + i * w, [r.get(m, 0) for m in metrics], w, label=r["run"])
-        ax.set_xticks(x + 0.4 - w / 2, metrics)
-        ax.set_ylabel(role)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
+        _bar_chart(rows, metrics, role, out)
     return table, rows
