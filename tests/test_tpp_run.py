@@ -119,6 +119,8 @@ def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_
     assert many[0] == got and pred.predict(seqs[::-1], seed=7)[2] == got  # whatever else the request holds
     with pytest.raises(ValueError, match="integers"):
         pred.predict([([0.0, 1.0], [0.0, 1.5])])
+    pred.max_len = 5  # a run trained on chunks of 5 events conditions on the latest 5, as its evaluator
+    assert pred.predict(seqs[:1], seed=7)[0] == pred.predict([(seqs[0][0][-5:], seqs[0][1][-5:])], seed=7)[0]
     with pytest.raises(ValueError, match="sequence 1: needs at least one event"):
         pred.predict([seqs[0], ([], [])])
     with pytest.raises(ValueError, match="non-decreasing"):

@@ -1,6 +1,7 @@
 """Serve a trained event-stream model (NHP, THP, AttNHP, PromptTPP): the next event's time and type after a
 sequence of (time, type) events, by the thinning predictor the evaluation uses (``nn.tpp.thinning_predict``,
-with the run's draws, candidates and ``dtime_max``, all read from its ``metrics.json``).
+with the run's draws, candidates, ``dtime_max`` and chunk length, all read from its ``metrics.json``: a run
+trained on chunks of ``max_len`` events conditions on the latest ``max_len``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class EventPredictor:
     """``predict(sequences)`` for one trained TPP model (``from_run``)."""
 
     def __init__(self, model: torch.nn.Module, num_types: int, dtime_max: float, draws: int = 20,
-                 candidates: int = 50, over_sample: float = 1.5, boundary: int = 16, device: str = "cpu"):
+                 candidates: int = 50, over_sample: float = 1.5, boundary: int = 16, device: str = "cpu",
+                 max_len: int | None = None):
         self.model, self.device = model.to(device).eval(), torch.device(device)
         self.num_types, self.dtime_max = num_types, float(dtime_max)
+        self.max_len = max_len  # the run's chunk length: the evaluator conditions on at most this many events
         self.thinning = (draws, candidates, over_sample, boundary)
 
     @classmethod
@@ -50,7 +53,7 @@ class EventPredictor:
         model = models.build(cfg.model, num_types, cfg.model_args)
         model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True))
         return cls(model, num_types, pred["dtime_max"], pred["draws"], pred["candidates_per_draw"],
-                   pred["over_sample"], pred["boundary_points"], device)
+                   pred["over_sample"], pred["boundary_points"], device, p.get("max_len"))
 
     def batch(self, sequences: list[tuple[list[float], list[int]]]) -> dict[str, torch.Tensor]:
         """The task's batch layout (times since each sequence's first event, right-padded); checked."""
@@ -90,8 +93,8 @@ class EventPredictor:
             return []
         self.batch(sequences)  # every sequence checked before any work
         out = []
-        for seq in sequences:  # one thinning per request sequence (its draws are shaped by the batch)
-            batch = self.batch([seq])
+        for times, types in sequences:  # one thinning per request sequence (its draws are shaped by the batch)
+            batch = self.batch([(times[-self.max_len:], types[-self.max_len:]) if self.max_len else (times, types)])
             gen = torch.Generator(device=self.device).manual_seed(seed)
             dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning, gen)
             out.append(NextEvent(float(dt[0, -1]), int(k[0, -1]), float(miss[0, -1])))
