@@ -42,8 +42,9 @@ def _role_table(result: dict, columns: list[tuple[str, str, str]]) -> list[str]:
     lines = ["| role | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for role in ("valid", "test"):
         r = result[role]
-        lines.append(f"| {role} | " + " | ".join(format(r.get(key, float("nan")), spec) for _, key, spec in columns)
-                     + " |")
+        cells = [r.get(key) for _, key, spec in columns]  # "-": not measured on this role (e.g. TPP valid rmse)
+        lines.append(f"| {role} | " + " | ".join("-" if v is None or v != v else format(v, spec)
+                                                 for v, (_, _, spec) in zip(cells, columns)) + " |")
     return lines
 
 
