@@ -1,7 +1,8 @@
 """Serve a trained event-stream model (NHP, THP, AttNHP, PromptTPP): the next event's time and type after a
 sequence of (time, type) events, by the thinning predictor the evaluation uses (``nn.tpp.thinning_predict``,
 with the run's draws, candidates, ``dtime_max`` and chunk length, all read from its ``metrics.json``: a run
-trained on chunks of ``max_len`` events conditions on the latest ``max_len``).
+trained on chunks of ``max_len`` events conditions on the latest ``max_len``, the longest context it has seen;
+the evaluator's chunks hold at most that many).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class EventPredictor:
                  max_len: int | None = None):
         self.model, self.device = model.to(device).eval(), torch.device(device)
         self.num_types, self.dtime_max = num_types, float(dtime_max)
-        self.max_len = max_len  # the run's chunk length: the evaluator conditions on at most this many events
+        self.max_len = max_len  # the run's chunk length: the model never saw a longer context
         self.thinning = (draws, candidates, over_sample, boundary)
 
     @classmethod
