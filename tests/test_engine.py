@@ -86,9 +86,10 @@ def test_a_users_csv_with_its_own_column_names_trains_from_the_cli(data, tmp_pat
     assert "data.columns.user" in capsys.readouterr().err  # the error says how to map the column
     bad = tmp_path / "bad.csv"  # a malformed row, skipped on request: said in the run's protocol and output
     bad.write_text(csv.read_text() + "i1;notatime;u1\n")
-    assert main(["train", "--model", "mostpop", "--data", str(bad), "--out", str(tmp_path / "run_bad"),
-                 "data.columns.user=uid", "data.columns.item=sku", "data.columns.timestamp=ts", "data.read.delimiter=;",
-                 "data.read.skip_bad_rows=true"]) == 0
+    with pytest.warns(UserWarning, match="skipped 1 malformed row"):  # said once, when the file is read
+        assert main(["train", "--model", "mostpop", "--data", str(bad), "--out", str(tmp_path / "run_bad"),
+                     "data.columns.user=uid", "data.columns.item=sku", "data.columns.timestamp=ts",
+                     "data.read.delimiter=;", "data.read.skip_bad_rows=true"]) == 0
     skipped = json.loads((tmp_path / "run_bad" / "metrics.json").read_text())["protocol"]["skipped_bad_rows"]
     assert skipped["count"] == 1 and skipped["first"][0]["field"] == "ts"
     assert "1 malformed rows were skipped" in capsys.readouterr().out
