@@ -230,6 +230,10 @@ def test_resume_refuses_changed_settings_but_not_where_it_runs(data, tmp_path, m
     with pytest.raises(ConfigError, match=r"train.lr: 0.001 -> 0.01"):
         run_experiment(small_config(data, epochs=1, lr=0.01), out, resume=True)
     run_experiment(small_config(data, epochs=2, threads=2, time_limit_s=100.0), out, resume=True)  # allowed
+    # the model's default spelled out is the same setting (SASRec trains on each user's last window)
+    run_experiment(small_config(data, epochs=2, train_windows="last"), out, resume=True)
+    with pytest.raises(ConfigError, match="train.train_windows: 'last' -> 'all'"):
+        run_experiment(small_config(data, epochs=2, train_windows="all"), out, resume=True)
 
 
 def test_resume_check_sees_filled_dicts_added_keys_and_schedules(tmp_path):

@@ -210,6 +210,11 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     if not saved_path.exists():
         return
     saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(cfg.to_dict())
+    if cfg.task == "retrieval":  # train_windows None means the model's default: the same run either way
+        default = getattr(models.get(cfg.model), "train_windows", "last")
+        for flat in (saved, now):
+            if flat.get("train.train_windows") is None:
+                flat["train.train_windows"] = default
     differ = []
     for k in sorted(saved.keys() | now.keys()):
         if k in RESUME_FREE and not (k == "train.epochs" and cfg.train.scheduler != "none"):
