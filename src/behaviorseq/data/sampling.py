@@ -132,8 +132,9 @@ class UniformSampler:
             if not bad.any():
                 return neg
             neg[bad] = self._from_uniform(rep[bad], counter_uniform(seed, keys[bad], cols[bad], rnd))
-        raise RuntimeError("negative sampler: some users have interacted with nearly every item, or too few "
-                           "items are left to draw the negatives distinct")
+        raise RuntimeError(f"negative sampler ({self.name}): after {self.max_rounds} rounds some draws still hit the "
+                           "positive (it holds nearly all the probability mass), an item the user interacted with "
+                           "(nearly every item), or a repeat (too few items left to draw the negatives distinct)")
 
 
 class PopularitySampler(UniformSampler):
