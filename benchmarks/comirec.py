@@ -73,8 +73,9 @@ def run(model: str, ds: str, seed: int, overrides: list[str], tag: str = "", ext
     return res
 
 
-def summarize(rows: dict, label: str, kept: dict | None = None) -> tuple[list[dict], str]:
-    """Rows of finished runs (None = not trained), plus the per-seed records ``kept`` from earlier files."""
+def summarize(rows: dict, label: str, kept: dict | None = None, data_per_seed: bool = False) -> tuple[list[dict], str]:
+    """Rows of finished runs (None = not trained), plus the per-seed records ``kept`` from earlier files;
+    ``data_per_seed``: each seed has its own planted data set (see ``common.aggregate``)."""
     recs = {k: [seed_record(r, METRICS) for r in rs if r is not None] for k, rs in rows.items()}
     for k, rs in (kept or {}).items():
         recs.setdefault(k, []).extend(rs)
@@ -84,7 +85,7 @@ def summarize(rows: dict, label: str, kept: dict | None = None) -> tuple[list[di
     for (ds, name), rs in recs.items():
         if not rs:
             continue
-        row = aggregate((ds, name), rs, METRICS, label)
+        row = aggregate((ds, name), rs, METRICS, label, data_per_seed)
         out.append(row)
         table.append(f"| {Path(ds).stem} | {name} | {len(rs)} | " + " | ".join(cell(row[m]) for m in METRICS)
                      + f" | {row['seconds_per_epoch']:.2f} |")
@@ -261,7 +262,7 @@ def cmd_planted(args) -> None:
         ds = str(planted_csv(seed))
         for model in args.models:
             rows.setdefault(("planted", model), []).append(run(model, ds, seed, args.overrides))
-    summary, table = summarize(rows, "model")
+    summary, table = summarize(rows, "model", data_per_seed=True)  # each seed draws its own users
     print(table)
     write_json(f"comirec_planted{args.suffix}.json", {"machine": machine(), "argv": vars(args), "results": summary,
                                                        "table": table})

@@ -136,24 +136,33 @@ def kept_records(paths: list[str], metrics: list[str], datasets: list[str], labe
     return out
 
 
-def _protocol_key(p: dict, keys: set) -> str:
+# What describes the data itself: it differs between seeds where each seed draws its own planted data set.
+DATA_KEYS = ("dataset", "dataset_stats_after_preprocessing", "preprocessing", "data_fingerprint")
+
+
+def _protocol_key(p: dict, keys: set, data_per_seed: bool = False) -> str:
     """A protocol on ``keys``, without the seed, the code version and where the data files were (sessions
-    differ there)."""
-    p = {k: v for k, v in p.items() if k in keys and k not in ("seed", "code_version")}
+    differ there); with ``data_per_seed``, without what describes the data (``DATA_KEYS``) either."""
+    drop = ("seed", "code_version") + (DATA_KEYS if data_per_seed else ())
+    p = {k: v for k, v in p.items() if k in keys and k not in drop}
+    if data_per_seed and isinstance(p.get("split"), dict):  # the split's sample counts come from the data
+        p["split"] = {k: v for k, v in p["split"].items() if k not in ("samples", "targets")}
     p["preprocessing"] = [{k: ([Path(s).name for s in v] if k == "sources" else v) for k, v in step.items()}
                           for step in p.get("preprocessing", [])]
     return json.dumps(p, sort_keys=True, default=str)
 
 
-def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "model") -> dict:
+def aggregate(key: tuple, recs: list[dict], metrics: list[str], label: str = "model",
+              data_per_seed: bool = False) -> dict:
     """One table row: mean and sample std over seeds, the per-seed records and the shared protocol. Refuses
-    seeds run under different protocols and a seed counted twice."""
+    seeds run under different protocols and a seed counted twice. ``data_per_seed``: each seed drew its own
+    data (planted sets), so only the rest of the protocol must agree."""
     seeds = [r["seed"] for r in recs]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"{key}: seed counted twice ({seeds}); drop one of the sources")
     # older runs lack protocol fields added since; the shared fields must agree, the others are listed
     shared = set.intersection(*(set(r["protocol"]) for r in recs))
-    if len({_protocol_key(r["protocol"], shared) for r in recs}) > 1:
+    if len({_protocol_key(r["protocol"], shared, data_per_seed) for r in recs}) > 1:
         raise SystemExit(f"{key}: the seeds were run under different protocols; not merged")
     unchecked = sorted(set.union(*(set(r["protocol"]) for r in recs)) - shared)
     order = sorted(range(len(recs)), key=lambda i: seeds[i])

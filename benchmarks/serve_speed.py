@@ -29,11 +29,12 @@ from behaviorseq.serve.http import make_server
 from behaviorseq.train import build_config, run_experiment
 
 
-def timed(fn, reps: int) -> list[float]:
+def timed(fn, inputs) -> list[float]:
+    """Seconds of ``fn(x)`` for each x."""
     out = []
-    for _ in range(reps):
+    for x in inputs:
         t = time.perf_counter()
-        fn()
+        fn(x)
         out.append(time.perf_counter() - t)
     return out
 
@@ -56,9 +57,9 @@ def main() -> None:
         rng = np.random.default_rng(0)
         pick = rng.integers(0, len(users), args.requests)
         rec.recommend([users[0]])  # warm-up
-        single = timed(lambda it=iter(pick): rec.recommend([users[next(it)]], n=10), args.requests)
+        single = timed(lambda i: rec.recommend([users[i]], n=10), pick)
         batches = [users[i:i + args.batch] for i in range(0, len(users), args.batch)]
-        batched = timed(lambda it=iter(batches): rec.recommend(next(it), n=10), len(batches))
+        batched = timed(lambda b: rec.recommend(b, n=10), batches)
         server = make_server(rec, port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/recommend"
@@ -69,7 +70,7 @@ def main() -> None:
                 r.read()
 
         post(0)
-        http = timed(lambda it=iter(pick): post(next(it)), args.requests)
+        http = timed(post, pick)
         server.shutdown()
         server.server_close()
     ms = lambda xs: {"p50_ms": round(1e3 * float(np.median(xs)), 2), "p99_ms": round(1e3 * float(np.quantile(xs, 0.99)), 2)}  # noqa: E731

@@ -68,12 +68,12 @@ def test_mostpop_needs_no_training_and_ranks_by_training_counts(data, tmp_path):
     res = run_experiment(config(data, "mostpop"), tmp_path / "pop")
     assert res["epochs_run"] == 0 and 0 < res["test"]["recall@50"] < 1
     assert not (tmp_path / "pop" / "checkpoints").exists()
-    # target sets are ranked by their top K, so eval.ties changes nothing there: said, and not flagged by compare
+    # ties count on target sets too: MostPop's counts tie, so optimistic ties score at least as well
     opt = run_experiment(config(data, "mostpop", "eval.ties=optimistic"), tmp_path / "pop_opt")
-    assert opt["test"] == res["test"] and "ties_in_target_sets" in res["protocol"]
+    assert all(opt["test"][k] >= res["test"][k] - 1e-12 for k in res["test"] if k != "n")
     from behaviorseq.train import compare_runs
 
-    assert "WARNING" not in compare_runs([tmp_path / "pop", tmp_path / "pop_opt"])[0]
+    assert "differ in ties" in compare_runs([tmp_path / "pop", tmp_path / "pop_opt"])[0]
 
 
 def test_comirec_beats_single_interest_sasrec_on_planted_multi_topic_users(tmp_path):

@@ -508,3 +508,29 @@ def test_logloss_hand() -> None:
     assert logloss([1], [0.5], eps=0.1) == pytest.approx(math.log(2), rel=1e-12)
     with pytest.raises(ValueError):
         logloss([1, 0], [0.5])
+
+
+def test_set_ranks_resolve_ties_like_target_ranks_and_match_set_metrics_without_ties() -> None:
+    from behaviorseq.metrics import set_metrics_from_ranks, set_target_ranks
+
+    const = torch.zeros(2, 10)  # 9 items, all tied; column 0 is padding
+    t = torch.tensor([[1, 2, 2, 0], [3, 0, 0, 0]])  # a repeated id counts once
+    assert set_target_ranks(const, t, "pessimistic").tolist() == [[7, 8, math.inf, math.inf], [8] + [math.inf] * 3]
+    assert set_target_ranks(const, t, "optimistic").tolist() == [[0, 1, math.inf, math.inf], [0] + [math.inf] * 3]
+    assert set_target_ranks(const, t, "average").tolist() == [[3.5, 4.5, math.inf, math.inf], [4] + [math.inf] * 3]
+    one = torch.tensor([[1], [3]])  # one target: the same ranks as target_ranks
+    for ties in ("pessimistic", "optimistic", "average"):
+        torch.testing.assert_close(set_target_ranks(const, one, ties)[:, 0],
+                                   target_ranks(const, one[:, 0], ties=ties).double())
+    m = set_metrics_from_ranks(set_target_ranks(const, t, "pessimistic"), [8, 9])
+    assert m["recall@8"].tolist() == [0.5, 0.0] and m["recall@9"].tolist() == [1.0, 1.0]
+    g = torch.Generator().manual_seed(0)  # untied scores: the top-K list's metrics exactly
+    s = torch.randn(32, 200, generator=g)
+    s[torch.rand(32, 200, generator=g) < 0.1] = -torch.inf  # excluded items
+    tg = torch.randint(1, 200, (32, 6), generator=g)
+    tg[:, 4:] = 0
+    s.scatter_(1, tg.clamp(min=1), torch.randn(32, 6, generator=g))  # targets are never excluded
+    a = set_metrics(topk_with_exclusion(s, 20), tg, [5, 20])
+    b = set_metrics_from_ranks(set_target_ranks(s, tg), [5, 20])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])

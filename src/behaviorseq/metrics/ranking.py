@@ -333,3 +333,52 @@ def set_metrics(
         idcg = cum_disc[n_targets.clamp(max=k) - 1]
         out[f"ndcg@{k}"] = (h * disc[:k]).sum(1) / idcg
     return out
+
+
+def set_target_ranks(scores: Tensor | np.ndarray, targets: Tensor | np.ndarray, ties: Ties = "pessimistic") -> Tensor:
+    """0-based rank of every target of a set ``[B, T]`` (0 = pad) under ``scores`` ``[B, N]`` (excluded items at
+    -inf; column 0 never counts), with ties resolved as :func:`target_ranks` does for one target: of the other
+    items scoring exactly a target's score, ``"pessimistic"`` puts all non-targets ahead, ``"optimistic"`` none,
+    ``"average"`` half; targets tied with each other take consecutive ranks (in list order). Repeated target ids
+    count once. Returns float64 ``[B, T]`` (``inf`` at padding and repeats)."""
+    if ties not in _TIES:
+        raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
+    scores = _as_tensor(scores).double()
+    _check_scores(scores)
+    targets = _as_tensor(targets, scores.device).long()
+    s = scores.clone()
+    s[:, 0] = -torch.inf  # padding is never an item
+    st = s.gather(1, targets)  # [B, T]
+    valid = targets > 0
+    earlier_same = (targets.unsqueeze(2) == targets.unsqueeze(1)).tril(-1).any(2)  # a repeat of an earlier id
+    valid &= ~earlier_same
+    asc = torch.sort(s, dim=1).values  # ascending: counts by binary search
+    greater = s.shape[1] - torch.searchsorted(asc, st, right=True)  # items strictly above the target
+    tied = torch.searchsorted(asc, st, right=True) - torch.searchsorted(asc, st, right=False)  # incl. itself
+    same = (st.unsqueeze(2) == st.unsqueeze(1)) & valid.unsqueeze(1) & valid.unsqueeze(2)  # [B, T, T]
+    tied_targets = same.sum(2)  # tied targets, itself included
+    before = same.tril(-1).sum(2)  # tied targets earlier in the list
+    others = (tied - tied_targets).double()  # tied non-targets
+    ahead = {"pessimistic": others, "optimistic": torch.zeros_like(others), "average": others / 2}[ties]
+    rank = greater.double() + ahead + before.double()
+    return torch.where(valid, rank, torch.full_like(rank, torch.inf))
+
+
+def set_metrics_from_ranks(ranks: Tensor, ks: Sequence[int] = (5, 10, 20)) -> dict[str, Tensor]:
+    """:func:`set_metrics` from per-target ranks ``[B, T]`` (:func:`set_target_ranks`; ``inf`` = not a target):
+    ``recall@K`` = #(ranks < K) / |targets|, ``hr@K``, and ``ndcg@K`` with 1 / log2(rank + 2) per hit over
+    IDCG of min(|targets|, K) positions. With untied scores it equals ``set_metrics`` on the top-K list."""
+    ks = _check_ks(ks)
+    n_targets = torch.isfinite(ranks).sum(1)
+    if n_targets.numel() and n_targets.min() < 1:
+        raise ValueError("every row needs at least one target (drop users with an empty holdout)")
+    cum_disc = (1.0 / torch.log2(torch.arange(max(ks), dtype=torch.float64, device=ranks.device) + 2.0)).cumsum(0)
+    out: dict[str, Tensor] = {}
+    for k in ks:  # loop over cut-offs only
+        hit = ranks < k
+        n_hit = hit.sum(1).double()
+        out[f"recall@{k}"] = n_hit / n_targets.double()
+        out[f"hr@{k}"] = (n_hit > 0).double()
+        dcg = torch.where(hit, 1.0 / torch.log2(ranks.clamp(max=k) + 2.0), torch.zeros_like(ranks)).sum(1)
+        out[f"ndcg@{k}"] = dcg / cum_disc[n_targets.clamp(max=k) - 1]
+    return out

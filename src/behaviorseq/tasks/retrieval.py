@@ -20,7 +20,12 @@ from behaviorseq.data.batching import SeqBatcher, epoch_loader
 from behaviorseq.data.sampling import InteractionSet, make_sampler
 from behaviorseq.data.splits import TRAIN, Split, View
 from behaviorseq.data.store import SequenceStore
-from behaviorseq.metrics import per_sample_ranking_metrics, set_metrics, target_ranks, topk_with_exclusion
+from behaviorseq.metrics import (
+    per_sample_ranking_metrics,
+    set_metrics_from_ranks,
+    set_target_ranks,
+    target_ranks,
+)
 from behaviorseq.utils import code_version
 
 
@@ -136,8 +141,8 @@ class RetrievalTask:
                 if exclude is not None:  # a target is never removed, even if the user had it before
                     r, it = exclude
                     keep = ~(batch["targets"][r] == it[:, None]).any(1)
-                    exclude = (r[keep], it[keep])
-                per = set_metrics(topk_with_exclusion(scores, max(ks), exclude), batch["targets"], ks)
+                    scores[r[keep], it[keep]] = -torch.inf
+                per = set_metrics_from_ranks(set_target_ranks(scores, batch["targets"], ec.ties), ks)
             elif sampler is not None:
                 # keyed by view row: the same negatives whatever eval.batch_size or the number of ranks
                 neg = torch.from_numpy(sampler.sample_rows(batch["target"].numpy(), int(ec.negatives), ec.seed,
@@ -182,8 +187,6 @@ class RetrievalTask:
             **({} if ec.negatives == "full" else {"negatives_seed": ec.seed}),
             "exclude_history": self.exclude_history,
             "ties": ec.ties,
-            **({"ties_in_target_sets": "torch.topk order: set metrics rank the top K, eval.ties is not applied"}
-               if self._is_set(role) else {}),
             "ks": sorted(ec.ks),
             "max_len": self.max_len,
             "train_windows": self.train_windows,

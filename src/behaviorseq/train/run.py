@@ -336,8 +336,7 @@ def _comparable(m: dict) -> dict:
              "exclude_history": "n/a"}
     split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
     return {"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],
-            "ties": None if "ties_in_target_sets" in p else p.get("ties"),  # not applied to target sets
-            "split": split, "data size": _data_stats(m["protocol"]),
+            "ties": p.get("ties"), "split": split, "data size": _data_stats(m["protocol"]),
             "negatives seed": p.get("negatives_seed"), "data fingerprint": m["protocol"].get("data_fingerprint")}
 
 
