@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -13,22 +12,18 @@ def _fmt_int(x) -> str:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
+    from behaviorseq.cli_train import USER_ERRORS, user_error
     from behaviorseq.config import ConfigError
-    from behaviorseq.data.datasets import DatasetNotFound, open_dataset, stats
-    from behaviorseq.data.loaders.errors import DataFormatError
+    from behaviorseq.data.datasets import open_dataset, stats
 
     try:
-        columns = dict(c.split("=", 1) for c in args.column)
-    except ValueError:
-        print(f"error: --column takes role=column, e.g. user=uid; got {args.column}", file=sys.stderr)
-        return 2
-    try:
+        if any("=" not in c for c in args.column):
+            raise ConfigError(f"--column takes role=column, e.g. user=uid; got {args.column}")
         store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache,
-                             read_args={"columns": columns, "delimiter": args.delimiter,
-                                        "skip_bad_rows": args.skip_bad_rows or None})
-    except (DatasetNotFound, DataFormatError, ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+                             read_args={"columns": dict(c.split("=", 1) for c in args.column),
+                                        "delimiter": args.delimiter, "skip_bad_rows": args.skip_bad_rows or None})
+    except USER_ERRORS as e:
+        return user_error(e)
     st = stats(store)
     lines = [
         f"dataset      {st['dataset']}",

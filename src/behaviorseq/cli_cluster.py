@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -52,6 +51,7 @@ def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarr
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    from behaviorseq.cli_train import user_error
     from behaviorseq.cluster import HDBSCAN
 
     out = Path(args.out)
@@ -64,14 +64,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                         cluster_selection_method=args.selection, allow_single_cluster=args.allow_single_cluster,
                         partitions=args.partitions, use_gpu=args.gpu)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return user_error(e)
     t0 = time.perf_counter()
     try:
         model.fit(X)  # checks its settings first (min_cluster_size >= 2, ...)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return user_error(e)
     secs = time.perf_counter() - t0
     labels = model.labels_
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=np.int64)

@@ -84,6 +84,26 @@ class UniformSampler:
         r = np.minimum((u * m).astype(np.int64), m - 1) + 1  # [1, m]
         return np.where(has_pos & (r >= pos), r + 1, r)
 
+    def _reject(self, neg: np.ndarray, rep: np.ndarray, users, distinct: bool, redraw) -> np.ndarray:
+        """Redraw (``redraw(bad, round)``, values for ``neg[bad]``) until no draw is the positive, an item the
+        user interacted with (``exclude`` and ``users``) or, with ``distinct``, a repeat in its row."""
+        check = self.exclude is not None and users is not None
+        if distinct and rep.shape[-1] > self.n_items - 1:
+            raise ValueError(f"cannot draw {rep.shape[-1]} distinct negatives from {self.n_items} items")
+        u = np.broadcast_to(np.asarray(users)[..., None], rep.shape) if check else None
+        for rnd in range(1, self.max_rounds + 1):
+            bad = neg == rep
+            if check:
+                bad |= self.exclude.contains(u, neg)
+            if distinct:
+                bad |= repeats(neg)
+            if not bad.any():
+                return neg
+            neg[bad] = redraw(bad, rnd)
+        raise RuntimeError(f"negative sampler ({self.name}): after {self.max_rounds} rounds some draws still hit the "
+                           "positive (it holds nearly all the probability mass), an item the user interacted with "
+                           "(nearly every item), or a repeat (too few items left to draw the negatives distinct)")
+
     def sample(self, pos: np.ndarray, n: int, rng: np.random.Generator,
                users: np.ndarray | None = None, distinct: bool = False) -> np.ndarray:
         """pos [...]: positive ids (0 = none). Returns [..., n] negatives != pos (and, with ``exclude``
@@ -93,21 +113,9 @@ class UniformSampler:
         pos = np.asarray(pos, dtype=np.int64)
         rep = np.broadcast_to(pos[..., None], pos.shape + (n,))
         neg = self._draw(rep, rng)
-        check = self.exclude is not None and users is not None
-        if not (check or distinct):
+        if not ((self.exclude is not None and users is not None) or distinct):
             return neg
-        if distinct and n > self.n_items - 1:
-            raise ValueError(f"cannot draw {n} distinct negatives from {self.n_items} items")
-        u = np.broadcast_to(np.asarray(users)[..., None], rep.shape) if check else None
-        for _ in range(self.max_rounds):
-            bad = self.exclude.contains(u, neg) if check else np.zeros(neg.shape, dtype=bool)
-            if distinct:
-                bad |= repeats(neg)
-            if not bad.any():
-                return neg
-            neg[bad] = self._draw(rep[bad], rng)
-        raise RuntimeError("negative sampler: some users have interacted with nearly every item, or too few "
-                           "items are left to draw the negatives distinct")
+        return self._reject(neg, rep, users, distinct, lambda bad, rnd: self._draw(rep[bad], rng))
 
     def sample_rows(self, pos: np.ndarray, n: int, seed: int, rows: np.ndarray,
                     users: np.ndarray | None = None, distinct: bool = False) -> np.ndarray:
@@ -118,23 +126,9 @@ class UniformSampler:
         rep = np.broadcast_to(pos[:, None], (len(pos), n))
         keys = np.broadcast_to(np.asarray(rows, dtype=np.int64)[:, None], rep.shape)
         cols = np.broadcast_to(np.arange(n, dtype=np.int64), rep.shape)
-        if distinct and n > self.n_items - 1:
-            raise ValueError(f"cannot draw {n} distinct negatives from {self.n_items} items")
-        check = self.exclude is not None and users is not None
-        u = np.broadcast_to(np.asarray(users)[:, None], rep.shape) if check else None
         neg = self._from_uniform(rep, counter_uniform(seed, keys, cols, 0))
-        for rnd in range(1, self.max_rounds + 1):
-            bad = neg == rep
-            if check:
-                bad |= self.exclude.contains(u, neg)
-            if distinct:
-                bad |= repeats(neg)
-            if not bad.any():
-                return neg
-            neg[bad] = self._from_uniform(rep[bad], counter_uniform(seed, keys[bad], cols[bad], rnd))
-        raise RuntimeError(f"negative sampler ({self.name}): after {self.max_rounds} rounds some draws still hit the "
-                           "positive (it holds nearly all the probability mass), an item the user interacted with "
-                           "(nearly every item), or a repeat (too few items left to draw the negatives distinct)")
+        return self._reject(neg, rep, users, distinct, lambda bad, rnd: self._from_uniform(
+            rep[bad], counter_uniform(seed, keys[bad], cols[bad], rnd)))
 
 
 class PopularitySampler(UniformSampler):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from behaviorseq import models
 from behaviorseq.nn.inference import inference
@@ -40,13 +39,12 @@ class EventPredictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> EventPredictor:
-        from behaviorseq.train.run import resolve_config
+        from behaviorseq.train.run import load_run_config
 
         run_dir = Path(run_dir)
-        for f in ("config.yaml", "metrics.json"):
-            if not (run_dir / f).exists():
-                raise FileNotFoundError(f"{run_dir} is not a finished run folder (no {f})")
-        cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), training=False)
+        cfg = load_run_config(run_dir)
+        if not (run_dir / "metrics.json").exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
         if cfg.task != "tpp":
             raise ValueError(f"{run_dir}: a {cfg.task} run; EventPredictor serves event-stream (tpp) models")
         p = json.loads((run_dir / "metrics.json").read_text())["protocol"]

@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import yaml
 
 from behaviorseq import models
 from behaviorseq.data.store import ragged_arange
@@ -82,12 +81,10 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Recommender:
-        from behaviorseq.train.run import resolve_config
+        from behaviorseq.train.run import load_run_config
 
         run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").exists():
-            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-        cfg = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), training=False)
+        cfg = load_run_config(run_dir)
         if cfg.task != "retrieval":
             raise ValueError(f"{run_dir}: a {cfg.task} run; Recommender serves next-item (retrieval) models")
         if not (run_dir / ITEMS_FILE).exists():

@@ -235,21 +235,27 @@ def _data_stats(protocol: dict) -> dict | None:
     return None if stats is None else json.loads(json.dumps(stats, default=str))  # as metrics.json holds it
 
 
-def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | list[str] | None = None) -> dict:
-    """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100).
-    ``overrides``: a nested dict or ``key=value`` strings. Refused if the data no longer match the run's."""
+def load_run_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
+    """A run folder's resolved config (for re-evaluating or serving it), with ``overrides`` merged in."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    if isinstance(overrides, (list, tuple)):
-        overrides = parse_overrides(list(overrides))
     if overrides:
         if isinstance(overrides.get("model"), dict):  # model.x=... means the model's own config
             overrides = {**overrides, "model_args": overrides["model"]}
             del overrides["model"]
         data = _merge(data, overrides)
-    cfg = resolve_config(data, training=False)
+    return resolve_config(data, training=False)
+
+
+def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | list[str] | None = None) -> dict:
+    """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100).
+    ``overrides``: a nested dict or ``key=value`` strings. Refused if the data no longer match the run's."""
+    run_dir = Path(run_dir)
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(list(overrides))
+    cfg = load_run_config(run_dir, overrides)
     dataset, model, task = _prepare_any(cfg)
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
