@@ -168,9 +168,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     try:
         rec = Recommender.from_run(args.run_dir)
-        ints = rec.raw.dtype.kind in "iu"  # command-line ids are text: read them as the data's ids
-        histories = [[int(x) if ints and x.lstrip("-").isdigit() else x for x in h.split(",") if x]
-                     for h in args.history]
+        histories = [rec.ids.parse_cli(h) for h in args.history]  # command-line ids are text: as the data's ids
         out = rec.recommend(histories, n=args.n, exclude_seen=not args.keep_seen)
     except USER_ERRORS as e:
         return user_error(e)
@@ -180,17 +178,32 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from behaviorseq.serve import Recommender
-    from behaviorseq.serve.http import make_server
+def cmd_score(args: argparse.Namespace) -> int:
+    from behaviorseq.serve import Ranker
 
     try:
-        rec = Recommender.from_run(args.run_dir)
-        server = make_server(rec, args.host, args.port, name=Path(args.run_dir).name)
+        ranker = Ranker.from_run(args.run_dir)
+        history, candidates = ranker.ids.parse_cli(args.history or ""), ranker.ids.parse_cli(args.candidates)
+        s = ranker.rank(history, candidates, args.n) if args.rank else ranker.score(history, candidates)
+    except USER_ERRORS as e:
+        return user_error(e)
+    print(json.dumps({"items": s.items, "probs": s.probs, "unknown_history": s.unknown_history,
+                      "unknown_candidates": s.unknown_candidates}, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from behaviorseq.serve import load_run
+    from behaviorseq.serve.http import make_server, routes_for
+
+    try:
+        served = load_run(args.run_dir)
+        server = make_server(served, args.host, args.port, name=Path(args.run_dir).name)
     except (*USER_ERRORS, OSError) as e:
         return user_error(e)
     host, port = server.server_address[:2]
-    print(f"serving {args.run_dir} at http://{host}:{port} (GET /health, POST /recommend); Ctrl-C stops", flush=True)
+    posts = ", ".join(f"POST {p}" for p in routes_for(served)[0])
+    print(f"serving {args.run_dir} at http://{host}:{port} (GET /health, {posts}); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -226,7 +239,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--keep-seen", action="store_true", help="may recommend items the history holds")
     r.set_defaults(func=cmd_recommend)
 
-    sv = sub.add_parser("serve", help="a JSON HTTP endpoint for a trained retrieval run (POST /recommend)")
+    sc = sub.add_parser("score", help="click probabilities of candidates after a history, from a trained CTR run")
+    sc.add_argument("run_dir")
+    sc.add_argument("--history", default="", help="the user's raw item ids, oldest first, comma-separated")
+    sc.add_argument("--candidates", required=True, help="raw item ids to score, comma-separated")
+    sc.add_argument("--rank", action="store_true", help="most probable first (unknown candidates left out)")
+    sc.add_argument("-n", type=int, default=None, help="with --rank: keep the top n")
+    sc.set_defaults(func=cmd_score)
+
+    sv = sub.add_parser("serve", help="a JSON HTTP endpoint for a trained run: POST /recommend (retrieval), "
+                                      "/score (CTR) or /predict (event streams)")
     sv.add_argument("run_dir")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)

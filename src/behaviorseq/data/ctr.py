@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from behaviorseq.data.batching import window_index
@@ -38,6 +39,8 @@ class CTRData:
         user, hist_end, target: int64 [S]; a sample's history is ``offsets[user]:hist_end``.
         label: [S] 0/1; role: int8 [S] (TRAIN / VALID / TEST).
         name, report: data set name and how it was made (recorded in the protocol).
+        raw_items: the raw id of item k at index k - 1 (what serving maps requests through); None: the
+            internal ids are the raw ids (generated data).
     """
 
     offsets: np.ndarray
@@ -50,6 +53,7 @@ class CTRData:
     role: np.ndarray
     name: str = "ctr"
     report: dict = field(default_factory=dict)
+    raw_items: pa.Array | None = None
 
     def __post_init__(self) -> None:
         if "item" not in self.events:
@@ -62,6 +66,8 @@ class CTRData:
         for k in ("hist_end", "target", "label", "role"):
             if len(getattr(self, k)) != s:
                 raise ValueError(f"CTRData.{k} has {len(getattr(self, k))} entries, user has {s}")
+        if self.raw_items is not None and len(self.raw_items) != self.n_items:
+            raise ValueError(f"CTRData.raw_items has {len(self.raw_items)} ids for {self.n_items} items")
         if s and ((self.hist_end < self.offsets[self.user]) | (self.hist_end > self.offsets[self.user + 1])).any():
             raise ValueError("CTRData.hist_end must lie within each sample's history row")
 
@@ -69,6 +75,12 @@ class CTRData:
     def n_items(self) -> int:
         sizes = [len(t) - 1 for t in self.item_fields.values()]
         return int(max([int(self.events["item"].max(initial=0)), *sizes]))
+
+    def raw_item_ids(self) -> pa.Array:
+        """Raw ids of items 1..n (the internal ids themselves where the data has no vocabulary)."""
+        if self.raw_items is not None:
+            return self.raw_items
+        return pa.array(np.arange(1, self.n_items + 1, dtype=np.int64))
 
     def vocab_size(self, name: str) -> int:
         """Number of ids of an item field (padding 0 included)."""

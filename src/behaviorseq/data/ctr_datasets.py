@@ -138,7 +138,7 @@ def ml100k_ctr(store: SequenceStore, cfg: ML100KCTRConfig | None = None, name: s
               **split, **rep_c, **rep_y, "user_vocab": "history row r = store user r + 1",
               "source": src}
     return CTRData(offsets, events, {"category": category, "year": year}, user, hist_end, target, label, role,
-                   name, report)
+                   name, report, store.events["item"].vocab[1:])
 
 
 # ---------------------------------------------------------------- Taobao
@@ -177,6 +177,7 @@ def taobao_ctr(table: EventTable, cfg: TaobaoCTRConfig | None = None, max_len: i
                          "which must stay below it)")
     data = dare_protocol(offsets, events, {"category": table_c}, max_len=max_len,
                          train_offsets=cfg.train_offsets, n_negatives=cfg.n_negatives, seed=cfg.seed, name=name)
+    data.raw_items = store.events["item"].vocab[1:]
     data.report.update({"behaviors": list(cfg.behaviors), "events_kept": int(kept.num_rows),
                         "events_read": int(table.events.num_rows), "order": "(user, timestamp), ties in file order",
                         "items_with_several_categories": int(n_pairs - len(uniq_items)),

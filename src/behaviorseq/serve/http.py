@@ -1,62 +1,157 @@
-"""A JSON-over-HTTP front for ``Recommender`` (standard library only; put a real WSGI/ASGI server or a
-gateway in front of it for production traffic).
+"""A JSON-over-HTTP front for a served run (standard library only; put a real WSGI/ASGI server or a gateway in
+front of it for production traffic). One endpoint per kind of model, and ``GET /health`` for all:
 
-    GET  /health     -> {"status": "ok", "model": ..., "items": n_items, "max_len": ...}
-    POST /recommend  {"history": [raw ids, oldest first], "n": 10, "exclude_seen": true}
-                     or {"histories": [[...], [...]], ...}
-                     -> {"items": [...], "scores": [...], "unknown": [...], "popular_fallback": false}
-                        (a list of those for "histories")
+    retrieval (Recommender)  POST /recommend  {"history": [raw ids, oldest first], "n": 10, "exclude_seen": true}
+                                              or {"histories": [[...], ...], ...}
+                             -> {"items": [...], "scores": [...], "unknown": [...], "popular_fallback": false}
+    CTR (Ranker)             POST /score      {"history": [...], "candidates": [raw ids], "rank": false, "n": null}
+                                              or {"requests": [{"history": [...], "candidates": [...]}, ...], ...}
+                             -> {"items": [...], "probs": [...], "unknown_history": [...], "unknown_candidates": [...]}
+                                (request order, null for an unknown candidate; "rank": true sorts, keeps the top n)
+    event streams            POST /predict    {"times": [...], "types": [...], "seed": 0}
+      (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
+                             -> {"dtime": ..., "type": ..., "unaccepted": ...}
 
-A malformed request gets 400 with {"error": message}; requests are served one model call at a time.
+A body of many gets a list of answers. A malformed request gets 400 with {"error": message}; requests are
+served one model call at a time.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from behaviorseq.serve.recommender import Recommendation, Recommender
+from behaviorseq.serve.events import EventPredictor
+from behaviorseq.serve.ranker import Ranker
+from behaviorseq.serve.recommender import Recommender
 
 MAX_BODY = 16 << 20  # bytes: a request larger than this is refused
 
 
-def _as_json(r: Recommendation) -> dict:
-    return {"items": r.items, "scores": r.scores, "unknown": r.unknown, "popular_fallback": r.fallback}
-
-
-def parse_request(body: dict) -> tuple[list[list], bool, int, bool]:
-    """(histories, one, n, exclude_seen) of a /recommend body; ``ValueError`` names what is wrong."""
+def _check_keys(body, allowed: set[str]) -> None:
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    unknown = set(body) - {"history", "histories", "n", "exclude_seen"}
+    unknown = set(body) - allowed
     if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; valid: history or histories, n, exclude_seen")
-    if ("history" in body) == ("histories" in body):
-        raise ValueError("give exactly one of 'history' (a list of raw item ids) or 'histories' (a list of them)")
-    one = "history" in body
-    histories = [body["history"]] if one else body["histories"]
-    if not isinstance(histories, list) or not all(isinstance(h, list) for h in histories):
-        raise ValueError("'history' must be a list of raw item ids, 'histories' a list of such lists")
-    for i, h in enumerate(histories):
-        bad = [x for x in h if not isinstance(x, (int, str)) or isinstance(x, bool)
-               or (isinstance(x, int) and not -2**63 <= x < 2**63)]
-        if bad:
-            raise ValueError(f"history {i}: raw item ids are integers (64-bit) or strings, got {bad[0]!r}")
-    n = body.get("n", 10)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"'n' must be an integer >= 1, got {n!r}")
-    exclude = body.get("exclude_seen", True)
-    if not isinstance(exclude, bool):
-        raise ValueError(f"'exclude_seen' must be true or false, got {exclude!r}")
-    return histories, one, n, exclude
+        raise ValueError(f"unknown keys {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
 
 
-def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> ThreadingHTTPServer:
-    """An HTTP server for ``rec`` (port 0: any free port, see ``server.server_address``); call
+def _one_or_many(body: dict, one: str, many: str) -> tuple[list, bool]:
+    if (one in body) == (many in body):
+        raise ValueError(f"give exactly one of {one!r} or {many!r} (a list of them)")
+    items = [body[one]] if one in body else body[many]
+    if not isinstance(items, list):
+        raise ValueError(f"{many!r} must be a list")
+    return items, one in body
+
+
+def _ids(x, what: str) -> list:
+    """A list of raw ids (64-bit integers or strings), or ValueError naming ``what``."""
+    if not isinstance(x, list):
+        raise ValueError(f"{what} must be a list of raw item ids")
+    bad = [v for v in x if not isinstance(v, (int, str)) or isinstance(v, bool)
+           or (isinstance(v, int) and not -2**63 <= v < 2**63)]
+    if bad:
+        raise ValueError(f"{what}: raw item ids are integers (64-bit) or strings, got {bad[0]!r}")
+    return x
+
+
+def _option(body: dict, key: str, default, kind: type, check=lambda v: True, what: str = ""):
+    v = body.get(key, default)
+    if v is default:
+        return v
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)) or not check(v):
+        raise ValueError(f"{key!r} must be {what or kind.__name__}, got {v!r}")
+    return v
+
+
+def parse_request(body) -> tuple[list[list], bool, int, bool]:
+    """(histories, one, n, exclude_seen) of a /recommend body; ``ValueError`` names what is wrong."""
+    _check_keys(body, {"history", "histories", "n", "exclude_seen"})
+    histories, one = _one_or_many(body, "history", "histories")
+    histories = [_ids(h, f"history {i}") for i, h in enumerate(histories)]
+    n = _option(body, "n", 10, int, lambda v: v >= 1, "an integer >= 1")
+    return histories, one, n, _option(body, "exclude_seen", True, bool, what="true or false")
+
+
+def recommend_route(rec: Recommender) -> Callable[[object], object]:
+    def answer(body):
+        histories, one, n, exclude = parse_request(body)
+        out = [{"items": r.items, "scores": r.scores, "unknown": r.unknown, "popular_fallback": r.fallback}
+               for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
+        return out[0] if one else out
+    return answer
+
+
+def score_route(ranker: Ranker) -> Callable[[object], object]:
+    def answer(body):
+        _check_keys(body, {"history", "candidates", "requests", "rank", "n"})
+        if "requests" in body and ({"history", "candidates"} & set(body)):
+            raise ValueError("give 'history' and 'candidates', or 'requests', not both")
+        reqs, one = ([{"history": body.get("history", []), "candidates": body.get("candidates")}], True) \
+            if "requests" not in body else (body["requests"], False)
+        if not isinstance(reqs, list):
+            raise ValueError("'requests' must be a list of {'history': [...], 'candidates': [...]}")
+        parsed = []
+        for i, r in enumerate(reqs):
+            where = "" if one else f"request {i}: "
+            _check_keys(r, {"history", "candidates"})
+            parsed.append((_ids(r.get("history", []), where + "'history'"),
+                           _ids(r.get("candidates"), where + "'candidates'")))
+        rank = _option(body, "rank", False, bool, what="true or false")
+        n = _option(body, "n", None, int, lambda v: v >= 1, "an integer >= 1")
+        out = [ranker.rank(h, c, n) if rank else ranker.score(h, c) for h, c in parsed]
+        out = [{"items": s.items, "probs": s.probs, "unknown_history": s.unknown_history,
+                "unknown_candidates": s.unknown_candidates} for s in out]
+        return out[0] if one else out
+    return answer
+
+
+def predict_route(pred: EventPredictor) -> Callable[[object], object]:
+    def answer(body):
+        _check_keys(body, {"times", "types", "sequences", "seed"})
+        if "sequences" in body and ({"times", "types"} & set(body)):
+            raise ValueError("give 'times' and 'types', or 'sequences', not both")
+        seqs, one = ([{"times": body.get("times"), "types": body.get("types")}], True) \
+            if "sequences" not in body else (body["sequences"], False)
+        if not isinstance(seqs, list):
+            raise ValueError("'sequences' must be a list of {'times': [...], 'types': [...]}")
+        parsed = []
+        for i, s in enumerate(seqs):
+            _check_keys(s, {"times", "types"})
+            t, k = s.get("times"), s.get("types")
+            if not (isinstance(t, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t)
+                    and isinstance(k, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in k)):
+                raise ValueError(f"sequence {i}: 'times' must be a list of numbers and 'types' a list of integers")
+            parsed.append((t, k))
+        seed = _option(body, "seed", 0, int, lambda v: 0 <= v < 2**63, "an integer >= 0")
+        out = [{"dtime": e.dtime, "type": e.type, "unaccepted": e.unaccepted} for e in pred.predict(parsed, seed=seed)]
+        return out[0] if one else out
+    return answer
+
+
+def routes_for(served) -> tuple[dict[str, Callable], dict]:
+    """({path: answer(body)}, health fields) of a served object."""
+    if isinstance(served, Recommender):
+        return {"/recommend": recommend_route(served)}, {"task": "retrieval", "items": len(served.raw),
+                                                          "max_len": served.max_len}
+    if isinstance(served, Ranker):
+        return {"/score": score_route(served)}, {"task": "ctr", "items": len(served.ids), "max_len": served.max_len}
+    if isinstance(served, EventPredictor):
+        return {"/predict": predict_route(served)}, {"task": "tpp", "types": served.num_types,
+                                                      "max_len": served.max_len}
+    raise TypeError(f"cannot serve a {type(served).__name__}; serve a Recommender, Ranker or EventPredictor")
+
+
+def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> ThreadingHTTPServer:
+    """An HTTP server for ``served`` (port 0: any free port, see ``server.server_address``); call
     ``serve_forever()`` on it, ``shutdown()`` to stop."""
+    routes, fields = routes_for(served)
     lock = threading.Lock()
-    health = {"status": "ok", "model": name or type(rec.model).__name__, "items": len(rec.raw), "max_len": rec.max_len}
+    health = {"status": "ok", "model": name or type(served.model).__name__, **fields}
+    paths = ", ".join(f"POST {p}" for p in routes)
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, payload) -> None:
@@ -71,11 +166,11 @@ def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, nam
             if self.path == "/health":
                 self._send(200, health)
             else:
-                self._send(404, {"error": f"no such path {self.path!r}; GET /health, POST /recommend"})
+                self._send(404, {"error": f"no such path {self.path!r}; GET /health, {paths}"})
 
         def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/recommend":
-                self._send(404, {"error": f"no such path {self.path!r}; POST /recommend"})
+            if self.path not in routes:
+                self._send(404, {"error": f"no such path {self.path!r}; {paths}"})
                 return
             try:
                 size = int(self.headers.get("Content-Length") or 0)
@@ -88,17 +183,16 @@ def make_server(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, nam
                 self._send(413, {"error": f"request body over {MAX_BODY} bytes"})
                 return
             try:
-                histories, one, n, exclude = parse_request(json.loads(self.rfile.read(size) or b"null"))
-            except (ValueError, json.JSONDecodeError) as e:
+                body = json.loads(self.rfile.read(size) or b"null")
+                with lock:
+                    out = routes[self.path](body)
+            except (ValueError, json.JSONDecodeError) as e:  # the request's fault (parsing and model checks)
                 self._send(400, {"error": str(e)})
                 return
-            try:
-                with lock:
-                    out = [_as_json(r) for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
             except Exception as e:  # noqa: BLE001 (a server answers; the client sees what went wrong)
                 self._send(500, {"error": f"{type(e).__name__}: {e}"})
                 return
-            self._send(200, out[0] if one else out)
+            self._send(200, out)
 
         def log_message(self, fmt: str, *args) -> None:  # quiet by default; a gateway logs requests
             pass

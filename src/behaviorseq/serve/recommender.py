@@ -23,17 +23,24 @@ import torch
 from behaviorseq import models
 from behaviorseq.data.store import ragged_arange
 from behaviorseq.nn.inference import inference
+from behaviorseq.serve.ids import RawIds
 from behaviorseq.utils import atomic_write_bytes
 
 ITEMS_FILE = "items.parquet"
 
 
-def write_item_table(run_dir: str | Path, raw_ids: pa.Array, train_counts: np.ndarray) -> None:
-    """``items.parquet`` for ``Recommender``: raw ids of items 1..n (``raw_ids`` without the padding slot)
-    and their training-event counts. Written atomically."""
-    table = pa.table({"raw": raw_ids, "train_count": pa.array(np.asarray(train_counts, dtype=np.int64))})
+def write_item_table(run_dir: str | Path, raw_ids: pa.Array, train_counts: np.ndarray,
+                     fields: dict[str, np.ndarray] | None = None) -> None:
+    """``items.parquet`` for serving: raw ids of items 1..n (``raw_ids`` without the padding slot), their
+    training counts, and per-item ``fields`` (tables [n + 1] indexed by internal id, e.g. a CTR model's item
+    categories; row 0 is dropped). Written atomically."""
+    cols = {"raw": raw_ids, "train_count": pa.array(np.asarray(train_counts, dtype=np.int64))}
+    for k, table in (fields or {}).items():
+        if k in cols:
+            raise ValueError(f"item field {k!r} clashes with a column of {ITEMS_FILE}")
+        cols[k] = pa.array(np.asarray(table, dtype=np.int64)[1:])
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(pa.table(cols), sink)
     atomic_write_bytes(Path(run_dir) / ITEMS_FILE, sink.getvalue().to_pybytes())
 
 
@@ -52,10 +59,8 @@ class Recommender:
         self.model = model.to(device)
         self.model.eval()
         self.device = torch.device(device)
-        self.raw = np.asarray(raw_ids)  # internal id k + 1 -> raw id
-        self.order = np.argsort(self.raw, kind="stable")  # raw id -> internal id by binary search
-        if len(self.raw) > 1 and (self.raw[self.order][1:] == self.raw[self.order][:-1]).any():
-            raise ValueError("items.parquet: a raw id occurs twice")
+        self.ids = RawIds(raw_ids)
+        self.raw = self.ids.raw  # internal id k + 1 -> raw id
         self.counts = np.r_[0, np.asarray(train_counts, dtype=np.int64)]
         self.max_len = int(getattr(getattr(model, "cfg", None), "max_len", 0) or 0) or None
         self.padding = getattr(model, "padding", "left")
@@ -63,21 +68,8 @@ class Recommender:
             raise ValueError(f"{type(model).__name__} reads event fields {model.fields}; serving takes item ids only")
 
     def lookup(self, raw: list) -> np.ndarray:
-        """Internal ids of raw ids (0 where unknown). An id of another type than the vocabulary's (the
-        string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them."""
-        ints = self.raw.dtype.kind in "iu"
-        kinds = set(map(type, raw))  # numpy would turn [1, "x"] into two strings: check the types first
-        q = np.asarray(raw)
-        if kinds <= ({int, np.int64, np.int32} if ints else {str}) and q.dtype.kind in ("iu" if ints else "U"):
-            ok = np.ones(len(q), dtype=bool)  # one type throughout: no per-id work
-        else:  # mixed types, bools, objects: per id
-            ok = np.array([(isinstance(x, (int, np.integer)) and not isinstance(x, bool)) if ints
-                           else isinstance(x, str) for x in raw], dtype=bool)
-            q = np.array([x if o else (0 if ints else "") for x, o in zip(raw, ok)], dtype=np.int64 if ints else str)
-        if not ok.any() or self.raw.size == 0:
-            return np.zeros(len(ok), dtype=np.int64)
-        idx = self.order[np.minimum(np.searchsorted(self.raw, q, sorter=self.order), len(self.raw) - 1)]
-        return np.where(ok & (self.raw[idx] == q), idx + 1, 0).astype(np.int64)
+        """Internal ids of raw ids (0 where unknown; see ``RawIds.lookup``)."""
+        return self.ids.lookup(raw)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Recommender:

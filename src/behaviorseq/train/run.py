@@ -5,7 +5,7 @@
     run_dir/checkpoints/      last.pt (resumable state) and best.pt (weights of the best validation epoch)
     run_dir/metrics.json      best epoch, validation and test metrics of the best weights, the protocol
     run_dir/curves.png        training loss and the validation metric per epoch
-    run_dir/items.parquet     retrieval runs: raw item ids and training counts (what serving needs)
+    run_dir/items.parquet     retrieval and CTR runs: raw item ids, training counts, CTR item fields (for serving)
     run_dir/evaluation.json   the latest ``evaluate_run`` (another protocol on the best weights), with its overrides;
     run_dir/evaluations/      every protocol's latest evaluation, one file per set of overrides
 
@@ -151,6 +151,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
             store = task.store
             write_item_table(run_dir, store.events["item"].vocab[1:],
                              item_counts(store, np.flatnonzero(task.split.roles == TRAIN))[1:])
+        elif cfg.task == "ctr":  # serve.Ranker.from_run: raw ids, item fields; counts = training targets
+            d = task.data
+            write_item_table(run_dir, d.raw_item_ids(),
+                             np.bincount(d.target[d.indices("train")], minlength=d.n_items + 1)[1:], d.item_fields)
     t0 = time.perf_counter()
     if any(p.requires_grad for p in model.parameters()):
         trainer = Trainer(model, task, cfg.train, run_dir)
