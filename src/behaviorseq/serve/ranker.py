@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from behaviorseq.models.ranking import build
-from behaviorseq.models.ranking.sdim import SDIM, BSE
+from behaviorseq.models.ranking.sdim import BSE, SDIM
 from behaviorseq.nn.inference import inference
 from behaviorseq.serve.ids import RawIds
 from behaviorseq.serve.recommender import ITEMS_FILE
