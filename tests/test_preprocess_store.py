@@ -147,6 +147,23 @@ def test_cache_is_keyed_by_source_and_config(tmp_path):
     assert len(calls) == 3
 
 
+def test_a_failed_refresh_keeps_the_cached_store(tmp_path):
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    table, _ = generate_seqrec(SeqRecConfig(n_users=30, n_items=20, n_topics=2, seed=2))
+    first = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(table)), tmp_path / "c")
+
+    def broken():
+        raise ValueError("row 7: bad timestamp")
+
+    with pytest.raises(ValueError, match="row 7"):
+        cached_store([src], {"steps": []}, broken, tmp_path / "c", refresh=True)
+    kept = cached_store([src], {"steps": []}, broken, tmp_path / "c")  # loads: no build
+    assert np.array_equal(kept.offsets, first.offsets)
+    again = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(table)), tmp_path / "c", refresh=True)
+    assert again.path == first.path and [p.name for p in (tmp_path / "c").iterdir()] == [first.path.name]
+
+
 def test_added_label_column_reaches_the_store():
     t = make_events(["a", "a", "b"], [1, 2, 1], [1, 2, 3], rating=[5.0, 2.0, 4.0])
     store = SequenceStore.build(P.run(t, [P.Label("rating", ">=", 4), P.Threshold("rating", ">", 1)]))

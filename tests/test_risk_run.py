@@ -54,6 +54,21 @@ def test_read_payments_matches_the_source_and_a_pandas_reference(tmp_path):
     assert d.label_day == pytest.approx((pd.Timestamp(label_date) - ref.t.min().floor("D")).total_seconds() / 86_400)
 
 
+def test_read_payments_keeps_long_and_unicode_descriptions_and_numeric_ids(tmp_path):
+    _, pay, lab = _write_tables(tmp_path)
+    pay = pay.assign(description=pay.description.astype(object))
+    pay.iloc[0, pay.columns.get_loc("description")] = "x" * 5000  # read as Arrow strings: no row is sized to it
+    pay.iloc[1, pay.columns.get_loc("description")] = "Café Zürich"
+    codes = {u: 10 * i for i, u in enumerate(sorted(lab.user))}  # integer user ids in both tables
+    pay.assign(user=pay.user.map(codes)).to_csv(tmp_path / "payments.csv", index=False)
+    lab.assign(user=lab.user.map(codes)).to_csv(tmp_path / "labels.csv", index=False)
+    d = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv")
+    assert d.report["dropped_unlabelled_user"] == 0 and len(d.user) == len(pay)
+    got = sorted(d.descriptions[x] for x in d.description)
+    assert got == sorted(pay.description.fillna(""))
+    assert d.descriptions == sorted(d.descriptions)  # sorted vocabulary, "" first
+
+
 def test_read_payments_defaults_split_and_drops_unlabelled_users(tmp_path):
     _write_tables(tmp_path, with_role=False)
     lab = pd.read_csv(tmp_path / "labels.csv")

@@ -165,17 +165,16 @@ def score_clusters(labels: np.ndarray, observed: np.ndarray, min_cluster_size: i
     if labels.shape != observed.shape or labels.ndim != 1:
         raise ValueError(f"FDBC: labels {labels.shape} and observed labels {observed.shape} must be equal 1-d shapes")
     base = observed.mean()
-    ids = np.unique(labels[labels >= 0])
-    out = []
-    for c in ids:
-        m = labels == c
-        n, k = int(m.sum()), int(observed[m].sum())
-        rate = k / n
-        lift = rate / base if base > 0 else 0.0
-        p = float(binom.sf(k - 1, n, base)) if base > 0 else 1.0
-        risky = n >= min_cluster_size and k >= min_labelled and lift >= min_lift and p < alpha / max(1, len(ids))
-        out.append(ClusterRisk(int(c), n, k, rate, lift, p, bool(risky)))
-    return out
+    member = labels >= 0
+    ids, inverse = np.unique(labels[member], return_inverse=True)  # every cluster at once: no scan per cluster
+    n = np.bincount(inverse, minlength=len(ids))
+    k = np.bincount(inverse, weights=observed[member], minlength=len(ids)).astype(np.int64)
+    rate = k / np.maximum(n, 1)
+    lift = rate / base if base > 0 else np.zeros(len(ids))
+    p = binom.sf(k - 1, n, base) if base > 0 else np.ones(len(ids))
+    risky = (n >= min_cluster_size) & (k >= min_labelled) & (lift >= min_lift) & (p < alpha / max(1, len(ids)))
+    return [ClusterRisk(int(c), int(a), int(b), float(r), float(li), float(q), bool(z))
+            for c, a, b, r, li, q, z in zip(ids, n, k, rate, lift, p, risky)]
 
 
 class FDBC:

@@ -27,11 +27,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from behaviorseq.config import ConfigError, StrictConfig
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.loaders.tabular import read_table
+from behaviorseq.data.preprocess import sorted_vocab
 from behaviorseq.data.synthetic.payments import (
     NAME,
     TEST,
@@ -122,7 +124,22 @@ def _check_time_unit(path: Path, column: str, time_unit: str) -> bool:
 
 
 def _strings(t: pa.Table, name: str) -> np.ndarray:
+    """A column of the (small) labels table as numpy strings."""
     return np.asarray(t[name].to_numpy(zero_copy_only=False)).astype(str)
+
+
+def _text(t: pa.Table, name: str) -> pa.Array:
+    """A column of the payments table as Arrow strings (numpy's fixed-width strings would size every row to
+    the longest value: one 2,000-character description made 50,000 rows take 1 GiB)."""
+    col = t[name].combine_chunks()
+    return col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) else pc.cast(col, pa.string())
+
+
+def _codes(values: pa.Array) -> tuple[list, np.ndarray]:
+    """(sorted distinct values, each row's index among them), as ``np.unique(..., return_inverse=True)``."""
+    enc = pc.dictionary_encode(values)
+    vocab, rank = sorted_vocab(enc.dictionary)
+    return vocab.to_pylist(), rank[enc.indices.to_numpy(zero_copy_only=False)]
 
 
 def _row_error(src: str, mask: np.ndarray, field: str, reason: str) -> DataFormatError:
@@ -149,7 +166,8 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     bad = ~np.isfinite(amount) | (amount < 0)
     if bad.any():
         raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]}")
-    desc = _strings(t, cols["description"]) if cols["description"] in t.column_names else np.full(t.num_rows, "")
+    desc = pc.fill_null(_text(t, cols["description"]), "") if cols["description"] in t.column_names \
+        else pa.array(np.full(t.num_rows, ""))
     _check_time_unit(Path(payments), cols["time"], c.time_unit)
     days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
 
@@ -186,9 +204,9 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
         draw = np.random.default_rng(c.seed).random(users.size)
         role = np.searchsorted(np.cumsum(fr)[:-1], draw, side="right").astype(np.int64)
 
-    pay_user = _strings(t, "user")
-    uid = np.minimum(np.searchsorted(users, pay_user), users.size - 1)
-    known = users[uid] == pay_user
+    found = pc.index_in(_text(t, "user"), value_set=pa.array(users.tolist(), pa.string()))
+    known = found.is_valid().to_numpy(zero_copy_only=False)
+    uid = found.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     after = np.zeros(known.shape, dtype=bool)
     if per_user:  # a log goes on past each user's date: those payments are dropped (counted), never used
         ld = np.asarray(lt[cols["date"]].to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -205,15 +223,16 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
         if late.any():
             raise _row_error(src, late, cols["time"], "payment at or after the label date (it would leak the label); "
                              "set label_date or drop the row")
-    u, days, amount, desc = uid[known], days[known], amount[known], desc[known]
-    merchant_names, m_id = np.unique(_strings(t, "item")[known], return_inverse=True)
-    descriptions, d_id = np.unique(desc, return_inverse=True)
+    u, days, amount = uid[known], days[known], amount[known]
+    keep = pa.array(known)
+    merchant_names, m_id = _codes(_text(t, "item").filter(keep))
+    descriptions, d_id = _codes(desc.filter(keep))
     origin = float(np.floor(days.min(initial=np.min(label_abs) - 1.0)))  # whole days: the hour stays time % 1 (UTC)
     order = np.lexsort((days, u))
     data = PaymentData(user=u[order].astype(np.int64), merchant=m_id[order].astype(np.int64) + 1,
                        description=d_id[order].astype(np.int64) + 1, amount=amount[order], time=days[order] - origin,
-                       label=label, role=role, merchant_names=[""] + merchant_names.tolist(),
-                       descriptions=[""] + descriptions.tolist(), label_day=label_abs - origin,
+                       label=label, role=role, merchant_names=[""] + merchant_names,
+                       descriptions=[""] + descriptions, label_day=label_abs - origin,
                        report={"payments_read": int(known.size),
                                "dropped_unlabelled_user": int((~known & ~after).sum()),
                                "dropped_after_own_label_date": int(after.sum()),

@@ -334,14 +334,20 @@ def default_cache_dir() -> Path:
 
 def cached_store(sources: list[str | Path], config: dict, build: Callable[[], SequenceStore],
                  cache_dir: str | Path | None = None, refresh: bool = False) -> SequenceStore:
-    """Load the store for (sources, config) from the cache, or build and save it atomically."""
+    """Load the store for (sources, config) from the cache, or build and save it atomically. ``refresh``
+    rebuilds it; the old entry is replaced only once the new one is whole (a failed rebuild keeps it)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = root / cache_key(sources, config)
     if (entry / "meta.json").exists() and not refresh:
         return SequenceStore.load(entry)
-    if refresh and entry.exists():
-        shutil.rmtree(entry)
     store = build()
     store.meta["cache_config"] = config
-    store.save(entry)
+    if entry.exists():  # refresh: write beside it, then swap
+        new = store.save(entry.with_name(f".{entry.name}.new-{os.getpid()}"))
+        old = entry.with_name(f".{entry.name}.old-{os.getpid()}")
+        os.rename(entry, old)
+        os.rename(new, entry)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        store.save(entry)
     return SequenceStore.load(entry)
