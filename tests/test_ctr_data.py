@@ -211,6 +211,25 @@ def test_taobao_dare_protocol_on_a_tiny_csv(taobao_csv):
     assert data.report["behaviors"] == ["pv"] and data.report["events_kept"] == len(pv)
 
 
+def test_taobao_store_is_cached_and_gives_the_same_samples(taobao_csv, tmp_path, monkeypatch):
+    from behaviorseq.data import ctr_datasets
+
+    cfg = {"max_len": L, "train_offsets": (3, 8), "n_negatives": 2, "seed": 1}
+    direct = taobao_ctr(read_taobao(taobao_csv), TaobaoCTRConfig(**cfg))
+    a = open_ctr_dataset(str(taobao_csv), cfg, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(ctr_datasets, "taobao_store", lambda *a, **k: pytest.fail("parsed again"))
+    b = open_ctr_dataset(str(taobao_csv.parent), cfg, cache_dir=tmp_path / "cache")  # the folder: same file
+    for d in (a, b):
+        for k in ("offsets", "user", "hist_end", "target", "label", "role"):
+            assert np.array_equal(getattr(d, k), getattr(direct, k)), k
+        assert d.raw_items.to_pylist() == direct.raw_items.to_pylist() == sorted(direct.raw_items.to_pylist())
+        assert d.report["events_kept"] == direct.report["events_kept"] and d.report["events_read"] > d.report["events_kept"]
+    monkeypatch.undo()
+    other = open_ctr_dataset(str(taobao_csv), {**cfg, "behaviors": ("pv", "buy")}, cache_dir=tmp_path / "cache")
+    assert other.report["events_kept"] > a.report["events_kept"]  # another behaviour set: its own entry
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
 def test_taobao_without_long_enough_users_names_the_file(taobao_csv):
     with pytest.raises(ValueError, match="UserBehavior.csv.*max_len \\+ 10 = 110"):
         taobao_ctr(read_taobao(taobao_csv), TaobaoCTRConfig(max_len=100))

@@ -27,7 +27,7 @@ from behaviorseq.config import ConfigError, StrictConfig
 from behaviorseq.data.ctr import TEST, TRAIN, VALID, CTRData, dare_protocol
 from behaviorseq.data.events import EventTable
 from behaviorseq.data.preprocess import run
-from behaviorseq.data.store import SequenceStore, ragged_arange
+from behaviorseq.data.store import SequenceStore, cached_store, ragged_arange
 
 
 class ML100KCTRConfig(StrictConfig):
@@ -144,24 +144,48 @@ def ml100k_ctr(store: SequenceStore, cfg: ML100KCTRConfig | None = None, name: s
 # ---------------------------------------------------------------- Taobao
 
 
-def taobao_ctr(table: EventTable, cfg: TaobaoCTRConfig | None = None, max_len: int = 200,
-               name: str = "taobao-ctr") -> CTRData:
-    """DARE's protocol on a Taobao UserBehavior :class:`EventTable` (``read_taobao``'s output).
-
-    Keeps the ``cfg.behaviors`` events, numbers users / items / categories 1..n, sorts each user's events
-    stably by time (ties: file order; DARE trusts the file order, the brief asks to sort), then
-    :func:`dare_protocol`. An item's category in ``item_fields`` is the one of its first event; events keep
-    their own category (``report["items_with_several_categories"]`` counts the difference)."""
-    cfg = cfg or TaobaoCTRConfig()
-    max_len = cfg.max_len or max_len
+def taobao_store(table: EventTable, behaviors: tuple[str, ...] = ("pv",), name: str = "taobao-ctr") -> SequenceStore:
+    """The ``behaviors`` events of a Taobao UserBehavior :class:`EventTable` as a store: users and items
+    numbered 1..n, each user's events sorted stably by time (ties: file order; DARE trusts the file order, the
+    brief asks to sort), the event ``category`` kept. What ``taobao_ctr`` builds on; cached by ``open_taobao``."""
     src = table.sources or [table.name]
     for key in ("category", "behavior"):
         if key not in table.events.column_names:
             raise KeyError(f"{src}: Taobao events need a {key!r} column; they have {table.events.column_names}")
-    kept = table.events.filter(pc.is_in(table.events["behavior"], value_set=pa.array(list(cfg.behaviors))))
+    kept = table.events.filter(pc.is_in(table.events["behavior"], value_set=pa.array(list(behaviors))))
     if kept.num_rows == 0:
-        raise ValueError(f"{src}: no event has behavior in {list(cfg.behaviors)}")
+        raise ValueError(f"{src}: no event has behavior in {list(behaviors)}")
     store = SequenceStore.build(run(table.replace(kept)), name=name)
+    store.meta["taobao"] = {"behaviors": list(behaviors), "events_kept": int(kept.num_rows),
+                            "events_read": int(table.events.num_rows), "source": src}
+    return store
+
+
+def open_taobao(path: str | Path, behaviors: tuple[str, ...] = ("pv",), *, root: str | Path | None = None,
+                cache_dir: str | Path | None = None) -> SequenceStore:
+    """``taobao_store`` of a UserBehavior.csv (or its folder, or the registered name), through the store
+    cache keyed by the file and the behaviours: the 100M-event log is parsed once, later runs map the cache."""
+    from behaviorseq.data.datasets import load_events, resolve, source_files
+
+    fmt, resolved, _ = resolve(path, root)
+    config = {"dataset": "taobao-ctr", "format": fmt, "behaviors": list(behaviors)}
+    return cached_store(source_files(resolved, fmt), config,
+                        lambda: taobao_store(load_events(resolved), behaviors), cache_dir)
+
+
+def taobao_ctr(source: EventTable | SequenceStore, cfg: TaobaoCTRConfig | None = None, max_len: int = 200,
+               name: str = "taobao-ctr") -> CTRData:
+    """DARE's protocol on Taobao UserBehavior: a :class:`EventTable` (``read_taobao``'s output) or the store
+    ``taobao_store`` / ``open_taobao`` made of it with ``cfg.behaviors``, then :func:`dare_protocol`. An item's
+    category in ``item_fields`` is the one of its first event; events keep their own category
+    (``report["items_with_several_categories"]`` counts the difference)."""
+    cfg = cfg or TaobaoCTRConfig()
+    max_len = cfg.max_len or max_len
+    store = source if isinstance(source, SequenceStore) else taobao_store(source, cfg.behaviors, name)
+    meta = store.meta.get("taobao", {})
+    if meta.get("behaviors", list(cfg.behaviors)) != list(cfg.behaviors):
+        raise ValueError(f"the store holds behaviors {meta['behaviors']}, the config asks for {list(cfg.behaviors)}")
+    src = meta.get("source", store.meta.get("name"))
     cat = np.asarray(store.events["category"].data, dtype=np.int64)
     offsets, events = store_csr(store, {"category": cat})
     item = events["item"]
@@ -178,8 +202,8 @@ def taobao_ctr(table: EventTable, cfg: TaobaoCTRConfig | None = None, max_len: i
     data = dare_protocol(offsets, events, {"category": table_c}, max_len=max_len,
                          train_offsets=cfg.train_offsets, n_negatives=cfg.n_negatives, seed=cfg.seed, name=name)
     data.raw_items = store.events["item"].vocab[1:]
-    data.report.update({"behaviors": list(cfg.behaviors), "events_kept": int(kept.num_rows),
-                        "events_read": int(table.events.num_rows), "order": "(user, timestamp), ties in file order",
+    data.report.update({"behaviors": list(cfg.behaviors), "events_kept": meta.get("events_kept"),
+                        "events_read": meta.get("events_read"), "order": "(user, timestamp), ties in file order",
                         "items_with_several_categories": int(n_pairs - len(uniq_items)),
                         "user_vocab": "history row r = store user r + 1", "source": src})
     return data
@@ -196,9 +220,8 @@ def _open_ml100k(args: dict[str, Any], root, cache_dir, max_len: int) -> CTRData
 
 
 def _open_taobao(args: dict[str, Any], root, cache_dir, max_len: int) -> CTRData:
-    from behaviorseq.data.datasets import load_events
-
-    return taobao_ctr(load_events("taobao", root), TaobaoCTRConfig.from_dict(args), max_len)  # type: ignore[arg-type]
+    cfg = TaobaoCTRConfig.from_dict(args)
+    return taobao_ctr(open_taobao("taobao", cfg.behaviors, root=root, cache_dir=cache_dir), cfg, max_len)  # type: ignore[arg-type]
 
 
 def _open_synthetic(args: dict[str, Any], root, cache_dir, max_len: int) -> CTRData:
@@ -218,11 +241,10 @@ def open_ctr_dataset(name: str, args: dict[str, Any] | None = None, *, root: str
     """A registered CTR data set by name; ``args`` go to its typed config (unknown keys are errors)."""
     key = str(name).lower()
     if key not in CTR_DATASETS:
-        from behaviorseq.data.datasets import load_events
-
         path = Path(name)
         if path.exists() and (path.name == "UserBehavior.csv" or (path / "UserBehavior.csv").exists()):
-            return taobao_ctr(load_events(path), TaobaoCTRConfig.from_dict(dict(args or {})), max_len)
+            cfg = TaobaoCTRConfig.from_dict(dict(args or {}))
+            return taobao_ctr(open_taobao(path, cfg.behaviors, cache_dir=cache_dir), cfg, max_len)
         hint = " (MovieLens 100K as CTR is 'ml-100k-ctr')" if key == "ml-100k" else ""
         raise ConfigError(f"unknown CTR dataset {name!r}{hint}; registered: {sorted(CTR_DATASETS)}, or the path of "
                           "a Taobao UserBehavior.csv or its folder")
@@ -230,4 +252,4 @@ def open_ctr_dataset(name: str, args: dict[str, Any] | None = None, *, root: str
 
 
 __all__ = ["CTR_DATASETS", "ML100KCTRConfig", "TaobaoCTRConfig", "dense_ids", "ml100k_ctr", "open_ctr_dataset",
-           "store_csr", "taobao_ctr"]
+           "open_taobao", "store_csr", "taobao_ctr", "taobao_store"]

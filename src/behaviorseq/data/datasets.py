@@ -129,6 +129,14 @@ def check_read_args(read_args: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def source_files(path: str | Path, fmt: str) -> list[str]:
+    """The files a data set is read from (what its cache entry is keyed by)."""
+    files = sorted(str(f) for f in (Path(path).iterdir() if Path(path).is_dir() else [Path(path)]) if f.is_file())
+    if fmt == "seqtext":  # the attribute file beside it is a source too
+        files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
+    return files
+
+
 def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = None, *, root: str | Path | None = None,
                  cache_dir: str | Path | None = None, cache: bool = True, refresh: bool = False,
                  read_args: dict[str, Any] | None = None) -> SequenceStore:
@@ -160,9 +168,7 @@ def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = Non
 
     if not cache:
         return build()
-    files = sorted(str(f) for f in (Path(path).iterdir() if Path(path).is_dir() else [Path(path)]) if f.is_file())
-    if fmt == "seqtext":  # the attribute file beside it is a source too
-        files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
+    files = source_files(path, fmt)
     config = {"dataset": name, "format": fmt, "steps": [s.to_dict() for s in steps]}
     if read_args:
         config["read"] = read_args
