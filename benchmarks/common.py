@@ -22,6 +22,8 @@ def machine() -> dict:
     import numpy
     import torch
 
+    from behaviorseq.utils import code_version
+
     mem = None
     try:
         import psutil
@@ -31,7 +33,7 @@ def machine() -> dict:
         pass
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "ram_gib": mem,
             "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "code_version": code_version()}
 
 
 # Settings that change where a run reads its data or how fast it goes, never what it computes.

@@ -32,7 +32,7 @@ from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID, PaymentsConf
 from behaviorseq.models.risk import build
 from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
 from behaviorseq.tasks.default_risk import evaluate, fit, to_tensors
-from behaviorseq.utils import atomic_write_text
+from behaviorseq.utils import atomic_write_text, code_version
 
 MODELS = ("lbsf", "transformer", "gru")
 CONTENT = ("amount", "description", "hour", "dow")  # shuffled inside a merchant; times stay in place
@@ -190,7 +190,7 @@ def main() -> None:
         meta = {"command": "OMP_NUM_THREADS=1 python benchmarks/lbsf_windows.py " + " ".join(
                     f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                     for k, v in vars(args).items() if v is not None),
-                "args": vars(args), "machine": platform.platform(), "processor": platform.processor(),
+                "args": vars(args), "machine": platform.platform(), "code_version": code_version(), "processor": platform.processor(),
                 "torch": torch.__version__, "threads": 1, "date": datetime.now(timezone.utc).isoformat(),
                 "seconds": round(total, 1),
                 "protocol": "users split train/valid/test by the generator; best valid AUC epoch; test AUC/KS; "
