@@ -257,6 +257,18 @@ def test_resume_check_sees_filled_dicts_added_keys_and_schedules(tmp_path):
     with pytest.raises(ConfigError, match="item_ties: 'topk' -> 'random'"):
         check_resume_config(tmp_path, resolve_config(sr))
     check_resume_config(tmp_path, resolve_config({**sr, "model_config": {"item_ties": "topk"}}))
+    # eval.exclude_history unset is the data set's stated default, spelled out the same setting
+    from behaviorseq.data.datasets import REGISTRY
+
+    for name, spec in [("x", None), *[(k, v) for k, v in REGISTRY.items() if k in ("lastfm", "beauty")]]:
+        ex = spec.exclude_history if spec is not None else True
+        dflt = {"model": "sasrec", "data": {"dataset": name}}
+        saved(dflt)
+        check_resume_config(tmp_path, resolve_config({**dflt, "eval": {"exclude_history": ex}}))
+        with pytest.raises(ConfigError, match="eval.exclude_history"):
+            check_resume_config(tmp_path, resolve_config({**dflt, "eval": {"exclude_history": not ex}}))
+        saved({**dflt, "eval": {"exclude_history": ex}})
+        check_resume_config(tmp_path, resolve_config(dflt))
     sched = {**base, "train": {"scheduler": "warmup_linear", "epochs": 10}}
     saved(sched)
     with pytest.raises(ConfigError, match="train.epochs"):

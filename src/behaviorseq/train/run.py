@@ -205,6 +205,15 @@ def _same_path(a, b) -> bool:
     return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
 
 
+def _exclude_history_default(cfg: RunConfig) -> bool:
+    """What eval.exclude_history None resolves to for the run's data set: a registered one's stated default,
+    else True (``RetrievalTask``'s rule for one's own files)."""
+    from behaviorseq.data.datasets import REGISTRY
+
+    spec = REGISTRY.get(str(cfg.data.dataset).lower())
+    return spec.exclude_history if spec is not None else True
+
+
 def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     """--resume continues a run only under its own settings. Refused, naming the keys: a value that changed
     (outside RESUME_FREE), a key that was set and is gone, or a key the saved config.yaml lacks whose value
@@ -216,9 +225,12 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(cfg.to_dict())
     if cfg.task == "retrieval":  # train_windows None means the model's default: the same run either way
         default = getattr(models.get(cfg.model), "train_windows", "last")
+        ex = _exclude_history_default(cfg)  # eval.exclude_history None means the dataset's stated default
         for flat in (saved, now):
             if flat.get("train.train_windows") is None:
                 flat["train.train_windows"] = default
+            if flat.get("eval.exclude_history", False) is None:
+                flat["eval.exclude_history"] = ex
     differ = []
     for k in sorted(saved.keys() | now.keys()):
         if k in RESUME_FREE and not (k == "train.epochs" and cfg.train.scheduler != "none"):
