@@ -228,6 +228,13 @@ def test_taobao_store_is_cached_and_gives_the_same_samples(taobao_csv, tmp_path,
     other = open_ctr_dataset(str(taobao_csv), {**cfg, "behaviors": ("pv", "buy")}, cache_dir=tmp_path / "cache")
     assert other.report["events_kept"] > a.report["events_kept"]  # another behaviour set: its own entry
     assert len(list((tmp_path / "cache").iterdir())) == 2
+    from behaviorseq.data.datasets import open_dataset
+
+    with pytest.raises(ValueError, match="behaviours are unknown"):  # a plain store holds every behaviour
+        taobao_ctr(open_dataset(str(taobao_csv), cache_dir=tmp_path / "c2"), TaobaoCTRConfig(**cfg))
+    with pytest.raises(ValueError, match="config asks for"):
+        taobao_ctr(ctr_datasets.open_taobao(taobao_csv, ("pv",), cache_dir=tmp_path / "cache"),
+                   TaobaoCTRConfig(**cfg, behaviors=("pv", "buy")))
 
 
 def test_taobao_without_long_enough_users_names_the_file(taobao_csv):

@@ -164,6 +164,21 @@ def test_a_failed_refresh_keeps_the_cached_store(tmp_path):
     assert again.path == first.path and [p.name for p in (tmp_path / "c").iterdir()] == [first.path.name]
 
 
+def test_an_entry_another_process_finished_meanwhile_is_kept_not_swapped(tmp_path):
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    table, _ = generate_seqrec(SeqRecConfig(n_users=30, n_items=20, n_topics=2, seed=2))
+    other, _ = generate_seqrec(SeqRecConfig(n_users=40, n_items=20, n_topics=2, seed=3))
+
+    def slow_build():  # while this builds, another process finishes the same entry
+        cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(table)), tmp_path / "c")
+        return SequenceStore.build(P.run(other))
+
+    got = cached_store([src], {"steps": []}, slow_build, tmp_path / "c")
+    assert got.num_users == 30  # the finished entry stays (readers may have it open); ours is dropped
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [got.path.name]
+
+
 def test_added_label_column_reaches_the_store():
     t = make_events(["a", "a", "b"], [1, 2, 1], [1, 2, 3], rating=[5.0, 2.0, 4.0])
     store = SequenceStore.build(P.run(t, [P.Label("rating", ">=", 4), P.Threshold("rating", ">", 1)]))

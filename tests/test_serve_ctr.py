@@ -59,8 +59,11 @@ def test_served_probabilities_are_the_evaluated_ones(tmp_path, monkeypatch, mode
     alone = [ranker.score(hist, [c]).probs[0] for c in cands]
     assert together.probs[:-1] == pytest.approx(alone, rel=1e-5) and together.probs[-1] is None
     assert together.unknown_history == [10**9] and together.unknown_candidates == [-5]
+    with pytest.raises(ValueError, match="n must be"):
+        ranker.rank(hist, cands, n=0)
     ranked = ranker.rank(hist, cands + [-5], n=5)
     assert ranked.probs == sorted(together.probs[:-1], reverse=True)[:5] and -5 not in ranked.items
+    monkeypatch.setattr("behaviorseq.serve.ranker.CHUNK", 5)  # the repeated path in chunks: 5 + 5 + 2
     ranker.use_split = False  # the training path gives the same probabilities
     assert ranker.score(hist, cands).probs == pytest.approx(together.probs[:-1], abs=1e-6)
     ranker.use_split = True
@@ -84,18 +87,27 @@ def test_ranker_maps_raw_ids_and_refuses_other_runs(tmp_path, monkeypatch, capsy
         Ranker(ranker.model, names[:-1], fields)
     from behaviorseq.cli import main
 
+    assert main(["score", str(run), "--candidates", "1", "-n", "2"]) == 2  # -n without --rank
+
     assert main(["score", str(run), "--history", "3,5,7", "--candidates", "1,2,9,zz", "--rank", "-n", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["items"] == ranker.rank([3, 5, 7], [1, 2, 9], 2).items and out["unknown_candidates"] == ["zz"]
     assert main(["recommend", str(run), "--history", "1"]) == 2  # a CTR run has no top-N over the catalogue
     assert "Recommender serves next-item" in capsys.readouterr().err
+    import pyarrow.parquet as pq
+
+    items = pq.read_table(run / "items.parquet")
+    pq.write_table(items.drop_columns(["category"]), run / "items.parquet")  # written without its fields
+    assert main(["score", str(run), "--candidates", "1"]) == 2
+    assert "no item field 'category'" in capsys.readouterr().err
     (run / "items.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="items.parquet"):
         Ranker.from_run(run)
 
 
 def _post(url: str, body) -> tuple[int, object]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -129,7 +141,9 @@ def test_score_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
         for bad, why in [({"history": [1]}, "candidates"), ({"candidates": [1], "k": 2}, "unknown keys"),
                          ({"candidates": [True]}, "integers"), ({"candidates": [1], "n": 0}, "'n'"),
                          ({"requests": [{"candidates": [1]}], "history": [1]}, "not both"),
-                         ({"requests": [{"candidates": [[1]]}]}, "request 0")]:
+                         ({"requests": [{"candidates": [[1]]}]}, "request 0"), ({"requests": [5]}, "request 0"),
+                         ({"candidates": [1], "n": 2}, "rank"), (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+                         ({"candidates": list(range(100_001))}, "over 100000 candidates")]:
             code, err = _post(url + "/score", bad)
             assert code == 400 and why in err["error"], (bad, err)
         assert _post(url + "/recommend", {"history": [1]})[0] == 404
@@ -158,7 +172,8 @@ def test_predict_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
         assert code == 200 and many[0] == many[1] == one
         for bad, why in [({"times": [0.0, 1.0], "types": [0, 1.5]}, "integers"),
                          ({"times": [1.0, 0.5], "types": [0, 1]}, "non-decreasing"),
-                         ({"times": [0.0], "types": [99]}, "types in"), ({"times": [0.0], "types": [0], "seed": -1}, "seed")]:
+                         ({"times": [0.0], "types": [99]}, "types in"), ({"times": [0.0], "types": [0], "seed": -1}, "seed"),
+                         ({"times": [0.0, 1e39], "types": [0, 1]}, "float32"), ({"sequences": [5]}, "sequence 0")]:
             code, err = _post(url + "/predict", bad)
             assert code == 400 and why in err["error"], (bad, err)
     finally:

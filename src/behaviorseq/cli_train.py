@@ -182,6 +182,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from behaviorseq.serve import Ranker
 
     try:
+        if args.n is not None and not args.rank:
+            raise ValueError("-n keeps the top n of a ranking: give --rank as well")
         ranker = Ranker.from_run(args.run_dir)
         history, candidates = ranker.ids.parse_cli(args.history or ""), ranker.ids.parse_cli(args.candidates)
         s = ranker.rank(history, candidates, args.n) if args.rank else ranker.score(history, candidates)

@@ -182,10 +182,13 @@ def taobao_ctr(source: EventTable | SequenceStore, cfg: TaobaoCTRConfig | None =
     cfg = cfg or TaobaoCTRConfig()
     max_len = cfg.max_len or max_len
     store = source if isinstance(source, SequenceStore) else taobao_store(source, cfg.behaviors, name)
-    meta = store.meta.get("taobao", {})
-    if meta.get("behaviors", list(cfg.behaviors)) != list(cfg.behaviors):
+    meta = store.meta.get("taobao")
+    if meta is None:  # e.g. open_dataset("taobao"): every behaviour, unfiltered
+        raise ValueError(f"{store.path or store.meta.get('name')}: not a store made by taobao_store / open_taobao "
+                         "(its behaviours are unknown); pass the EventTable, or open_taobao(path, behaviors)")
+    if meta["behaviors"] != list(cfg.behaviors):
         raise ValueError(f"the store holds behaviors {meta['behaviors']}, the config asks for {list(cfg.behaviors)}")
-    src = meta.get("source", store.meta.get("name"))
+    src = meta["source"]
     cat = np.asarray(store.events["category"].data, dtype=np.int64)
     offsets, events = store_csr(store, {"category": cat})
     item = events["item"]
@@ -202,8 +205,8 @@ def taobao_ctr(source: EventTable | SequenceStore, cfg: TaobaoCTRConfig | None =
     data = dare_protocol(offsets, events, {"category": table_c}, max_len=max_len,
                          train_offsets=cfg.train_offsets, n_negatives=cfg.n_negatives, seed=cfg.seed, name=name)
     data.raw_items = store.events["item"].vocab[1:]
-    data.report.update({"behaviors": list(cfg.behaviors), "events_kept": meta.get("events_kept"),
-                        "events_read": meta.get("events_read"), "order": "(user, timestamp), ties in file order",
+    data.report.update({"behaviors": list(cfg.behaviors), "events_kept": meta["events_kept"],
+                        "events_read": meta["events_read"], "order": "(user, timestamp), ties in file order",
                         "items_with_several_categories": int(n_pairs - len(uniq_items)),
                         "user_vocab": "history row r = store user r + 1", "source": src})
     return data

@@ -342,12 +342,22 @@ def cached_store(sources: list[str | Path], config: dict, build: Callable[[], Se
         return SequenceStore.load(entry)
     store = build()
     store.meta["cache_config"] = config
-    if entry.exists():  # refresh: write beside it, then swap
-        new = store.save(entry.with_name(f".{entry.name}.new-{os.getpid()}"))
-        old = entry.with_name(f".{entry.name}.old-{os.getpid()}")
-        os.rename(entry, old)
-        os.rename(new, entry)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+    if refresh and entry.exists():  # write beside the old entry, then swap (back again if the swap fails)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        side = Path(tempfile.mkdtemp(prefix=f".{entry.name}.swap-", dir=entry.parent))
+        try:
+            new, old = store.save(side / "new"), side / "old"
+            os.rename(entry, old)
+        except BaseException:
+            shutil.rmtree(side, ignore_errors=True)
+            raise
+        try:
+            os.rename(new, entry)
+        except OSError:
+            os.rename(old, entry)  # if even this fails, the old store stays in the side folder, not deleted
+            shutil.rmtree(side, ignore_errors=True)
+            raise
+        shutil.rmtree(side, ignore_errors=True)
+    else:  # a fresh entry; one another process finished meanwhile is kept (save)
         store.save(entry)
     return SequenceStore.load(entry)

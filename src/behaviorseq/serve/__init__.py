@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from behaviorseq.data.item_table import ITEMS_FILE, write_item_table
 from behaviorseq.serve.events import EventPredictor, NextEvent
 from behaviorseq.serve.ranker import Ranker, Scored
-from behaviorseq.serve.recommender import ITEMS_FILE, Recommendation, Recommender, write_item_table
+from behaviorseq.serve.recommender import Recommendation, Recommender
 
 SERVED = {"retrieval": Recommender, "ctr": Ranker, "tpp": EventPredictor}
 

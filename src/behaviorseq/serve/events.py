@@ -72,10 +72,11 @@ class EventPredictor:
         rel = times - times[starts][row]  # since each sequence's first event, as the task's batches
         dt = np.diff(rel, prepend=rel[:1])
         dt[starts] = 0.0
-        bad = ~np.isfinite(times) | (dt < 0) | (types < 0) | (types >= self.num_types)
+        big = np.abs(rel) > np.finfo(np.float32).max  # the model reads float32 times since the first event
+        bad = ~np.isfinite(times) | big | (dt < 0) | (types < 0) | (types >= self.num_types)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"sequence {row[i]}, event {col[i]}: times must be finite and non-decreasing, types in "
+            raise ValueError(f"sequence {row[i]}, event {col[i]}: times must be finite (float32) and non-decreasing, types in "
                              f"0..{self.num_types - 1} (time {times[i]}, type {types[i]})")
         L = int(n.max())
         out = {"time": np.zeros((len(n), L), np.float32), "dtime": np.zeros((len(n), L), np.float32),

@@ -7,7 +7,8 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
     CTR (Ranker)             POST /score      {"history": [...], "candidates": [raw ids], "rank": false, "n": null}
                                               or {"requests": [{"history": [...], "candidates": [...]}, ...], ...}
                              -> {"items": [...], "probs": [...], "unknown_history": [...], "unknown_candidates": [...]}
-                                (request order, null for an unknown candidate; "rank": true sorts, keeps the top n)
+                                (request order, null for an unknown candidate; "rank": true sorts, keeps the top n;
+                                at most 100,000 candidates a request)
     event streams            POST /predict    {"times": [...], "types": [...], "seed": 0}
       (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
                              -> {"dtime": ..., "type": ..., "unaccepted": ...}
@@ -23,28 +24,33 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
+
 from behaviorseq.serve.events import EventPredictor
 from behaviorseq.serve.ranker import Ranker
 from behaviorseq.serve.recommender import Recommender
 
 MAX_BODY = 16 << 20  # bytes: a request larger than this is refused
+MAX_CANDIDATES = 100_000  # per /score request
 
 
-def _check_keys(body, allowed: set[str]) -> None:
+def _check_keys(body, allowed: set[str], what: str = "the body") -> None:
     if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
+        raise ValueError(f"{what} must be a JSON object")
     unknown = set(body) - allowed
     if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
 
 
-def _one_or_many(body: dict, one: str, many: str) -> tuple[list, bool]:
-    if (one in body) == (many in body):
-        raise ValueError(f"give exactly one of {one!r} or {many!r} (a list of them)")
-    items = [body[one]] if one in body else body[many]
-    if not isinstance(items, list):
+def _one_or_many(body: dict, one: set[str], many: str) -> tuple[list, bool]:
+    """([the request's parts], whether it was one): ``one``'s keys at the top, or a list under ``many``."""
+    if many in body and one & set(body):
+        raise ValueError(f"give {' and '.join(sorted(one))}, or {many!r}, not both")
+    if many not in body:
+        return [{k: body[k] for k in one if k in body}], True
+    if not isinstance(body[many], list):
         raise ValueError(f"{many!r} must be a list")
-    return items, one in body
+    return body[many], False
 
 
 def _ids(x, what: str) -> list:
@@ -70,70 +76,84 @@ def _option(body: dict, key: str, default, kind: type, check=lambda v: True, wha
 def parse_request(body) -> tuple[list[list], bool, int, bool]:
     """(histories, one, n, exclude_seen) of a /recommend body; ``ValueError`` names what is wrong."""
     _check_keys(body, {"history", "histories", "n", "exclude_seen"})
-    histories, one = _one_or_many(body, "history", "histories")
+    if ("history" in body) == ("histories" in body):
+        raise ValueError("give exactly one of 'history' or 'histories' (a list of them)")
+    one = "history" in body
+    histories = [body["history"]] if one else body["histories"]
+    if not isinstance(histories, list):
+        raise ValueError("'histories' must be a list")
     histories = [_ids(h, f"history {i}") for i, h in enumerate(histories)]
     n = _option(body, "n", 10, int, lambda v: v >= 1, "an integer >= 1")
     return histories, one, n, _option(body, "exclude_seen", True, bool, what="true or false")
 
 
-def recommend_route(rec: Recommender) -> Callable[[object], object]:
-    def answer(body):
-        histories, one, n, exclude = parse_request(body)
+def recommend_route(rec: Recommender) -> tuple[Callable, Callable]:
+    def answer(parsed):
+        histories, one, n, exclude = parsed
         out = [{"items": r.items, "scores": r.scores, "unknown": r.unknown, "popular_fallback": r.fallback}
                for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
         return out[0] if one else out
-    return answer
+    return parse_request, answer
 
 
-def score_route(ranker: Ranker) -> Callable[[object], object]:
-    def answer(body):
-        _check_keys(body, {"history", "candidates", "requests", "rank", "n"})
-        if "requests" in body and ({"history", "candidates"} & set(body)):
-            raise ValueError("give 'history' and 'candidates', or 'requests', not both")
-        reqs, one = ([{"history": body.get("history", []), "candidates": body.get("candidates")}], True) \
-            if "requests" not in body else (body["requests"], False)
-        if not isinstance(reqs, list):
-            raise ValueError("'requests' must be a list of {'history': [...], 'candidates': [...]}")
-        parsed = []
-        for i, r in enumerate(reqs):
-            where = "" if one else f"request {i}: "
-            _check_keys(r, {"history", "candidates"})
-            parsed.append((_ids(r.get("history", []), where + "'history'"),
-                           _ids(r.get("candidates"), where + "'candidates'")))
-        rank = _option(body, "rank", False, bool, what="true or false")
-        n = _option(body, "n", None, int, lambda v: v >= 1, "an integer >= 1")
-        out = [ranker.rank(h, c, n) if rank else ranker.score(h, c) for h, c in parsed]
+def parse_score(body) -> tuple[list[tuple[list, list]], bool, bool, int | None]:
+    """(requests as (history, candidates), one, rank, n) of a /score body."""
+    _check_keys(body, {"history", "candidates", "requests", "rank", "n"})
+    reqs, one = _one_or_many(body, {"history", "candidates"}, "requests")
+    parsed = []
+    for i, r in enumerate(reqs):
+        where = "" if one else f"request {i}: "
+        _check_keys(r, {"history", "candidates"}, where.rstrip(": ") or "the body")
+        parsed.append((_ids(r.get("history", []), where + "'history'"), _ids(r.get("candidates"), where + "'candidates'")))
+    if sum(len(c) for _, c in parsed) > MAX_CANDIDATES:
+        raise ValueError(f"over {MAX_CANDIDATES} candidates in one request: split it")
+    rank = _option(body, "rank", False, bool, what="true or false")
+    n = _option(body, "n", None, int, lambda v: v >= 1, "an integer >= 1")
+    if n is not None and not rank:
+        raise ValueError("'n' keeps the top n of a ranking: give \"rank\": true as well")
+    return parsed, one, rank, n
+
+
+def score_route(ranker: Ranker) -> tuple[Callable, Callable]:
+    def answer(parsed):
+        reqs, one, rank, n = parsed
+        out = [ranker.rank(h, c, n) if rank else ranker.score(h, c) for h, c in reqs]
         out = [{"items": s.items, "probs": s.probs, "unknown_history": s.unknown_history,
                 "unknown_candidates": s.unknown_candidates} for s in out]
         return out[0] if one else out
-    return answer
+    return parse_score, answer
 
 
-def predict_route(pred: EventPredictor) -> Callable[[object], object]:
-    def answer(body):
-        _check_keys(body, {"times", "types", "sequences", "seed"})
-        if "sequences" in body and ({"times", "types"} & set(body)):
-            raise ValueError("give 'times' and 'types', or 'sequences', not both")
-        seqs, one = ([{"times": body.get("times"), "types": body.get("types")}], True) \
-            if "sequences" not in body else (body["sequences"], False)
-        if not isinstance(seqs, list):
-            raise ValueError("'sequences' must be a list of {'times': [...], 'types': [...]}")
-        parsed = []
-        for i, s in enumerate(seqs):
-            _check_keys(s, {"times", "types"})
-            t, k = s.get("times"), s.get("types")
-            if not (isinstance(t, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t)
-                    and isinstance(k, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in k)):
-                raise ValueError(f"sequence {i}: 'times' must be a list of numbers and 'types' a list of integers")
-            parsed.append((t, k))
-        seed = _option(body, "seed", 0, int, lambda v: 0 <= v < 2**63, "an integer >= 0")
-        out = [{"dtime": e.dtime, "type": e.type, "unaccepted": e.unaccepted} for e in pred.predict(parsed, seed=seed)]
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def parse_predict(body) -> tuple[list[tuple[list, list]], bool, int]:
+    """(sequences as (times, types), one, seed) of a /predict body."""
+    _check_keys(body, {"times", "types", "sequences", "seed"})
+    seqs, one = _one_or_many(body, {"times", "types"}, "sequences")
+    parsed = []
+    for i, q in enumerate(seqs):
+        _check_keys(q, {"times", "types"}, "the body" if one else f"sequence {i}")
+        t, k = q.get("times"), q.get("types")
+        if not (isinstance(t, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and abs(v) <= F32_MAX for v in t)
+                and isinstance(k, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in k)):
+            raise ValueError(f"sequence {i}: 'times' must be a list of numbers (within float32's range) and 'types' "
+                             "a list of integers")
+        parsed.append((t, k))
+    return parsed, one, _option(body, "seed", 0, int, lambda v: 0 <= v < 2**63, "an integer >= 0")
+
+
+def predict_route(pred: EventPredictor) -> tuple[Callable, Callable]:
+    def answer(parsed):
+        seqs, one, seed = parsed
+        out = [{"dtime": e.dtime, "type": e.type, "unaccepted": e.unaccepted} for e in pred.predict(seqs, seed=seed)]
         return out[0] if one else out
-    return answer
+    return parse_predict, answer
 
 
-def routes_for(served) -> tuple[dict[str, Callable], dict]:
-    """({path: answer(body)}, health fields) of a served object."""
+def routes_for(served) -> tuple[dict[str, tuple[Callable, Callable]], dict]:
+    """({path: (parse(body), answer(parsed))}, health fields) of a served object."""
     if isinstance(served, Recommender):
         return {"/recommend": recommend_route(served)}, {"task": "retrieval", "items": len(served.raw),
                                                           "max_len": served.max_len}
@@ -182,12 +202,13 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
             if size > MAX_BODY:
                 self._send(413, {"error": f"request body over {MAX_BODY} bytes"})
                 return
+            parse, answer = routes[self.path]
             try:
-                body = json.loads(self.rfile.read(size) or b"null")
+                parsed = parse(json.loads(self.rfile.read(size) or b"null"))  # outside the lock
                 with lock:
-                    out = routes[self.path](body)
-            except (ValueError, json.JSONDecodeError) as e:  # the request's fault (parsing and model checks)
-                self._send(400, {"error": str(e)})
+                    out = answer(parsed)
+            except (ValueError, RecursionError, OverflowError) as e:  # the request's fault (parsing, model checks)
+                self._send(400, {"error": str(e) or type(e).__name__})
                 return
             except Exception as e:  # noqa: BLE001 (a server answers; the client sees what went wrong)
                 self._send(500, {"error": f"{type(e).__name__}: {e}"})

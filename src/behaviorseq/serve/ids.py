@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-_INTS = {int, np.int64, np.int32}
+_INTS = (int, np.integer)
+_I64 = (-2**63, 2**63)
 
 
 class RawIds:
@@ -15,6 +18,7 @@ class RawIds:
         self.order = np.argsort(self.raw, kind="stable")  # raw id -> internal id by binary search
         if len(self.raw) > 1 and (self.raw[self.order][1:] == self.raw[self.order][:-1]).any():
             raise ValueError(f"{source}: a raw id occurs twice")
+        self.strings = None if self.integer else pa.array(self.raw.tolist(), pa.string())
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -25,18 +29,17 @@ class RawIds:
 
     def lookup(self, raw: list) -> np.ndarray:
         """Internal ids of raw ids (0 where unknown). An id of another type than the vocabulary's (the
-        string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them."""
-        ints = self.integer
-        kinds = set(map(type, raw))  # numpy would turn [1, "x"] into two strings: check the types first
-        q = np.asarray(raw)
-        if kinds <= (_INTS if ints else {str}) and q.dtype.kind in ("iu" if ints else "U"):
-            ok = np.ones(len(q), dtype=bool)  # one type throughout: no per-id work
-        else:  # mixed types, bools, objects: per id
-            ok = np.array([(isinstance(x, (int, np.integer)) and not isinstance(x, bool)) if ints
-                           else isinstance(x, str) for x in raw], dtype=bool)
-            q = np.array([x if o else (0 if ints else "") for x, o in zip(raw, ok)], dtype=np.int64 if ints else str)
-        if not ok.any() or self.raw.size == 0:
-            return np.zeros(len(ok), dtype=np.int64)
+        string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them.
+        No array is sized by the longest requested id (numpy's fixed-width strings would be)."""
+        if len(raw) == 0 or self.raw.size == 0:
+            return np.zeros(len(raw), dtype=np.int64)
+        if not self.integer:  # strings through Arrow: anything else is unknown
+            arr = pa.array([x if isinstance(x, str) else None for x in raw], pa.string())
+            found = pc.index_in(arr, value_set=self.strings)
+            return (found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+        ok = np.fromiter((isinstance(x, _INTS) and not isinstance(x, bool) and _I64[0] <= x < _I64[1] for x in raw),
+                         dtype=bool, count=len(raw))
+        q = np.fromiter((x if o else 0 for x, o in zip(raw, ok)), dtype=np.int64, count=len(raw))
         idx = self.order[np.minimum(np.searchsorted(self.raw, q, sorter=self.order), len(self.raw) - 1)]
         return np.where(ok & (self.raw[idx] == q), idx + 1, 0).astype(np.int64)
 

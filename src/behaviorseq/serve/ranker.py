@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from behaviorseq.data.item_table import ITEMS_FILE
 from behaviorseq.models.ranking import build
 from behaviorseq.models.ranking.sdim import BSE, SDIM
 from behaviorseq.nn.inference import inference
 from behaviorseq.serve.ids import RawIds
-from behaviorseq.serve.recommender import ITEMS_FILE
 
 
 @dataclass
@@ -37,6 +37,17 @@ class Scored:
     probs: list  # click probability of each, None for a candidate the model does not know
     unknown_history: list = field(default_factory=list)  # raw ids of the history the model does not know
     unknown_candidates: list = field(default_factory=list)
+
+
+CHUNK = 1024  # candidates per model call on the repeated-history path: memory stays flat in C
+
+
+def _check_fields(fields: dict[str, np.ndarray], n_items: int) -> None:
+    if "category" not in fields:
+        raise ValueError(f"{ITEMS_FILE} has no item field 'category'; ranking models read one (it has {sorted(fields)})")
+    for k, v in fields.items():
+        if len(v) != n_items:
+            raise ValueError(f"{ITEMS_FILE}: field {k!r} has {len(v)} rows for {n_items} items")
 
 
 class Ranker:
@@ -51,12 +62,8 @@ class Ranker:
         self.model.eval()
         self.device = torch.device(device)
         self.ids = RawIds(raw_ids)
-        if "category" not in fields:
-            raise ValueError(f"{ITEMS_FILE} has no item field 'category'; ranking models read one (it has {sorted(fields)})")
+        _check_fields(fields, len(self.ids))
         self.fields = {k: np.r_[0, np.asarray(v, dtype=np.int64)] for k, v in fields.items()}
-        for k, v in self.fields.items():
-            if len(v) != len(self.ids) + 1:
-                raise ValueError(f"{ITEMS_FILE}: field {k!r} has {len(v) - 1} rows for {len(self.ids)} items")
         self.max_len = int(model.cfg.max_len)
 
     @classmethod
@@ -72,7 +79,8 @@ class Ranker:
                                     "re-run, or write it with serve.write_item_table from the run's CTRData")
         items = pq.read_table(run_dir / ITEMS_FILE)
         fields = {k: items[k].to_numpy() for k in items.column_names if k not in ("raw", "train_count")}
-        n_categories = int(fields["category"].max(initial=0)) if "category" in fields else 0
+        _check_fields(fields, items.num_rows)  # before the model is built from them
+        n_categories = int(fields["category"].max(initial=0))
         model = build(cfg.model, items.num_rows, n_categories, cfg.model_args)
         best = run_dir / "checkpoints" / "best.pt"
         if not best.exists():
@@ -100,10 +108,14 @@ class Ranker:
         if self.use_split and isinstance(self.model, SDIM):  # BSE: the user's bucket table once, lookups per candidate
             bse = BSE(self.model)
             return bse.score({k: v[None] for k, v in c.items()}, bse.encode({k: v[None] for k, v in h.items()}))[0]
-        batch = {k: v[None].expand(len(cand), -1) for k, v in h.items()}  # the history repeated per candidate
-        batch.update(c, length=torch.full((len(cand),), int((hist > 0).sum()), device=self.device),
-                     user=torch.zeros(len(cand), dtype=torch.long, device=self.device))
-        return self.model.score(batch)
+        out = []
+        for i in range(0, len(cand), CHUNK):  # the history repeated per candidate, a chunk at a time
+            n = min(CHUNK, len(cand) - i)
+            batch = {k: v[None].expand(n, -1) for k, v in h.items()}
+            batch.update({k: v[i:i + n] for k, v in c.items()}, user=torch.zeros(n, dtype=torch.long, device=self.device),
+                         length=torch.full((n,), int((hist > 0).sum()), device=self.device))
+            out.append(self.model.score(batch))
+        return torch.cat(out)
 
     @inference
     def score(self, history: list[Any], candidates: list[Any]) -> Scored:
@@ -123,6 +135,8 @@ class Ranker:
 
     def rank(self, history: list[Any], candidates: list[Any], n: int | None = None) -> Scored:
         """The known candidates, most probable first (ties in request order), the top ``n`` of them."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"rank: n must be an integer >= 1 or None, got {n!r}")
         s = self.score(history, candidates)
         p = np.array([-1.0 if x is None else x for x in s.probs])
         order = [i for i in np.argsort(-p, kind="stable").tolist() if s.probs[i] is not None][:n]

@@ -29,9 +29,9 @@ import yaml
 from behaviorseq import models
 from behaviorseq.config import ConfigError, RunConfig, parse_overrides
 from behaviorseq.data.datasets import open_dataset
+from behaviorseq.data.item_table import ITEMS_FILE, write_item_table
 from behaviorseq.data.sampling import item_counts
 from behaviorseq.data.splits import TRAIN, make_split
-from behaviorseq.serve.recommender import ITEMS_FILE, write_item_table
 from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.allocator import tune_malloc
 from behaviorseq.train.packaged import _merge
