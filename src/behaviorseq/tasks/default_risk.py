@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.folding import Flat, Folded
+from behaviorseq.data.packed import PackedView
 from behaviorseq.data.synthetic.payments import TEST, TRAIN, VALID
 from behaviorseq.metrics.pointwise import auc, logloss
 from behaviorseq.nn.payment_fields import PAYMENT_FIELDS
@@ -127,10 +128,11 @@ _ROLE_IDS = {"train": TRAIN, "valid": VALID, "test": TEST}  # PaymentData.role c
 
 @dataclass
 class DefaultRiskTask:
-    """One sample per user: ``tensors`` is the whole view (``to_tensors``), ``label`` / ``role`` [n_users].
-    ``view`` describes it for the protocol (window, folding or last N, data set report)."""
+    """One sample per user: ``tensors`` is the whole view, dense (``to_tensors``) or packed (``data.packed``:
+    densified per batch, the same batches); ``label`` / ``role`` [n_users]. ``view`` describes it for the
+    protocol (window, folding or last N, data set report)."""
 
-    tensors: dict[str, Tensor]
+    tensors: dict[str, Tensor] | PackedView
     label: np.ndarray
     role: np.ndarray
     train_cfg: TrainConfig
@@ -140,7 +142,7 @@ class DefaultRiskTask:
     early_stop_metric = "auc"
 
     @classmethod
-    def create(cls, tensors: dict[str, Tensor], label: np.ndarray, role: np.ndarray, train_cfg: TrainConfig,
+    def create(cls, tensors: dict[str, Tensor] | PackedView, label: np.ndarray, role: np.ndarray, train_cfg: TrainConfig,
                eval_cfg: EvalConfig | None = None, view: dict | None = None) -> DefaultRiskTask:
         return cls(tensors, np.asarray(label), np.asarray(role), train_cfg, (eval_cfg or EvalConfig()).batch_size,
                    dict(view or {}))
@@ -149,7 +151,10 @@ class DefaultRiskTask:
         return np.flatnonzero(self.role == _ROLE_IDS[role])
 
     def batch(self, rows: np.ndarray) -> dict[str, Tensor]:
-        out = _take(self.tensors, torch.as_tensor(rows, dtype=torch.long))
+        if isinstance(self.tensors, PackedView):
+            out = _take(to_tensors(self.tensors.take(rows)), torch.arange(len(rows)))
+        else:
+            out = _take(self.tensors, torch.as_tensor(rows, dtype=torch.long))
         out["label"] = torch.as_tensor(self.label[rows], dtype=torch.float32)
         return out
 

@@ -18,11 +18,12 @@ from pydantic import Field
 from behaviorseq import models
 from behaviorseq.config import RunConfig, StrictConfig
 from behaviorseq.data.folding import fold_by_merchant, last_n
+from behaviorseq.data.packed import pack_view
 from behaviorseq.data.payment_tables import open_payments
 from behaviorseq.data.synthetic.payments import TRAIN, PaymentData
 from behaviorseq.models.risk import build
 from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
-from behaviorseq.tasks.default_risk import DefaultRiskTask, to_tensors
+from behaviorseq.tasks.default_risk import DefaultRiskTask
 from behaviorseq.train.trainer import seed_everything
 
 RISK_METRICS = ("auc", "ks")  # what early stopping can maximise
@@ -44,13 +45,14 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     train_users = np.flatnonzero(data.role == TRAIN)
     edges = amount_edges(data.amount[np.isin(data.user, train_users)], v.amount_buckets)
     folded = "txn_mask" in models.get(cfg.model).fields
-    if folded:
-        view = fold_by_merchant(data, window_days=v.window_days, n_top=v.n_top, max_per_merchant=v.max_per_merchant)
+    if folded:  # packed: the real payments only, densified per batch (data/packed.py)
+        view = pack_view(fold_by_merchant, data, window_days=v.window_days, n_top=v.n_top,
+                         max_per_merchant=v.max_per_merchant)
         length = v.max_per_merchant
         kind = f"folded by merchant: top {v.n_top} + rest, last {v.max_per_merchant} each"
     else:
         length = v.max_len or (v.n_top + 1) * v.max_per_merchant
-        view = last_n(data, window_days=v.window_days, max_len=length)
+        view = pack_view(last_n, data, window_days=v.window_days, max_len=length)
         kind = f"flat: last {length} payments"
     seed_everything(cfg.train.seed)
     model = build(cfg.model, hash_char_ngrams(data.merchant_names, n_hash), hash_char_ngrams(data.descriptions, n_hash),
@@ -61,7 +63,7 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
             "amount_edges": "quantiles of training users' payments",
             "label_day": data.label_day if np.ndim(data.label_day) == 0 else  # per user: their range
             {"per_user": True, "min": float(np.min(data.label_day)), "max": float(np.max(data.label_day))}}
-    task = DefaultRiskTask.create(to_tensors(view), data.label, data.role, cfg.train, cfg.eval, info)
+    task = DefaultRiskTask.create(view, data.label, data.role, cfg.train, cfg.eval, info)
     return data, model, task
 
 
