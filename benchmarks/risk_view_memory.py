@@ -34,10 +34,10 @@ def payments(n_users: int, per_user: int, seed: int = 0) -> SimpleNamespace:
                            label_day=180.0)
 
 
-def measure(build) -> tuple[object, float, float]:
+def measure(build, *args, **kw) -> tuple[object, float, float]:
     tracemalloc.start()
     t = time.perf_counter()
-    out = build()
+    out = build(*args, **kw)
     s = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -55,10 +55,10 @@ def main() -> None:
                          ("flat", last_n, {"max_len": 90})):
         for n in args.users:
             d = payments(n, args.per_user)
-            dense, d_peak, d_s = measure(lambda: to_tensors(fn(d, window_days=180.0, **kw)))
+            dense, d_peak, d_s = measure(lambda *a, **k: to_tensors(fn(*a, **k)), d, window_days=180.0, **kw)
             d_kept = sum(t.numel() * t.element_size() for t in dense.values())
             del dense
-            packed, p_peak, p_s = measure(lambda: pack_view(fn, d, window_days=180.0, **kw))
+            packed, p_peak, p_s = measure(pack_view, fn, d, window_days=180.0, **kw)
             p_kept = (packed.offsets.nbytes + packed.cell.nbytes + sum(v.nbytes for v in packed.fields.values())
                       + sum(v.nbytes for v in packed.per_user.values()))
             t = time.perf_counter()
