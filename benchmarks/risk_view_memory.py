@@ -55,7 +55,7 @@ def main() -> None:
                          ("flat", last_n, {"max_len": 90})):
         for n in args.users:
             d = payments(n, args.per_user)
-            dense, d_peak, d_s = measure(lambda *a, **k: to_tensors(fn(*a, **k)), d, window_days=180.0, **kw)
+            dense, d_peak, d_s = measure(lambda *a, f=fn, **k: to_tensors(f(*a, **k)), d, window_days=180.0, **kw)
             d_kept = sum(t.numel() * t.element_size() for t in dense.values())
             del dense
             packed, p_peak, p_s = measure(pack_view, fn, d, window_days=180.0, **kw)
