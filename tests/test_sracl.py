@@ -400,6 +400,11 @@ def test_index_cache_is_reused(planted, tmp_path):
     assert Counting.calls == 1 and np.array_equal(a.prefix_neighbours, b.prefix_neighbours)
     si.build_index(store, view, Counting(dim=8), L, k=5, cache_dir=tmp_path)  # other settings: a new entry
     assert Counting.calls == 2 and len(list(tmp_path.iterdir())) == 2
+    # prefix windows built a chunk of prefixes at a time: the same vectors and neighbours as all at once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(si, "WINDOW_CHUNK", 37)
+        c = si.build_index(store, view, Counting(dim=8), L, cache_dir=tmp_path / "chunked")
+    assert np.array_equal(c.prefix_vectors, a.prefix_vectors) and np.array_equal(c.prefix_neighbours, a.prefix_neighbours)
 
 
 def test_text_source_with_a_deterministic_encoder_and_summary_backend(tmp_path):

@@ -30,6 +30,7 @@ import torch
 from behaviorseq.models.retrieval.semantic import SemanticSource
 
 FORMAT = 1
+WINDOW_CHUNK = 1 << 18  # prefixes whose windows are built at once (ml-100k and Beauty fit in one)
 
 
 @dataclass
@@ -188,7 +189,10 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
     if not (entry / "meta.json").exists():
         item_vecs = source.item_vectors(store)
-        pvec = source.prefix_vectors(store, prefix_windows(events, start, end, max_len), item_vecs)
+        # windows a chunk of prefixes at a time: all at once cost 8 * max_len bytes per training event
+        pvec = np.concatenate([source.prefix_vectors(store, prefix_windows(events, start[s:s + WINDOW_CHUNK],
+                                                                           end[s:s + WINDOW_CHUNK], max_len), item_vecs)
+                               for s in range(0, max(len(end), 1), WINDOW_CHUNK)])
         arrays = {"prefix_vectors": pvec,
                   "prefix_neighbours": prefix_neighbours(pvec, view.user, events, start, end, k, device),
                   "item_neighbours": item_neighbours(item_vecs, item_k, device, ties=item_ties)}
