@@ -49,3 +49,15 @@ def test_engine_batches_are_the_dense_ones(payments):
     rows = np.random.default_rng(1).permutation(300)[:64]
     x, y = a.batch(rows), b.batch(rows)
     assert sorted(x) == sorted(y) and all(torch.equal(x[k], y[k]) for k in x)  # trailing padding cut alike
+
+
+def test_pack_view_refuses_what_the_dense_view_refuses(payments):
+    from types import SimpleNamespace
+
+    cols = {k: getattr(payments, k) for k in ("user", "time", "merchant", "amount", "description", "label_day")}
+    bad = SimpleNamespace(**{**cols, "user": payments.user[::-1].copy()}, n_users=payments.n_users)
+    with pytest.raises(ValueError, match="sorted by user"):
+        pack_view(last_n, bad, window_days=90, max_len=10)
+    out_of_range = SimpleNamespace(**cols, n_users=payments.n_users - 1)
+    with pytest.raises(ValueError, match=r"users in \[0, 299\)"):
+        pack_view(last_n, out_of_range, window_days=90, max_len=10)

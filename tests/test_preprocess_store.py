@@ -164,6 +164,16 @@ def test_a_failed_refresh_keeps_the_cached_store(tmp_path):
     assert again.path == first.path and [p.name for p in (tmp_path / "c").iterdir()] == [first.path.name]
 
 
+def test_a_broken_entry_without_meta_is_rebuilt(tmp_path):
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    table, _ = generate_seqrec(SeqRecConfig(n_users=30, n_items=20, n_topics=2, seed=2))
+    first = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(table)), tmp_path / "c")
+    (first.path / "meta.json").unlink()  # e.g. deleted by hand, or a copy interrupted
+    again = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(table)), tmp_path / "c")
+    assert again.path == first.path and again.num_users == 30
+
+
 def test_an_entry_another_process_finished_meanwhile_is_kept_not_swapped(tmp_path):
     src = tmp_path / "data.txt"
     src.write_text("x")

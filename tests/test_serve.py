@@ -125,3 +125,16 @@ def test_each_history_gets_its_own_list_and_ids_match_only_their_own_type(tmp_pa
     assert rec.lookup([3, "3", True, np.int64(3)]).tolist() == [rec.lookup([3])[0], 0, 0, rec.lookup([3])[0]]
     strings = Recommender(rec.model, [str(x) for x in everything], rec.counts[1:])  # a string vocabulary
     assert strings.lookup([3, "3"]).tolist() == [0, strings.lookup(["3"])[0]]  # 1 and "1" are not the same id
+
+
+def test_raw_ids_of_every_integer_width_and_strings():
+    from behaviorseq.serve.ids import RawIds
+
+    u = RawIds(np.array([2**63 + 5, 3, 2**64 - 1], dtype=np.uint64))  # unsigned 64-bit ids above 2**63
+    assert u.lookup([3, 2**63 + 5, 2**64 - 1, -1, 2**64, "3"]).tolist() == [2, 1, 3, 0, 0, 0]
+    i = RawIds(np.array([5, -3, 2**62]))
+    assert i.lookup([5, -3, 2**62, 2**63, True, np.int64(5), np.uint64(5)]).tolist() == [1, 2, 3, 0, 0, 1, 1]
+    s = RawIds(np.array(["a", "b", "ç"], dtype=object))  # as parquet's to_numpy gives strings
+    assert s.lookup(["ç", "a", 1, None, "x" * 100_000]).tolist() == [3, 1, 0, 0, 0]
+    with pytest.raises(ValueError, match="integers or strings"):
+        RawIds(np.array([1.5, 2.0]))

@@ -61,6 +61,7 @@ def test_served_probabilities_are_the_evaluated_ones(tmp_path, monkeypatch, mode
     assert together.unknown_history == [10**9] and together.unknown_candidates == [-5]
     with pytest.raises(ValueError, match="n must be"):
         ranker.rank(hist, cands, n=0)
+    assert ranker.rank(hist, cands, n=np.int64(2)).items == ranker.rank(hist, cands, n=2).items
     ranked = ranker.rank(hist, cands + [-5], n=5)
     assert ranked.probs == sorted(together.probs[:-1], reverse=True)[:5] and -5 not in ranked.items
     monkeypatch.setattr("behaviorseq.serve.ranker.CHUNK", 5)  # the repeated path in chunks: 5 + 5 + 2
@@ -173,7 +174,9 @@ def test_predict_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
         for bad, why in [({"times": [0.0, 1.0], "types": [0, 1.5]}, "integers"),
                          ({"times": [1.0, 0.5], "types": [0, 1]}, "non-decreasing"),
                          ({"times": [0.0], "types": [99]}, "types in"), ({"times": [0.0], "types": [0], "seed": -1}, "seed"),
-                         ({"times": [0.0, 1e39], "types": [0, 1]}, "float32"), ({"sequences": [5]}, "sequence 0")]:
+                         ({"times": [0.0, 1e39], "types": [0, 1]}, "float32"), ({"sequences": [5]}, "sequence 0"),
+                         ({"sequences": [{"times": [0.0], "types": [0]}] * 10_001}, "over 10000 sequences"),
+                         ({"sequences": [{"times": [0.0] * 600_000, "types": [0] * 600_000}] * 2}, "over 1000000 events")]:
             code, err = _post(url + "/predict", bad)
             assert code == 400 and why in err["error"], (bad, err)
     finally:

@@ -45,7 +45,8 @@ class PackedView:
     def take(self, users) -> Folded | Flat:
         """The dense view of ``users`` (in that order), as the dense view's rows."""
         users = np.asarray(users, dtype=np.int64)
-        start, n = self.offsets[users], np.diff(self.offsets)[users]
+        start = self.offsets[users]
+        n = self.offsets[users + 1] - start
         src = np.repeat(start, n) + ragged_arange(n)  # packed positions of the batch, user by user
         row = np.repeat(np.arange(len(users)), n)
         size = int(np.prod(self.shape))
@@ -61,6 +62,7 @@ class PackedView:
         if not self.folded:
             return Flat(fields=fields, mask=mask, window_days=self.window_days)
         p = {k: v[users] for k, v in self.per_user.items()}
+        p["slot_merchant"] = p["slot_merchant"].astype(np.int64)
         return Folded(fields=fields, txn_mask=mask, merchant_mask=p["merchant_mask"], slot_merchant=p["slot_merchant"],
                       stats=p["stats"], n_top=int(self.n_top), window_days=self.window_days)
 
@@ -86,7 +88,7 @@ def pack(view: Folded | Flat) -> PackedView:
     for k, v in view.fields.items():
         v = v.reshape(U, size)[row, cell]
         fields[k] = v.astype(np.float32) if v.dtype.kind == "f" else v.astype(_small_int(v))  # int64 again in take
-    per_user = ({"merchant_mask": view.merchant_mask, "slot_merchant": view.slot_merchant,
+    per_user = ({"merchant_mask": view.merchant_mask, "slot_merchant": view.slot_merchant.astype(_small_int(view.slot_merchant)),
                  "stats": view.stats.astype(np.float32)} if folded else {})
     return PackedView(offsets, cell.astype(np.int32), fields, per_user, tuple(shape),
                       view.n_top if folded else None, view.window_days)
@@ -104,6 +106,9 @@ def concat(parts: list[PackedView]) -> PackedView:
 def pack_view(make: Callable[..., Folded | Flat], data, chunk_users: int = 16384, **args) -> PackedView:
     """``pack(make(data, **args))`` without the dense view of every user: ``make`` (``fold_by_merchant`` or
     ``last_n``) runs on ``chunk_users`` users at a time. ``data``: a ``PaymentData`` sorted by (user, time)."""
+    user = np.asarray(data.user)
+    if len(user) and (user[0] < 0 or user[-1] >= data.n_users or (np.diff(user) < 0).any()):
+        raise ValueError(f"pack_view: payments must be sorted by user, with users in [0, {data.n_users})")
     bounds = np.searchsorted(data.user, np.arange(0, data.n_users + chunk_users, chunk_users).clip(max=data.n_users))
     users = np.arange(0, data.n_users + chunk_users, chunk_users).clip(max=data.n_users)
     label_day = np.asarray(data.label_day, dtype=np.float64)

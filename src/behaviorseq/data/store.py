@@ -342,7 +342,9 @@ def cached_store(sources: list[str | Path], config: dict, build: Callable[[], Se
         return SequenceStore.load(entry)
     store = build()
     store.meta["cache_config"] = config
-    if refresh and entry.exists():  # write beside the old entry, then swap (back again if the swap fails)
+    # Swap a refreshed entry, or a broken one (no meta.json: a finished save always has it, the rename is atomic);
+    # write beside it, then swap (back again if the swap fails)
+    if entry.exists() and (refresh or not (entry / "meta.json").exists()):
         entry.parent.mkdir(parents=True, exist_ok=True)
         side = Path(tempfile.mkdtemp(prefix=f".{entry.name}.swap-", dir=entry.parent))
         try:

@@ -56,6 +56,17 @@ class EventPredictor:
 
     def batch(self, sequences: list[tuple[list[float], list[int]]]) -> dict[str, torch.Tensor]:
         """The task's batch layout (times since each sequence's first event, right-padded); checked."""
+        row, col, rel, dt, types, n = self.check(sequences)
+        L = int(n.max())
+        out = {"time": np.zeros((len(n), L), np.float32), "dtime": np.zeros((len(n), L), np.float32),
+               "type": np.full((len(n), L), self.num_types, np.int64), "mask": np.zeros((len(n), L), bool)}
+        out["time"][row, col], out["dtime"][row, col] = rel, dt
+        out["type"][row, col], out["mask"][row, col] = types, True
+        return {k: torch.from_numpy(v).to(self.device) for k, v in out.items()}
+
+    def check(self, sequences: list[tuple[list[float], list[int]]]) -> tuple[np.ndarray, ...]:
+        """Every event checked on flat arrays (no [sequences, longest] block): (row, column, time since the
+        sequence's first event, time since the previous event, type, events per sequence)."""
         n = np.array([len(t) for t, _ in sequences], dtype=np.int64)
         for i, (t, k) in enumerate(sequences):
             if len(t) == 0 or len(t) != len(k):
@@ -78,12 +89,7 @@ class EventPredictor:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"sequence {row[i]}, event {col[i]}: times must be finite (float32) and non-decreasing, types in "
                              f"0..{self.num_types - 1} (time {times[i]}, type {types[i]})")
-        L = int(n.max())
-        out = {"time": np.zeros((len(n), L), np.float32), "dtime": np.zeros((len(n), L), np.float32),
-               "type": np.full((len(n), L), self.num_types, np.int64), "mask": np.zeros((len(n), L), bool)}
-        out["time"][row, col], out["dtime"][row, col] = rel, dt
-        out["type"][row, col], out["mask"][row, col] = types, True
-        return {k: torch.from_numpy(v).to(self.device) for k, v in out.items()}
+        return row, col, rel, dt, types, n
 
     @inference
     def predict(self, sequences: list[tuple[list[float], list[int]]], seed: int = 0) -> list[NextEvent]:
@@ -91,7 +97,7 @@ class EventPredictor:
         is drawn for on its own with ``seed``: its answer does not depend on the rest of the request."""
         if not sequences:
             return []
-        self.batch(sequences)  # every sequence checked before any work
+        self.check(sequences)  # every sequence checked before any work
         out = []
         for times, types in sequences:  # one thinning per request sequence (its draws are shaped by the batch)
             batch = self.batch([(times[-self.max_len:], types[-self.max_len:]) if self.max_len else (times, types)])

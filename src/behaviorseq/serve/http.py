@@ -13,8 +13,9 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
       (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
                              -> {"dtime": ..., "type": ..., "unaccepted": ...}
 
-A body of many gets a list of answers. A malformed request gets 400 with {"error": message}; requests are
-served one model call at a time.
+A body of many gets a list of answers (at most 10,000 histories or sequences, 100,000 candidates, 1,000,000
+events a request). A malformed request gets 400 with {"error": message}; requests are served one model call at a
+time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from behaviorseq.serve.recommender import Recommender
 
 MAX_BODY = 16 << 20  # bytes: a request larger than this is refused
 MAX_CANDIDATES = 100_000  # per /score request
+MAX_ROWS = 10_000  # histories per /recommend request, sequences per /predict request
+MAX_EVENTS = 1_000_000  # events per /predict request
 
 
 def _check_keys(body, allowed: set[str], what: str = "the body") -> None:
@@ -82,6 +85,8 @@ def parse_request(body) -> tuple[list[list], bool, int, bool]:
     histories = [body["history"]] if one else body["histories"]
     if not isinstance(histories, list):
         raise ValueError("'histories' must be a list")
+    if len(histories) > MAX_ROWS:
+        raise ValueError(f"over {MAX_ROWS} histories in one request: split it")
     histories = [_ids(h, f"history {i}") for i, h in enumerate(histories)]
     n = _option(body, "n", 10, int, lambda v: v >= 1, "an integer >= 1")
     return histories, one, n, _option(body, "exclude_seen", True, bool, what="true or false")
@@ -131,6 +136,8 @@ def parse_predict(body) -> tuple[list[tuple[list, list]], bool, int]:
     """(sequences as (times, types), one, seed) of a /predict body."""
     _check_keys(body, {"times", "types", "sequences", "seed"})
     seqs, one = _one_or_many(body, {"times", "types"}, "sequences")
+    if len(seqs) > MAX_ROWS:
+        raise ValueError(f"over {MAX_ROWS} sequences in one request: split it")
     parsed = []
     for i, q in enumerate(seqs):
         _check_keys(q, {"times", "types"}, "the body" if one else f"sequence {i}")
@@ -141,6 +148,8 @@ def parse_predict(body) -> tuple[list[tuple[list, list]], bool, int]:
             raise ValueError(f"sequence {i}: 'times' must be a list of numbers (within float32's range) and 'types' "
                              "a list of integers")
         parsed.append((t, k))
+    if sum(len(t) for t, _ in parsed) > MAX_EVENTS:
+        raise ValueError(f"over {MAX_EVENTS} events in one request: split it")
     return parsed, one, _option(body, "seed", 0, int, lambda v: 0 <= v < 2**63, "an integer >= 0")
 
 

@@ -16,6 +16,7 @@ it estimates P(click) among such samples, not the live click rate.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class Ranker:
         if not best.exists():
             raise FileNotFoundError(f"{best} is missing: the run has no best weights")
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
-        return cls(model, items["raw"].to_pylist(), fields, device)
+        return cls(model, items["raw"].to_numpy(zero_copy_only=False), fields, device)
 
     def _history(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         """``item`` and every item field of history ids [L], on the device."""
@@ -135,8 +136,9 @@ class Ranker:
 
     def rank(self, history: list[Any], candidates: list[Any], n: int | None = None) -> Scored:
         """The known candidates, most probable first (ties in request order), the top ``n`` of them."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
             raise ValueError(f"rank: n must be an integer >= 1 or None, got {n!r}")
+        n = None if n is None else int(n)
         s = self.score(history, candidates)
         p = np.array([-1.0 if x is None else x for x in s.probs])
         order = [i for i in np.argsort(-p, kind="stable").tolist() if s.probs[i] is not None][:n]

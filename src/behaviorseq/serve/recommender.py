@@ -74,7 +74,7 @@ class Recommender:
             model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
         elif any(p.requires_grad for p in model.parameters()):
             raise FileNotFoundError(f"{best} is missing: the run has no best weights")
-        return cls(model, items["raw"].to_pylist(), counts, device)
+        return cls(model, items["raw"].to_numpy(zero_copy_only=False), counts, device)
 
     def encode(self, histories: list[list[Any]]) -> tuple[dict[str, torch.Tensor], list[list], np.ndarray, np.ndarray]:
         """The model's batch for raw histories (oldest first): their known ids, the latest max_len, padded
