@@ -1,4 +1,5 @@
-"""LBSF vs a flat Transformer and a GRU over the last N payments, at 45 / 90 / 180-day windows, on planted
+"""LBSF vs its no-folding baselines over the last N payments (a flat Transformer, a GRU, and a chunked
+Transformer: LBSF's pieces over chunks of Lm consecutive payments), at 45 / 90 / 180-day windows, on planted
 payments (``behaviorseq.data.synthetic.payments``; LBSF brief section 2, "Offline tests").
 
 Equal budget: every model sees at most (M + 1) * Lm payments per user (LBSF: M merchants + the pooled
@@ -34,7 +35,7 @@ from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
 from behaviorseq.tasks.default_risk import evaluate, fit, to_tensors
 from behaviorseq.utils import atomic_write_text, code_version
 
-MODELS = ("lbsf", "transformer", "gru")
+MODELS = ("lbsf", "transformer", "gru", "chunked")
 CONTENT = ("amount", "description", "hour", "dow")  # shuffled inside a merchant; times stay in place
 
 
@@ -74,6 +75,8 @@ def run(args) -> dict:
                 cfg = {"d": args.d, "n_hash": args.n_hash, "max_days": 180}
                 if name == "lbsf":
                     model, view = build("lbsf", mn, dn, edges, Lm, cfg), fo
+                elif name == "chunked":  # LBSF's pieces over chunks of Lm consecutive payments (models/risk/chunked_seq.py)
+                    model, view = build("chunked_transformer", mn, dn, edges, N, {**cfg, "chunk": Lm}), fl
                 else:  # registered as flat_transformer / flat_gru
                     cfg["layers"] = 2 if name == "transformer" else 1
                     model, view = build(f"flat_{name}", mn, dn, edges, N, cfg), fl

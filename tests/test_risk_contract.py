@@ -41,8 +41,8 @@ def make(name: str, payments, config: dict | None = None):
     return build(name, *tables, MAX_LEN[view[0]], config), batches[view[0]]
 
 
-def test_risk_family_lists_lbsf_and_its_flat_baselines():
-    assert models.names("risk") == ["flat_gru", "flat_transformer", "lbsf"]
+def test_risk_family_lists_lbsf_and_its_no_folding_baselines():
+    assert models.names("risk") == ["chunked_transformer", "flat_gru", "flat_transformer", "lbsf"]
 
 
 @pytest.mark.parametrize("name", models.names("risk"))
@@ -81,3 +81,24 @@ def test_flat_names_fix_their_kind(name, kind, payments):
     assert model.cfg.kind == kind and hasattr(model, "gru") == (kind == "gru")
     with pytest.raises(ConfigError, match="kind"):
         models.get(name).Config.from_dict({"kind": "gru" if kind == "transformer" else "transformer"})
+
+
+def test_chunked_transformer_chunks_back_from_the_latest_payment(payments):
+    model, batch = make("chunked_transformer", payments, {"chunk": 3})  # N = 16: 6 chunks of 3
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[0, :7] = True  # 7 payments: chunks hold ranks 0-2, 3-5 and the oldest alone
+    slot, valid = model.chunks(mask)
+    assert slot[0, :7].tolist() == [8, 3, 4, 5, 0, 1, 2]  # oldest first inside each chunk, chunk 0 latest
+    assert valid[0].sum(1).tolist() == [3, 3, 1, 0, 0, 0] and not valid[1].any()
+    assert (slot[0, 7:] == 18).all()  # padding goes to the spare slot
+    model.eval()
+    with torch.no_grad():  # padding columns beyond the payments never change a user's logit
+        wide = {k: torch.cat([v, torch.zeros_like(v[:, :4])], 1) if v.dim() == 2 else v for k, v in batch.items()}
+        torch.testing.assert_close(model.score(wide), model.score(batch))
+        # the order of the payments matters (chunks keep chronology), unlike LBSF's merchant slots
+        n = int(batch["mask"][0].sum())
+        flipped = {k: v.clone() for k, v in batch.items()}
+        for k in flipped:
+            if flipped[k].dim() == 2:
+                flipped[k][0, :n] = flipped[k][0, :n].flip(0)
+        assert not torch.allclose(model.score(flipped)[0], model.score(batch)[0])

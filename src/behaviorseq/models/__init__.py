@@ -37,6 +37,7 @@ _MODULES = {
     "lbsf": "behaviorseq.models.risk.lbsf",
     "flat_transformer": "behaviorseq.models.risk.flat_seq",
     "flat_gru": "behaviorseq.models.risk.flat_seq",
+    "chunked_transformer": "behaviorseq.models.risk.chunked_seq",
 }
 
 
