@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.dropout import Dropout
-from behaviorseq.nn.payment_fields import PAYMENT_FIELDS, AttentionPool, Block, PaymentFieldEncoder, require_fields
+from behaviorseq.nn.payment_fields import (
+    PAYMENT_FIELDS,
+    AttentionPool,
+    Block,
+    PaymentFieldEncoder,
+    require_fields,
+)
 
 FIELDS = PAYMENT_FIELDS + ("mask",)
 
