@@ -23,9 +23,9 @@ Deviations / reconstructions, one line each:
 - The head reads the CLS output and a max-pool over the merchant outputs (both order-free); the max-pool
   lets one anomalous merchant (a dormant pillar, a stopped rent) reach the head directly and speeds up training.
 - Loss: BCE with an optional positive-class weight (``pos_weight``); focal loss is not implemented.
-- Not built: per-user observation dates, a label (performance) window after the cut with delayed or
-  immature labels (one global label date; payments at or after it are refused), and the brief's
-  "chunked Transformer" no-folding baseline (only the flat Transformer and GRU).
+- Not built: a label (performance) window after the cut with delayed or immature labels (each user has one
+  label date, global or per user; payments at or after it are refused or dropped). The no-folding
+  baselines are in ``flat_seq`` (flat Transformer, GRU) and ``chunked_seq`` (chunked Transformer).
 """
 
 from __future__ import annotations
