@@ -86,7 +86,8 @@ def nll_per_event(model, batch: dict[str, Tensor], n_samples: int = 20, method: 
 @torch.no_grad()
 def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp: int = 50,
                      over_sample: float = 1.5, n_boundary: int = 16,
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                     generator: torch.Generator | None = None,
+                     noise: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Next-event time and type after every event by thinning (the NHP paper's sampler, Mei & Eisner
     2017, and its minimum-Bayes-risk predictions): ``n_samples`` draws of the next time from the model, their mean
     as the time prediction and ``argmax_k mean_s lambda_k / lambda`` at the drawn times as the type.
@@ -95,7 +96,10 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     intensity on ``n_boundary`` points of [0, dtime_max] (EasyTPP's choice); each draw proposes
     ``n_exp`` candidates and keeps the first accepted; a draw with none accepted (no candidate before
     ``dtime_max`` passed, or all ``n_exp`` rejected) returns ``dtime_max``. Returns dt [B, L], type [B, L] and
-    the fraction of such draws at each position [B, L] (0 at padding).
+    the fraction of such draws at each position [B, L] (0 at padding). ``noise`` (exponential and uniform
+    draws, each [n_samples, n_exp]) replaces the generator's: the same draws at every position of every row, so
+    a row's answer does not depend on the batch it is in (serving); each position's draws stay independent
+    across samples, so every prediction has the evaluator's distribution.
     """
     valid = state["mask"]
     (B, L), dev = valid.shape, valid.device
@@ -104,12 +108,14 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     dt_sum = torch.zeros(B, L, device=dev)
     p_sum = None
     misses = torch.zeros(B, L, device=dev)
-    for _ in range(n_samples):
-        e = torch.empty(B, L, n_exp, device=dev).exponential_(1.0, generator=generator)
+    for i in range(n_samples):
+        e = torch.empty(B, L, n_exp, device=dev).exponential_(1.0, generator=generator) if noise is None \
+            else noise[0][i].to(dev).expand(B, L, n_exp)
         tau = torch.cumsum(e, -1) / bound[..., None]  # [B, L, n_exp] candidate times
         lam = model.intensity(state, tau)  # [B, L, n_exp, K]
         total = lam.sum(-1)
-        u = torch.rand(B, L, n_exp, device=dev, generator=generator)
+        u = torch.rand(B, L, n_exp, device=dev, generator=generator) if noise is None \
+            else noise[1][i].to(dev).expand(B, L, n_exp)
         ok = (u * bound[..., None] <= total) & (tau <= dtime_max)
         hit = ok.any(-1)
         first = torch.where(hit, ok.int().argmax(-1), torch.full_like(hit, n_exp - 1, dtype=torch.long))
