@@ -96,7 +96,6 @@ def test_settings_that_would_fail_after_training_are_refused_up_front(tmp_path):
 
 
 def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_path):
-    import torch
 
     from behaviorseq.nn.tpp import thinning_predict
     from behaviorseq.serve.events import EventPredictor
