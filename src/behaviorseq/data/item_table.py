@@ -27,3 +27,12 @@ def write_item_table(run_dir: str | Path, raw_ids: pa.Array, train_counts: np.nd
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(cols), sink)
     atomic_write_bytes(Path(run_dir) / ITEMS_FILE, sink.getvalue().to_pybytes())
+
+
+def read_item_table(run_dir: str | Path, made_by: str = "the run's data") -> pa.Table:
+    """A run folder's ``items.parquet``; FileNotFoundError saying how to make it when it is missing."""
+    path = Path(run_dir) / ITEMS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (runs made before serving existed lack it): re-run, or write it "
+                                f"with serve.write_item_table from {made_by}")
+    return pq.read_table(path)

@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from behaviorseq.nn.dropout import Dropout
@@ -126,3 +127,17 @@ class AttentionPool(nn.Module):
         s = self.score(x).squeeze(-1).masked_fill(~valid, -1e9)  # [B, L]
         w = torch.softmax(s, dim=-1) * valid.any(dim=-1, keepdim=True)  # an all-padding row pools to 0
         return torch.einsum("bl,bld->bd", w, x)
+
+
+class BinaryRiskModel(nn.Module):
+    """The risk models' shared contract (``models.risk``): ``forward(batch) -> logits [B]``, ``score`` the same,
+    ``loss`` BCE with ``cfg.pos_weight`` on the default class; ``label`` defaults to ``batch["label"]``."""
+
+    def score(self, batch: dict) -> Tensor:
+        """Default logits [B] (the same as ``forward``)."""
+        return self(batch)
+
+    def loss(self, batch: dict, label: Tensor | None = None) -> Tensor:
+        label = batch["label"] if label is None else label
+        pw = torch.tensor(self.cfg.pos_weight, device=label.device)
+        return F.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)

@@ -17,6 +17,7 @@ import torch
 from behaviorseq import models
 from behaviorseq.nn.inference import inference
 from behaviorseq.nn.tpp import thinning_predict
+from behaviorseq.serve.ids import run_config
 
 
 @dataclass
@@ -39,14 +40,10 @@ class EventPredictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> EventPredictor:
-        from behaviorseq.train.run import load_run_config
-
         run_dir = Path(run_dir)
-        cfg = load_run_config(run_dir)
+        cfg = run_config(run_dir, "tpp", "EventPredictor serves event-stream (tpp) models")
         if not (run_dir / "metrics.json").exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
-        if cfg.task != "tpp":
-            raise ValueError(f"{run_dir}: a {cfg.task} run; EventPredictor serves event-stream (tpp) models")
         p = json.loads((run_dir / "metrics.json").read_text())["protocol"]
         num_types, pred = p["data"]["train"]["num_types"], p["prediction"]
         model = models.build(cfg.model, num_types, cfg.model_args)

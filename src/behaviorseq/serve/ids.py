@@ -1,6 +1,9 @@
-"""Raw ids to a run's internal ids, matched as the data wrote them (shared by every served model)."""
+"""What every served model shares: a trained run's config checked for its task (``run_config``), and raw ids
+to the run's internal ids, matched as the data wrote them (``RawIds``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -54,3 +57,13 @@ class RawIds:
         """Comma-separated ids from a command line (text) as the data's ids: digits become integers when the
         vocabulary is integer."""
         return [int(x) if self.integer and x.lstrip("-").isdigit() else x for x in text.split(",") if x]
+
+
+def run_config(run_dir: str | Path, task: str, served_by: str):
+    """The resolved config of the run in ``run_dir``; ValueError unless it trained ``task``."""
+    from behaviorseq.train.run import load_run_config
+
+    cfg = load_run_config(run_dir)
+    if cfg.task != task:
+        raise ValueError(f"{run_dir}: a {cfg.task} run; {served_by}")
+    return cfg

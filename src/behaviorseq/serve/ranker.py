@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from behaviorseq.data.item_table import ITEMS_FILE
+from behaviorseq.data.item_table import ITEMS_FILE, read_item_table
 from behaviorseq.models.ranking import build
 from behaviorseq.models.ranking.sdim import BSE, SDIM
 from behaviorseq.nn.inference import inference
-from behaviorseq.serve.ids import RawIds
+from behaviorseq.serve.ids import RawIds, run_config
 
 
 @dataclass
@@ -69,16 +68,9 @@ class Ranker:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Ranker:
-        from behaviorseq.train.run import load_run_config
-
         run_dir = Path(run_dir)
-        cfg = load_run_config(run_dir)
-        if cfg.task != "ctr":
-            raise ValueError(f"{run_dir}: a {cfg.task} run; Ranker serves CTR (ranking) models")
-        if not (run_dir / ITEMS_FILE).exists():
-            raise FileNotFoundError(f"{run_dir / ITEMS_FILE} is missing (CTR runs made before serving existed lack it): "
-                                    "re-run, or write it with serve.write_item_table from the run's CTRData")
-        items = pq.read_table(run_dir / ITEMS_FILE)
+        cfg = run_config(run_dir, "ctr", "Ranker serves CTR (ranking) models")
+        items = read_item_table(run_dir, "the run's CTRData")
         fields = {k: items[k].to_numpy() for k in items.column_names if k not in ("raw", "train_count")}
         _check_fields(fields, items.num_rows)  # before the model is built from them
         n_categories = int(fields["category"].max(initial=0))

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from behaviorseq import models
-from behaviorseq.data.item_table import ITEMS_FILE
+from behaviorseq.data.item_table import read_item_table
 from behaviorseq.data.store import ragged_arange
 from behaviorseq.nn.inference import inference
-from behaviorseq.serve.ids import RawIds
+from behaviorseq.serve.ids import RawIds, run_config
 
 
 @dataclass
@@ -55,16 +54,9 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Recommender:
-        from behaviorseq.train.run import load_run_config
-
         run_dir = Path(run_dir)
-        cfg = load_run_config(run_dir)
-        if cfg.task != "retrieval":
-            raise ValueError(f"{run_dir}: a {cfg.task} run; Recommender serves next-item (retrieval) models")
-        if not (run_dir / ITEMS_FILE).exists():
-            raise FileNotFoundError(f"{run_dir / ITEMS_FILE} is missing (runs made before serving existed lack "
-                                    "it): re-run, or write it with serve.write_item_table from the run's store")
-        items = pq.read_table(run_dir / ITEMS_FILE)
+        cfg = run_config(run_dir, "retrieval", "Recommender serves next-item (retrieval) models")
+        items = read_item_table(run_dir, "the run's store")
         counts = items["train_count"].to_numpy()
         model = models.build(cfg.model, items.num_rows, cfg.model_args)
         if hasattr(model, "use_item_counts"):  # MostPop scores by them; ComiRec's sampler reads them

@@ -32,6 +32,7 @@ from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.payment_fields import (
     PAYMENT_FIELDS,
     AttentionPool,
+    BinaryRiskModel,
     Block,
     PaymentFieldEncoder,
     require_fields,
@@ -53,7 +54,7 @@ class ChunkedConfig(StrictConfig):
 
 
 @register("chunked_transformer")
-class ChunkedTransformer(nn.Module):
+class ChunkedTransformer(BinaryRiskModel):
     """Forward: a flat batch (payment fields [B, N], right-padded, ``mask`` [B, N]) -> logits [B]."""
 
     Config = ChunkedConfig
@@ -110,13 +111,3 @@ class ChunkedTransformer(nn.Module):
         z = self.norm(z)
         zmax = z[:, 1:].masked_fill(~has[..., None], -1e4).amax(dim=1) * has.any(1, keepdim=True)
         return self.head(torch.cat([z[:, 0], zmax], dim=-1)).squeeze(-1)  # [B]
-
-    def score(self, batch: dict) -> Tensor:
-        """Default logits [B] (the same as ``forward``)."""
-        return self(batch)
-
-    def loss(self, batch: dict, label: Tensor | None = None) -> Tensor:
-        """BCE; ``label`` defaults to ``batch["label"]`` (the Trainer's batches carry it)."""
-        label = batch["label"] if label is None else label
-        pw = torch.tensor(self.cfg.pos_weight, device=label.device)
-        return nn.functional.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)

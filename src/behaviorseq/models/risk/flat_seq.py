@@ -26,7 +26,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.dropout import Dropout
-from behaviorseq.nn.payment_fields import PAYMENT_FIELDS, Block, PaymentFieldEncoder, require_fields
+from behaviorseq.nn.payment_fields import (
+    PAYMENT_FIELDS,
+    BinaryRiskModel,
+    Block,
+    PaymentFieldEncoder,
+    require_fields,
+)
 
 FIELDS = PAYMENT_FIELDS + ("mask",)
 
@@ -43,7 +49,7 @@ class FlatConfig(StrictConfig):
     pos_weight: float = Field(1.0, gt=0.0)
 
 
-class FlatSequenceModel(nn.Module):
+class FlatSequenceModel(BinaryRiskModel):
     """Forward: a flat batch (payment fields [B, N], right-padded, ``mask`` [B, N]) -> logits [B]."""
 
     Config = FlatConfig
@@ -89,16 +95,6 @@ class FlatSequenceModel(nn.Module):
             hmax = seq.masked_fill(~mask[..., None], -1e4).amax(dim=1) * (n > 0)[:, None]  # [B, d]
             h = torch.cat([h, hmax], dim=-1)
         return self.head(h).squeeze(-1)  # [B]
-
-    def score(self, batch: dict) -> Tensor:
-        """Default logits [B] (the same as ``forward``)."""
-        return self(batch)
-
-    def loss(self, batch: dict, label: Tensor | None = None) -> Tensor:
-        """BCE; ``label`` defaults to ``batch["label"]`` (the Trainer's batches carry it)."""
-        label = batch["label"] if label is None else label
-        pw = torch.tensor(self.cfg.pos_weight, device=label.device)
-        return nn.functional.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)
 
 
 # The registry's names for the two kinds: the same model with ``kind`` fixed by its config.

@@ -40,6 +40,7 @@ from behaviorseq.nn.dropout import Dropout
 from behaviorseq.nn.payment_fields import (
     PAYMENT_FIELDS,
     AttentionPool,
+    BinaryRiskModel,
     Block,
     PaymentFieldEncoder,
     require_fields,
@@ -63,7 +64,7 @@ class LBSFConfig(StrictConfig):
 
 
 @register("lbsf")
-class LBSF(nn.Module):
+class LBSF(BinaryRiskModel):
     """Forward: a folded batch (``FIELDS``; payment fields [B, S, Lm], ``txn_mask`` [B, S, Lm],
     ``merchant_mask`` [B, S], ``stats`` [B, S, 6]; slot S-1 is the pooled rest) -> logits [B]."""
 
@@ -118,13 +119,3 @@ class LBSF(nn.Module):
         z = self.norm(z)
         zmax = z[:, 1:].masked_fill(~valid[:, 1:, None], -1e4).amax(dim=1) * valid[:, 1:].any(1, keepdim=True)
         return self.head(torch.cat([z[:, 0], zmax], dim=-1)).squeeze(-1)  # [B]
-
-    def score(self, batch: dict) -> Tensor:
-        """Default logits [B] (the same as ``forward``)."""
-        return self(batch)
-
-    def loss(self, batch: dict, label: Tensor | None = None) -> Tensor:
-        """BCE; ``label`` defaults to ``batch["label"]`` (the Trainer's batches carry it)."""
-        label = batch["label"] if label is None else label
-        pw = torch.tensor(self.cfg.pos_weight, device=label.device)
-        return nn.functional.binary_cross_entropy_with_logits(self(batch), label.float(), pos_weight=pw)
