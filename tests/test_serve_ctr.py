@@ -148,6 +148,15 @@ def test_score_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
             code, err = _post(url + "/score", bad)
             assert code == 400 and why in err["error"], (bad, err)
         assert _post(url + "/recommend", {"history": [1]})[0] == 404
+        for method, path, code in [("GET", "/score", 405), ("PUT", "/score", 405), ("POST", "/health", 405),
+                                   ("DELETE", "/nothing", 404)]:
+            req = urllib.request.Request(url + path, data=b"{}" if method != "GET" else None, method=method)
+            try:
+                urllib.request.urlopen(req, timeout=10)
+                raise AssertionError((method, path))
+            except urllib.error.HTTPError as e:
+                assert e.code == code and "error" in json.loads(e.read()), (method, path)
+                assert code == 404 or e.headers["Allow"] in ("GET", "POST")
     finally:
         server.shutdown()
         server.server_close()

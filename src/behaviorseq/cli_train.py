@@ -172,7 +172,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         out = rec.recommend(histories, n=args.n, exclude_seen=not args.keep_seen)
     except USER_ERRORS as e:
         return user_error(e)
-    rows = [{"history": h, "items": o.items, "scores": o.scores, "unknown": o.unknown, "popular_fallback": o.fallback}
+    rows = [{"history": h, "items": o.items, "scores": o.scores, "unknown": o.unknown, "popular_fallback": o.popular_fallback}
             for h, o in zip(histories, out)]
     print(json.dumps(rows if len(rows) > 1 else rows[0], default=str))
     return 0

@@ -95,7 +95,7 @@ def parse_request(body) -> tuple[list[list], bool, int, bool]:
 def recommend_route(rec: Recommender) -> tuple[Callable, Callable]:
     def answer(parsed):
         histories, one, n, exclude = parsed
-        out = [{"items": r.items, "scores": r.scores, "unknown": r.unknown, "popular_fallback": r.fallback}
+        out = [{"items": r.items, "scores": r.scores, "unknown": r.unknown, "popular_fallback": r.popular_fallback}
                for r in rec.recommend(histories, n=n, exclude_seen=exclude)]
         return out[0] if one else out
     return parse_request, answer
@@ -183,23 +183,36 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
     paths = ", ".join(f"POST {p}" for p in routes)
 
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, payload) -> None:
+        def _send(self, code: int, payload, allow: str | None = None) -> None:
             data = json.dumps(payload, default=str).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", allow)
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's names)
-            if self.path == "/health":
-                self._send(200, health)
-            else:
+        def _refuse(self, method: str) -> bool:
+            """404 for an unknown path, 405 (with Allow) for a known path and another method; True if sent."""
+            allowed = "GET" if self.path == "/health" else "POST" if self.path in routes else None
+            if allowed is None:
                 self._send(404, {"error": f"no such path {self.path!r}; GET /health, {paths}"})
+            elif allowed != method:
+                self._send(405, {"error": f"{self.path} takes {allowed}, not {method}"}, allow=allowed)
+            return allowed != method
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+            if not self._refuse("GET"):
+                self._send(200, health)
+
+        def _other(self) -> None:
+            self._refuse(self.command)
+
+        do_PUT = do_DELETE = do_PATCH = _other  # noqa: N815
 
         def do_POST(self) -> None:  # noqa: N802
-            if self.path not in routes:
-                self._send(404, {"error": f"no such path {self.path!r}; {paths}"})
+            if self._refuse("POST"):
                 return
             try:
                 size = int(self.headers.get("Content-Length") or 0)

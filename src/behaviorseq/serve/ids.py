@@ -10,6 +10,18 @@ import numpy as np
 _INTS = (int, np.integer)
 
 
+def _as_int(x) -> int | None:
+    """An integer id, or the integer a canonical decimal string spells ("12", "-3"; not "012", "+1", " 3")."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, _INTS):
+        return int(x)
+    if isinstance(x, str) and x.lstrip("-").isdigit() and len(x) <= 20:
+        v = int(x)
+        return v if str(v) == x else None
+    return None
+
+
 class RawIds:
     """``lookup(raw) -> internal ids`` for a vocabulary whose internal id k + 1 is ``raw[k]`` (0 = unknown):
     integers (signed or unsigned 64-bit) or strings."""
@@ -37,18 +49,21 @@ class RawIds:
         return self.raw.dtype.kind in "iu"
 
     def lookup(self, raw: list) -> np.ndarray:
-        """Internal ids of raw ids (0 where unknown). An id of another type than the vocabulary's (the
-        string "12" for integer ids, or 12 for string ids) is unknown: ids are matched as the data wrote them.
-        No array is sized by the longest requested id (numpy's fixed-width strings would be)."""
+        """Internal ids of raw ids (0 where unknown). An integer and its decimal string are the same id (JSON
+        and command lines cannot say which type a data set's loader gave its ids: ml-100k's RecBole tokens are
+        strings, Beauty's are integers): 3 finds "3" in a string vocabulary, "3" finds 3 in an integer one;
+        "03" or " 3" find only themselves, booleans nothing. No array is sized by the longest requested id."""
         if len(raw) == 0 or self.raw.size == 0:
             return np.zeros(len(raw), dtype=np.int64)
         if not self.integer:
             get = self.index.get
-            return np.fromiter((get(x, 0) if isinstance(x, str) else 0 for x in raw), dtype=np.int64, count=len(raw))
+            return np.fromiter((get(x if isinstance(x, str) else str(int(x)), 0)
+                                if isinstance(x, (str, *_INTS)) and not isinstance(x, bool) else 0 for x in raw),
+                               dtype=np.int64, count=len(raw))
+        vals = [_as_int(x) for x in raw]
         lo, hi = self.bounds
-        ok = np.fromiter((isinstance(x, _INTS) and not isinstance(x, bool) and lo <= x < hi for x in raw),
-                         dtype=bool, count=len(raw))
-        q = np.fromiter((x if o else 0 for x, o in zip(raw, ok)), count=len(raw),
+        ok = np.fromiter((v is not None and lo <= v < hi for v in vals), dtype=bool, count=len(raw))
+        q = np.fromiter((v if o else 0 for v, o in zip(vals, ok)), count=len(raw),
                         dtype=np.uint64 if self.raw.dtype.kind == "u" else np.int64)
         idx = self.order[np.minimum(np.searchsorted(self.raw, q, sorter=self.order), len(self.raw) - 1)]
         return np.where(ok & (self.raw[idx] == q), idx + 1, 0).astype(np.int64)

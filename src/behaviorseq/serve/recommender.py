@@ -30,7 +30,7 @@ class Recommendation:
     items: list  # raw ids, best first
     scores: list[float]
     unknown: list = field(default_factory=list)  # raw ids of the history the model does not know
-    fallback: bool = False  # True: no known history item, so the most popular training items
+    popular_fallback: bool = False  # True: no known history item, so the most popular training items
 
 
 class Recommender:
