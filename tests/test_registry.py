@@ -20,3 +20,12 @@ def test_families_partition_the_names():
     assert sorted(sum(fams, [])) == models.names()
     with pytest.raises(KeyError, match="registered models"):
         models.get("no-such-model")
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if n != "mostpop"])  # mostpop trains nothing
+def test_every_trainable_model_has_a_packaged_config_that_resolves(name):
+    from behaviorseq.cli_train import build_config
+    from behaviorseq.train import resolve_config
+
+    cfg = resolve_config(build_config(name, None, None, []))  # what `behaviorseq train --model NAME` starts from
+    assert cfg.model == name and cfg.train.early_stop_metric  # e.g. a risk model's auc, not the retrieval default

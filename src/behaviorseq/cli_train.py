@@ -223,7 +223,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", default=None, help="a YAML run config")
     t.add_argument("--task", default=None, choices=["retrieval", "ctr", "default_risk", "tpp"],
                    help="default: from the model: ctr for ranking models (din, sim, eta, twin, dare, sdim), "
-                        "default_risk for risk models (lbsf, flat_transformer, flat_gru), tpp for event-stream "
+                        "default_risk for risk models (lbsf, flat_transformer, flat_gru, chunked_transformer), tpp for event-stream "
                         "models (nhp, thp, attnhp, prompttpp, hawkes_exp), else retrieval")
     t.add_argument("--protocol", default=None, help="a packaged evaluation protocol, e.g. comirec (user holdout)")
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
