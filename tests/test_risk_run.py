@@ -69,6 +69,28 @@ def test_read_payments_keeps_long_and_unicode_descriptions_and_numeric_ids(tmp_p
     assert d.descriptions == sorted(d.descriptions)  # sorted vocabulary, "" first
 
 
+def test_bank_exports_semicolons_milliseconds_and_unmatched_labels(tmp_path):
+    src, pay, lab = _write_tables(tmp_path)
+    ref = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv")
+    pay.to_csv(tmp_path / "payments.csv", index=False, sep=";")
+    lab.to_csv(tmp_path / "labels.csv", index=False, sep=";")
+    with pytest.raises(DataFormatError, match="is the delimiter ';'"):
+        read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv")
+    got = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv", PaymentTablesConfig(delimiter=";"))
+    assert np.array_equal(got.user, ref.user) and np.allclose(got.time, ref.time)
+    ms = pay.assign(time=pd.to_datetime(pay.time).dt.as_unit("ms").astype("int64"))  # epoch milliseconds, 13 digits
+    ms.to_csv(tmp_path / "payments.csv", index=False)
+    lab.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataFormatError, match="milliseconds\\? set data.payments.time_unit=ms"):
+        read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv")
+    got = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv", PaymentTablesConfig(time_unit="ms"))
+    assert np.allclose(got.time, ref.time, atol=1e-6)
+    extra = pd.concat([lab, pd.DataFrame({"user": ["ghost"], "label": [0], "role": ["test"]})])
+    extra.to_csv(tmp_path / "labels.csv", index=False)
+    r = read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv", PaymentTablesConfig(time_unit="ms")).report
+    assert r["labelled_users_not_in_payments"] == 1 and r["labelled_users_without_payments"] == 1
+
+
 def test_read_payments_defaults_split_and_drops_unlabelled_users(tmp_path):
     _write_tables(tmp_path, with_role=False)
     lab = pd.read_csv(tmp_path / "labels.csv")
@@ -81,12 +103,12 @@ def test_read_payments_defaults_split_and_drops_unlabelled_users(tmp_path):
 
 
 @pytest.mark.parametrize("edit, file, match", [
-    (lambda p, lab: p.assign(amount=p.amount.where(p.index != p.index[4], -1.0)), "payments", r"row 5, field 'amount'"),
+    (lambda p, lab: p.assign(amount=p.amount.where(p.index != p.index[4], -1.0)), "payments", r"line 6, field 'amount'.*refunds"),
     (lambda p, lab: p.assign(amount=p.amount.astype(object).where(p.index != p.index[2], "x")), "payments",
      r"line 4, field 'amount'"),
-    (lambda p, lab: lab.assign(label=lab.label.where(lab.index != 6, 2)), "labels", r"row 7, field 'label': label must be 0 or 1"),
-    (lambda p, lab: lab.assign(role=lab.role.where(lab.index != 0, "dev")), "labels", r"row 1, field 'role'"),
-    (lambda p, lab: pd.concat([lab, lab.iloc[[3]]]), "labels", r"row 41, field 'user': user 'u003' has a second label"),
+    (lambda p, lab: lab.assign(label=lab.label.where(lab.index != 6, 2)), "labels", r"line 8, field 'label': label must be 0 or 1"),
+    (lambda p, lab: lab.assign(role=lab.role.where(lab.index != 0, "dev")), "labels", r"line 2, field 'role'"),
+    (lambda p, lab: pd.concat([lab, lab.iloc[[3]]]), "labels", r"line 42, field 'user': user 'u003' has a second label"),
 ])
 def test_bad_tables_name_file_row_and_field(tmp_path, edit, file, match):
     _, pay, lab = _write_tables(tmp_path)
@@ -243,6 +265,6 @@ def test_read_payments_parquet_renamed_columns_and_numeric_days(tmp_path):
     np.testing.assert_array_equal(d.user, ref.user)
     np.testing.assert_allclose(d.time, ref.time, atol=1e-6)
     assert d.label_day == pytest.approx(ref.label_day, abs=1e-6) and d.descriptions == ["", ""]  # padding, then the one empty text
-    with pytest.raises(DataFormatError, match="p.parquet, field 'amount': missing column"):
+    with pytest.raises(DataFormatError, match="p.parquet, field 'amount': no column for the amount.*columns.amount="):
         open_payments(str(tmp_path), {"payments": str(tmp_path / "p.parquet"), "labels": str(tmp_path / "l.parquet"),
                                       "columns": {**cols, "amount": "amount"}, "time_unit": "days"})

@@ -58,6 +58,7 @@ class PaymentTablesConfig(StrictConfig):
     label_date: float | datetime | date | str | None = None  # None: one day after the last payment (YAML dates ok)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test, without a role column
     seed: int = 0
+    delimiter: str | None = Field(None, min_length=1, max_length=1)  # of CSV files; None: "," (".tsv": tab)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -84,25 +85,41 @@ def _label_day(c: PaymentTablesConfig) -> float | None:
     return float(c.label_date) * _SECONDS[c.time_unit] / 86_400.0
 
 
-def _column_names(path: Path) -> list[str]:
+_PARQUET = (".parquet", ".pq", ".parq")
+
+
+def _delimiter(path: Path, configured: str | None) -> str:
+    return configured or ("\t" if path.suffix == ".tsv" else ",")
+
+
+def _column_names(path: Path, delimiter: str | None = None) -> list[str]:
     """The header of a CSV / TSV or the schema of a Parquet file."""
-    if path.suffix in (".parquet", ".pq", ".parq"):
+    if path.suffix in _PARQUET:
         import pyarrow.parquet as pq
 
         return pq.read_schema(path).names
-    with open(path, newline="", encoding="utf8") as fh:
-        return next(csv.reader(fh, delimiter="\t" if path.suffix == ".tsv" else ","), [])
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return next(csv.reader(fh, delimiter=_delimiter(path, delimiter)), [])
 
 
-def _iso_times(path: Path, column: str) -> bool:
+def _require(path: Path, names: list[str], cols: dict[str, str], roles: tuple[str, ...]) -> None:
+    """Every role's column is in the file, or an error naming the role, its override key and the columns."""
+    for role in roles:
+        if cols[role] not in names:
+            hint = next((f"; is the delimiter {d!r}? (data.payments.delimiter)" for d in ";\t|"
+                         if len(names) == 1 and d in names[0]), f"; map it with data.payments.columns.{role}=<column>")
+            raise DataFormatError(str(path), None, cols[role], f"no column for the {role} (columns are {names}){hint}")
+
+
+def _iso_times(path: Path, column: str, delimiter: str | None = None) -> bool:
     """Whether the time column holds date-times (ISO text or a Parquet timestamp) rather than numbers."""
-    if path.suffix in (".parquet", ".pq", ".parq"):
+    if path.suffix in _PARQUET:
         import pyarrow.parquet as pq
 
         t = pq.read_schema(path).field(column).type
         return not (pa.types.is_integer(t) or pa.types.is_floating(t))
-    with open(path, newline="", encoding="utf8") as fh:
-        rows = csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ",")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = csv.DictReader(fh, delimiter=_delimiter(path, delimiter))
         for row in rows:
             v = (row.get(column) or "").strip()
             if v:
@@ -114,9 +131,9 @@ def _iso_times(path: Path, column: str) -> bool:
     return False
 
 
-def _check_time_unit(path: Path, column: str, time_unit: str) -> bool:
+def _check_time_unit(path: Path, column: str, time_unit: str, delimiter: str | None = None) -> bool:
     """Whether ``column`` holds ISO date-times (read as such); then ``time_unit`` must be left at seconds."""
-    iso = _iso_times(path, column)
+    iso = _iso_times(path, column, delimiter)
     if iso and time_unit != "s":
         raise DataFormatError(str(path), None, column, f"ISO date-times, which are read as such; time_unit "
                               f"{time_unit!r} is for numeric times only (leave it at 's')")
@@ -143,8 +160,11 @@ def _codes(values: pa.Array) -> tuple[list, np.ndarray]:
 
 
 def _row_error(src: str, mask: np.ndarray, field: str, reason: str) -> DataFormatError:
+    """The first bad row, as the file's line (CSV: the header is line 1) or a Parquet row (1-based)."""
     i = int(np.flatnonzero(mask)[0])
-    return DataFormatError(src, i + 1, field, reason(i) if callable(reason) else reason, unit="row")
+    parquet = Path(src).suffix in _PARQUET
+    return DataFormatError(src, i + 1 if parquet else i + 2, field, reason(i) if callable(reason) else reason,
+                           unit="row" if parquet else "line")
 
 
 def read_payments(payments: str | Path, labels: str | Path, config: PaymentTablesConfig | None = None) -> PaymentData:
@@ -154,31 +174,40 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
             "label": "label", "role": "role", "date": "date", **c.columns}
     src, lsrc = str(payments), str(labels)
-    names = _column_names(Path(payments))
-    if cols["amount"] not in names:
-        raise DataFormatError(src, None, cols["amount"], f"missing column; columns are {names}")
+    d = c.delimiter
+    names = _column_names(Path(payments), d)
+    _require(Path(payments), names, cols, ("user", "time", "merchant", "amount"))
+    _require(Path(labels), _column_names(Path(labels), d), cols, ("user", "label"))
     kinds = {cols["user"]: "categorical", cols["merchant"]: "categorical", cols["amount"]: "numeric"}
     if cols["description"] in names:
         kinds[cols["description"]] = "text"
+    delim = {} if Path(payments).suffix in _PARQUET else {"delimiter": _delimiter(Path(payments), d)}
     t = read_table(payments, {"user": cols["user"], "item": cols["merchant"], "timestamp": cols["time"]},
-                   kinds=kinds).events
+                   kinds=kinds, **delim).events
     amount = np.asarray(t[cols["amount"]].to_numpy(zero_copy_only=False), dtype=np.float64)
     bad = ~np.isfinite(amount) | (amount < 0)
     if bad.any():
-        raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]}")
+        raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]} "
+                         "(refunds and chargebacks: drop their rows, or give their size as a positive amount with a "
+                         "description that says what they are)")
     desc = pc.fill_null(_text(t, cols["description"]), "") if cols["description"] in t.column_names \
         else pa.array(np.full(t.num_rows, ""))
-    _check_time_unit(Path(payments), cols["time"], c.time_unit)
-    days = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64) * _SECONDS[c.time_unit] / 86_400.0
+    iso = _check_time_unit(Path(payments), cols["time"], c.time_unit, d)
+    raw_t = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    if not iso and c.time_unit == "s" and raw_t.size and np.nanmax(np.abs(raw_t)) > 1e11:  # after the year 5138
+        raise _row_error(src, np.abs(raw_t) > 1e11, cols["time"], lambda i: f"time {raw_t[i]:.0f} read as seconds is "
+                         "after the year 5000: milliseconds? set data.payments.time_unit=ms")
+    days = raw_t * _SECONDS[c.time_unit] / 86_400.0
 
     lkinds = {cols["user"]: "categorical", cols["label"]: "categorical"}
-    per_user = cols["date"] in _column_names(Path(labels))  # each user's own label (observation) date
+    per_user = cols["date"] in _column_names(Path(labels), d)  # each user's own label (observation) date
     if per_user:
         if c.label_date is not None:
             raise ConfigError(f"{lsrc} has a per-user '{cols['date']}' column; label_date (one date for all) "
                               "cannot be set as well")
-        lkinds[cols["date"]] = "timestamp" if _check_time_unit(Path(labels), cols["date"], c.time_unit) else "numeric"
-    lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds=lkinds).events
+        lkinds[cols["date"]] = "timestamp" if _check_time_unit(Path(labels), cols["date"], c.time_unit, d) else "numeric"
+    ldelim = {} if Path(labels).suffix in _PARQUET else {"delimiter": _delimiter(Path(labels), d)}
+    lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds=lkinds, **ldelim).events
     if lt.num_rows == 0:
         raise DataFormatError(lsrc, None, None, "no label rows (a header only?)")
     lab_user, lab_val = _strings(lt, "user"), _strings(lt, "item")
@@ -238,6 +267,7 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
                                "dropped_after_own_label_date": int(after.sum()),
                                "users": int(users.size),
                                "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size),
+                               "labelled_users_not_in_payments": int(users.size - np.unique(uid[known | after]).size),
                                "label_date": f"per user ('{cols['date']}' column)" if per_user
                                else "label_date" if c.label_date is not None else "last payment + 1 day"})
     return data
