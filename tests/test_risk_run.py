@@ -237,6 +237,14 @@ def test_per_user_label_dates_window_each_user_at_their_own_date(tmp_path):
     res = run_experiment({**_cfg("flat_gru"), "data": {"dataset": str(tmp_path), "risk": {"window_days": 30}},
                           "train": {**_cfg("flat_gru")["train"], "epochs": 1}}, tmp_path / "run")
     assert res["protocol"]["label_day"]["per_user"] and json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # the labels change after training: evaluate refuses the run instead of scoring other data (as for event logs)
+    from behaviorseq.train import evaluate_run
+
+    assert evaluate_run(tmp_path / "run", roles=("test",))["test"]["auc"] == pytest.approx(res["test"]["auc"])
+    lab = pd.read_csv(tmp_path / "labels.csv")
+    lab.assign(label=1 - lab.label).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ConfigError, match="changed since it was trained.*fingerprint"):
+        evaluate_run(tmp_path / "run", roles=("test",))
 
 
 def test_a_one_class_validation_set_stops_the_run_with_a_message(tmp_path, capsys):

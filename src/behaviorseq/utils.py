@@ -33,6 +33,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def array_fingerprint(*arrays) -> str:
+    """A short hash of arrays' bytes, in order: what results record of their data, so a run is never
+    re-evaluated on other data of the same size."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version, plus the git commit (and ".dirty" with uncommitted changes) when the code runs

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from behaviorseq import __version__
 from behaviorseq.data.preprocess import Prepared, sorted_vocab
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
+from behaviorseq.utils import array_fingerprint
 
 # Part of every cache key: raise it whenever a loader or a preprocessing step changes what it produces for the
 # same files, or stores saved by older code would be loaded as if current.
@@ -167,10 +168,7 @@ class SequenceStore:
     def fingerprint(self) -> str:
         """A hash of what the sequences are (offsets, item ids, times): equal stores, equal fingerprints.
         Results record it, so a run is never re-evaluated on other data of the same size."""
-        h = hashlib.sha256()
-        for a in (self.offsets, self.events[ITEM].data, self.events[TIME].data):
-            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-        return h.hexdigest()[:16]
+        return array_fingerprint(self.offsets, self.events[ITEM].data, self.events[TIME].data)
 
     def sequence(self, user: int, name: str = ITEM) -> np.ndarray:
         return self.events[name].data[self.offsets[user]:self.offsets[user + 1]]

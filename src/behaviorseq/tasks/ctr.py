@@ -25,7 +25,7 @@ from behaviorseq.config import EvalConfig, TrainConfig
 from behaviorseq.data.batching import epoch_loader
 from behaviorseq.data.ctr import CTRBatcher, CTRData
 from behaviorseq.metrics import auc, gauc, logloss
-from behaviorseq.utils import code_version
+from behaviorseq.utils import array_fingerprint, code_version
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -125,6 +125,8 @@ class CTRTask:
             "max_len": self.max_len,
             "history": "the last max_len events before the target, left-padded",
             "seed": self.train_cfg.seed,
+            "data_fingerprint": array_fingerprint(self.data.offsets, self.data.events["item"], self.data.user,
+                                                  self.data.hist_end, self.data.target, self.data.label, self.data.role),
             "code_version": code_version(),
         }
 

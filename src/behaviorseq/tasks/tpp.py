@@ -31,7 +31,7 @@ from behaviorseq.config import StrictConfig, TrainConfig
 from behaviorseq.data.eventseq import EventSequences
 from behaviorseq.data.store import ragged_arange
 from behaviorseq.nn.tpp import loglik, thinning_predict
-from behaviorseq.utils import code_version
+from behaviorseq.utils import array_fingerprint, code_version
 
 
 class TPPTaskConfig(StrictConfig):
@@ -203,6 +203,8 @@ class TPPTask:
                            "dtime_max": self.dtime_max, "roles": list(c.predict_roles)},
             "seed": self.train_cfg.seed,
             "eval_seed": c.seed,
+            "data_fingerprint": array_fingerprint(*[a for r in sorted(self.data) for a in
+                                                    (self.data[r].offsets, self.data[r].time, self.data[r].type)]),
             **({"reference": self.reference} if self.reference else {}),
             "code_version": code_version(),
         }

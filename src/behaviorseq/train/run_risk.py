@@ -25,6 +25,7 @@ from behaviorseq.models.risk import build
 from behaviorseq.nn.payment_fields import amount_edges, hash_char_ngrams
 from behaviorseq.tasks.default_risk import DefaultRiskTask
 from behaviorseq.train.trainer import seed_everything
+from behaviorseq.utils import array_fingerprint
 
 RISK_METRICS = ("auc", "ks")  # what early stopping can maximise
 
@@ -61,6 +62,8 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
             "window_days": v.window_days, "view": kind,
             "payment_budget": (v.n_top + 1) * v.max_per_merchant if folded else length,
             "amount_edges": "quantiles of training users' payments",
+            "data_fingerprint": array_fingerprint(data.user, data.time, data.merchant, data.amount, data.description,
+                                                  data.label, data.role, np.asarray(data.label_day, dtype=np.float64)),
             "label_day": data.label_day if np.ndim(data.label_day) == 0 else  # per user: their range
             {"per_user": True, "min": float(np.min(data.label_day)), "max": float(np.max(data.label_day))}}
     task = DefaultRiskTask.create(view, data.label, data.role, cfg.train, cfg.eval, info)
