@@ -1,9 +1,27 @@
-"""Training: the Trainer, run folders, evaluation and comparison of runs."""
+"""Training: the Trainer, run folders, evaluation and comparison of runs.
 
-from behaviorseq.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from behaviorseq.train.packaged import build_config
-from behaviorseq.train.run import compare_runs, evaluate_run, resolve_config, run_experiment
-from behaviorseq.train.trainer import Trainer
+The names load on first use (PEP 562), so ``behaviorseq --help`` and config handling do not import torch."""
 
-__all__ = ["DataConfig", "EvalConfig", "RunConfig", "TrainConfig", "Trainer", "build_config", "compare_runs",
-           "evaluate_run", "resolve_config", "run_experiment"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"DataConfig": "behaviorseq.config", "EvalConfig": "behaviorseq.config", "RunConfig": "behaviorseq.config",
+          "TrainConfig": "behaviorseq.config", "build_config": "behaviorseq.train.packaged",
+          "compare_runs": "behaviorseq.train.run", "evaluate_run": "behaviorseq.train.run",
+          "resolve_config": "behaviorseq.train.run", "run_experiment": "behaviorseq.train.run",
+          "Trainer": "behaviorseq.train.trainer"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'behaviorseq.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
