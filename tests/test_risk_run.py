@@ -47,11 +47,14 @@ def test_read_payments_matches_the_source_and_a_pandas_reference(tmp_path):
     np.testing.assert_allclose(d.amount, ref.amount.to_numpy())
     assert [d.merchant_names[m] for m in d.merchant] == ref.merchant.tolist()
     assert [d.descriptions[x] for x in d.description] == ref.description.fillna("").tolist()
-    t_ref = (ref.t - ref.t.min().floor("D")).dt.total_seconds().to_numpy() / 86_400
-    np.testing.assert_allclose(d.time, t_ref, atol=1e-9)
+    epoch_days = (ref.t - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy() / 86_400
+    origin = 7 * np.floor(epoch_days.min() / 7)  # whole weeks after 1970-01-01 (a Thursday)
+    np.testing.assert_allclose(d.time, epoch_days - origin, atol=1e-9)
+    assert (np.floor(d.time).astype(int) % 7 == (ref.t.dt.day_of_week.to_numpy() - 3) % 7).all()  # the weekday
     np.testing.assert_allclose(d.time % 1.0, (ref.t.dt.hour * 3600 + ref.t.dt.minute * 60 + ref.t.dt.second) / 86_400,
                                atol=1e-9)  # the fraction of a day is still the time of day
-    assert d.label_day == pytest.approx((pd.Timestamp(label_date) - ref.t.min().floor("D")).total_seconds() / 86_400)
+    assert d.label_day == pytest.approx((pd.Timestamp(label_date) - pd.Timestamp("1970-01-01")).total_seconds() / 86_400
+                                        - origin)
 
 
 def test_read_payments_keeps_long_and_unicode_descriptions_and_numeric_ids(tmp_path):
@@ -271,8 +274,9 @@ def test_read_payments_parquet_renamed_columns_and_numeric_days(tmp_path):
                         PaymentTablesConfig(label_date=str(np.datetime64("2024-01-01") + np.timedelta64(
                             int(round(src.label_day * 86_400)), "s"))))
     np.testing.assert_array_equal(d.user, ref.user)
-    np.testing.assert_allclose(d.time, ref.time, atol=1e-6)
-    assert d.label_day == pytest.approx(ref.label_day, abs=1e-6) and d.descriptions == ["", ""]  # padding, then the one empty text
+    # numeric days count from their own origin (no weekday to keep): the same times before the label date
+    np.testing.assert_allclose(d.label_day - d.time, ref.label_day - ref.time, atol=1e-6)
+    assert d.descriptions == ["", ""]  # padding, then the one empty text
     with pytest.raises(DataFormatError, match="p.parquet, field 'amount': no column for the amount.*columns.amount="):
         open_payments(str(tmp_path), {"payments": str(tmp_path / "p.parquet"), "labels": str(tmp_path / "l.parquet"),
                                       "columns": {**cols, "amount": "amount"}, "time_unit": "days"})

@@ -167,46 +167,16 @@ def _row_error(src: str, mask: np.ndarray, field: str, reason: str) -> DataForma
                            unit="row" if parquet else "line")
 
 
-def read_payments(payments: str | Path, labels: str | Path, config: PaymentTablesConfig | None = None) -> PaymentData:
-    """Read the two tables (module docstring) into a ``PaymentData``: users (sorted by name), merchants and
-    descriptions re-indexed, times in days since the earliest payment, rows sorted by (user, time)."""
-    c = config or PaymentTablesConfig()
-    cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
-            "label": "label", "role": "role", "date": "date", **c.columns}
-    src, lsrc = str(payments), str(labels)
-    d = c.delimiter
-    names = _column_names(Path(payments), d)
-    _require(Path(payments), names, cols, ("user", "time", "merchant", "amount"))
-    _require(Path(labels), _column_names(Path(labels), d), cols, ("user", "label"))
-    kinds = {cols["user"]: "categorical", cols["merchant"]: "categorical", cols["amount"]: "numeric"}
-    if cols["description"] in names:
-        kinds[cols["description"]] = "text"
-    delim = {} if Path(payments).suffix in _PARQUET else {"delimiter": _delimiter(Path(payments), d)}
-    t = read_table(payments, {"user": cols["user"], "item": cols["merchant"], "timestamp": cols["time"]},
-                   kinds=kinds, **delim).events
-    amount = np.asarray(t[cols["amount"]].to_numpy(zero_copy_only=False), dtype=np.float64)
-    bad = ~np.isfinite(amount) | (amount < 0)
-    if bad.any():
-        raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]} "
-                         "(refunds and chargebacks: drop their rows, or give their size as a positive amount with a "
-                         "description that says what they are)")
-    desc = pc.fill_null(_text(t, cols["description"]), "") if cols["description"] in t.column_names \
-        else pa.array(np.full(t.num_rows, ""))
-    iso = _check_time_unit(Path(payments), cols["time"], c.time_unit, d)
-    raw_t = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    if not iso and c.time_unit == "s" and raw_t.size and np.nanmax(np.abs(raw_t)) > 1e11:  # after the year 5138
-        raise _row_error(src, np.abs(raw_t) > 1e11, cols["time"], lambda i: f"time {raw_t[i]:.0f} read as seconds is "
-                         "after the year 5000: milliseconds? set data.payments.time_unit=ms")
-    days = raw_t * _SECONDS[c.time_unit] / 86_400.0
-
+def _read_labels(labels: Path, c: PaymentTablesConfig, cols: dict, d: str | None, per_user: bool):
+    """(users sorted, label, role, per-user label dates in days or None) of the labels table."""
+    lsrc = str(labels)
     lkinds = {cols["user"]: "categorical", cols["label"]: "categorical"}
-    per_user = cols["date"] in _column_names(Path(labels), d)  # each user's own label (observation) date
     if per_user:
         if c.label_date is not None:
             raise ConfigError(f"{lsrc} has a per-user '{cols['date']}' column; label_date (one date for all) "
                               "cannot be set as well")
-        lkinds[cols["date"]] = "timestamp" if _check_time_unit(Path(labels), cols["date"], c.time_unit, d) else "numeric"
-    ldelim = {} if Path(labels).suffix in _PARQUET else {"delimiter": _delimiter(Path(labels), d)}
+        lkinds[cols["date"]] = "timestamp" if _check_time_unit(labels, cols["date"], c.time_unit, d) else "numeric"
+    ldelim = {} if labels.suffix in _PARQUET else {"delimiter": _delimiter(labels, d)}
     lt = read_table(labels, {"user": cols["user"], "item": cols["label"]}, kinds=lkinds, **ldelim).events
     if lt.num_rows == 0:
         raise DataFormatError(lsrc, None, None, "no label rows (a header only?)")
@@ -232,16 +202,64 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
             raise ValueError(f"payments data set: split fractions must be >= 0 and sum to 1, got {c.split}")
         draw = np.random.default_rng(c.seed).random(users.size)
         role = np.searchsorted(np.cumsum(fr)[:-1], draw, side="right").astype(np.int64)
+    dates = None
+    if per_user:
+        ld = np.asarray(lt[cols["date"]].to_numpy(zero_copy_only=False), dtype=np.float64)
+        if not np.isfinite(ld).all():
+            raise _row_error(lsrc, ~np.isfinite(ld), cols["date"], "label date missing or not a number")
+        dates = ld[first] * _SECONDS[c.time_unit] / 86_400.0  # [n_users], in days
+    return users, label, role, dates
 
+
+def read_payments(payments: str | Path, labels: str | Path | None, config: PaymentTablesConfig | None = None
+                  ) -> PaymentData:
+    """Read the two tables (module docstring) into a ``PaymentData``: users (sorted by name), merchants and
+    descriptions re-indexed, times in days since a Thursday-aligned origin (a multiple of 7 days after
+    1970-01-01, so ``floor(time) % 7`` is the weekday whatever the data: served users see the training users'
+    weekdays), rows sorted by (user, time). ``labels`` None: users to score, every payment's user, label 0, role
+    test (``serve.RiskScorer``)."""
+    c = config or PaymentTablesConfig()
+    cols = {"user": "user", "time": "time", "merchant": "merchant", "amount": "amount", "description": "description",
+            "label": "label", "role": "role", "date": "date", **c.columns}
+    src = str(payments)
+    d = c.delimiter
+    names = _column_names(Path(payments), d)
+    _require(Path(payments), names, cols, ("user", "time", "merchant", "amount"))
+    if labels is not None:
+        _require(Path(labels), _column_names(Path(labels), d), cols, ("user", "label"))
+    kinds = {cols["user"]: "categorical", cols["merchant"]: "categorical", cols["amount"]: "numeric"}
+    if cols["description"] in names:
+        kinds[cols["description"]] = "text"
+    delim = {} if Path(payments).suffix in _PARQUET else {"delimiter": _delimiter(Path(payments), d)}
+    t = read_table(payments, {"user": cols["user"], "item": cols["merchant"], "timestamp": cols["time"]},
+                   kinds=kinds, **delim).events
+    amount = np.asarray(t[cols["amount"]].to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~np.isfinite(amount) | (amount < 0)
+    if bad.any():
+        raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]} "
+                         "(refunds and chargebacks: drop their rows, or give their size as a positive amount with a "
+                         "description that says what they are)")
+    desc = pc.fill_null(_text(t, cols["description"]), "") if cols["description"] in t.column_names \
+        else pa.array(np.full(t.num_rows, ""))
+    iso = _check_time_unit(Path(payments), cols["time"], c.time_unit, d)
+    raw_t = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    if not iso and c.time_unit == "s" and raw_t.size and np.nanmax(np.abs(raw_t)) > 1e11:  # after the year 5138
+        raise _row_error(src, np.abs(raw_t) > 1e11, cols["time"], lambda i: f"time {raw_t[i]:.0f} read as seconds is "
+                         "after the year 5000: milliseconds? set data.payments.time_unit=ms")
+    days = raw_t * _SECONDS[c.time_unit] / 86_400.0
+
+    per_user = labels is not None and cols["date"] in _column_names(Path(labels), d)  # each user's own date
+    if labels is None:  # users to score: every payment's user
+        users = np.asarray(_codes(_text(t, "user"))[0], dtype=str)
+        label, role, dates = np.zeros(users.size, np.int64), np.full(users.size, TEST, np.int64), None
+    else:
+        users, label, role, dates = _read_labels(Path(labels), c, cols, d, per_user)
     found = pc.index_in(_text(t, "user"), value_set=pa.array(users.tolist(), pa.string()))
     known = found.is_valid().to_numpy(zero_copy_only=False)
     uid = found.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     after = np.zeros(known.shape, dtype=bool)
-    if per_user:  # a log goes on past each user's date: those payments are dropped (counted), never used
-        ld = np.asarray(lt[cols["date"]].to_numpy(zero_copy_only=False), dtype=np.float64)
-        if not np.isfinite(ld).all():
-            raise _row_error(lsrc, ~np.isfinite(ld), cols["date"], "label date missing or not a number")
-        label_abs = ld[first] * _SECONDS[c.time_unit] / 86_400.0  # [n_users], in days
+    if dates is not None:  # a log goes on past each user's date: those payments are dropped (counted), never used
+        label_abs = dates
         after = known & (days >= label_abs[uid])
         known &= ~after
     else:
@@ -256,9 +274,10 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
     keep = pa.array(known)
     merchant_names, m_id = _codes(_text(t, "item").filter(keep))
     descriptions, d_id = _codes(desc.filter(keep))
-    origin = float(np.floor(days.min(initial=np.min(label_abs) - 1.0)))  # whole days: the hour stays time % 1 (UTC)
+    # whole weeks: the hour stays time % 1 (UTC) and floor(time) % 7 the weekday (0 = Thursday, as 1970-01-01)
+    origin = 7.0 * float(np.floor(days.min(initial=np.min(label_abs) - 1.0) / 7.0))
     order = np.lexsort((days, u))
-    data = PaymentData(user=u[order].astype(np.int64), merchant=m_id[order].astype(np.int64) + 1,
+    return PaymentData(user=u[order].astype(np.int64), merchant=m_id[order].astype(np.int64) + 1,
                        description=d_id[order].astype(np.int64) + 1, amount=amount[order], time=days[order] - origin,
                        label=label, role=role, merchant_names=[""] + merchant_names,
                        descriptions=[""] + descriptions, label_day=label_abs - origin,
@@ -269,8 +288,8 @@ def read_payments(payments: str | Path, labels: str | Path, config: PaymentTable
                                "labelled_users_without_payments": int(users.size - np.unique(uid[known]).size),
                                "labelled_users_not_in_payments": int(users.size - np.unique(uid[known | after]).size),
                                "label_date": f"per user ('{cols['date']}' column)" if per_user
-                               else "label_date" if c.label_date is not None else "last payment + 1 day"})
-    return data
+                               else "label_date" if c.label_date is not None else "last payment + 1 day",
+                               "user_ids": "sorted raw ids; data.user k is the k-th"})
 
 
 def open_payments(name: str, args: dict[str, Any] | None = None, root: str | Path | None = None) -> PaymentData:
