@@ -179,9 +179,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from behaviorseq.serve import Ranker
+    from behaviorseq.serve import Ranker, RiskScorer
+    from behaviorseq.train.run import load_run_config
 
     try:
+        if load_run_config(args.run_dir).task == "default_risk":  # new users' payments -> default probabilities
+            if not args.payments:
+                raise ValueError("a default-risk run scores a payments table: give --payments FILE")
+            r = RiskScorer.from_run(args.run_dir).score(args.payments, args.label_date)
+            print(json.dumps({"users": r.users, "probs": r.probs, "payments_used": r.payments_used}, default=str))
+            return 0
+        if args.candidates is None:
+            raise ValueError("a CTR run scores candidates: give --candidates ID,ID,...")
         if args.n is not None and not args.rank:
             raise ValueError("-n keeps the top n of a ranking: give --rank as well")
         ranker = Ranker.from_run(args.run_dir)
@@ -241,16 +250,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--keep-seen", action="store_true", help="may recommend items the history holds")
     r.set_defaults(func=cmd_recommend)
 
-    sc = sub.add_parser("score", help="click probabilities of candidates after a history, from a trained CTR run")
+    sc = sub.add_parser("score", help="a CTR run: click probabilities of candidates after a history; a default-risk "
+                                      "run: default probabilities of the users of a payments table")
     sc.add_argument("run_dir")
     sc.add_argument("--history", default="", help="the user's raw item ids, oldest first, comma-separated")
-    sc.add_argument("--candidates", required=True, help="raw item ids to score, comma-separated")
+    sc.add_argument("--candidates", default=None, help="raw item ids to score, comma-separated (CTR)")
+    sc.add_argument("--payments", default=None, help="a payments CSV / Parquet in the training tables' layout (risk)")
+    sc.add_argument("--label-date", default=None, help="the observation date (risk; default: the day after the last "
+                                                       "payment)")
     sc.add_argument("--rank", action="store_true", help="most probable first (unknown candidates left out)")
     sc.add_argument("-n", type=int, default=None, help="with --rank: keep the top n")
     sc.set_defaults(func=cmd_score)
 
     sv = sub.add_parser("serve", help="a JSON HTTP endpoint for a trained run: POST /recommend (retrieval), "
-                                      "/score (CTR) or /predict (event streams)")
+                                      "/score (CTR), /predict (event streams) or /risk (default risk)")
     sv.add_argument("run_dir")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)

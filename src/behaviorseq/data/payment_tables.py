@@ -289,7 +289,8 @@ def read_payments(payments: str | Path, labels: str | Path | None, config: Payme
                                "labelled_users_not_in_payments": int(users.size - np.unique(uid[known | after]).size),
                                "label_date": f"per user ('{cols['date']}' column)" if per_user
                                else "label_date" if c.label_date is not None else "last payment + 1 day",
-                               "user_ids": "sorted raw ids; data.user k is the k-th"})
+                               "user_ids": "sorted raw ids; data.user k is the k-th"},
+                       user_names=users.tolist())
 
 
 def open_payments(name: str, args: dict[str, Any] | None = None, root: str | Path | None = None) -> PaymentData:

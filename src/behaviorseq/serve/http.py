@@ -12,6 +12,9 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
     event streams            POST /predict    {"times": [...], "types": [...], "seed": 0}
       (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
                              -> {"dtime": ..., "type": ..., "unaccepted": ...}
+    default risk             POST /risk       {"payments": [{"user": ..., "time": ..., "merchant": ..., "amount": ...,
+      (RiskScorer)                             "description": ...}, ...], "label_date": null}  (the tables' columns)
+                             -> {"users": [...], "probs": [...], "payments_used": [...]}
 
 A body of many gets a list of answers (at most 10,000 histories or sequences, 100,000 candidates, 1,000,000
 events a request). A malformed request gets 400 with {"error": message}; requests are served one model call at a
@@ -30,6 +33,7 @@ import numpy as np
 from behaviorseq.serve.events import EventPredictor
 from behaviorseq.serve.ranker import Ranker
 from behaviorseq.serve.recommender import Recommender
+from behaviorseq.serve.risk import RiskScorer
 
 MAX_BODY = 16 << 20  # bytes: a request larger than this is refused
 MAX_CANDIDATES = 100_000  # per /score request
@@ -161,6 +165,29 @@ def predict_route(pred: EventPredictor) -> tuple[Callable, Callable]:
     return parse_predict, answer
 
 
+def parse_risk(body) -> tuple[object, object]:
+    """(payments as a DataFrame, label date) of a /risk body."""
+    import pandas as pd
+
+    _check_keys(body, {"payments", "label_date"})
+    rows = body.get("payments")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("'payments' must be a list of payment objects (user, time, merchant, amount[, description])")
+    if len(rows) > MAX_EVENTS:
+        raise ValueError(f"over {MAX_EVENTS} payments in one request: split it")
+    date = body.get("label_date")
+    if date is not None and (isinstance(date, bool) or not isinstance(date, (str, int, float))):
+        raise ValueError(f"'label_date' must be an ISO date or a number, got {date!r}")
+    return pd.DataFrame.from_records(rows), date
+
+
+def risk_route(scorer: RiskScorer) -> tuple[Callable, Callable]:
+    def answer(parsed):
+        s = scorer.score(*parsed)
+        return {"users": s.users, "probs": s.probs, "payments_used": s.payments_used}
+    return parse_risk, answer
+
+
 def routes_for(served) -> tuple[dict[str, tuple[Callable, Callable]], dict]:
     """({path: (parse(body), answer(parsed))}, health fields) of a served object."""
     if isinstance(served, Recommender):
@@ -171,7 +198,9 @@ def routes_for(served) -> tuple[dict[str, tuple[Callable, Callable]], dict]:
     if isinstance(served, EventPredictor):
         return {"/predict": predict_route(served)}, {"task": "tpp", "types": served.num_types,
                                                       "max_len": served.max_len}
-    raise TypeError(f"cannot serve a {type(served).__name__}; serve a Recommender, Ranker or EventPredictor")
+    if isinstance(served, RiskScorer):
+        return {"/risk": risk_route(served)}, {"task": "default_risk", "model_name": served.name}
+    raise TypeError(f"cannot serve a {type(served).__name__}; serve a Recommender, Ranker, EventPredictor or RiskScorer")
 
 
 def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> ThreadingHTTPServer:

@@ -18,7 +18,7 @@ from pydantic import Field
 from behaviorseq import models
 from behaviorseq.config import RunConfig, StrictConfig
 from behaviorseq.data.folding import fold_by_merchant, last_n
-from behaviorseq.data.packed import pack_view
+from behaviorseq.data.packed import PackedView, pack_view
 from behaviorseq.data.payment_tables import open_payments
 from behaviorseq.data.synthetic.payments import TRAIN, PaymentData
 from behaviorseq.models.risk import build
@@ -38,6 +38,21 @@ class RiskViewConfig(StrictConfig):
     amount_buckets: int = Field(16, ge=2)
 
 
+def risk_length(model: str, v: RiskViewConfig) -> int:
+    """The length a risk model is built with: LBSF's payments per merchant, or the flat models' last N."""
+    return v.max_per_merchant if "txn_mask" in models.get(model).fields else v.max_len or (v.n_top + 1) * v.max_per_merchant
+
+
+def risk_view(model: str, v: RiskViewConfig, data: PaymentData) -> tuple[PackedView, int, str]:
+    """(the packed view ``model`` reads, its length argument, a description): LBSF's fold or the flat last N,
+    real payments only, densified per batch (``data.packed``). Training and serving build it the same way."""
+    length = risk_length(model, v)
+    if "txn_mask" in models.get(model).fields:
+        view = pack_view(fold_by_merchant, data, window_days=v.window_days, n_top=v.n_top, max_per_merchant=length)
+        return view, length, f"folded by merchant: top {v.n_top} + rest, last {length} each"
+    return pack_view(last_n, data, window_days=v.window_days, max_len=length), length, f"flat: last {length} payments"
+
+
 def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     """(data, model, task) for a resolved default-risk config."""
     data = open_payments(cfg.data.dataset, cfg.data.payments, root=cfg.data.data_root)
@@ -45,16 +60,8 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     n_hash = int(cfg.model_args["n_hash"])
     train_users = np.flatnonzero(data.role == TRAIN)
     edges = amount_edges(data.amount[np.isin(data.user, train_users)], v.amount_buckets)
+    view, length, kind = risk_view(cfg.model, v, data)
     folded = "txn_mask" in models.get(cfg.model).fields
-    if folded:  # packed: the real payments only, densified per batch (data/packed.py)
-        view = pack_view(fold_by_merchant, data, window_days=v.window_days, n_top=v.n_top,
-                         max_per_merchant=v.max_per_merchant)
-        length = v.max_per_merchant
-        kind = f"folded by merchant: top {v.n_top} + rest, last {v.max_per_merchant} each"
-    else:
-        length = v.max_len or (v.n_top + 1) * v.max_per_merchant
-        view = pack_view(last_n, data, window_days=v.window_days, max_len=length)
-        kind = f"flat: last {length} payments"
     seed_everything(cfg.train.seed)
     model = build(cfg.model, hash_char_ngrams(data.merchant_names, n_hash), hash_char_ngrams(data.descriptions, n_hash),
                   edges, length, cfg.model_args)
@@ -70,4 +77,4 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     return data, model, task
 
 
-__all__ = ["RISK_METRICS", "RiskViewConfig", "prepare_risk"]
+__all__ = ["RISK_METRICS", "RiskViewConfig", "prepare_risk", "risk_length", "risk_view"]

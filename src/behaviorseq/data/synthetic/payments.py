@@ -173,6 +173,7 @@ class PaymentData:
         merchant_names: list[str] [n_merchants + 1] (entry 0 empty); descriptions: list[str].
         label_day: the label (observation) date in the same day units; or one per user [n_users] (float64).
         report: how the data were read (``data.payment_tables``: rows dropped, label date origin).
+        user_names: the raw id of each user 0..n-1 (tables read from files), or None (generated users).
     """
 
     user: np.ndarray
@@ -186,6 +187,7 @@ class PaymentData:
     descriptions: list
     label_day: float | np.ndarray
     report: dict = field(default_factory=dict)
+    user_names: list | None = None
 
     @property
     def n_users(self) -> int:

@@ -1,0 +1,83 @@
+"""Serve a trained default-risk model (LBSF, flat Transformer / GRU, chunked Transformer): new users'
+payments in, each user's default probability out (the model's logit through a sigmoid).
+
+``RiskScorer.from_run`` needs the run folder only: the config (the view: window, folding or last N; the
+payment tables' column mapping, time unit and delimiter) and ``checkpoints/best.pt`` (weights, amount bucket
+edges). A payments table of users to score, in the training tables' layout, is read as the engine reads
+them (``read_payments`` without labels) and folded the same way (``train.run_risk.risk_view``). Merchant names
+and descriptions are hashed character n-grams, so merchants and texts the training data never held are
+encoded like the others, not dropped. The observation date is ``label_date`` (one for all; default: the day
+after the table's last payment, the engine's rule) and every payment must lie before it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from behaviorseq.data.payment_tables import PaymentTablesConfig, read_payments
+from behaviorseq.models.risk import build
+from behaviorseq.nn.inference import inference
+from behaviorseq.nn.payment_fields import hash_char_ngrams
+from behaviorseq.serve.ids import run_config
+from behaviorseq.tasks.default_risk import _take, to_tensors
+from behaviorseq.train.run_risk import RiskViewConfig, risk_length, risk_view
+
+
+@dataclass
+class RiskScores:
+    users: list  # raw user ids, sorted
+    probs: list[float]  # default probability of each
+    payments_used: list[int]  # payments of each user inside the window the model reads
+
+
+class RiskScorer:
+    """``score(payments)`` for one trained default-risk model (``from_run``)."""
+
+    def __init__(self, model: torch.nn.Module, model_name: str, view: RiskViewConfig, tables: PaymentTablesConfig,
+                 device: str = "cpu", batch_size: int = 512):
+        self.model, self.name, self.view, self.tables = model.to(device).eval(), model_name, view, tables
+        self.device, self.batch_size = torch.device(device), batch_size
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> RiskScorer:
+        run_dir = Path(run_dir)
+        cfg = run_config(run_dir, "default_risk", "RiskScorer serves default-risk models")
+        state = torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True)
+        shape = lambda k: tuple(state[f"encoder.{k}"].shape)  # noqa: E731 (the training tables' sizes)
+        v = RiskViewConfig.from_dict(cfg.data.risk)
+        length = risk_length(cfg.model, v)
+        model = build(cfg.model, np.zeros(shape("merchant_ngrams"), np.int64), np.zeros(shape("description_ngrams"),
+                      np.int64), np.zeros(shape("edges")), length, cfg.model_args)
+        model.load_state_dict(state)
+        keep = {k: v for k, v in dict(cfg.data.payments).items() if k in ("columns", "time_unit", "delimiter")}
+        return cls(model, cfg.model, v, PaymentTablesConfig.from_dict(keep), device)
+
+    @inference
+    def score(self, payments, label_date=None) -> RiskScores:
+        """Default probabilities of the users of ``payments`` (a CSV / Parquet path, or a pandas DataFrame in the
+        tables' layout) at ``label_date`` (ISO date or a number in the tables' time unit; None: the day after
+        the last payment)."""
+        c = self.tables.model_copy(update={"label_date": label_date})
+        if isinstance(payments, (str, Path)):
+            data = read_payments(payments, None, c)
+        else:  # a DataFrame: through a Parquet file, the path the tables' reader takes
+            with tempfile.TemporaryDirectory() as tmp:
+                payments.to_parquet(Path(tmp) / "payments.parquet", index=False)
+                data = read_payments(Path(tmp) / "payments.parquet", None, c)
+        enc, n_hash = self.model.encoder, self.model.cfg.n_hash
+        enc.merchant_ngrams = torch.as_tensor(hash_char_ngrams(data.merchant_names, n_hash), device=self.device)
+        enc.description_ngrams = torch.as_tensor(hash_char_ngrams(data.descriptions, n_hash), device=self.device)
+        view, _, _ = risk_view(self.name, self.view, data)
+        out = []
+        for i in range(0, data.n_users, self.batch_size):
+            rows = np.arange(i, min(i + self.batch_size, data.n_users))
+            batch = _take(to_tensors(view.take(rows)), torch.arange(len(rows)))
+            out.append(torch.sigmoid(self.model.score({k: t.to(self.device) for k, t in batch.items()}).double()).cpu())
+        probs = torch.cat(out).tolist() if out else []
+        return RiskScores(list(data.user_names), probs, np.diff(view.offsets).tolist())
+

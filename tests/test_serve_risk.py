@@ -1,0 +1,86 @@
+"""Serving a trained default-risk model from its run folder: new users' payments in, the evaluator's
+probabilities out; and its JSON endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from test_risk_run import _write_tables
+
+from behaviorseq.serve import RiskScorer, load_run
+from behaviorseq.serve.http import make_server
+from behaviorseq.train import run_experiment
+from behaviorseq.train.run import load_run_config
+from behaviorseq.train.run_risk import prepare_risk
+
+LABEL_DATE = "2024-06-29"  # the generator's label day (180 days after 2024-01-01), for training and serving
+
+
+@pytest.mark.parametrize("model", ["lbsf", "chunked_transformer"])
+def test_scored_new_users_get_the_evaluators_probabilities(tmp_path, monkeypatch, model):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    _, pay, lab = _write_tables(tmp_path, n_users=60)
+    cfg = {"model": model, "model_args": {"d": 16}, "data": {"dataset": str(tmp_path), "payments": {"label_date": LABEL_DATE},
+                                                             "risk": {"window_days": 180, "n_top": 4, "max_per_merchant": 6}},
+           "train": {"epochs": 1, "batch_size": 16, "early_stop_metric": "auc", "threads": 1, "seed": 0}}
+    run_experiment(cfg, tmp_path / "run")
+    scorer = load_run(tmp_path / "run")
+    assert isinstance(scorer, RiskScorer)
+    torch.manual_seed(0)
+    with torch.no_grad():  # one epoch leaves the logits nearly flat: spread them so a wrong input would show
+        for p in scorer.model.parameters():
+            p.normal_(0.0, 0.3)
+    data, net, task = prepare_risk(load_run_config(tmp_path / "run"))
+    net.load_state_dict(scorer.model.state_dict())  # the training tables' n-grams, the same weights
+    rows = task.indices("test")
+    net.eval()
+    with torch.no_grad():
+        want = torch.sigmoid(net.score({k: v for k, v in task.batch(rows).items() if k != "label"}).double()).numpy()
+    test_users = [data.user_names[r] for r in rows]
+    new = pay[pay.user.isin(test_users)]  # only the users to score, their merchants renumbered from scratch
+    got = scorer.score(new, label_date=LABEL_DATE)
+    assert got.users == sorted(test_users), (got.users[:3], sorted(test_users)[:3])
+    assert np.std(want) > 1e-3
+    np.testing.assert_allclose(got.probs, want[np.argsort(test_users)], rtol=0, atol=1e-6)
+    assert all(n > 0 for n in got.payments_used)
+    renamed = new.assign(merchant=new.merchant + " (new branch)")  # merchants the training never saw still count
+    assert not np.allclose(scorer.score(renamed, label_date=LABEL_DATE).probs, got.probs)
+    (tmp_path / "new.csv").write_text(new.to_csv(index=False))
+    assert scorer.score(tmp_path / "new.csv", label_date=LABEL_DATE).probs == pytest.approx(got.probs, abs=1e-9)
+
+
+def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
+    from behaviorseq.cli import main
+
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    _, pay, _ = _write_tables(tmp_path, n_users=40)
+    cfg = {"model": "flat_gru", "model_args": {"d": 8}, "data": {"dataset": str(tmp_path), "payments": {"label_date": LABEL_DATE}},
+           "train": {"epochs": 1, "early_stop_metric": "auc", "threads": 1}}
+    run_experiment(cfg, tmp_path / "run")
+    scorer = RiskScorer.from_run(tmp_path / "run")
+    some = pay[pay.user.isin(["u001", "u007"])]
+    ref = scorer.score(some, label_date=LABEL_DATE)
+    server = make_server(scorer, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/risk"
+    try:
+        body = {"payments": json.loads(some.to_json(orient="records")), "label_date": LABEL_DATE}
+        with urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST"), timeout=10) as r:
+            out = json.loads(r.read())
+        assert out["users"] == ["u001", "u007"] and out["probs"] == pytest.approx(ref.probs, abs=1e-9)
+        bad = urllib.request.Request(url, data=json.dumps({"payments": [{"user": "x"}]}).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(bad, timeout=10)
+        assert e.value.code == 400 and "no column for the time" in json.loads(e.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    some.to_csv(tmp_path / "some.csv", index=False)
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "run"), "--payments", str(tmp_path / "some.csv"), "--label-date", LABEL_DATE]) == 0
+    assert json.loads(capsys.readouterr().out)["probs"] == pytest.approx(ref.probs, abs=1e-9)
