@@ -135,6 +135,7 @@ def test_raw_ids_of_every_integer_width_and_strings():
     assert u.lookup([3, 2**63 + 5, 2**64 - 1, -1, 2**64, "3"]).tolist() == [2, 1, 3, 0, 0, 2]
     i = RawIds(np.array([5, -3, 2**62]))
     assert i.lookup([5, -3, 2**62, 2**63, True, np.int64(5), np.uint64(5)]).tolist() == [1, 2, 3, 0, 0, 1, 1]
+    assert i.lookup(["--3", "²", "-3", "5 "]).tolist() == [0, 0, 2, 0]  # odd text is unknown, not an error
     s = RawIds(np.array(["a", "b", "ç"], dtype=object))  # as parquet's to_numpy gives strings
     assert s.lookup(["ç", "a", 1, None, "x" * 100_000]).tolist() == [3, 1, 0, 0, 0]
     with pytest.raises(ValueError, match="integers or strings"):

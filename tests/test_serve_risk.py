@@ -52,6 +52,20 @@ def test_scored_new_users_get_the_evaluators_probabilities(tmp_path, monkeypatch
     assert not np.allclose(scorer.score(renamed, label_date=LABEL_DATE).probs, got.probs)
     (tmp_path / "new.csv").write_text(new.to_csv(index=False))
     assert scorer.score(tmp_path / "new.csv", label_date=LABEL_DATE).probs == pytest.approx(got.probs, abs=1e-9)
+    alone = scorer.score(new[new.user == test_users[0]], label_date=LABEL_DATE)  # whoever else is in the request
+    assert alone.probs[0] == pytest.approx(dict(zip(got.users, got.probs))[test_users[0]], abs=1e-6)
+    with pytest.raises(ValueError, match="observation date"):
+        scorer.score(new, label_date=None)
+    with pytest.raises(ValueError, match="at or after the label date"):  # digits are a number of seconds, not a year
+        scorer.score(new, label_date="20240629")
+    import json as _json
+
+    metrics = tmp_path / "run" / "metrics.json"
+    m = _json.loads(metrics.read_text())
+    del m["protocol"]["time_origin"]  # a run trained before the weekday origin
+    metrics.write_text(_json.dumps(m))
+    with pytest.raises(ValueError, match="weekday fix"):
+        RiskScorer.from_run(tmp_path / "run")
 
 
 def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
@@ -73,10 +87,14 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
         with urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST"), timeout=10) as r:
             out = json.loads(r.read())
         assert out["users"] == ["u001", "u007"] and out["probs"] == pytest.approx(ref.probs, abs=1e-9)
-        bad = urllib.request.Request(url, data=json.dumps({"payments": [{"user": "x"}]}).encode(), method="POST")
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(bad, timeout=10)
-        assert e.value.code == 400 and "no column for the time" in json.loads(e.value.read())["error"]
+        for bad_body, why in [({"payments": [{"user": "x"}], "label_date": LABEL_DATE}, "no column for the time"),
+                          ({"payments": body["payments"]}, "observation date"),
+                          ({"payments": [{**body["payments"][0], "amount": "12.5"}] + body["payments"][1:],
+                            "label_date": LABEL_DATE}, "different types")]:
+            bad = urllib.request.Request(url, data=json.dumps(bad_body).encode(), method="POST")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(bad, timeout=10)
+            assert e.value.code == 400 and why in json.loads(e.value.read())["error"], why
     finally:
         server.shutdown()
         server.server_close()

@@ -96,6 +96,7 @@ def test_settings_that_would_fail_after_training_are_refused_up_front(tmp_path):
 
 
 def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_path):
+    import torch
 
     from behaviorseq.nn.tpp import thinning_predict
     from behaviorseq.serve.events import EventPredictor
@@ -117,6 +118,13 @@ def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_
     assert len(many) == 3 and all(0 <= e.type < 3 and 0 < e.dtime <= pred.dtime_max for e in many)
     for other in (many[0], pred.predict(seqs[::-1], seed=7)[2]):  # whatever else the request holds
         assert other.type == got.type and other.dtime == pytest.approx(got.dtime, rel=1e-5)
+    pred.positions = 8  # requests split into padded blocks of at most 8 positions: the same answers
+    for a, b in zip(pred.predict(seqs, seed=7), many):
+        assert a.type == b.type and a.dtime == pytest.approx(b.dtime, rel=1e-5)
+    pred.positions = 4096
+    with pytest.raises(ValueError, match="noise must be two"):
+        thinning_predict(pred.model, pred.model.encode(batch), pred.dtime_max, *pred.thinning,
+                         noise=(torch.zeros(3, 1), torch.zeros(3, 1)))
     with pytest.raises(ValueError, match="integers"):
         pred.predict([([0.0, 1.0], [0.0, 1.5])])
     pred.max_len = 5  # a run trained on chunks of 5 events conditions on the latest 5, as its evaluator

@@ -256,8 +256,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--history", default="", help="the user's raw item ids, oldest first, comma-separated")
     sc.add_argument("--candidates", default=None, help="raw item ids to score, comma-separated (CTR)")
     sc.add_argument("--payments", default=None, help="a payments CSV / Parquet in the training tables' layout (risk)")
-    sc.add_argument("--label-date", default=None, help="the observation date (risk; default: the day after the last "
-                                                       "payment)")
+    sc.add_argument("--label-date", default=None, help="the observation date (risk, required): ISO date or a number "
+                                                       "in the tables' time unit")
     sc.add_argument("--rank", action="store_true", help="most probable first (unknown candidates left out)")
     sc.add_argument("-n", type=int, default=None, help="with --rank: keep the top n")
     sc.set_defaults(func=cmd_score)

@@ -21,6 +21,7 @@ Payments of users without a label row are dropped and counted. Errors name the f
 from __future__ import annotations
 
 import csv
+import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from behaviorseq.data.synthetic.payments import (
 __all__ = ["PaymentTablesConfig", "open_payments", "read_payments"]
 
 _SECONDS = {"s": 1.0, "ms": 1e-3, "days": 86_400.0}
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ].*)?")
 _ROLES = {"train": TRAIN, "valid": VALID, "test": TEST}
 
 
@@ -74,6 +76,12 @@ def _label_day(c: PaymentTablesConfig) -> float | None:
         return None
     if isinstance(c.label_date, (date, datetime)):  # YAML and the CLI's overrides parse ISO dates
         return _label_day(c.model_copy(update={"label_date": c.label_date.isoformat()}))
+    if isinstance(c.label_date, str) and not _ISO_DATE.fullmatch(c.label_date.strip()):
+        try:  # a number given as text (the command line): in the tables' time unit, not a year
+            return _label_day(c.model_copy(update={"label_date": float(c.label_date)}))
+        except ValueError:
+            raise ValueError(f"payments data set: label_date {c.label_date!r} is neither an ISO-8601 date "
+                             "(YYYY-MM-DD[THH:MM:SS]) nor a number") from None
     if isinstance(c.label_date, str):
         if c.time_unit != "s":
             raise ValueError("payments data set: an ISO label_date needs ISO / date-time payment times (time_unit 's')")

@@ -101,6 +101,9 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     a row's answer does not depend on the batch it is in (serving); each position's draws stay independent
     across samples, so every prediction has the evaluator's distribution.
     """
+    if noise is not None and not (tuple(noise[0].shape) == tuple(noise[1].shape) == (n_samples, n_exp)):
+        raise ValueError(f"thinning_predict: noise must be two [{n_samples}, {n_exp}] tensors, got "
+                         f"{tuple(noise[0].shape)} and {tuple(noise[1].shape)}")
     valid = state["mask"]
     (B, L), dev = valid.shape, valid.device
     grid = torch.linspace(0, dtime_max, n_boundary, device=dev).expand(B, L, n_boundary)

@@ -37,6 +37,7 @@ class EventPredictor:
         self.num_types, self.dtime_max = num_types, float(dtime_max)
         self.max_len = max_len  # the run's chunk length: the model never saw a longer context
         self.thinning = (draws, candidates, over_sample, boundary)
+        self.positions = 4096  # padded positions per model call: thinning holds [positions, candidates, types] floats
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> EventPredictor:
@@ -106,10 +107,26 @@ class EventPredictor:
         self.check(sequences)  # every sequence checked before any work
         if self.max_len:  # the latest max_len events: the longest context the model was trained on
             sequences = [(t[-self.max_len:], k[-self.max_len:]) for t, k in sequences]
-        batch = self.batch(sequences)
-        dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning,
-                                       noise=self.noise(seed))
-        last = batch["mask"].sum(1) - 1  # each sequence's last event
-        rows = torch.arange(len(sequences), device=last.device)
-        return [NextEvent(float(a), int(b), float(c)) for a, b, c in
-                zip(dt[rows, last].tolist(), k[rows, last].tolist(), miss[rows, last].tolist())]
+        noise, out = self.noise(seed), [None] * len(sequences)
+        for rows in _chunks([len(t) for t, _ in sequences], self.positions):
+            batch = self.batch([sequences[i] for i in rows])
+            dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning,
+                                           noise=noise)
+            last = batch["mask"].sum(1) - 1  # each sequence's last event
+            at = torch.arange(len(rows), device=last.device)
+            for i, a, b, c in zip(rows, dt[at, last].tolist(), k[at, last].tolist(), miss[at, last].tolist()):
+                out[i] = NextEvent(float(a), int(b), float(c))
+        return out
+
+
+def _chunks(lengths: list[int], positions: int) -> list[list[int]]:
+    """Sequence indices grouped by length, each group's padded block (count x longest) at most ``positions``
+    (one sequence alone may exceed it): one long sequence does not pad all the short ones to its length."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups, cur = [], []
+    for i in order:  # ascending: the newest member is the group's longest
+        if cur and (len(cur) + 1) * lengths[i] > positions:
+            groups.append(cur)
+            cur = []
+        cur.append(i)
+    return groups + ([cur] if cur else [])

@@ -13,7 +13,7 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
       (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
                              -> {"dtime": ..., "type": ..., "unaccepted": ...}
     default risk             POST /risk       {"payments": [{"user": ..., "time": ..., "merchant": ..., "amount": ...,
-      (RiskScorer)                             "description": ...}, ...], "label_date": null}  (the tables' columns)
+      (RiskScorer)                             "description": ...}, ...], "label_date": "2024-06-29"}  (the tables' columns)
                              -> {"users": [...], "probs": [...], "payments_used": [...]}
 
 A body of many gets a list of answers (at most 10,000 histories or sequences, 100,000 candidates, 1,000,000
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pyarrow as pa
 
 from behaviorseq.serve.events import EventPredictor
 from behaviorseq.serve.ranker import Ranker
@@ -176,9 +177,14 @@ def parse_risk(body) -> tuple[object, object]:
     if len(rows) > MAX_EVENTS:
         raise ValueError(f"over {MAX_EVENTS} payments in one request: split it")
     date = body.get("label_date")
-    if date is not None and (isinstance(date, bool) or not isinstance(date, (str, int, float))):
-        raise ValueError(f"'label_date' must be an ISO date or a number, got {date!r}")
-    return pd.DataFrame.from_records(rows), date
+    if isinstance(date, bool) or not isinstance(date, (str, int, float)):
+        raise ValueError(f"'label_date' (the observation date, required) must be an ISO date or a number, got {date!r}")
+    frame = pd.DataFrame.from_records(rows)
+    try:  # a column of mixed types (a number here, text there) is the request's fault
+        pa.Table.from_pandas(frame, preserve_index=False)
+    except (TypeError, ValueError, pa.ArrowException) as e:
+        raise ValueError(f"'payments': a column holds values of different types ({e})") from None
+    return frame, date
 
 
 def risk_route(scorer: RiskScorer) -> tuple[Callable, Callable]:
@@ -238,7 +244,7 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
         def _other(self) -> None:
             self._refuse(self.command)
 
-        do_PUT = do_DELETE = do_PATCH = _other  # noqa: N815
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other  # noqa: N815
 
         def do_POST(self) -> None:  # noqa: N802
             if self._refuse("POST"):

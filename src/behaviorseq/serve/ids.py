@@ -3,11 +3,13 @@ to the run's internal ids, matched as the data wrote them (``RawIds``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 _INTS = (int, np.integer)
+DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 
 def _as_int(x) -> int | None:
@@ -16,7 +18,7 @@ def _as_int(x) -> int | None:
         return None
     if isinstance(x, _INTS):
         return int(x)
-    if isinstance(x, str) and x.lstrip("-").isdigit() and len(x) <= 20:
+    if isinstance(x, str) and DECIMAL.fullmatch(x):
         v = int(x)
         return v if str(v) == x else None
     return None
@@ -71,7 +73,7 @@ class RawIds:
     def parse_cli(self, text: str) -> list:
         """Comma-separated ids from a command line (text) as the data's ids: digits become integers when the
         vocabulary is integer."""
-        return [int(x) if self.integer and x.lstrip("-").isdigit() else x for x in text.split(",") if x]
+        return [int(x) if self.integer and DECIMAL.fullmatch(x) else x for x in text.split(",") if x]
 
 
 def run_config(run_dir: str | Path, task: str, served_by: str):

@@ -6,13 +6,14 @@ payment tables' column mapping, time unit and delimiter) and ``checkpoints/best.
 edges). A payments table of users to score, in the training tables' layout, is read as the engine reads
 them (``read_payments`` without labels) and folded the same way (``train.run_risk.risk_view``). Merchant names
 and descriptions are hashed character n-grams, so merchants and texts the training data never held are
-encoded like the others, not dropped. The observation date is ``label_date`` (one for all; default: the day
-after the table's last payment, the engine's rule) and every payment must lie before it.
+encoded like the others, not dropped. The observation date ``label_date`` is given (one for all the request's
+users) and every payment must lie before it.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from behaviorseq.data.payment_tables import PaymentTablesConfig, read_payments
 from behaviorseq.models.risk import build
 from behaviorseq.nn.inference import inference
 from behaviorseq.nn.payment_fields import hash_char_ngrams
-from behaviorseq.serve.ids import run_config
+from behaviorseq.serve.ids import DECIMAL, run_config
 from behaviorseq.tasks.default_risk import _take, to_tensors
-from behaviorseq.train.run_risk import RiskViewConfig, risk_length, risk_view
+from behaviorseq.train.run_risk import RiskViewConfig, check_time_origin, risk_length, risk_view
 
 
 @dataclass
@@ -42,11 +43,13 @@ class RiskScorer:
                  device: str = "cpu", batch_size: int = 512):
         self.model, self.name, self.view, self.tables = model.to(device).eval(), model_name, view, tables
         self.device, self.batch_size = torch.device(device), batch_size
+        self._lock = threading.Lock()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> RiskScorer:
         run_dir = Path(run_dir)
         cfg = run_config(run_dir, "default_risk", "RiskScorer serves default-risk models")
+        check_time_origin(run_dir, cfg)
         state = torch.load(run_dir / "checkpoints" / "best.pt", map_location=device, weights_only=True)
         shape = lambda k: tuple(state[f"encoder.{k}"].shape)  # noqa: E731 (the training tables' sizes)
         v = RiskViewConfig.from_dict(cfg.data.risk)
@@ -58,10 +61,18 @@ class RiskScorer:
         return cls(model, cfg.model, v, PaymentTablesConfig.from_dict(keep), device)
 
     @inference
-    def score(self, payments, label_date=None) -> RiskScores:
+    def score(self, payments, label_date) -> RiskScores:
         """Default probabilities of the users of ``payments`` (a CSV / Parquet path, or a pandas DataFrame in the
-        tables' layout) at ``label_date`` (ISO date or a number in the tables' time unit; None: the day after
-        the last payment)."""
+        tables' layout) at the observation date ``label_date`` (ISO date, or a number in the tables' time unit),
+        the same for every user: a user's score does not depend on who else is in the request. Every payment
+        must lie before it; a per-user ``date`` column is not read here (score each date's users together)."""
+        if label_date is None:
+            raise ValueError("give the observation date (label_date): the window ends there; a default taken from "
+                             "the request's last payment would make each user's score depend on the others")
+        with self._lock:  # the encoder's n-gram tables are set per call
+            return self._score(payments, label_date)
+
+    def _score(self, payments, label_date) -> RiskScores:
         c = self.tables.model_copy(update={"label_date": label_date})
         if isinstance(payments, (str, Path)):
             data = read_payments(payments, None, c)
@@ -79,5 +90,9 @@ class RiskScorer:
             batch = _take(to_tensors(view.take(rows)), torch.arange(len(rows)))
             out.append(torch.sigmoid(self.model.score({k: t.to(self.device) for k, t in batch.items()}).double()).cpu())
         probs = torch.cat(out).tolist() if out else []
-        return RiskScores(list(data.user_names), probs, np.diff(view.offsets).tolist())
+        users, used = list(data.user_names), np.diff(view.offsets).tolist()
+        if users and all(DECIMAL.fullmatch(u) for u in users):  # integer ids back as integers, in their order
+            order = sorted(range(len(users)), key=lambda i: int(users[i]))
+            users, probs, used = [int(users[i]) for i in order], [probs[i] for i in order], [used[i] for i in order]
+        return RiskScores(users, probs, used)
 

@@ -36,7 +36,7 @@ from behaviorseq.tasks.retrieval import RetrievalTask
 from behaviorseq.train.allocator import tune_malloc
 from behaviorseq.train.packaged import _merge
 from behaviorseq.train.run_ctr import CTR_METRICS, prepare_ctr
-from behaviorseq.train.run_risk import RISK_METRICS, prepare_risk
+from behaviorseq.train.run_risk import RISK_METRICS, check_time_origin, prepare_risk
 from behaviorseq.train.run_tpp import TPP_METRICS, prepare_tpp
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
 from behaviorseq.utils import atomic_write_text
@@ -130,6 +130,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
     if resume:
         check_resume_config(run_dir, cfg)
+        if cfg.task == "default_risk":
+            check_time_origin(run_dir, cfg)
     else:
         held = [f for f in RUN_FILES if (run_dir / f).exists()]
         if held and not overwrite:
@@ -272,14 +274,16 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
     cfg = load_run_config(run_dir, overrides)
+    if cfg.task == "default_risk":
+        check_time_origin(run_dir, cfg)
     dataset, model, task = _prepare_any(cfg)
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
         then = json.loads((run_dir / "metrics.json").read_text()).get("protocol", {})
         was, fp = _data_stats(then), then.get("data_fingerprint")  # runs without a fingerprint: sizes only
         if (was is not None and was != _data_stats(protocol)) or (fp and fp != protocol.get("data_fingerprint")):
-            raise ConfigError(f"the data of {run_dir} changed since it was trained: {was} then, "
-                              f"{_data_stats(protocol)} now ({cfg.data.dataset}"
+            sizes = f"{was} then, {_data_stats(protocol)} now; " if was is not None else ""
+            raise ConfigError(f"the data of {run_dir} changed since it was trained ({sizes}{cfg.data.dataset}"
                               + (f"; fingerprint {fp} then, {protocol.get('data_fingerprint')} now)" if fp else ")"))
     device = resolve_device(cfg.train.device)
     model.to(device)

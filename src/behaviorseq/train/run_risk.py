@@ -38,6 +38,25 @@ class RiskViewConfig(StrictConfig):
     amount_buckets: int = Field(16, ge=2)
 
 
+TIME_ORIGIN = "whole weeks after 1970-01-01: weekday = floor(time) % 7"  # payment tables since session 19
+
+
+def check_time_origin(run_dir, cfg: RunConfig) -> None:
+    """A run on one's own payment tables trained before the weekday origin (session 19) read its weekday feature
+    counted from its earliest payment: scoring it now would shift that feature. Refused, saying so."""
+    import json
+    from pathlib import Path
+
+    from behaviorseq.config import ConfigError
+
+    metrics = Path(run_dir) / "metrics.json"
+    if cfg.data.dataset == "synthetic-payments" or not metrics.exists():
+        return
+    if json.loads(metrics.read_text()).get("protocol", {}).get("time_origin") != TIME_ORIGIN:
+        raise ConfigError(f"{run_dir} was trained before the payment tables' weekday fix (its weekday feature "
+                          "counted from its earliest payment); retrain it")
+
+
 def risk_length(model: str, v: RiskViewConfig) -> int:
     """The length a risk model is built with: LBSF's payments per merchant, or the flat models' last N."""
     return v.max_per_merchant if "txn_mask" in models.get(model).fields else v.max_len or (v.n_top + 1) * v.max_per_merchant
@@ -69,6 +88,7 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
             "window_days": v.window_days, "view": kind,
             "payment_budget": (v.n_top + 1) * v.max_per_merchant if folded else length,
             "amount_edges": "quantiles of training users' payments",
+            "time_origin": TIME_ORIGIN,
             "data_fingerprint": array_fingerprint(data.user, data.time, data.merchant, data.amount, data.description,
                                                   data.label, data.role, np.asarray(data.label_day, dtype=np.float64)),
             "label_day": data.label_day if np.ndim(data.label_day) == 0 else  # per user: their range
@@ -77,4 +97,5 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     return data, model, task
 
 
-__all__ = ["RISK_METRICS", "RiskViewConfig", "prepare_risk", "risk_length", "risk_view"]
+__all__ = ["RISK_METRICS", "TIME_ORIGIN", "RiskViewConfig", "check_time_origin", "prepare_risk", "risk_length",
+           "risk_view"]
