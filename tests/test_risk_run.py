@@ -94,6 +94,14 @@ def test_bank_exports_semicolons_milliseconds_and_unmatched_labels(tmp_path):
     assert r["labelled_users_not_in_payments"] == 1 and r["labelled_users_without_payments"] == 1
 
 
+def test_errors_name_the_file_line_past_quoted_line_breaks_and_blank_lines(tmp_path):
+    (tmp_path / "payments.csv").write_text('user,time,merchant,amount,description\n'
+                                           'u1,2024-01-01,m,1.0,"two\nlines"\n\nu1,2024-01-02,m,-5,x\n')
+    (tmp_path / "labels.csv").write_text("user,label\nu1,1\n")
+    with pytest.raises(DataFormatError, match="payments.csv, line 5, field 'amount'"):
+        read_payments(tmp_path / "payments.csv", tmp_path / "labels.csv")
+
+
 def test_read_payments_defaults_split_and_drops_unlabelled_users(tmp_path):
     _write_tables(tmp_path, with_role=False)
     lab = pd.read_csv(tmp_path / "labels.csv")

@@ -167,11 +167,30 @@ def _codes(values: pa.Array) -> tuple[list, np.ndarray]:
     return vocab.to_pylist(), rank[enc.indices.to_numpy(zero_copy_only=False)]
 
 
-def _row_error(src: str, mask: np.ndarray, field: str, reason: str) -> DataFormatError:
-    """The first bad row, as the file's line (CSV: the header is line 1) or a Parquet row (1-based)."""
+def _csv_line(path: Path, row: int, delimiter: str | None) -> int | None:
+    """The file line where data row ``row`` (0-based; blank lines are not rows, as for the CSV reader) starts:
+    quoted values may span lines. Read only when reporting an error."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=_delimiter(path, delimiter))
+        next(reader, None)  # the header
+        end, k = reader.line_num, 0
+        for rec in reader:
+            if rec:  # a blank line reads as []
+                if k == row:
+                    return end + 1
+                k += 1
+            end = reader.line_num
+    return None
+
+
+def _row_error(src: str, mask: np.ndarray, field: str, reason: str, delimiter: str | None = None) -> DataFormatError:
+    """The first bad row, as the file's line (CSV: counting the header, blank lines and quoted line breaks) or a
+    Parquet row (1-based)."""
     i = int(np.flatnonzero(mask)[0])
-    parquet = Path(src).suffix in _PARQUET
-    return DataFormatError(src, i + 1 if parquet else i + 2, field, reason(i) if callable(reason) else reason,
+    path = Path(src)
+    parquet = path.suffix in _PARQUET
+    line = i + 1 if parquet else (_csv_line(path, i, delimiter) if path.exists() else None) or i + 2
+    return DataFormatError(src, line, field, reason(i) if callable(reason) else reason,
                            unit="row" if parquet else "line")
 
 
@@ -191,18 +210,18 @@ def _read_labels(labels: Path, c: PaymentTablesConfig, cols: dict, d: str | None
     lab_user, lab_val = _strings(lt, "user"), _strings(lt, "item")
     ok = np.isin(lab_val, ["0", "1"])
     if not ok.all():
-        raise _row_error(lsrc, ~ok, cols["label"], lambda i: f"label must be 0 or 1, got {str(lab_val[i])!r}")
+        raise _row_error(lsrc, ~ok, cols["label"], lambda i: f"label must be 0 or 1, got {str(lab_val[i])!r}", delimiter=d)
     users, first, counts = np.unique(lab_user, return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = np.zeros(lab_user.size, dtype=bool)
         dup[np.setdiff1d(np.arange(lab_user.size), first)] = True
-        raise _row_error(lsrc, dup, cols["user"], lambda i: f"user {str(lab_user[i])!r} has a second label row")
+        raise _row_error(lsrc, dup, cols["user"], lambda i: f"user {str(lab_user[i])!r} has a second label row", delimiter=d)
     label = (lab_val == "1").astype(np.int64)[first]
     if cols["role"] in lt.column_names:
         r = _strings(lt, cols["role"])
         okr = np.isin(r, list(_ROLES))
         if not okr.all():
-            raise _row_error(lsrc, ~okr, cols["role"], lambda i: f"role must be train, valid or test, got {str(r[i])!r}")
+            raise _row_error(lsrc, ~okr, cols["role"], lambda i: f"role must be train, valid or test, got {str(r[i])!r}", delimiter=d)
         role = np.array([_ROLES[x] for x in r[first]], dtype=np.int64)
     else:
         fr = np.asarray(c.split, dtype=np.float64)
@@ -214,7 +233,7 @@ def _read_labels(labels: Path, c: PaymentTablesConfig, cols: dict, d: str | None
     if per_user:
         ld = np.asarray(lt[cols["date"]].to_numpy(zero_copy_only=False), dtype=np.float64)
         if not np.isfinite(ld).all():
-            raise _row_error(lsrc, ~np.isfinite(ld), cols["date"], "label date missing or not a number")
+            raise _row_error(lsrc, ~np.isfinite(ld), cols["date"], "label date missing or not a number", delimiter=d)
         dates = ld[first] * _SECONDS[c.time_unit] / 86_400.0  # [n_users], in days
     return users, label, role, dates
 
@@ -246,14 +265,14 @@ def read_payments(payments: str | Path, labels: str | Path | None, config: Payme
     if bad.any():
         raise _row_error(src, bad, cols["amount"], lambda i: f"amount must be a finite number >= 0, got {amount[i]} "
                          "(refunds and chargebacks: drop their rows, or give their size as a positive amount with a "
-                         "description that says what they are)")
+                         "description that says what they are)", delimiter=d)
     desc = pc.fill_null(_text(t, cols["description"]), "") if cols["description"] in t.column_names \
         else pa.array(np.full(t.num_rows, ""))
     iso = _check_time_unit(Path(payments), cols["time"], c.time_unit, d)
     raw_t = np.asarray(t["timestamp"].to_numpy(zero_copy_only=False), dtype=np.float64)
     if not iso and c.time_unit == "s" and raw_t.size and np.nanmax(np.abs(raw_t)) > 1e11:  # after the year 5138
         raise _row_error(src, np.abs(raw_t) > 1e11, cols["time"], lambda i: f"time {raw_t[i]:.0f} read as seconds is "
-                         "after the year 5000: milliseconds? set data.payments.time_unit=ms")
+                         "after the year 5000: milliseconds? set data.payments.time_unit=ms", delimiter=d)
     days = raw_t * _SECONDS[c.time_unit] / 86_400.0
 
     per_user = labels is not None and cols["date"] in _column_names(Path(labels), d)  # each user's own date
@@ -277,7 +296,7 @@ def read_payments(payments: str | Path, labels: str | Path | None, config: Payme
         late = known & (days >= label_abs)
         if late.any():
             raise _row_error(src, late, cols["time"], "payment at or after the label date (it would leak the label); "
-                             "set label_date or drop the row")
+                             "set label_date or drop the row", delimiter=d)
     u, days, amount = uid[known], days[known], amount[known]
     keep = pa.array(known)
     merchant_names, m_id = _codes(_text(t, "item").filter(keep))
