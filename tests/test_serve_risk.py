@@ -8,6 +8,7 @@ import threading
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_risk_run import _write_tables
@@ -56,6 +57,15 @@ def test_scored_new_users_get_the_evaluators_probabilities(tmp_path, monkeypatch
     assert alone.probs[0] == pytest.approx(dict(zip(got.users, got.probs))[test_users[0]], abs=1e-6)
     with pytest.raises(ValueError, match="observation date"):
         scorer.score(new, label_date=None)
+    # one date per user (a dict, as labels.csv's date column): each user's window ends at their own date
+    early = {test_users[0]: "2024-03-01", test_users[1]: LABEL_DATE}
+    per = scorer.score(new, label_date=early)
+    assert per.users == sorted(early)
+    first = scorer.score(new[(new.user == test_users[0]) & (pd.to_datetime(new.time) < "2024-03-01")],
+                         label_date="2024-03-01")
+    assert dict(zip(per.users, per.probs))[test_users[0]] == pytest.approx(first.probs[0], abs=1e-6)
+    assert dict(zip(per.users, per.probs))[test_users[1]] == pytest.approx(dict(zip(got.users, got.probs))[test_users[1]],
+                                                                          abs=1e-6)
     with pytest.raises(ValueError, match="at or after the label date"):  # digits are a number of seconds, not a year
         scorer.score(new, label_date="20240629")
     import json as _json

@@ -13,7 +13,8 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
       (EventPredictor)                        or {"sequences": [{"times": [...], "types": [...]}, ...], "seed": 0}
                              -> {"dtime": ..., "type": ..., "unaccepted": ...}
     default risk             POST /risk       {"payments": [{"user": ..., "time": ..., "merchant": ..., "amount": ...,
-      (RiskScorer)                             "description": ...}, ...], "label_date": "2024-06-29"}  (the tables' columns)
+      (RiskScorer)                             "description": ...}, ...], "label_date": "2024-06-29"}  (the tables' columns;
+                                              label_date: one date, or {"user": date, ...} per user)
                              -> {"users": [...], "probs": [...], "payments_used": [...]}
 
 A body of many gets a list of answers (at most 10,000 histories or sequences, 100,000 candidates, 1,000,000
@@ -177,8 +178,10 @@ def parse_risk(body) -> tuple[object, object]:
     if len(rows) > MAX_EVENTS:
         raise ValueError(f"over {MAX_EVENTS} payments in one request: split it")
     date = body.get("label_date")
-    if isinstance(date, bool) or not isinstance(date, (str, int, float)):
-        raise ValueError(f"'label_date' (the observation date, required) must be an ISO date or a number, got {date!r}")
+    ok = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not (ok(date) or (isinstance(date, dict) and date and all(ok(v) for v in date.values()))):
+        raise ValueError("'label_date' (the observation date, required) must be an ISO date or a number, or an "
+                         f"object of one per user, got {date!r}")
     frame = pd.DataFrame.from_records(rows)
     try:  # a column of mixed types (a number here, text there) is the request's fault
         pa.Table.from_pandas(frame, preserve_index=False)

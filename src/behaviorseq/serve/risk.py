@@ -63,9 +63,10 @@ class RiskScorer:
     @inference
     def score(self, payments, label_date) -> RiskScores:
         """Default probabilities of the users of ``payments`` (a CSV / Parquet path, or a pandas DataFrame in the
-        tables' layout) at the observation date ``label_date`` (ISO date, or a number in the tables' time unit),
-        the same for every user: a user's score does not depend on who else is in the request. Every payment
-        must lie before it; a per-user ``date`` column is not read here (score each date's users together)."""
+        tables' layout) at their observation date ``label_date``: one for all (ISO date, or a number in the
+        tables' time unit; every payment must lie before it) or one per user (a dict user -> date, as a
+        ``date`` column of labels.csv: the users it names are scored, their later payments dropped). A user's
+        score does not depend on who else is in the request."""
         if label_date is None:
             raise ValueError("give the observation date (label_date): the window ends there; a default taken from "
                              "the request's last payment would make each user's score depend on the others")
@@ -73,13 +74,21 @@ class RiskScorer:
             return self._score(payments, label_date)
 
     def _score(self, payments, label_date) -> RiskScores:
-        c = self.tables.model_copy(update={"label_date": label_date})
-        if isinstance(payments, (str, Path)):
-            data = read_payments(payments, None, c)
-        else:  # a DataFrame: through a Parquet file, the path the tables' reader takes
-            with tempfile.TemporaryDirectory() as tmp:
+        import pandas as pd
+
+        per_user = isinstance(label_date, dict)
+        c = self.tables.model_copy(update={"label_date": None if per_user else label_date})
+        cols = {"user": "user", "label": "label", "date": "date", **c.columns}
+        with tempfile.TemporaryDirectory() as tmp:
+            if not isinstance(payments, (str, Path)):  # a DataFrame: through Parquet, the path the reader takes
                 payments.to_parquet(Path(tmp) / "payments.parquet", index=False)
-                data = read_payments(Path(tmp) / "payments.parquet", None, c)
+                payments = Path(tmp) / "payments.parquet"
+            labels = None
+            if per_user:  # the users and their dates as a labels table: the training reader's per-user path
+                labels = Path(tmp) / "labels.parquet"
+                pd.DataFrame({cols["user"]: [str(u) for u in label_date], cols["label"]: 0,
+                              cols["date"]: list(label_date.values())}).to_parquet(labels, index=False)
+            data = read_payments(payments, labels, c)
         enc, n_hash = self.model.encoder, self.model.cfg.n_hash
         enc.merchant_ngrams = torch.as_tensor(hash_char_ngrams(data.merchant_names, n_hash), device=self.device)
         enc.description_ngrams = torch.as_tensor(hash_char_ngrams(data.descriptions, n_hash), device=self.device)
