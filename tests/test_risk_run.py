@@ -258,6 +258,16 @@ def test_per_user_label_dates_window_each_user_at_their_own_date(tmp_path):
         evaluate_run(tmp_path / "run", roles=("test",))
 
 
+def test_the_train_command_says_what_reading_the_tables_left_out(tmp_path, capsys):
+    _, _, lab = _write_tables(tmp_path, n_users=60)
+    pd.concat([lab, pd.DataFrame({"user": ["ghost"], "label": [0], "role": ["test"]})]).to_csv(tmp_path / "labels.csv",
+                                                                                               index=False)
+    code = cli_main(["train", "--model", "flat_gru", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                     "train.epochs=1", "train.threads=1", "model.d=8"])
+    out = capsys.readouterr().out
+    assert code == 0 and "labelled_users_not_in_payments 1" in out and "payments read" in out
+
+
 def test_a_one_class_validation_set_stops_the_run_with_a_message(tmp_path, capsys):
     (tmp_path / "tables").mkdir()
     _, _, lab = _write_tables(tmp_path / "tables", n_users=120)

@@ -67,6 +67,11 @@ def format_risk_metrics(result: dict) -> str:
     p = result["protocol"]
     lines.append(f"\nprotocol: {p['dataset']}, {p['window_days']:g}-day window, {p['view']}, one sample per user "
                  f"(users {p['users']}), seed {p['seed']}")
+    rep = p.get("dataset_report") or {}
+    dropped = {k: rep[k] for k in ("dropped_unlabelled_user", "dropped_after_own_label_date",
+                                   "labelled_users_not_in_payments", "labelled_users_without_payments") if rep.get(k)}
+    if dropped:  # what reading one's own tables left out: said where it is seen, not only in metrics.json
+        lines.append(f"data: {rep.get('payments_read')} payments read; " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
     return "\n".join(lines)
 
 
