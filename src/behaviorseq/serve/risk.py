@@ -57,7 +57,7 @@ class RiskScorer:
         model = build(cfg.model, np.zeros(shape("merchant_ngrams"), np.int64), np.zeros(shape("description_ngrams"),
                       np.int64), np.zeros(shape("edges")), length, cfg.model_args)
         model.load_state_dict(state)
-        keep = {k: v for k, v in dict(cfg.data.payments).items() if k in ("columns", "time_unit", "delimiter")}
+        keep = {k: x for k, x in dict(cfg.data.payments).items() if k in ("columns", "time_unit", "delimiter")}
         return cls(model, cfg.model, v, PaymentTablesConfig.from_dict(keep), device)
 
     @inference
