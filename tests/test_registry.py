@@ -29,3 +29,12 @@ def test_every_trainable_model_has_a_packaged_config_that_resolves(name):
 
     cfg = resolve_config(build_config(name, None, None, []))  # what `behaviorseq train --model NAME` starts from
     assert cfg.model == name and cfg.train.early_stop_metric  # e.g. a risk model's auc, not the retrieval default
+
+
+def test_version_flag(capsys):
+    from behaviorseq import __version__
+    from behaviorseq.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"behaviorseq {__version__}")

@@ -50,8 +50,19 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``, computed only when asked (it may call git)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from behaviorseq.utils import code_version
+
+        print(f"behaviorseq {code_version()}")  # the package version, with the git commit in a checkout
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="behaviorseq", description="Learning from user behavior sequences.")
+    p.add_argument("--version", action=_Version, nargs=0, help="the package version (and git commit), then exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect and prepare datasets")
