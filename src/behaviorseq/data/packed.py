@@ -109,17 +109,17 @@ def pack_view(make: Callable[..., Folded | Flat], data, chunk_users: int = 16384
     user = np.asarray(data.user)
     if len(user) and (user[0] < 0 or user[-1] >= data.n_users or (np.diff(user) < 0).any()):
         raise ValueError(f"pack_view: payments must be sorted by user, with users in [0, {data.n_users})")
-    bounds = np.searchsorted(data.user, np.arange(0, data.n_users + chunk_users, chunk_users).clip(max=data.n_users))
-    users = np.arange(0, data.n_users + chunk_users, chunk_users).clip(max=data.n_users)
+    users = np.arange(0, data.n_users + chunk_users, chunk_users).clip(max=data.n_users)  # chunk bounds
+    bounds = np.searchsorted(user, users)
     label_day = np.asarray(data.label_day, dtype=np.float64)
-    parts = [pack(make(n_users=0, user=data.user[:0], time=data.time[:0], merchant=data.merchant[:0],
-                       amount=data.amount[:0], description=data.description[:0],
-                       label_day=label_day if label_day.ndim == 0 else label_day[:0], **args))]
-    for (u0, u1), (p0, p1) in zip(zip(users[:-1], users[1:]), zip(bounds[:-1], bounds[1:])):
-        if u1 <= u0:
-            continue
-        parts.append(pack(make(n_users=int(u1 - u0), user=data.user[p0:p1] - u0, time=data.time[p0:p1],
-                               merchant=data.merchant[p0:p1], amount=data.amount[p0:p1],
-                               description=data.description[p0:p1],
-                               label_day=label_day if label_day.ndim == 0 else label_day[u0:u1], **args)))
+
+    def part(u0: int, u1: int, p0: int, p1: int) -> PackedView:
+        return pack(make(n_users=u1 - u0, user=user[p0:p1] - u0, time=data.time[p0:p1], merchant=data.merchant[p0:p1],
+                         amount=data.amount[p0:p1], description=data.description[p0:p1],
+                         label_day=label_day if label_day.ndim == 0 else label_day[u0:u1], **args))
+
+    parts = [part(0, 0, 0, 0)]  # an empty part first: zero users still give a view of the right shape
+    for u0, u1, p0, p1 in zip(users[:-1], users[1:], bounds[:-1], bounds[1:]):
+        if u1 > u0:
+            parts.append(part(int(u0), int(u1), int(p0), int(p1)))
     return concat(parts)
