@@ -364,3 +364,31 @@ def test_a_time_limited_run_resumes_to_the_uninterrupted_result(data, tmp_path):
     lb = [json.loads(x)["train_loss"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert la == lb and len(lb) == 3
     assert again["test"] == full["test"] and again["best_epoch"] == full["best_epoch"]
+
+
+def test_a_dataframe_trains_like_its_csv_and_the_run_keeps_it(tmp_path):
+    import pandas as pd
+
+    from behaviorseq.train import evaluate_run
+
+    table, _ = generate_seqrec(SeqRecConfig(n_users=120, n_items=50, n_topics=4, min_len=6, max_len=16, seed=4))
+    df = table.events.to_pandas().rename(columns={"user": "uid", "item": "sku", "timestamp": "ts"})
+    df.to_csv(tmp_path / "clicks.csv", index=False)
+    cfg = small_config(tmp_path / "clicks.csv", epochs=2)
+    cfg["data"]["columns"] = {"user": "uid", "item": "sku", "timestamp": "ts"}
+    from_file = run_experiment(cfg, tmp_path / "file")
+    from_frame = run_experiment({**cfg, "data": {"columns": cfg["data"]["columns"]}}, tmp_path / "frame", data=df)
+    assert from_frame["test"] == pytest.approx(from_file["test"])
+    kept = list((tmp_path / "frame").glob("events-*.parquet"))
+    assert len(kept) == 1 and pd.read_parquet(kept[0]).equals(df)
+    again = evaluate_run(tmp_path / "frame", roles=("test",))  # re-reads the kept table, not the caller's frame
+    assert again["test"]["hr@10"] == pytest.approx(from_frame["test"]["hr@10"])
+    with pytest.raises(ConfigError, match="data.dataset"):  # other data on --resume: refused by the config check
+        run_experiment({**cfg, "data": {"columns": cfg["data"]["columns"]}}, tmp_path / "frame", resume=True,
+                       data=df.iloc[:-5])
+    with pytest.raises(ConfigError, match="already holds a run"):  # a used folder: the refused table is not left
+        run_experiment({**cfg, "data": {"columns": cfg["data"]["columns"]}}, tmp_path / "frame", data=df.iloc[:-5])
+    assert list((tmp_path / "frame").glob("events-*.parquet")) == kept
+    run_experiment({**cfg, "data": {"columns": cfg["data"]["columns"]}}, tmp_path / "frame", overwrite=True,
+                   data=df.iloc[:-5])
+    assert len(list((tmp_path / "frame").glob("events-*.parquet"))) == 1 and not kept[0].exists()

@@ -14,6 +14,7 @@ A folder holding a run is continued (``resume``), replaced (``overwrite``) or re
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ from behaviorseq.train.run_ctr import CTR_METRICS, prepare_ctr
 from behaviorseq.train.run_risk import RISK_METRICS, check_time_origin, prepare_risk
 from behaviorseq.train.run_tpp import TPP_METRICS, prepare_tpp
 from behaviorseq.train.trainer import Trainer, dist_info, resolve_device, seed_everything
-from behaviorseq.utils import atomic_write_text
+from behaviorseq.utils import atomic_write_bytes, atomic_write_text
 
 # The task each model family trains on (the package under models/), and what early stopping may maximise.
 FAMILY_TASK = {"retrieval": "retrieval", "ranking": "ctr", "risk": "default_risk", "tpp": "tpp"}
@@ -117,29 +118,77 @@ RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "cur
              "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations")
 
 
-def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
-                   overwrite: bool = False) -> dict:
-    """Train with early stopping, then evaluate the best weights on validation and test. A folder that
-    holds a run is continued with ``resume``, replaced with ``overwrite`` (its old outputs are deleted
-    first, so a failed new run never sits beside the old one's metrics), and otherwise refused."""
+def _events_file(run_dir: Path, data) -> tuple[Path, bool]:
+    """An in-memory event table (pandas / polars DataFrame, pyarrow Table) saved in the run folder under a
+    name of its content's hash, so the run re-reads it by path (evaluate, --resume) and a new run's data never
+    overwrites an old run's before the new one is known to start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(data, pa.Table):
+        table = data
+    elif hasattr(data, "to_arrow"):  # polars
+        table = data.to_arrow()
+    elif hasattr(data, "to_parquet"):  # pandas
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    else:
+        raise ConfigError(f"data: a pandas or polars DataFrame or a pyarrow Table, got {type(data).__name__}")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    raw = sink.getvalue().to_pybytes()
+    path = (run_dir / f"events-{hashlib.sha256(raw).hexdigest()[:16]}.parquet").resolve()
+    created = not path.exists()
+    if created:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, raw)
+    return path, created
+
+
+def _start(config, run_dir: Path, resume: bool, overwrite: bool, events: Path | None):
+    """Everything checked and built before a run deletes or writes anything: (cfg, the held files to replace,
+    rank, world, the allocator setting, (dataset, model, task))."""
     cfg = resolve_config(config)
-    run_dir = Path(run_dir)
+    if events is not None and cfg.task != "retrieval":
+        raise ConfigError(f"data=<table> is for retrieval runs; a {cfg.task} run reads its data set by name or path")
     rank, world = dist_info()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
+    held: list[str] = []
     if resume:
         check_resume_config(run_dir, cfg)
         if cfg.task == "default_risk":
             check_time_origin(run_dir, cfg)
     else:
         held = [f for f in RUN_FILES if (run_dir / f).exists()]
+        held += [p.name for p in sorted(run_dir.glob("events-*.parquet")) if events is None or p.name != events.name]
         if held and not overwrite:
             raise ConfigError(f"{run_dir} already holds a run ({', '.join(held)}): resume it (--resume), replace it "
                               "(--overwrite), or choose another folder (--out)")
         if world > 1:
             torch.distributed.barrier()  # every rank has looked before rank 0 deletes or writes
-    dataset, model, task = _prepare_any(cfg)  # data and model errors surface before anything is deleted
+    return cfg, held, rank, world, allocator, _prepare_any(cfg)  # data and model errors before anything is deleted
+
+
+def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
+                   overwrite: bool = False, data=None) -> dict:
+    """Train with early stopping, then evaluate the best weights on validation and test. A folder that
+    holds a run is continued with ``resume``, replaced with ``overwrite`` (its old outputs are deleted
+    first, so a failed new run never sits beside the old one's metrics), and otherwise refused. ``data``: the
+    events as a DataFrame or Arrow table instead of ``data.dataset`` (retrieval; ``data.columns`` maps its
+    columns as for a file); it is kept in the run folder as ``events-<hash>.parquet``."""
+    run_dir = Path(run_dir)
+    events, created = None, False
+    if data is not None:
+        events, created = _events_file(run_dir, data)
+        config = (config.to_dict() if isinstance(config, RunConfig) else copy.deepcopy(config))
+        config.setdefault("data", {})["dataset"] = str(events)
+    try:
+        cfg, held, rank, world, allocator, (dataset, model, task) = _start(config, run_dir, resume, overwrite, events)
+    except BaseException:
+        if created:  # a refused or failed start leaves no table of its own behind
+            events.unlink(missing_ok=True)
+        raise
     if not resume and rank == 0:
         for f in held:
             if (run_dir / f).is_dir():
