@@ -133,3 +133,27 @@ def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_
         pred.predict([seqs[0], ([], [])])
     with pytest.raises(ValueError, match="non-decreasing"):
         pred.predict([([1.0, 0.5], [0, 1])])
+
+
+@pytest.mark.parametrize("model", ["thp", "attnhp", "prompttpp", "hawkes_exp"])
+def test_served_prediction_at_the_last_interval_equals_thinning_at_every_interval(tmp_path, model):
+    import torch
+
+    from behaviorseq.nn.tpp import thinning_predict
+    from behaviorseq.serve.events import EventPredictor
+
+    cfg = _cfg(model, epochs=1)
+    run_experiment(cfg, tmp_path / "run")
+    pred = EventPredictor.from_run(tmp_path / "run")
+    test = synthetic_hawkes(TPPDataConfig.from_dict(cfg["data"]["tpp"]))[0]["test"]
+    seqs = [(test.time[test.offsets[i]:test.offsets[i + 1]].tolist()[:12], test.type[test.offsets[i]:test.offsets[i + 1]].tolist()[:12])
+            for i in range(8)]
+    got = pred.predict(seqs, seed=5)  # thinning on each sequence's last interval only (nn.tpp.state_at)
+    batch = pred.batch(seqs)
+    with torch.no_grad():
+        dt, k, _ = thinning_predict(pred.model, pred.model.encode(batch), pred.dtime_max, *pred.thinning,
+                                    noise=pred.noise(5))
+    last = batch["mask"].sum(1) - 1
+    rows = torch.arange(len(seqs))
+    assert [e.type for e in got] == k[rows, last].tolist()
+    assert [e.dtime for e in got] == pytest.approx(dt[rows, last].tolist(), rel=1e-6)

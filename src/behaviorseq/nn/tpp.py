@@ -130,3 +130,22 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
         misses += (~hit & valid).float()
     return dt_sum / n_samples, p_sum.argmax(-1), misses / n_samples
 
+
+
+def state_at(state: dict, index: Tensor, shared: tuple[str, ...] = ("keys", "values")) -> dict:
+    """An encoded state (``model.encode``) restricted to one interval per sequence, ``index`` [B] (e.g. each
+    sequence's last event): every per-interval tensor [B, L, ...] becomes [B, 1, ...]. ``shared`` names the
+    entries that are not per interval but what every interval attends to (AttNHP's event keys and values), kept
+    whole. Serving predicts after the last event only; thinning at all L intervals cost L times more."""
+    mask = state["mask"]
+    B, L = mask.shape
+    rows = torch.arange(B, device=mask.device)
+
+    def cut(x):
+        if isinstance(x, tuple):
+            return tuple(cut(y) for y in x)
+        if isinstance(x, Tensor) and x.dim() >= 2 and tuple(x.shape[:2]) == (B, L):
+            return x[rows, index][:, None]
+        return x
+
+    return {k: (v if k in shared else cut(v)) for k, v in state.items()}

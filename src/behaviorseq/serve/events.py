@@ -16,7 +16,7 @@ import torch
 
 from behaviorseq import models
 from behaviorseq.nn.inference import inference
-from behaviorseq.nn.tpp import thinning_predict
+from behaviorseq.nn.tpp import state_at, thinning_predict
 from behaviorseq.serve.ids import run_config
 
 
@@ -109,11 +109,10 @@ class EventPredictor:
         noise, out = self.noise(seed), [None] * len(sequences)
         for rows in _chunks([len(t) for t, _ in sequences], self.positions):
             batch = self.batch([sequences[i] for i in rows])
-            dt, k, miss = thinning_predict(self.model, self.model.encode(batch), self.dtime_max, *self.thinning,
-                                           noise=noise)
-            last = batch["mask"].sum(1) - 1  # each sequence's last event
-            at = torch.arange(len(rows), device=last.device)
-            for i, a, b, c in zip(rows, dt[at, last].tolist(), k[at, last].tolist(), miss[at, last].tolist()):
+            last = batch["mask"].sum(1) - 1  # each sequence's last event: the only interval predicted
+            state = state_at(self.model.encode(batch), last)
+            dt, k, miss = thinning_predict(self.model, state, self.dtime_max, *self.thinning, noise=noise)
+            for i, a, b, c in zip(rows, dt[:, 0].tolist(), k[:, 0].tolist(), miss[:, 0].tolist()):
                 out[i] = NextEvent(float(a), int(b), float(c))
         return out
 

@@ -105,13 +105,15 @@ class AttNHP(nn.Module):
         return None
 
     def intensity(self, state: dict[str, Tensor], dt: Tensor) -> Tensor:
-        """dt [B, L, S] -> lambda [B, L, S, K]: query tokens at t_i + dt attend to events 0..i."""
+        """dt [B, L, S] -> lambda [B, L, S, K]: query tokens at t_i + dt attend to events 0..i. The intervals may
+        be a subset of the events (``nn.tpp.state_at``: serving's last interval): keys stay all E events."""
         pe = self.time_enc(state["time"][:, :, None] + dt)  # [B, L, S, dt]
         B, L, S = dt.shape
+        E = state["seen"].shape[-1]  # events the queries may attend to (= L unless intervals were selected)
         d = self.cfg.hidden_size
         # 0 where a query on interval i sees event j, -inf elsewhere; added inside the score matmul
-        bias = torch.zeros(B, L, S, L, dtype=pe.dtype, device=pe.device)
-        bias = bias.masked_fill_(~state["seen"][:, :, None, :], -torch.inf).view(B, L * S, L)
+        bias = torch.zeros(B, L, S, E, dtype=pe.dtype, device=pe.device)
+        bias = bias.masked_fill_(~state["seen"][:, :, None, :], -torch.inf).view(B, L * S, E)
         pe2 = pe.reshape(-1, pe.shape[-1])  # [B L S, dt]
         zs = []
         for h, stack in enumerate(self.stacks):
@@ -123,7 +125,7 @@ class AttNHP(nn.Module):
                 if z is not None:
                     qkv = torch.addmm(qkv, z.reshape(-1, d), w[:, :d].t())
                 q, k, v = qkv.view(B, L * S, 3 * d).chunk(3, -1)  # [B, L S, d] each
-                blocks = [torch.baddbmm(bias, q, state["keys"][h][n].transpose(1, 2), alpha=layer.scale)]  # [B, L S, L]
+                blocks = [torch.baddbmm(bias, q, state["keys"][h][n].transpose(1, 2), alpha=layer.scale)]  # [B, L S, E]
                 prefix = self._prefix(state, h, n)
                 if prefix is not None:  # the keys of interval i's prefix: one [S, d] @ [d, P] product per interval
                     kp, vp = (x.reshape(B * L, -1, d) for x in prefix)
