@@ -1,6 +1,6 @@
 """Serving speed of event-stream and default-risk runs, same process: ``EventPredictor.predict`` on a request
-of many sequences (one batched call against one call per sequence, the pre-session-19 path), and
-``RiskScorer.score`` users per second.
+of many sequences (one batched call against one call per sequence; both thin only each sequence's last
+interval; best of 3 each), and ``RiskScorer.score`` users per second.
 
     OMP_NUM_THREADS=1 python benchmarks/serve_tpp_risk_speed.py --json serve_tpp_risk_speed.json   # -> results/
 
@@ -51,7 +51,7 @@ def tpp_rows(tmp: Path, args) -> list[dict]:
             seqs.append((test.time[a:b].tolist(), test.type[a:b].tolist()))
         pred.predict(seqs[:2])  # warm-up
         batched = seconds(lambda p=pred, s=seqs: p.predict(s, seed=0))
-        single = seconds(lambda p=pred, s=seqs: [p.predict([q], seed=0) for q in s], repeat=1)
+        single = seconds(lambda p=pred, s=seqs: [p.predict([q], seed=0) for q in s])
         rows.append({"model": name, "sequences": len(seqs), "events_each": args.events,
                      "batched_ms": round(1e3 * batched, 1), "per_sequence_ms": round(1e3 * single, 1),
                      "speedup": round(single / batched, 2)})

@@ -392,3 +392,16 @@ def test_a_dataframe_trains_like_its_csv_and_the_run_keeps_it(tmp_path):
     run_experiment({**cfg, "data": {"columns": cfg["data"]["columns"]}}, tmp_path / "frame", overwrite=True,
                    data=df.iloc[:-5])
     assert len(list((tmp_path / "frame").glob("events-*.parquet"))) == 1 and not kept[0].exists()
+    # retrained from its own config (the CLI's --config runs/x/config.yaml --overwrite): its table stays
+    import shutil
+
+    import yaml
+
+    own = yaml.safe_load((tmp_path / "frame" / "config.yaml").read_text())
+    run_experiment(own, tmp_path / "frame", overwrite=True)
+    assert Path(own["data"]["dataset"]).exists()
+    shutil.move(tmp_path / "frame", tmp_path / "moved")  # a moved folder reads its own kept table
+    assert evaluate_run(tmp_path / "moved", roles=("test",))["test"]["n"] > 0
+    with pytest.raises(ConfigError, match="tpp metric"):  # a refused start leaves no folder behind
+        run_experiment({"model": "nhp"}, tmp_path / "fresh", data=df)
+    assert not (tmp_path / "fresh").exists()

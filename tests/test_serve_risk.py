@@ -66,6 +66,8 @@ def test_scored_new_users_get_the_evaluators_probabilities(tmp_path, monkeypatch
     assert dict(zip(per.users, per.probs))[test_users[0]] == pytest.approx(first.probs[0], abs=1e-6)
     assert dict(zip(per.users, per.probs))[test_users[1]] == pytest.approx(dict(zip(got.users, got.probs))[test_users[1]],
                                                                           abs=1e-6)
+    with pytest.raises(ValueError, match="no payment before their date"):  # a typo'd user is not scored as empty
+        scorer.score(new, label_date={**early, "nobody": LABEL_DATE})
     with pytest.raises(ValueError, match="at or after the label date"):  # digits are a number of seconds, not a year
         scorer.score(new, label_date="20240629")
     import json as _json
@@ -100,7 +102,9 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
         for bad_body, why in [({"payments": [{"user": "x"}], "label_date": LABEL_DATE}, "no column for the time"),
                           ({"payments": body["payments"]}, "observation date"),
                           ({"payments": [{**body["payments"][0], "amount": "12.5"}] + body["payments"][1:],
-                            "label_date": LABEL_DATE}, "different types")]:
+                            "label_date": LABEL_DATE}, "different types"),
+                          ({"payments": body["payments"], "label_date": {"u001": LABEL_DATE, "u007": 1719619200}},
+                           "all ISO dates or all numbers")]:
             bad = urllib.request.Request(url, data=json.dumps(bad_body).encode(), method="POST")
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(bad, timeout=10)

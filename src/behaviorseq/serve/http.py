@@ -179,9 +179,11 @@ def parse_risk(body) -> tuple[object, object]:
         raise ValueError(f"over {MAX_EVENTS} payments in one request: split it")
     date = body.get("label_date")
     ok = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not (ok(date) or (isinstance(date, dict) and date and all(ok(v) for v in date.values()))):
+    per_user = isinstance(date, dict) and date and all(ok(v) for v in date.values()) \
+        and len({isinstance(v, str) for v in date.values()}) == 1  # all dates text or all numbers
+    if not (ok(date) or per_user):
         raise ValueError("'label_date' (the observation date, required) must be an ISO date or a number, or an "
-                         f"object of one per user, got {date!r}")
+                         f"object of one per user (all ISO dates or all numbers), got {date!r}")
     frame = pd.DataFrame.from_records(rows)
     try:  # a column of mixed types (a number here, text there) is the request's fault
         pa.Table.from_pandas(frame, preserve_index=False)

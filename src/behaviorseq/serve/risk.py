@@ -89,6 +89,12 @@ class RiskScorer:
                 pd.DataFrame({cols["user"]: [str(u) for u in label_date], cols["label"]: 0,
                               cols["date"]: list(label_date.values())}).to_parquet(labels, index=False)
             data = read_payments(payments, labels, c)
+        if per_user:  # a user named for a date must have payments before it: else a silent empty-history score
+            have = set(np.unique(data.user).tolist())
+            empty = [data.user_names[i] for i in range(data.n_users) if i not in have]
+            if empty:
+                raise ValueError(f"{len(empty)} user(s) of label_date have no payment before their date (or none at "
+                                 f"all): {empty[:5]}")
         enc, n_hash = self.model.encoder, self.model.cfg.n_hash
         enc.merchant_ngrams = torch.as_tensor(hash_char_ngrams(data.merchant_names, n_hash), device=self.device)
         enc.description_ngrams = torch.as_tensor(hash_char_ngrams(data.descriptions, n_hash), device=self.device)

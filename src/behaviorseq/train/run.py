@@ -161,7 +161,8 @@ def _start(config, run_dir: Path, resume: bool, overwrite: bool, events: Path | 
             check_time_origin(run_dir, cfg)
     else:
         held = [f for f in RUN_FILES if (run_dir / f).exists()]
-        held += [p.name for p in sorted(run_dir.glob("events-*.parquet")) if events is None or p.name != events.name]
+        own = events or Path(str(cfg.data.dataset))  # the table this run reads is never one to replace
+        held += [p.name for p in sorted(run_dir.glob("events-*.parquet")) if p.name != own.name]
         if held and not overwrite:
             raise ConfigError(f"{run_dir} already holds a run ({', '.join(held)}): resume it (--resume), replace it "
                               "(--overwrite), or choose another folder (--out)")
@@ -178,7 +179,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     events as a DataFrame or Arrow table instead of ``data.dataset`` (retrieval; ``data.columns`` maps its
     columns as for a file); it is kept in the run folder as ``events-<hash>.parquet``."""
     run_dir = Path(run_dir)
-    events, created = None, False
+    events, created, made_dir = None, False, not run_dir.exists()
     if data is not None:
         events, created = _events_file(run_dir, data)
         config = (config.to_dict() if isinstance(config, RunConfig) else copy.deepcopy(config))
@@ -186,8 +187,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     try:
         cfg, held, rank, world, allocator, (dataset, model, task) = _start(config, run_dir, resume, overwrite, events)
     except BaseException:
-        if created:  # a refused or failed start leaves no table of its own behind
+        if created:  # a refused or failed start leaves no table of its own behind, nor a folder it made
             events.unlink(missing_ok=True)
+            if made_dir and not any(run_dir.iterdir()):
+                run_dir.rmdir()
         raise
     if not resume and rank == 0:
         for f in held:
@@ -252,6 +255,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same_events(a, b) -> bool:
+    """Two paths of a kept table (``events-<content hash>.parquet``) of the same content: a moved run folder."""
+    return isinstance(a, str) and isinstance(b, str) and Path(a).name == Path(b).name and \
+        Path(a).name.startswith("events-") and Path(a).suffix == ".parquet"
+
+
 def _same_path(a, b) -> bool:
     return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
 
@@ -287,7 +296,7 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
         if k in RESUME_FREE and not (k == "train.epochs" and cfg.train.scheduler != "none"):
             continue
         old = saved.get(k, ADDED_KEYS.get(k, now.get(k)))
-        if k == "data.dataset" and _same_path(old, now.get(k)):  # a relative path, stored absolute since
+        if k == "data.dataset" and (_same_path(old, now.get(k)) or _same_events(old, now.get(k))):
             continue
         if k not in now or old != now[k]:
             differ.append(f"{k}: {old!r} -> {now.get(k, '(unset)')!r}")
@@ -308,6 +317,9 @@ def load_run_config(run_dir: str | Path, overrides: dict | None = None) -> RunCo
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    kept = Path(str((data.get("data") or {}).get("dataset") or ""))
+    if kept.name.startswith("events-") and not kept.exists() and (run_dir / kept.name).exists():
+        data["data"]["dataset"] = str((run_dir / kept.name).resolve())  # a moved folder: its own kept table
     if overrides:
         if isinstance(overrides.get("model"), dict):  # model.x=... means the model's own config
             overrides = {**overrides, "model_args": overrides["model"]}
