@@ -13,6 +13,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "_work"
 
 
+def timed(fn, inputs) -> list[float]:
+    """Seconds of ``fn(x)`` for each x (the serving benchmarks' one timing loop)."""
+    out = []
+    for x in inputs:
+        t = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t)
+    return out
+
+
 def data_root() -> Path:
     env = os.environ.get("BEHAVIORSEQ_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "data"

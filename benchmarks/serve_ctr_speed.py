@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import data_root, machine, write_json
+from common import data_root, machine, timed, write_json
 
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.serve import Ranker
@@ -32,12 +32,7 @@ from behaviorseq.train import build_config, run_experiment
 
 
 def median_s(fn, inputs) -> float:
-    out = []
-    for x in inputs:
-        t = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t)
-    return float(np.median(out))
+    return float(np.median(timed(fn, inputs)))
 
 
 def main() -> None:

@@ -15,28 +15,17 @@ import argparse
 import json
 import tempfile
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import data_root, machine, write_json
+from common import data_root, machine, timed, write_json
 
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.serve import Recommender
 from behaviorseq.serve.http import make_server
 from behaviorseq.train import build_config, run_experiment
-
-
-def timed(fn, inputs) -> list[float]:
-    """Seconds of ``fn(x)`` for each x."""
-    out = []
-    for x in inputs:
-        t = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:

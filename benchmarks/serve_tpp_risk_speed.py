@@ -15,24 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, write_json
+from common import machine, timed, write_json
 
 from behaviorseq.serve import EventPredictor, RiskScorer
 from behaviorseq.train import build_config, run_experiment
 
 
 def seconds(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """The best of ``repeat`` timings of ``fn()``."""
+    return min(timed(lambda _: fn(), range(repeat)))
 
 
 def tpp_rows(tmp: Path, args) -> list[dict]:
