@@ -4,6 +4,7 @@ probabilities out; and its JSON endpoint."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.request
 
@@ -116,3 +117,20 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["score", str(tmp_path / "run"), "--payments", str(tmp_path / "some.csv"), "--label-date", LABEL_DATE]) == 0
     assert json.loads(capsys.readouterr().out)["probs"] == pytest.approx(ref.probs, abs=1e-9)
+    # one date per user from a table (the labels table's user and date columns), through the command
+    pd.DataFrame({"user": ["u007", "u001"], "date": ["2024-03-01", LABEL_DATE]}).to_csv(tmp_path / "dates.csv", index=False)
+    dates = scorer.read_label_dates(tmp_path / "dates.csv")
+    assert dates == {"u007": "2024-03-01", "u001": LABEL_DATE}
+    per = scorer.score(some, label_date=dates)
+    assert per.probs[0] == pytest.approx(ref.probs[0], abs=1e-9) and per.probs[1] != pytest.approx(ref.probs[1], abs=1e-9)
+    assert main(["score", str(tmp_path / "run"), "--payments", str(tmp_path / "some.csv"),
+                 "--label-dates", str(tmp_path / "dates.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["probs"] == pytest.approx(per.probs, abs=1e-9)
+    assert main(["score", str(tmp_path / "run"), "--payments", str(tmp_path / "some.csv"), "--label-date", LABEL_DATE,
+                 "--label-dates", str(tmp_path / "dates.csv")]) == 2
+    for bad, why in ((pd.DataFrame({"user": ["u001"], "when": [LABEL_DATE]}), "no column for the date ('date')"),
+                     (pd.DataFrame({"user": ["u001", "u001"], "date": [LABEL_DATE, "2024-03-01"]}), "more than one"),
+                     (pd.DataFrame({"user": ["u001", "u007"], "date": [LABEL_DATE, None]}), "row 3 has no")):
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        with pytest.raises(ValueError, match=re.escape(why)):
+            scorer.read_label_dates(tmp_path / "bad.csv")

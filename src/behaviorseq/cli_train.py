@@ -191,7 +191,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         if load_run_config(args.run_dir).task == "default_risk":  # new users' payments -> default probabilities
             if not args.payments:
                 raise ValueError("a default-risk run scores a payments table: give --payments FILE")
-            r = RiskScorer.from_run(args.run_dir).score(args.payments, args.label_date)
+            if args.label_date is not None and args.label_dates is not None:
+                raise ValueError("give one of --label-date (one date for all) and --label-dates (a table of users' dates)")
+            scorer = RiskScorer.from_run(args.run_dir)
+            dates = scorer.read_label_dates(args.label_dates) if args.label_dates else args.label_date
+            r = scorer.score(args.payments, dates)
             print(json.dumps({"users": r.users, "probs": r.probs, "payments_used": r.payments_used}, default=str))
             return 0
         if args.candidates is None:
@@ -263,6 +267,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--payments", default=None, help="a payments CSV / Parquet in the training tables' layout (risk)")
     sc.add_argument("--label-date", default=None, help="the observation date (risk, required): ISO date or a number "
                                                        "in the tables' time unit")
+    sc.add_argument("--label-dates", default=None, help="risk: a CSV / Parquet of users and their own observation "
+                                                        "dates (the labels table's user and date columns); only they "
+                                                        "are scored")
     sc.add_argument("--rank", action="store_true", help="most probable first (unknown candidates left out)")
     sc.add_argument("-n", type=int, default=None, help="with --rank: keep the top n")
     sc.set_defaults(func=cmd_score)

@@ -6,8 +6,8 @@ payment tables' column mapping, time unit and delimiter) and ``checkpoints/best.
 edges). A payments table of users to score, in the training tables' layout, is read as the engine reads
 them (``read_payments`` without labels) and folded the same way (``train.run_risk.risk_view``). Merchant names
 and descriptions are hashed character n-grams, so merchants and texts the training data never held are
-encoded like the others, not dropped. The observation date ``label_date`` is given (one for all the request's
-users) and every payment must lie before it.
+encoded like the others, not dropped. The observation date ``label_date`` is given: one for all the request's
+users (every payment must lie before it), or one per user (a dict, or a table read by ``read_label_dates``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,34 @@ class RiskScorer:
         model.load_state_dict(state)
         keep = {k: x for k, x in dict(cfg.data.payments).items() if k in ("columns", "time_unit", "delimiter")}
         return cls(model, cfg.model, v, PaymentTablesConfig.from_dict(keep), device)
+
+    def read_label_dates(self, path: str | Path) -> dict:
+        """A table of users and their observation dates (CSV or Parquet, the user and date columns named as in
+        the training labels table: ``columns.user`` / ``columns.date`` of the run's config, default ``user``,
+        ``date``) as the per-user ``label_date`` of :meth:`score`."""
+        import pandas as pd
+
+        path = Path(path)
+        cols = {"user": "user", "date": "date", **self.tables.columns}
+        if not path.is_file():
+            raise ValueError(f"label dates table {path}: no such file")
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep=self.tables.delimiter or ",", dtype={cols["user"]: str}, encoding="utf-8-sig")
+        missing = [f"{role} ({cols[role]!r})" for role in ("user", "date") if cols[role] not in df.columns]
+        if missing:
+            raise ValueError(f"label dates table {path}: no column for the {' and the '.join(missing)}; its columns: "
+                             f"{list(df.columns)}")
+        users = df[cols["user"]].astype(str)
+        bad = df[cols["date"]].isna() | df[cols["user"]].isna()
+        if bad.any():
+            raise ValueError(f"label dates table {path}: row {int(np.flatnonzero(bad.to_numpy())[0]) + 2} has no user "
+                             f"or no date")
+        dup = users.duplicated(keep=False)
+        if dup.any():
+            raise ValueError(f"label dates table {path}: user {users[dup].iloc[0]!r} has more than one date")
+        return dict(zip(users.tolist(), df[cols["date"]].tolist()))
 
     @inference
     def score(self, payments, label_date) -> RiskScores:
