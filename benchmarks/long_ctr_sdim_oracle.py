@@ -106,13 +106,17 @@ def near() -> None:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    if "--near" in sys.argv:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dense", action="store_true", help="denser interests at L = 1,024")
+    g.add_argument("--near", action="store_true", help="the SDIM brief's own synthetic data (near_ctr)")
+    a = p.parse_args()
+    if a.near:
         near()
         raise SystemExit
-
-    if "--dense" in sys.argv:
+    if a.dense:
         dense()
         raise SystemExit
     for L, over in [(200, {}), (1024, dict(n_relevant=25, n_decoys=10, signal_scale=17.89))]:
