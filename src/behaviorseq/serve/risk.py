@@ -61,31 +61,34 @@ class RiskScorer:
         return cls(model, cfg.model, v, PaymentTablesConfig.from_dict(keep), device)
 
     def read_label_dates(self, path: str | Path) -> dict:
-        """A table of users and their observation dates (CSV or Parquet, the user and date columns named as in
-        the training labels table: ``columns.user`` / ``columns.date`` of the run's config, default ``user``,
-        ``date``) as the per-user ``label_date`` of :meth:`score`."""
+        """A table of users and their observation dates (CSV / TSV or Parquet, the user and date columns named as
+        in the training labels table: ``columns.user`` / ``columns.date`` of the run's config, default ``user``,
+        ``date``; the run's delimiter) as the per-user ``label_date`` of :meth:`score`."""
         import pandas as pd
+
+        from behaviorseq.data.payment_tables import _PARQUET, _column_names, _delimiter, _require, _row_error
 
         path = Path(path)
         cols = {"user": "user", "date": "date", **self.tables.columns}
         if not path.is_file():
             raise ValueError(f"label dates table {path}: no such file")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
+        d = self.tables.delimiter
+        _require(path, _column_names(path, d), cols, ("user", "date"))
+        if path.suffix in _PARQUET:
+            df = pd.read_parquet(path, columns=[cols["user"], cols["date"]])
         else:
-            df = pd.read_csv(path, sep=self.tables.delimiter or ",", dtype={cols["user"]: str}, encoding="utf-8-sig")
-        missing = [f"{role} ({cols[role]!r})" for role in ("user", "date") if cols[role] not in df.columns]
-        if missing:
-            raise ValueError(f"label dates table {path}: no column for the {' and the '.join(missing)}; its columns: "
-                             f"{list(df.columns)}")
-        users = df[cols["user"]].astype(str)
-        bad = df[cols["date"]].isna() | df[cols["user"]].isna()
-        if bad.any():
-            raise ValueError(f"label dates table {path}: row {int(np.flatnonzero(bad.to_numpy())[0]) + 2} has no user "
-                             f"or no date")
-        dup = users.duplicated(keep=False)
+            df = pd.read_csv(path, sep=_delimiter(path, d), dtype={cols["user"]: str}, encoding="utf-8-sig",
+                             usecols=[cols["user"], cols["date"]])
+        if df.empty:
+            raise ValueError(f"label dates table {path}: no rows (a header only?)")
+        for role in ("user", "date"):
+            bad = df[cols[role]].isna().to_numpy()
+            if bad.any():
+                raise _row_error(str(path), bad, cols[role], f"no {role}", d)
+        users = df[cols["user"]].astype(str).to_numpy()
+        dup = pd.Series(users).duplicated().to_numpy()
         if dup.any():
-            raise ValueError(f"label dates table {path}: user {users[dup].iloc[0]!r} has more than one date")
+            raise _row_error(str(path), dup, cols["user"], lambda i: f"user {users[i]!r} has a second date", d)
         return dict(zip(users.tolist(), df[cols["date"]].tolist()))
 
     @inference
