@@ -152,6 +152,89 @@ def test_self_is_excluded_by_identity_even_among_duplicates():
     assert 3 not in nbr2[2].tolist() and 3 in nbr[2].tolist()
 
 
+def _random_prefixes(users: int = 300, per: int = 10, dim: int = 16, seed: int = 0):
+    """Prefixes of random users (items from 1..200) with random unit vectors: no exact ties."""
+    rng = np.random.default_rng(seed)
+    events = rng.integers(1, 201, users * per)
+    start = np.repeat(np.arange(users) * per, per - 1)
+    end = start + np.tile(np.arange(1, per), users)
+    vecs = rng.standard_normal((len(end), dim)).astype(np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True), np.repeat(np.arange(users), per - 1), events, start, end
+
+
+def _check_admissible(nbr, user, events, start, end):
+    win = si.prefix_windows(events, start, end, int((end - start).max()))
+    safe = np.maximum(nbr, 0)
+    assert not ((user[safe] == user[:, None]) & (nbr >= 0)).any()  # never the user's own prefixes
+    assert not ((win[safe] == events[end][:, None, None]).any(-1) & (nbr >= 0)).any()  # never the target
+
+
+def test_approximate_prefix_neighbours_equal_exact_when_every_cell_is_probed():
+    from behaviorseq.index.faiss_index import IndexConfig
+
+    vecs, user, events, start, end = _random_prefixes()
+    exact = si.prefix_neighbours(vecs, user, events, start, end, k=10)
+    approx, exact_rows = si.prefix_neighbours_approx(vecs, user, events, start, end, 10,
+                                                     IndexConfig(kind="ivf", nlist=16, nprobe=16))
+    assert exact_rows == 0 and (approx >= 0).all()
+    _check_admissible(approx, user, events, start, end)
+    sim = lambda nbr: np.einsum("nd,nkd->nk", vecs, vecs[nbr])  # noqa: E731
+    np.testing.assert_allclose(sim(approx), sim(exact), atol=1e-5)  # the same neighbours up to float ties
+    assert (approx == exact).all(1).mean() > 0.99
+    with pytest.MonkeyPatch.context() as mp:  # a few query rows per FAISS call: the same lists
+        mp.setattr(si, "SEARCH_BUDGET", 500)
+        split, _ = si.prefix_neighbours_approx(vecs, user, events, start, end, 10, IndexConfig(kind="ivf", nlist=16, nprobe=16))
+    assert np.array_equal(split, approx)
+    named, _ = si.prefix_neighbours_approx(vecs, np.array([f"u{x}" for x in user]), events, start, end, 10,
+                                           IndexConfig(kind="ivf", nlist=16, nprobe=16))
+    assert np.array_equal(named, approx)  # user ids of any type
+    empty, _ = si.prefix_neighbours_approx(vecs[:0], user[:0], events, start[:0], end[:0], 10, IndexConfig(kind="hnsw"))
+    assert empty.shape == (0, 10)
+    # a subset of queries through the exact search: the same rows
+    q = np.array([5, 0, 2000, 17])
+    assert np.array_equal(si.prefix_neighbours(vecs, user, events, start, end, k=10, queries=q), exact[q])
+
+
+def test_approximate_prefix_neighbours_fall_back_to_exact_where_the_index_cannot_fill_a_row():
+    from behaviorseq.index.faiss_index import IndexConfig
+
+    vecs, user, events, start, end = _random_prefixes(users=100)
+    # one probed cell of 64 holds ~14 prefixes: never 40 admissible ones, so every row is searched exactly
+    approx, exact_rows = si.prefix_neighbours_approx(vecs, user, events, start, end, 40,
+                                                     IndexConfig(kind="ivf", nlist=64, nprobe=1))
+    assert exact_rows == len(vecs) and (approx >= 0).all()
+    exact = si.prefix_neighbours(vecs, user, events, start, end, k=40)
+    np.testing.assert_allclose(np.einsum("nd,nkd->nk", vecs, vecs[approx]),
+                               np.einsum("nd,nkd->nk", vecs, vecs[exact]), atol=1e-5)
+    # hnsw: admissible, and nearly all of the exact lists (its graph search is approximate)
+    approx, _ = si.prefix_neighbours_approx(vecs, user, events, start, end, 10, IndexConfig(kind="hnsw"))
+    _check_admissible(approx, user, events, start, end)
+    exact = si.prefix_neighbours(vecs, user, events, start, end, k=10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(approx, exact)]) / 10 > 0.95
+    with pytest.raises(ValueError, match="exact search"):
+        si.prefix_neighbours_approx(vecs, user, events, start, end, 10, IndexConfig(kind="flat"))
+
+
+def test_approximate_index_through_the_config_and_its_own_cache_entry(planted, tmp_path):
+    store, view, exact = planted
+    cfg = sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "neighbour_index": {"kind": "ivf", "nprobe": 4}}})
+    search = cfg.semantic.index_config()
+    assert (search.kind, search.nprobe) == ("ivf", 4)
+    ix = si.build_index(store, view, AttributeBagSource(dim=8), L, k=10, item_k=10, cache_dir=tmp_path, search=search)
+    flat = si.build_index(store, view, AttributeBagSource(dim=8), L, k=10, item_k=10, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2  # approximate and exact lists are cached apart
+    assert np.array_equal(flat.prefix_neighbours, exact.prefix_neighbours)
+    _check_admissible(ix.prefix_neighbours, view.user, np.asarray(store.item, dtype=np.int64), ix.prefix_start,
+                      ix.prefix_end)
+    with pytest.MonkeyPatch.context() as mp:  # large data: the exact search says how to go faster
+        mp.setattr(si, "EXACT_WARN", 10)
+        with pytest.warns(UserWarning, match="neighbour_index.kind=ivf"):
+            si.build_index(store, view, AttributeBagSource(dim=8), L, k=10, item_k=10, cache_dir=tmp_path / "w")
+    for bad, msg in (({"kind": "ivf", "nprob": 4}, "unknown index option"), ({"nprobe": 4}, "only applies")):
+        with pytest.raises((ValueError, ConfigError), match=msg):
+            sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "neighbour_index": bad}})
+
+
 def test_item_neighbours_never_padding_nor_itself():
     vecs = np.zeros((7, 3), dtype=np.float32)
     vecs[1:] = 1.0  # all items identical

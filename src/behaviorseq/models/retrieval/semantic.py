@@ -32,7 +32,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ class SemanticConfig(StrictConfig):
     prefix_text: bool = False  # text: encode each prefix's item texts instead of averaging item vectors
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where encoding and neighbour search run
     cache_dir: str | None = None  # None: $BEHAVIORSEQ_CACHE/semantic (or ~/.cache/behaviorseq/semantic)
+    # prefix-neighbour search, as behaviorseq.index.IndexConfig: kind flat = exact all pairs (O(N^2) in
+    # training prefixes); ivf / hnsw (with nlist, nprobe, hnsw_m, ef_search, ...) approximate, for large data
+    neighbour_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
 
     @model_validator(mode="after")
     def _default_dim(self) -> SemanticConfig:
@@ -70,7 +73,16 @@ class SemanticConfig(StrictConfig):
             object.__setattr__(self, "dim", width)
         elif self.dim is None:
             object.__setattr__(self, "dim", DEFAULT_DIM[self.source])
+        self.index_config()  # unknown or misplaced options are errors now, not when the index is built
         return self
+
+    def index_config(self):
+        from behaviorseq.index.faiss_index import IndexConfig
+
+        try:
+            return IndexConfig.from_dict(self.neighbour_index)
+        except ValueError as e:
+            raise ValueError(f"semantic.neighbour_index: {e}") from None
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

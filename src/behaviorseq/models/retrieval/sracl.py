@@ -152,7 +152,7 @@ class SRACL(nn.Module):
         device = ("cuda" if torch.cuda.is_available() else "cpu") if sc.device == "auto" else sc.device
         source = source or make_source(sc, device)
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
-                                   sc.cache_dir, device, self.cfg.item_ties))
+                                   sc.cache_dir, device, self.cfg.item_ties, sc.index_config()))
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
