@@ -52,6 +52,9 @@ def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tup
         t = time.perf_counter()
         si.prefix_neighbours(vecs, user, events, start, end, k, queries=q[: len(q) // 2])
         per_query = (t_exact - (time.perf_counter() - t)) / (len(q) - len(q) // 2)
+        if per_query <= 0:
+            raise RuntimeError("the larger exact sample was not slower than the smaller one: give a larger --sample")
+        print(f"  exact: {per_query * 1e3:.2f} ms per query, {t_exact - per_query * len(q):.1f} s fixed", flush=True)
         t_exact = t_exact + per_query * (N - len(q))
     out = {"prefixes": N, "dim": int(vecs.shape[1]), "k": k, "exact_queries": len(rows),
            "exact_s": round(t_exact, 2), "exact_extrapolated": q is not None}

@@ -128,12 +128,16 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["probs"] == pytest.approx(per.probs, abs=1e-9)
     assert main(["score", str(tmp_path / "run"), "--payments", str(tmp_path / "some.csv"), "--label-date", LABEL_DATE,
                  "--label-dates", str(tmp_path / "dates.csv")]) == 2
+    (tmp_path / "na.csv").write_text("user,date\nNA,2024-03-01\n")  # "NA" is an id, as in the training tables
+    assert scorer.read_label_dates(tmp_path / "na.csv") == {"NA": "2024-03-01"}
     pd.DataFrame({"user": ["u007"], "date": ["2024-03-01"]}).to_csv(tmp_path / "dates.tsv", sep="\t", index=False)
     assert scorer.read_label_dates(tmp_path / "dates.tsv") == {"u007": "2024-03-01"}  # .tsv: tabs, as the tables
     for bad, why in ((pd.DataFrame({"user": ["u001"], "when": [LABEL_DATE]}), "no column for the date"),
                      (pd.DataFrame({"user": ["u001", "u001"], "date": [LABEL_DATE, "2024-03-01"]}), "line 3"),
                      (pd.DataFrame({"user": ["u001", "u007"], "date": [LABEL_DATE, None]}), "line 3"),
-                     (pd.DataFrame({"user": [], "date": []}), "no rows")):
+                     (pd.DataFrame({"user": [], "date": []}), "no rows"),
+                     (pd.DataFrame({"user": ["u001", "u007"], "date": [LABEL_DATE, "2024-13-45"]}), "line 3"),
+                     (pd.DataFrame({"user": ["u001", "u007"], "date": [1719619200, "soon"]}), "line 3")):
         bad.to_csv(tmp_path / "bad.csv", index=False)
         with pytest.raises(ValueError, match=re.escape(why)):
             scorer.read_label_dates(tmp_path / "bad.csv")

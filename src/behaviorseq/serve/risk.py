@@ -66,7 +66,14 @@ class RiskScorer:
         ``date``; the run's delimiter) as the per-user ``label_date`` of :meth:`score`."""
         import pandas as pd
 
-        from behaviorseq.data.payment_tables import _PARQUET, _column_names, _delimiter, _require, _row_error
+        from behaviorseq.data.payment_tables import (
+            _PARQUET,
+            _check_time_unit,
+            _column_names,
+            _delimiter,
+            _require,
+            _row_error,
+        )
 
         path = Path(path)
         cols = {"user": "user", "date": "date", **self.tables.columns}
@@ -77,14 +84,26 @@ class RiskScorer:
         if path.suffix in _PARQUET:
             df = pd.read_parquet(path, columns=[cols["user"], cols["date"]])
         else:
+            # only an empty field is missing: "NA" or "null" is a user id, as in the training tables
             df = pd.read_csv(path, sep=_delimiter(path, d), dtype={cols["user"]: str}, encoding="utf-8-sig",
-                             usecols=[cols["user"], cols["date"]])
+                             usecols=[cols["user"], cols["date"]], keep_default_na=False,
+                             na_values={cols["user"]: [""], cols["date"]: [""]})
         if df.empty:
             raise ValueError(f"label dates table {path}: no rows (a header only?)")
         for role in ("user", "date"):
             bad = df[cols[role]].isna().to_numpy()
             if bad.any():
                 raise _row_error(str(path), bad, cols[role], f"no {role}", d)
+        # dates checked here, so an error names this file's line rather than the scorer's temporary labels table
+        date = df[cols["date"]]
+        if _check_time_unit(path, cols["date"], self.tables.time_unit, d):
+            bad = pd.to_datetime(date.astype(str), errors="coerce", format="ISO8601").isna().to_numpy()
+            why = "not an ISO date"
+        else:
+            num = pd.to_numeric(date, errors="coerce").to_numpy(dtype=np.float64)
+            bad, why = ~np.isfinite(num), "not a number (or an ISO date)"
+        if bad.any():
+            raise _row_error(str(path), bad, cols["date"], lambda i: f"date {date.iloc[i]!r}: {why}", d)
         users = df[cols["user"]].astype(str).to_numpy()
         dup = pd.Series(users).duplicated().to_numpy()
         if dup.any():

@@ -158,7 +158,8 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
                              exact_device: str = "cpu") -> tuple[np.ndarray, int]:
     """As :func:`prefix_neighbours`, the candidates from an approximate FAISS index (``index.kind`` ivf or
     hnsw) instead of all pairs: for large N, where the exact search is O(N^2). The user's own prefixes are
-    the nearest ones, so each query over-fetches its user's prefix count plus ``4k + 16`` and filters; a row
+    the nearest ones, so each query over-fetches the largest user prefix count among the rows searched together
+    plus ``4k + 16`` and filters; a row
     left with fewer than k is searched 4x wider (up to 64x), and rows the index cannot fill (it returned
     fewer candidates than asked: its probed cells are exhausted) are searched exactly.
     Returns (neighbours [N, k], number of rows searched exactly)."""
@@ -189,7 +190,9 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
                 val = torch.where(other.gather(1, order), val.gather(1, order), -torch.inf)
                 picked, full = _first_admissible(val, cand.gather(1, order), ev[en[part]], ev, st, en, width, k)
                 out[part[full]] = picked[full]
-                gave_all = (cand < 0).any(1)  # fewer candidates than asked: a wider search finds no more
+                # fewer candidates than asked: ivf's probed cells are exhausted (hnsw might reach more with a wider
+                # beam, but the exact search is the sure answer for these few rows)
+                gave_all = (cand < 0).any(1)
                 short.append(part[~full & ~gave_all])
                 exhausted.append(part[~full & gave_all])
             leftover += [x.numpy() for x in exhausted]
