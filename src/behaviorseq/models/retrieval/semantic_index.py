@@ -159,9 +159,9 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
     """As :func:`prefix_neighbours`, the candidates from an approximate FAISS index (``index.kind`` ivf or
     hnsw) instead of all pairs: for large N, where the exact search is O(N^2). The user's own prefixes are
     the nearest ones, so each query over-fetches the largest user prefix count among the rows searched together
-    plus ``4k + 16`` and filters; a row
-    left with fewer than k is searched 4x wider (up to 64x), and rows the index cannot fill (it returned
-    fewer candidates than asked: its probed cells are exhausted) are searched exactly.
+    plus ``4k + 16`` and filters; a row left with fewer than k is searched 4x wider (up to 64x), and rows the
+    index cannot fill (it returned fewer candidates than asked: its probed cells are exhausted) are searched
+    exactly.
     Returns (neighbours [N, k], number of rows searched exactly)."""
     if index.kind == "flat":
         raise ValueError("prefix_neighbours_approx takes an ivf or hnsw index; the exact search is prefix_neighbours")
@@ -170,9 +170,9 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
         return np.full((0, k), -1, dtype=np.int64), 0
     ix = ItemIndex(index).fit(np.vstack([np.zeros((1, d), np.float32), vecs]))  # row 0 = padding, never returned
     ev, st, en = (torch.as_tensor(np.array(x, dtype=np.int64)) for x in (events, start, end))
-    user_t = torch.as_tensor(np.unique(np.asarray(user), return_inverse=True)[1].reshape(-1))  # any id type
+    codes, counts = np.unique(np.asarray(user), return_inverse=True, return_counts=True)[1:]
+    user_t, own_n = torch.as_tensor(codes.reshape(-1)), counts[codes.reshape(-1)]  # any id type; prefixes per user
     width = int((end - start).max())
-    own_n = _own_user_ranges(user)[2]
     out = torch.full((N, k), -1, dtype=torch.long)
     leftover = []
     first_keep = 4 * k + 16  # candidates kept after dropping the user's own
