@@ -141,6 +141,10 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
         bad.to_csv(tmp_path / "bad.csv", index=False)
         with pytest.raises(ValueError, match=re.escape(why)):
             scorer.read_label_dates(tmp_path / "bad.csv")
+    # pandas skips whitespace-only lines as blank: the line named is still the file's
+    (tmp_path / "bad.csv").write_text(f"user,date\nu001,{LABEL_DATE}\n   \n\nu007,soon\n")
+    with pytest.raises(ValueError, match="line 5"):
+        scorer.read_label_dates(tmp_path / "bad.csv")
     pd.DataFrame({"user": ["u001", "u007"], "date": [LABEL_DATE, None]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="row 2"):  # Parquet rows count from 1
         scorer.read_label_dates(tmp_path / "bad.parquet")

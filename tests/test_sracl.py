@@ -261,8 +261,88 @@ def test_item_neighbour_ties_are_broken_at_random_not_by_id():
     for nb in (low, rnd):
         assert (nb[0] == 0).all() and all(i not in nb[i] and 0 not in nb[i] for i in range(1, 60))
     assert np.array_equal(rnd, si.item_neighbours(same, 5, ties="random"))  # a fixed order: reproducible
+    # vectors equal up to float rounding (LSA of bags differing outside the kept components) tie as well:
+    # their last bits would otherwise pick the same few items for everyone
+    jitter = same + np.float32(3e-4) * np.random.default_rng(1).standard_normal(same.shape).astype(np.float32)
+    jitter[0] = 0
+    jitter[1:] /= np.linalg.norm(jitter[1:], axis=1, keepdims=True)
+    assert len(np.unique(jitter[1:] @ jitter[1:].T)) > 10  # not equal as floats
+    assert np.array_equal(si.item_neighbours(jitter, 5), rnd)
     with pytest.raises(ValueError, match="ties"):
         si.item_neighbours(same, 5, ties="first")
+
+
+def _tied_bags(n: int = 800, attrs: int = 10, seed: int = 0) -> np.ndarray:
+    """Unit vectors of 4-attribute bags (entries 0.5): cosines are exact multiples of 0.25, so ties are exact
+    in every search, and a few hundred items share each bag's neighbourhood. Item 7 has no vector."""
+    g = np.random.default_rng(seed)
+    v = np.zeros((n + 1, attrs), np.float32)
+    for i in range(1, n + 1):
+        v[i, g.choice(attrs, 4, replace=False)] = 0.5
+    v[7] = 0
+    return v
+
+
+def test_item_neighbour_ties_do_not_depend_on_chunks_or_queries():
+    v = _tied_bags()
+    for ties in ("random", "topk"):
+        whole = si.item_neighbours(v, 10, ties=ties)
+        assert np.array_equal(whole, si.item_neighbours(v, 10, ties=ties, chunk=7))
+        q = np.array([0, 7, 5, 800, 3])
+        assert np.array_equal(si.item_neighbours(v, 10, ties=ties, queries=q), whole[q])
+    sim = v @ v.T
+    for i in (1, 2, 3):  # the picks are the 10 most similar (exactly, ties included)
+        assert sorted(sim[i, whole[i]]) == sorted(np.sort(np.delete(sim[i], [0, i, 7]))[-10:])
+
+
+def test_approximate_item_neighbours_equal_exact_when_the_whole_tie_group_is_reached():
+    from behaviorseq.index.faiss_index import IndexConfig
+    from behaviorseq.models.retrieval.semantic_items import item_neighbours_approx
+
+    v = _tied_bags()
+    exact = si.item_neighbours(v, 10)
+    # every ivf cell probed: the same random picks among ties, row by row
+    approx, exact_rows = item_neighbours_approx(v, 10, IndexConfig(kind="ivf", nlist=8, nprobe=8))
+    assert np.array_equal(approx, exact) and exact_rows == 0
+    # one cell of 100 (about 8 items): rows whose cell holds under 10 others go to the exact search, and equal it
+    approx, exact_rows = item_neighbours_approx(v, 10, IndexConfig(kind="ivf", nlist=100, nprobe=1))
+    assert exact_rows > 100 and (approx == exact).all(1).sum() >= exact_rows
+    assert (approx[1:][np.arange(1, 801) != 7] > 0).all()
+    assert (approx[0] == 0).all() and (approx[7] == 0).all() and not (approx == 7).any()
+    assert all(i not in approx[i] for i in range(1, 801))
+    # tie groups wider than the first fetch (800 identical items): settled after widening, still exact
+    same = np.zeros((801, 10), np.float32)
+    same[1:, 0] = 1.0
+    approx, exact_rows = item_neighbours_approx(same, 10, IndexConfig(kind="ivf", nlist=4, nprobe=4))
+    assert np.array_equal(approx, si.item_neighbours(same, 10)) and exact_rows == 0
+    with pytest.raises(ValueError, match="exact search"):
+        item_neighbours_approx(v, 10, IndexConfig(kind="flat"))
+
+
+def test_approximate_item_index_through_the_config_and_its_own_cache_entry(planted, tmp_path):
+    store, view, _ = planted
+    cfg = sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "item_index": {"kind": "hnsw"}}})
+    item_search = cfg.semantic.index_config("item_index")
+    assert item_search.kind == "hnsw" and cfg.semantic.index_config().kind == "flat"
+    ix = si.build_index(store, view, AttributeBagSource(dim=8), L, item_search=item_search, cache_dir=tmp_path)
+    flat = si.build_index(store, view, AttributeBagSource(dim=8), L, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
+    assert np.array_equal(ix.prefix_neighbours, flat.prefix_neighbours)
+    meta = [json.loads((d / "meta.json").read_text()) for d in tmp_path.iterdir()]
+    assert sorted(m["item_search"]["kind"] for m in meta) == ["flat", "hnsw"]
+    # 48 items: hnsw's beam covers them all, so its lists are the exact ones
+    assert np.array_equal(ix.item_neighbours, flat.item_neighbours)
+
+    class Broken(AttributeBagSource):
+        def item_vectors(self, store):
+            v = super().item_vectors(store)
+            v[5, 0] = np.nan
+            return v
+
+    with pytest.raises(ValueError, match="item row 5 holds NaN"):
+        si.build_index(store, view, Broken(dim=8), L, cache_dir=tmp_path / "nan")
+    with pytest.raises((ValueError, ConfigError), match="semantic.item_index: unknown index option"):
+        sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "item_index": {"kind": "ivf", "nprob": 4}}})
 
 
 # ---------------------------------------------------------------- synthesiser, substitution, InfoNCE

@@ -167,15 +167,16 @@ def _codes(values: pa.Array) -> tuple[list, np.ndarray]:
     return vocab.to_pylist(), rank[enc.indices.to_numpy(zero_copy_only=False)]
 
 
-def _csv_line(path: Path, row: int, delimiter: str | None) -> int | None:
-    """The file line where data row ``row`` (0-based; blank lines are not rows, as for the CSV reader) starts:
-    quoted values may span lines. Read only when reporting an error."""
+def _csv_line(path: Path, row: int, delimiter: str | None, space_is_blank: bool = False) -> int | None:
+    """The file line where data row ``row`` (0-based; blank lines are not rows, as for the CSV reader; with
+    ``space_is_blank`` neither are whitespace-only lines, as for pandas) starts: quoted values may span lines.
+    Read only when reporting an error."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=_delimiter(path, delimiter))
         next(reader, None)  # the header
         end, k = reader.line_num, 0
         for rec in reader:
-            if rec:  # a blank line reads as []
+            if rec and not (space_is_blank and not "".join(rec).strip()):  # a blank line reads as []
                 if k == row:
                     return end + 1
                 k += 1
@@ -183,13 +184,14 @@ def _csv_line(path: Path, row: int, delimiter: str | None) -> int | None:
     return None
 
 
-def _row_error(src: str, mask: np.ndarray, field: str, reason: str, delimiter: str | None = None) -> DataFormatError:
+def _row_error(src: str, mask: np.ndarray, field: str, reason: str, delimiter: str | None = None,
+               space_is_blank: bool = False) -> DataFormatError:
     """The first bad row, as the file's line (CSV: counting the header, blank lines and quoted line breaks) or a
     Parquet row (1-based)."""
     i = int(np.flatnonzero(mask)[0])
     path = Path(src)
     parquet = path.suffix in _PARQUET
-    line = i + 1 if parquet else (_csv_line(path, i, delimiter) if path.exists() else None) or i + 2
+    line = i + 1 if parquet else (_csv_line(path, i, delimiter, space_is_blank) if path.exists() else None) or i + 2
     return DataFormatError(src, line, field, reason(i) if callable(reason) else reason,
                            unit="row" if parquet else "line")
 

@@ -93,8 +93,9 @@ class RiskScorer:
         for role in ("user", "date"):
             bad = df[cols[role]].isna().to_numpy()
             if bad.any():
-                raise _row_error(str(path), bad, cols[role], f"no {role}", d)
+                raise _row_error(str(path), bad, cols[role], f"no {role}", d, True)
         # dates checked here, so an error names this file's line rather than the scorer's temporary labels table
+        # (pandas skips whitespace-only lines, so the line count does too: the last argument of _row_error)
         date = df[cols["date"]]
         if _check_time_unit(path, cols["date"], self.tables.time_unit, d):
             bad = pd.to_datetime(date.astype(str), errors="coerce", format="ISO8601").isna().to_numpy()
@@ -103,11 +104,11 @@ class RiskScorer:
             num = pd.to_numeric(date, errors="coerce").to_numpy(dtype=np.float64)
             bad, why = ~np.isfinite(num), "not a number (or an ISO date)"
         if bad.any():
-            raise _row_error(str(path), bad, cols["date"], lambda i: f"date {date.iloc[i]!r}: {why}", d)
+            raise _row_error(str(path), bad, cols["date"], lambda i: f"date {date.iloc[i]!r}: {why}", d, True)
         users = df[cols["user"]].astype(str).to_numpy()
         dup = pd.Series(users).duplicated().to_numpy()
         if dup.any():
-            raise _row_error(str(path), dup, cols["user"], lambda i: f"user {users[i]!r} has a second date", d)
+            raise _row_error(str(path), dup, cols["user"], lambda i: f"user {users[i]!r} has a second date", d, True)
         return dict(zip(users.tolist(), df[cols["date"]].tolist()))
 
     @inference

@@ -61,6 +61,8 @@ class SemanticConfig(StrictConfig):
     # prefix-neighbour search, as behaviorseq.index.IndexConfig: kind flat = exact all pairs (O(N^2) in
     # training prefixes); ivf / hnsw (with nlist, nprobe, hnsw_m, ef_search, ...) approximate, for large data
     neighbour_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
+    # item-neighbour search, the same options: flat = exact (O(n_items^2)); ivf / hnsw from ~100k items
+    item_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
 
     @model_validator(mode="after")
     def _default_dim(self) -> SemanticConfig:
@@ -73,16 +75,16 @@ class SemanticConfig(StrictConfig):
             object.__setattr__(self, "dim", width)
         elif self.dim is None:
             object.__setattr__(self, "dim", DEFAULT_DIM[self.source])
-        self.index_config()  # unknown or misplaced options are errors now, not when the index is built
+        self.index_config(), self.index_config("item_index")  # option errors now, not when the index is built
         return self
 
-    def index_config(self):
+    def index_config(self, name: str = "neighbour_index"):
         from behaviorseq.index.faiss_index import IndexConfig
 
         try:
-            return IndexConfig.from_dict(self.neighbour_index)
+            return IndexConfig.from_dict(getattr(self, name))
         except ValueError as e:
-            raise ValueError(f"semantic.neighbour_index: {e}") from None
+            raise ValueError(f"semantic.{name}: {e}") from None
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

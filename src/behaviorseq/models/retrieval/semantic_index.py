@@ -2,7 +2,7 @@
 
 For every training prefix (one sample of ``View.prefixes()``: a user's events before a target, the last
 ``max_len`` of them encoded) this finds the ``k`` most similar OTHER prefixes by cosine of frozen
-semantic vectors, and for every item its ``item_k`` most similar other items. Fixes of the official
+semantic vectors, and for every item its ``item_k`` most similar other items (``semantic_items``). Fixes of the official
 code's pitfalls (brief, Sec. 2.3), one line each:
 - Self is excluded by identity (and with it every prefix of the same user), not by dropping rank 0,
   which fails when two prefixes have identical vectors.
@@ -32,6 +32,9 @@ import torch
 
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 from behaviorseq.models.retrieval.semantic import SemanticSource
+from behaviorseq.models.retrieval.semantic_items import item_neighbours, item_neighbours_approx
+
+__all__ = ["SemanticIndex", "build_index", "item_neighbours", "prefix_neighbours", "prefix_neighbours_approx"]
 
 FORMAT = 1
 WINDOW_CHUNK = 1 << 18  # prefixes whose windows are built at once (ml-100k and Beauty fit in one)
@@ -55,42 +58,6 @@ def prefix_windows(events: np.ndarray, start: np.ndarray, end: np.ndarray, width
     """[N, width] item ids of the last ``width`` events of each [start, end), left-padded with 0."""
     pos = end[:, None] - width + np.arange(width)[None, :]
     return np.where(pos >= start[:, None], events[np.maximum(pos, 0)], 0)
-
-
-def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 4096,
-                    ties: str = "random") -> np.ndarray:
-    """[n + 1, k] top-k cosine neighbours of every item among the others; padding and items without a
-    vector get and are no neighbours (0). ``ties="random"``: where more items share the k-th similarity than
-    slots are left, each row picks among them at random (a fixed seed per chunk: the index is data, the same
-    for every training seed, and cached). Attribute bags
-    often coincide (on Beauty 86% of the items tie at their 10th neighbour), and ``"topk"`` (torch.topk's own
-    order among equal values, the same for every row) then gives a few items most of the substitutions and
-    leaves a third of them never used."""
-    if ties not in ("random", "topk"):
-        raise ValueError(f"ties must be 'random' or 'topk', got {ties!r}")
-    v = torch.from_numpy(vecs).to(device)
-    has = v.norm(dim=1) > 0
-    out = torch.zeros(len(v), k, dtype=torch.long)
-    k_eff = min(k, int(has.sum()) - 1)
-    for s in range(0, len(v), chunk):
-        sim = v[s:s + chunk] @ v.T  # [q, n + 1]
-        sim[:, ~has] = -torch.inf
-        rows = torch.arange(s, min(s + chunk, len(v)), device=v.device)
-        sim[rows - s, rows] = -torch.inf  # never itself (by identity)
-        if k_eff > 0:
-            val, idx = sim.topk(k_eff, dim=1)
-            kth = val[:, -1:]
-            tied = ((sim >= kth).sum(1) > k_eff) & (kth[:, 0] > -torch.inf) & has[rows] if ties == "random" else None
-            if tied is not None and tied.any():  # rows whose k-th value is shared beyond the k slots
-                sub, t = sim[tied], kth[tied]
-                noise = torch.rand(sub.shape, generator=torch.Generator().manual_seed(s)).to(sub.device)
-                # above the k-th value: kept, in similarity order (2 + sim > 1); at it: a random pick; below: never
-                key = torch.where(sub > t, 2 + sub, torch.where(sub == t, noise, -1.0))
-                idx[tied] = key.topk(k_eff, dim=1).indices
-                val[tied] = sub.gather(1, idx[tied])
-            out[s:s + chunk, :k_eff] = torch.where(val > -torch.inf, idx, 0).cpu()
-    out[~has.cpu()] = 0
-    return out.numpy()
 
 
 def _own_user_ranges(user: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,12 +206,16 @@ def _hash_arrays(h, *arrays) -> None:
 
 
 def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray, k: int, item_k: int,
-              item_ties: str = "random", search: IndexConfig | None = None) -> str:
+              item_ties: str = "random", search: IndexConfig | None = None,
+              item_search: IndexConfig | None = None) -> str:
     key = {"format": FORMAT, "source": source.fingerprint(), "k": k, "item_k": item_k}
     if item_ties != "topk":  # the rule before item_ties existed: its cache entries keep their keys
         key["item_ties"] = item_ties
+        key["tie_rule"] = 2  # session 21: a fixed random number per (item, candidate) pair, not per chunk
     if search is not None and search.kind != "flat":  # exact entries keep their keys
         key["search"] = search.to_dict()
+    if item_search is not None and item_search.kind != "flat":
+        key["item_search"] = item_search.to_dict()
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     _hash_arrays(h, np.asarray(store.offsets), np.asarray(store.item), start, end)
     for name in sorted(store.items):
@@ -260,18 +231,24 @@ def default_cache_dir() -> Path:
 
 def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, item_k: int = 10,
                 cache_dir: str | Path | None = None, device: str = "cpu", item_ties: str = "random",
-                search: IndexConfig | None = None) -> SemanticIndex:
+                search: IndexConfig | None = None, item_search: IndexConfig | None = None) -> SemanticIndex:
     """The semantic index of the training prefixes ``view`` (``View.prefixes()``: row j = prefix j).
-    ``search``: how prefix neighbours are found; None or kind flat = exact, ivf / hnsw = approximate."""
+    ``search`` / ``item_search``: how prefix / item neighbours are found; None or kind flat = exact, ivf / hnsw
+    = approximate."""
     if getattr(view, "shifted", True) or not np.array_equal(view.target_start, view.input_end):
         raise ValueError("SRA-CL's index is built over prefix samples (train.train_windows=prefixes)")
     events = np.array(store.item, dtype=np.int64)  # a writable copy (the store is memory-mapped)
     end = np.asarray(view.input_end, dtype=np.int64)
     start = np.maximum(np.asarray(view.input_start, dtype=np.int64), end - max_len)
-    entry = Path(cache_dir or default_cache_dir()) / cache_key(store, source, start, end, k, item_k, item_ties, search)
+    entry = Path(cache_dir or default_cache_dir()) / cache_key(store, source, start, end, k, item_k, item_ties, search,
+                                                               item_search)
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
     if not (entry / "meta.json").exists():
         item_vecs = source.item_vectors(store)
+        bad = ~np.isfinite(item_vecs).all(1)
+        if bad.any():  # both searches would go wrong (FAISS refuses them; the exact one would rank NaN)
+            raise ValueError(f"semantic source {source.fingerprint()}: the vector of item row {int(np.flatnonzero(bad)[0])} "
+                             "holds NaN or inf")
         # windows a chunk of prefixes at a time: all at once cost 8 * max_len bytes per training event
         pvec = np.concatenate([source.prefix_vectors(store, prefix_windows(events, start[s:s + WINDOW_CHUNK],
                                                                            end[s:s + WINDOW_CHUNK], max_len), item_vecs)
@@ -287,8 +264,11 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
         else:
             nbr, exact_rows = prefix_neighbours_approx(pvec, view.user, events, start, end, k, search,
                                                        exact_device=device)
-        arrays = {"prefix_vectors": pvec, "prefix_neighbours": nbr,
-                  "item_neighbours": item_neighbours(item_vecs, item_k, device, ties=item_ties)}
+        if item_search is None or item_search.kind == "flat":
+            inbr, exact_items = item_neighbours(item_vecs, item_k, device, ties=item_ties), len(item_vecs)
+        else:
+            inbr, exact_items = item_neighbours_approx(item_vecs, item_k, item_search, item_ties, device)
+        arrays = {"prefix_vectors": pvec, "prefix_neighbours": nbr, "item_neighbours": inbr}
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
         try:
@@ -297,7 +277,9 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
             (tmp / "meta.json").write_text(json.dumps({"source": source.fingerprint(), "k": k, "item_k": item_k,
                                                        "item_ties": item_ties, "max_len": max_len,
                                                        "prefixes": len(end), "exact_rows": exact_rows,
-                                                       "search": (search or IndexConfig()).to_dict()}))
+                                                       "search": (search or IndexConfig()).to_dict(),
+                                                       "exact_item_rows": exact_items,
+                                                       "item_search": (item_search or IndexConfig()).to_dict()}))
             try:
                 os.rename(tmp, entry)
             except OSError:  # another process finished the same entry first

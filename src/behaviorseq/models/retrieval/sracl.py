@@ -31,7 +31,8 @@ Deviations from the paper / official code, one line each:
   never an item neighbour (the code keeps all three).
 - Substitution is drawn on the device per batch (the code draws it in its Python data loader); an item
   whose neighbour slot is empty (fewer than item_k neighbours) is kept.
-- Exact ties among item similarities are broken in a fixed random order (``item_ties``), not by item id.
+- Ties among item similarities (compared on a 2^-16 grid) are broken in a fixed random order (``item_ties``), not by
+  item id or float rounding.
 - A prefix left without any admissible neighbour (only possible on tiny data) is dropped from L_CS.
 """
 
@@ -152,7 +153,8 @@ class SRACL(nn.Module):
         device = ("cuda" if torch.cuda.is_available() else "cpu") if sc.device == "auto" else sc.device
         source = source or make_source(sc, device)
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
-                                   sc.cache_dir, device, self.cfg.item_ties, sc.index_config()))
+                                   sc.cache_dir, device, self.cfg.item_ties, sc.index_config(),
+                                   sc.index_config("item_index")))
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
