@@ -142,9 +142,13 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
         with pytest.raises(ValueError, match=re.escape(why)):
             scorer.read_label_dates(tmp_path / "bad.csv")
     # pandas skips whitespace-only lines as blank: the line named is still the file's
-    (tmp_path / "bad.csv").write_text(f"user,date\nu001,{LABEL_DATE}\n   \n\nu007,soon\n")
-    with pytest.raises(ValueError, match="line 5"):
-        scorer.read_label_dates(tmp_path / "bad.csv")
+    for name, text, line in (("bad.csv", f"user,date\nu001,{LABEL_DATE}\n  \t \n\nu007,soon\n", 5),
+                             ("bad.csv", f"user,date\nu001,{LABEL_DATE}\n,\nu007,soon\n", 3),  # a row, empty fields
+                             ("bad.csv", 'user,date\n"  ",\nu007,soon\n', 2),  # a quoted id, no date
+                             ("bad.tsv", f"user\tdate\nu001\t{LABEL_DATE}\n\t\nu007\tsoon\n", 3)):  # tab: a row
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"line {line}\\b"):
+            scorer.read_label_dates(tmp_path / name)
     pd.DataFrame({"user": ["u001", "u007"], "date": [LABEL_DATE, None]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="row 2"):  # Parquet rows count from 1
         scorer.read_label_dates(tmp_path / "bad.parquet")

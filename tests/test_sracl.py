@@ -285,11 +285,21 @@ def _tied_bags(n: int = 800, attrs: int = 10, seed: int = 0) -> np.ndarray:
 
 def test_item_neighbour_ties_do_not_depend_on_chunks_or_queries():
     v = _tied_bags()
-    for ties in ("random", "topk"):
-        whole = si.item_neighbours(v, 10, ties=ties)
-        assert np.array_equal(whole, si.item_neighbours(v, 10, ties=ties, chunk=7))
-        q = np.array([0, 7, 5, 800, 3])
-        assert np.array_equal(si.item_neighbours(v, 10, ties=ties, queries=q), whole[q])
+    whole = si.item_neighbours(v, 10)
+    assert np.array_equal(whole, si.item_neighbours(v, 10, chunk=7))
+    q = np.array([0, 7, 5, 800, 3])
+    assert np.array_equal(si.item_neighbours(v, 10, queries=q), whole[q])
+    with pytest.raises(ValueError, match="queries need ties='random'"):
+        si.item_neighbours(v, 10, ties="topk", queries=q)
+    # near-equal vectors (bags + 3e-3 noise: cosines everywhere near the grid's boundaries): float64 keeps
+    # the rounding of chunkings, query subsets and searches from deciding
+    jit = v + np.float32(3e-3) * np.random.default_rng(2).standard_normal(v.shape).astype(np.float32)
+    jit[[0, 7]] = 0
+    jit /= np.maximum(np.linalg.norm(jit, axis=1, keepdims=True), 1e-12)
+    whole = si.item_neighbours(jit, 10)
+    for c in (1, 2, 3, 501):
+        assert np.array_equal(whole, si.item_neighbours(jit, 10, chunk=c))
+    assert np.array_equal(si.item_neighbours(jit, 10, queries=q), whole[q])
     sim = v @ v.T
     for i in (1, 2, 3):  # the picks are the 10 most similar (exactly, ties included)
         assert sorted(sim[i, whole[i]]) == sorted(np.sort(np.delete(sim[i], [0, i, 7]))[-10:])
@@ -297,6 +307,7 @@ def test_item_neighbour_ties_do_not_depend_on_chunks_or_queries():
 
 def test_approximate_item_neighbours_equal_exact_when_the_whole_tie_group_is_reached():
     from behaviorseq.index.faiss_index import IndexConfig
+    from behaviorseq.models.retrieval import semantic_items as sit
     from behaviorseq.models.retrieval.semantic_items import item_neighbours_approx
 
     v = _tied_bags()
@@ -315,6 +326,18 @@ def test_approximate_item_neighbours_equal_exact_when_the_whole_tie_group_is_rea
     same[1:, 0] = 1.0
     approx, exact_rows = item_neighbours_approx(same, 10, IndexConfig(kind="ivf", nlist=4, nprobe=4))
     assert np.array_equal(approx, si.item_neighbours(same, 10)) and exact_rows == 0
+    # the same near-equal vectors as above: rescored in float64, ivf's lists are the exact ones
+    jit = v + np.float32(3e-3) * np.random.default_rng(2).standard_normal(v.shape).astype(np.float32)
+    jit[[0, 7]] = 0
+    jit /= np.maximum(np.linalg.norm(jit, axis=1, keepdims=True), 1e-12)
+    approx, exact_rows = item_neighbours_approx(jit, 10, IndexConfig(kind="ivf", nlist=8, nprobe=8))
+    assert np.array_equal(approx, si.item_neighbours(jit, 10)) and exact_rows == 0
+    # a group larger than a step's budget is expanded in slices, with the same result
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sit, "SEARCH_BUDGET", 3000)
+        mp.setattr(sit, "RESCORE_BUDGET", 5000)
+        approx, _ = item_neighbours_approx(same, 10, IndexConfig(kind="ivf", nlist=4, nprobe=4))
+    assert np.array_equal(approx, si.item_neighbours(same, 10))
     with pytest.raises(ValueError, match="exact search"):
         item_neighbours_approx(v, 10, IndexConfig(kind="flat"))
 
@@ -341,6 +364,8 @@ def test_approximate_item_index_through_the_config_and_its_own_cache_entry(plant
 
     with pytest.raises(ValueError, match="item row 5 holds NaN"):
         si.build_index(store, view, Broken(dim=8), L, cache_dir=tmp_path / "nan")
+    with pytest.raises((ValueError, ConfigError), match="item_ties=topk is exact only"):
+        sracl.SRACLConfig.from_dict({**SMALL, "item_ties": "topk", "semantic": {"dim": 8, "item_index": {"kind": "ivf"}}})
     with pytest.raises((ValueError, ConfigError), match="semantic.item_index: unknown index option"):
         sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "item_index": {"kind": "ivf", "nprob": 4}}})
 

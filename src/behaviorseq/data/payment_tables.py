@@ -169,14 +169,26 @@ def _codes(values: pa.Array) -> tuple[list, np.ndarray]:
 
 def _csv_line(path: Path, row: int, delimiter: str | None, space_is_blank: bool = False) -> int | None:
     """The file line where data row ``row`` (0-based; blank lines are not rows, as for the CSV reader; with
-    ``space_is_blank`` neither are whitespace-only lines, as for pandas) starts: quoted values may span lines.
-    Read only when reporting an error."""
+    ``space_is_blank`` neither are lines of spaces and tabs, other than the delimiter, as for pandas) starts:
+    quoted values may span lines. Read only when reporting an error."""
+    sep = _delimiter(path, delimiter)
+    space = "".join(c for c in " \t" if c != sep) + "\r\n"
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=_delimiter(path, delimiter))
+        raw: list[str] = []  # the physical lines of the current record
+
+        def lines():
+            for line in fh:
+                raw.append(line)
+                yield line
+
+        reader = csv.reader(lines(), delimiter=sep)
         next(reader, None)  # the header
         end, k = reader.line_num, 0
+        raw.clear()
         for rec in reader:
-            if rec and not (space_is_blank and not "".join(rec).strip()):  # a blank line reads as []
+            text = "".join(raw)
+            raw.clear()
+            if rec and not (space_is_blank and not text.strip(space)):  # a blank line reads as []
                 if k == row:
                     return end + 1
                 k += 1

@@ -265,9 +265,13 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
             nbr, exact_rows = prefix_neighbours_approx(pvec, view.user, events, start, end, k, search,
                                                        exact_device=device)
         if item_search is None or item_search.kind == "flat":
-            inbr, exact_items = item_neighbours(item_vecs, item_k, device, ties=item_ties), len(item_vecs)
+            inbr = item_neighbours(item_vecs, item_k, device, ties=item_ties)
+            exact_items = int((np.linalg.norm(item_vecs[1:], axis=1) > 0).sum())  # rows with a vector, all exact
+        elif item_ties != "random":
+            raise ValueError("semantic.item_index ivf / hnsw applies the random tie rule; item_ties='topk' (the rule "
+                             "up to session 16) is exact only")
         else:
-            inbr, exact_items = item_neighbours_approx(item_vecs, item_k, item_search, item_ties, device)
+            inbr, exact_items = item_neighbours_approx(item_vecs, item_k, item_search, device)
         arrays = {"prefix_vectors": pvec, "prefix_neighbours": nbr, "item_neighbours": inbr}
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))

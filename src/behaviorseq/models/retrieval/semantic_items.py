@@ -4,14 +4,15 @@ other items by cosine of frozen semantic vectors, the candidates of intra-sequen
 Padding (item 0) and items without a vector (zero rows) are never neighbours and get none; an item is never
 its own neighbour (by identity, not by dropping rank 0, which fails for duplicate vectors).
 Ties: attribute bags often coincide (on Beauty 86% of the items share their 10th-neighbour similarity with
-more items than slots are left). ``ties="random"`` fills those slots by a fixed pseudo-random number per
-(item, candidate) pair (``counter_uniform``), so the picks do not depend on chunking, device or search order,
-and compares similarities on a 2^-16 grid: LSA vectors of bags that differ only outside the kept components
-are equal up to float rounding, and without the grid those last bits picked the same few items every time
-(Beauty: largest in-degree 129, 53 with it). The approximate search below makes the same picks as the exact
-one wherever it reaches the whole tie group and no similarity sits within rounding of a grid boundary.
-``"topk"`` (torch.topk's own order among equal values, the same for every row) hands a few items most of the
-substitutions; it was the rule up to session 16 and is kept to reproduce those runs.
+more items than slots are left). ``ties="random"`` computes similarities in float64, compares them on a
+2^-16 grid and orders equal ones by a fixed pseudo-random number per (item, candidate) pair
+(``counter_uniform``). LSA vectors of bags that differ only outside the kept components are equal up to float
+rounding; without the grid those last bits picked the same few items every time (Beauty: largest in-degree 129,
+53 with it). Float64 keeps the rounding of different chunkings, devices and searches (about 1e-16) away from
+the grid's boundaries, so the lists do not depend on them, and the approximate search below gives the exact
+lists wherever it reaches the whole tie group. ``"topk"`` (float32, torch.topk's order among equal values, the
+same for every row: a few items get most substitutions) was the rule up to session 16, kept exactly as it was
+to reproduce those runs.
 The exact search is O(n_items^2) (chunks bounded in memory); ``item_neighbours_approx`` takes the candidates
 from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more.
 """
@@ -24,15 +25,11 @@ import torch
 from behaviorseq.data.sampling import counter_uniform
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 
-ITEM_BUDGET = 1 << 25  # exact search: similarity entries per chunk (bounds the tie handling's arrays too)
-SEARCH_BUDGET = 1 << 22  # approximate search: query rows x candidates per FAISS call
+ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~70 bytes each at the peak of the tie handling (~1.2 GB)
+SEARCH_BUDGET = 1 << 22  # approximate search: (queries or member rows) x candidates per step
+RESCORE_BUDGET = 1 << 24  # approximate search: candidate vector entries gathered at once to rescore in float64
 TIE_SEED = 17  # the tie rule's pseudo-random numbers: data, the same for every training seed
-TIE_GRID = 2.0 ** -16  # random ties: similarities compared on this grid (below it, float rounding decides)
-
-
-def _on_grid(val: torch.Tensor) -> torch.Tensor:
-    """Similarities rounded to ``TIE_GRID`` (exact in float32; -inf kept): vectors equal up to rounding tie."""
-    return torch.round(val / TIE_GRID) * TIE_GRID
+TIE_GRID = 2.0 ** -16  # random ties: similarities compared on this grid (below it, float rounding would decide)
 
 
 def _with_vectors(vecs: np.ndarray) -> np.ndarray:
@@ -41,13 +38,15 @@ def _with_vectors(vecs: np.ndarray) -> np.ndarray:
     return has
 
 
-def _pick(val: torch.Tensor, cand: torch.Tensor, rows: torch.Tensor, k: int, ties: str) -> torch.Tensor:
-    """Of candidates ``cand`` [t, c] of items ``rows`` [t] with similarities ``val`` (-inf = not a candidate; at
-    least k finite per row), the k best. ``random``: by similarity, equal similarities by the pair's fixed
+def _on_grid(val: torch.Tensor) -> torch.Tensor:
+    """Similarities rounded to ``TIE_GRID`` (-inf kept)."""
+    return torch.round(val / TIE_GRID) * TIE_GRID
+
+
+def _pick(val: torch.Tensor, cand: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """Of candidates ``cand`` [t, c] of items ``rows`` [t] with similarities ``val`` on the grid (-inf = not a
+    candidate; at least k finite per row), the k best: by similarity, equal similarities by the pair's fixed
     random number (within the top k as well as at the k-th value, so the order is the same in every search)."""
-    if ties == "topk":
-        return cand.gather(1, val.topk(k, dim=1).indices)
-    val = _on_grid(val)
     kth = val.topk(k, dim=1).values[:, -1:]
     m = int((val >= kth).sum(1).max())  # the widest row: its k-th value's whole tie group
     v, i = val.topk(m, dim=1)
@@ -58,47 +57,78 @@ def _pick(val: torch.Tensor, cand: torch.Tensor, rows: torch.Tensor, k: int, tie
     return c.gather(1, torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k])
 
 
+def _topk_rule(vecs: np.ndarray, k: int, device: str, chunk: int) -> np.ndarray:
+    """The rule up to session 16, as it was (its float32 arithmetic and chunking included)."""
+    v = torch.from_numpy(vecs).to(device)
+    has = v.norm(dim=1) > 0
+    out = torch.zeros(len(v), k, dtype=torch.long)
+    k_eff = min(k, int(has.sum()) - 1)
+    for s in range(0, len(v), chunk):
+        sim = v[s:s + chunk] @ v.T  # [q, n + 1]
+        sim[:, ~has] = -torch.inf
+        rows = torch.arange(s, min(s + chunk, len(v)), device=v.device)
+        sim[rows - s, rows] = -torch.inf  # never itself (by identity)
+        if k_eff > 0:
+            val, idx = sim.topk(k_eff, dim=1)
+            out[s:s + chunk, :k_eff] = torch.where(val > -torch.inf, idx, 0).cpu()
+    out[~has.cpu()] = 0
+    return out.numpy()
+
+
 def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 4096, ties: str = "random",
                     queries: np.ndarray | None = None) -> np.ndarray:
     """[n + 1, k] top-k cosine neighbours of every item (rows of ``vecs``, unit or zero vectors) among the
     others, 0 where none. Exact: all pairs, ``chunk`` query rows at a time (fewer where the catalogue is large).
-    ``queries``: only these rows (the result is then [len(queries), k])."""
-    if ties not in ("random", "topk"):
+    ``queries`` (random ties only): just these rows (the result is then [len(queries), k])."""
+    if ties == "topk":
+        if queries is not None:
+            raise ValueError("ties='topk' (the rule up to session 16) searches every row; queries need ties='random'")
+        return _topk_rule(vecs, k, device, chunk)
+    if ties != "random":
         raise ValueError(f"ties must be 'random' or 'topk', got {ties!r}")
-    v = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32)).to(device)
-    has = torch.from_numpy(_with_vectors(vecs)).to(device)
-    q_all = torch.arange(len(v)) if queries is None else torch.as_tensor(np.asarray(queries, dtype=np.int64))
-    out = torch.zeros(len(q_all), k, dtype=torch.long)
+    has = _with_vectors(vecs)
+    q = np.arange(len(vecs)) if queries is None else np.asarray(queries, dtype=np.int64)
+    keep = np.flatnonzero(has[q])  # output rows with a vector; the others stay 0
+    out = torch.zeros(len(q), k, dtype=torch.long)
     k_eff = min(k, int(has.sum()) - 1)
     if k_eff <= 0:
         return out.numpy()
+    v = torch.from_numpy(np.asarray(vecs, dtype=np.float64)).to(device)
+    no_vec = torch.from_numpy(~has).to(device)
     chunk = max(1, min(chunk, ITEM_BUDGET // len(v)))
     cols = torch.arange(len(v), device=v.device)
-    for s in range(0, len(q_all), chunk):
-        rows = q_all[s:s + chunk].to(v.device)
-        rows = rows[has[rows]]  # items without a vector keep their zero rows
-        if not len(rows):
-            continue
-        sim = v[rows] @ v.T  # [q, n + 1]
-        sim[:, ~has] = -torch.inf
+    for s in range(0, len(keep), chunk):
+        pos = keep[s:s + chunk]
+        rows = torch.from_numpy(q[pos]).to(v.device)
+        sim = v[rows] @ v.T  # [q, n + 1], float64
+        sim[:, no_vec] = -torch.inf
         sim[torch.arange(len(rows), device=v.device), rows] = -torch.inf  # never itself (by identity)
-        picked = _pick(sim, cols.expand(len(rows), -1), rows, k_eff, ties)
-        out[torch.nonzero(has[q_all[s:s + chunk].to(v.device)]).view(-1).cpu() + s, :k_eff] = picked.cpu()
+        out[pos, :k_eff] = _pick(_on_grid(sim), cols.expand(len(rows), -1), rows, k_eff).cpu()
     return out.numpy()
 
 
-def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, ties: str = "random",
-                           exact_device: str = "cpu") -> tuple[np.ndarray, int]:
-    """As :func:`item_neighbours`, the candidates from an approximate FAISS index (``index.kind`` ivf or hnsw).
-    Items with the same vector (same attribute bag) share one query. Each query fetches the size of its group
-    plus ``5k + 17`` candidates; a row is settled once it holds k others and (random ties) a value below its k-th,
-    so that the whole tie group at the k-th value is in hand; otherwise it fetches 4x more (up to 64x). Rows the
-    index cannot fill (fewer candidates than asked, under k others), and rows still unsettled, are searched
-    exactly. A tie group is complete among what the index returns, not beyond: an approximate index may miss
-    members, as it may miss any neighbour.
+def _rescore(vecs: np.ndarray, query: np.ndarray, cand: torch.Tensor) -> torch.Tensor:
+    """Float64 cosines [g, c] of items ``query`` [g] with their candidates ``cand`` [g, c] (-1: -inf)."""
+    out = torch.full(cand.shape, -torch.inf, dtype=torch.float64)
+    step = max(1, RESCORE_BUDGET // (cand.shape[1] * vecs.shape[1]))
+    for s in range(0, len(query), step):
+        q = torch.from_numpy(vecs[query[s:s + step]]).double()  # [g, d]
+        c = cand[s:s + step]
+        cv = torch.from_numpy(vecs[c.clamp(min=0).numpy()]).double()  # [g, c, d]
+        out[s:s + step] = torch.where(c >= 0, torch.bmm(cv, q[:, :, None])[..., 0], -torch.inf)
+    return out
+
+
+def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_device: str = "cpu"
+                           ) -> tuple[np.ndarray, int]:
+    """As :func:`item_neighbours` with random ties, the candidates from an approximate FAISS index
+    (``index.kind`` ivf or hnsw), rescored in float64. Items with the same vector (same attribute bag) share one
+    query, which fetches the size of its group plus ``5k + 17`` candidates; a row is settled once it holds k
+    others and a value below its k-th, so that the whole tie group at the k-th value is in hand; otherwise its
+    group fetches 4x more (up to 64x). Rows the index cannot fill (fewer candidates than asked, under k others),
+    and rows still unsettled, are searched exactly. A tie group is complete among what the index returns, not
+    beyond: an approximate index may miss members, as it may miss any neighbour.
     Returns (neighbours [n + 1, k], number of rows searched exactly)."""
-    if ties not in ("random", "topk"):
-        raise ValueError(f"ties must be 'random' or 'topk', got {ties!r}")
     if index.kind == "flat":
         raise ValueError("item_neighbours_approx takes an ivf or hnsw index; the exact search is item_neighbours")
     has = _with_vectors(vecs)
@@ -107,45 +137,47 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, ties: s
     k_eff = min(k, len(ids) - 1)
     if k_eff <= 0:
         return out, 0
-    d = vecs.shape[1]
-    ix = ItemIndex(index).fit(np.vstack([np.zeros((1, d), np.float32), vecs[ids]]))  # position j + 1 = item ids[j]
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    ix = ItemIndex(index).fit(np.vstack([np.zeros((1, vecs.shape[1]), np.float32), vecs[ids]]))  # j + 1 = ids[j]
     id_of = torch.from_numpy(np.concatenate([[-1], ids]))
     _, rep, group, size = np.unique(vecs[ids], axis=0, return_index=True, return_inverse=True, return_counts=True)
     members = ids[np.argsort(group.reshape(-1), kind="stable")]  # items of group 0, then of group 1, ...
     lo = np.cumsum(size) - size
     first = 5 * k + 17
-    todo, wide, rest = np.arange(len(size)), 1, []
+    todo, wide, rest = np.argsort(size, kind="stable"), 1, []  # small groups first: each part fetches its largest's
     while len(todo):
-        fetch = min(len(ids), int(size[todo].max()) + wide * first)
-        # groups per FAISS call: their member rows x candidates stay within the budget
-        cuts = np.searchsorted(np.cumsum(size[todo]), np.arange(1, len(todo) + 1) * max(1, SEARCH_BUDGET // fetch))
-        short = []
-        for part in np.split(todo, np.unique(cuts[cuts + 1 < len(todo)] + 1)):
-            scores, pos = ix.search(vecs[ids[rep[part]]], fetch)
+        fetch = np.minimum(len(ids), size[todo] + wide * first)
+        short, a = [], 0
+        while a < len(todo):  # a part: its queries x its largest fetch within the budget (sizes ascend)
+            n_q = max(1, int(np.searchsorted(np.arange(1, len(todo) - a + 1) * fetch[a:], SEARCH_BUDGET, "right")))
+            part, f = todo[a:a + n_q], int(fetch[a + n_q - 1])
+            a += n_q
+            _, pos = ix.search(vecs[ids[rep[part]]], f)
+            cand_g = id_of[torch.from_numpy(pos)]  # [g, f] item ids, -1 where the index gave none
+            val_g = _on_grid(_rescore(vecs, ids[rep[part]], cand_g))
+            gave_all_g = (cand_g < 0).any(1) | (f >= len(ids))
             n = size[part]
             local = np.repeat(np.arange(len(part)), n)  # member row -> its group's query
-            rows = torch.from_numpy(members[np.repeat(lo[part], n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)])
-            cand = id_of[torch.from_numpy(pos)][local]  # -1 where the index gave none
-            other = (cand >= 0) & (cand != rows[:, None])
-            val = torch.where(other, torch.from_numpy(scores)[local], -torch.inf)
-            full = other.sum(1) >= k_eff
-            gave_all = (cand < 0).any(1) | (fetch >= len(ids))
-            settled = full
-            if ties == "random":
-                val = _on_grid(val)
+            rows_all = members[np.repeat(lo[part], n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
+            for r in range(0, len(rows_all), max(1, SEARCH_BUDGET // f)):  # member rows in bounded slices
+                rows, loc = torch.from_numpy(rows_all[r:r + SEARCH_BUDGET // f]), local[r:r + SEARCH_BUDGET // f]
+                cand = cand_g[loc]
+                other = (cand >= 0) & (cand != rows[:, None])
+                val = torch.where(other, val_g[loc], -torch.inf)
+                full, gave_all = other.sum(1) >= k_eff, gave_all_g[loc]
                 kth = val.topk(k_eff, dim=1).values[:, -1]
                 lowest = torch.where(other, val, torch.inf).min(1).values
                 settled = full & ((lowest < kth) | gave_all)
-            if settled.any():
-                out[rows[settled].numpy(), :k_eff] = _pick(val[settled], cand[settled], rows[settled], k_eff,
-                                                           ties).numpy()
-            rest.append(rows[~full & gave_all].numpy())
-            short.append(np.unique(part[local[(~settled & ~(~full & gave_all)).numpy()]]))
-        todo, wide = np.concatenate(short), 4 * wide
+                if settled.any():
+                    out[rows[settled].numpy(), :k_eff] = _pick(val[settled], cand[settled], rows[settled], k_eff).numpy()
+                rest.append(rows[~full & gave_all].numpy())
+                short.append(part[np.unique(loc[(~settled & ~(~full & gave_all)).numpy()])])
+        todo, wide = np.unique(np.concatenate(short)), 4 * wide
+        todo = todo[np.argsort(size[todo], kind="stable")]
         if len(todo) and wide > 64:  # far enough: the rest searched exactly
             rest.append(np.concatenate([members[lo[g]:lo[g] + size[g]] for g in todo]))
             break
     rest = np.sort(np.concatenate(rest)) if rest else np.zeros(0, np.int64)
     if len(rest):
-        out[rest] = item_neighbours(vecs, k, exact_device, ties=ties, queries=rest)
+        out[rest] = item_neighbours(vecs, k, exact_device, queries=rest)
     return out, len(rest)

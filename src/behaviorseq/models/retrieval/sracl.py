@@ -89,6 +89,8 @@ class SRACLConfig(StrictConfig):
         if reserved:
             raise ValueError(f"backbone_args may not set {sorted(reserved)}: use the top-level keys "
                              "(hidden_size, max_len, dropout; the loss is the paper's full-softmax CE)")
+        if self.item_ties == "topk" and self.semantic.index_config("item_index").kind != "flat":
+            raise ValueError("semantic.item_index ivf / hnsw applies the random tie rule; item_ties=topk is exact only")
         args = {**BACKBONE_DEFAULTS[self.backbone], **self.backbone_args}
         BACKBONES[self.backbone].Config.from_dict(self._full(args))  # validates them now, strictly
         object.__setattr__(self, "backbone_args", args)
