@@ -15,6 +15,8 @@ whole tie group its list is the exact one.
   The exact search runs on ``--sample`` random items and on half of them; the full time is extrapolated from
   the difference (the cost of a query), as in ``sracl_neighbours.py``.
 
+Variants: ivf (16 probes), ivf-64, hnsw, and ivf-all (every default cell probed: the lists must be the exact
+ones). ``real`` also times the old ``topk`` rule (float32) and counts its spread, for reference.
 Reported per variant: wall time, speed-up, recall@k (share of the exact list found), tie-aware recall
 (neighbours at least as near as the exact k-th), rows identical to the exact list, rows searched exactly, and
 the substitution spread of the full lists (items nobody picks, the largest in-degree).
@@ -33,7 +35,8 @@ from common import data_root, machine, write_json
 from behaviorseq.index.faiss_index import IndexConfig
 from behaviorseq.models.retrieval.semantic_items import item_neighbours, item_neighbours_approx
 
-VARIANTS = {"ivf": {"kind": "ivf"}, "ivf-64": {"kind": "ivf", "nprobe": 64}, "hnsw": {"kind": "hnsw"}}
+VARIANTS = {"ivf": {"kind": "ivf"}, "ivf-64": {"kind": "ivf", "nprobe": 64}, "hnsw": {"kind": "hnsw"},
+            "ivf-all": {"kind": "ivf", "nprobe": "all"}}  # every default cell probed: the exact lists expected
 
 
 def spread(nbr: np.ndarray, has: np.ndarray) -> dict:
@@ -56,23 +59,28 @@ def compare(vecs: np.ndarray, k: int, sample: int | None, seed: int, variants: l
         if per_query <= 0:
             raise RuntimeError("the larger exact sample was not slower than the smaller one: give a larger --sample")
         t_exact += per_query * (len(ids) - len(q))
-    out = {"items": int(len(ids)), "dim": int(vecs.shape[1]), "k": k, "exact_queries": int(len(q)),
+    out = {"items": int(len(ids)), "distinct_vectors": int(len(np.unique(vecs[ids], axis=0))),
+           "dim": int(vecs.shape[1]), "k": k, "exact_queries": int(len(q)),
            "exact_s": round(t_exact, 2), "exact_extrapolated": len(q) < len(ids)}
     if len(q) == len(ids):
         out["exact_spread"] = spread(_full(exact, q, len(vecs), k), has)
     ref = np.einsum("nd,nkd->nk", vecs[q], vecs[exact])
     kth = ref.min(1)
     print(f"  exact   {t_exact:9.1f} s{' (extrapolated)' if out['exact_extrapolated'] else ''}", flush=True)
+    cells = max(1, min(int(np.sqrt(len(ids))), len(ids) // 39))  # IndexConfig's default nlist
     for name in variants:
-        if VARIANTS[name].get("nprobe", 0) > max(1, min(int(np.sqrt(len(ids))), len(ids) // 39)):
+        opts = dict(VARIANTS[name])
+        if opts.get("nprobe") == "all":
+            opts.update(nlist=cells, nprobe=cells)
+        elif opts.get("nprobe", 0) > cells:
             print(f"  {name:7s} skipped: more probes than the default ivf cells", flush=True)
             continue
         t = time.perf_counter()
-        nbr, fallback = item_neighbours_approx(vecs, k, IndexConfig.from_dict(VARIANTS[name]))
+        nbr, fallback = item_neighbours_approx(vecs, k, IndexConfig.from_dict(opts))
         took = time.perf_counter() - t
         got = nbr[q]
         sims = np.einsum("nd,nkd->nk", vecs[q], vecs[got])
-        res = {"options": VARIANTS[name], "seconds": round(took, 2), "speedup": round(t_exact / took, 1),
+        res = {"options": opts, "seconds": round(took, 2), "speedup": round(t_exact / took, 1),
                "recall": round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact)])), 4),
                "tie_recall": round(float((sims >= kth[:, None] - 1e-5).mean()), 4),
                "rows_equal_exact": round(float((got == exact).all(1).mean()), 4),
@@ -103,6 +111,11 @@ def real(datasets: list[str], k: int, variants: list[str]) -> dict:
         vecs = make_source(net.cfg.semantic, "cpu").item_vectors(store)
         print(f"{ds}: {len(vecs) - 1:,} items, {vecs.shape[1]}-d", flush=True)
         res[ds] = compare(vecs, k, None, 0, variants)
+        t = time.perf_counter()  # the rule up to session 16 (float32, torch.topk's order among ties), for reference
+        topk = item_neighbours(vecs, k, ties="topk")
+        res[ds]["topk_rule"] = {"seconds": round(time.perf_counter() - t, 2),
+                                "spread": spread(topk, np.r_[False, np.linalg.norm(vecs[1:], axis=1) > 0])}
+        print(f"  topk rule {res[ds]['topk_rule']}", flush=True)
     return res
 
 
@@ -135,7 +148,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["ivf", "ivf-64", "hnsw"])
     p.add_argument("--suffix", default="", help="appended to the JSON's name")
     a = p.parse_args()
     if a.threads:

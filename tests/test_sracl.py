@@ -338,6 +338,16 @@ def test_approximate_item_neighbours_equal_exact_when_the_whole_tie_group_is_rea
         mp.setattr(sit, "RESCORE_BUDGET", 5000)
         approx, _ = item_neighbours_approx(same, 10, IndexConfig(kind="ivf", nlist=4, nprobe=4))
     assert np.array_equal(approx, si.item_neighbours(same, 10))
+    with pytest.MonkeyPatch.context() as mp:  # a fetch larger than the budget: one row per slice, none skipped
+        mp.setattr(sit, "SEARCH_BUDGET", 50)
+        approx, _ = item_neighbours_approx(jit, 10, IndexConfig(kind="ivf", nlist=8, nprobe=8))
+    assert np.array_equal(approx, si.item_neighbours(jit, 10))
+    # float64 input stays float64 (grouping, rescoring, fallback): distinct vectors 1e-5 apart are not merged
+    j64 = v.astype(np.float64) + 1e-5 * np.random.default_rng(3).standard_normal(v.shape)
+    j64[[0, 7]] = 0
+    j64 /= np.maximum(np.linalg.norm(j64, axis=1, keepdims=True), 1e-12)
+    approx, _ = item_neighbours_approx(j64, 10, IndexConfig(kind="ivf", nlist=8, nprobe=8))
+    assert np.array_equal(approx, si.item_neighbours(j64, 10))
     with pytest.raises(ValueError, match="exact search"):
         item_neighbours_approx(v, 10, IndexConfig(kind="flat"))
 

@@ -211,7 +211,7 @@ def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray,
     key = {"format": FORMAT, "source": source.fingerprint(), "k": k, "item_k": item_k}
     if item_ties != "topk":  # the rule before item_ties existed: its cache entries keep their keys
         key["item_ties"] = item_ties
-        key["tie_rule"] = 2  # session 21: a fixed random number per (item, candidate) pair, not per chunk
+        key["tie_rule"] = 3  # session 21: float64 on a 2^-16 grid, a fixed number per (item, candidate) pair
     if search is not None and search.kind != "flat":  # exact entries keep their keys
         key["search"] = search.to_dict()
     if item_search is not None and item_search.kind != "flat":

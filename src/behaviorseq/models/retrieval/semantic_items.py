@@ -8,13 +8,15 @@ more items than slots are left). ``ties="random"`` computes similarities in floa
 2^-16 grid and orders equal ones by a fixed pseudo-random number per (item, candidate) pair
 (``counter_uniform``). LSA vectors of bags that differ only outside the kept components are equal up to float
 rounding; without the grid those last bits picked the same few items every time (Beauty: largest in-degree 129,
-53 with it). Float64 keeps the rounding of different chunkings, devices and searches (about 1e-16) away from
-the grid's boundaries, so the lists do not depend on them, and the approximate search below gives the exact
-lists wherever it reaches the whole tie group. ``"topk"`` (float32, torch.topk's order among equal values, the
-same for every row: a few items get most substitutions) was the rule up to session 16, kept exactly as it was
-to reproduce those runs.
+53 with it). In float64 the rounding of different chunkings, devices and searches (about 1e-16) moves a
+similarity across a grid boundary with a chance of about 1e-11, so in practice the lists do not depend on them,
+and the approximate search below gives the exact lists wherever it returns every item as near as the k-th.
+``"topk"`` (float32, torch.topk's order among equal values, the same for every row: a few items get most
+substitutions) was the rule up to session 16, kept verbatim to reproduce those runs (a nonzero row 0 is a
+candidate there, as it was).
 The exact search is O(n_items^2) (chunks bounded in memory); ``item_neighbours_approx`` takes the candidates
-from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more.
+from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more. Both draw a number per
+(item, tie member), so a group of G identical vectors costs G^2 (8,000: about 7 s; 100,000: about 20 minutes).
 """
 
 from __future__ import annotations
@@ -124,10 +126,11 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_d
     """As :func:`item_neighbours` with random ties, the candidates from an approximate FAISS index
     (``index.kind`` ivf or hnsw), rescored in float64. Items with the same vector (same attribute bag) share one
     query, which fetches the size of its group plus ``5k + 17`` candidates; a row is settled once it holds k
-    others and a value below its k-th, so that the whole tie group at the k-th value is in hand; otherwise its
-    group fetches 4x more (up to 64x). Rows the index cannot fill (fewer candidates than asked, under k others),
-    and rows still unsettled, are searched exactly. A tie group is complete among what the index returns, not
-    beyond: an approximate index may miss members, as it may miss any neighbour.
+    others and a value more than one grid cell below its k-th, so that the whole tie group at the k-th value is
+    in hand; otherwise its group fetches 4x more (up to 64x). Rows the index cannot serve further (it returned
+    fewer than asked while the row is unsettled) and rows still unsettled after that are searched exactly. An
+    approximate index may miss neighbours, tie-group members in cells it did not probe among them; the lists are
+    the exact ones where it returns every item as near as the k-th.
     Returns (neighbours [n + 1, k], number of rows searched exactly)."""
     if index.kind == "flat":
         raise ValueError("item_neighbours_approx takes an ivf or hnsw index; the exact search is item_neighbours")
@@ -137,8 +140,8 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_d
     k_eff = min(k, len(ids) - 1)
     if k_eff <= 0:
         return out, 0
-    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    ix = ItemIndex(index).fit(np.vstack([np.zeros((1, vecs.shape[1]), np.float32), vecs[ids]]))  # j + 1 = ids[j]
+    v32 = np.ascontiguousarray(vecs, dtype=np.float32)  # FAISS's copy; grouping, rescoring and fallback use vecs
+    ix = ItemIndex(index).fit(np.vstack([np.zeros((1, v32.shape[1]), np.float32), v32[ids]]))  # j + 1 = ids[j]
     id_of = torch.from_numpy(np.concatenate([[-1], ids]))
     _, rep, group, size = np.unique(vecs[ids], axis=0, return_index=True, return_inverse=True, return_counts=True)
     members = ids[np.argsort(group.reshape(-1), kind="stable")]  # items of group 0, then of group 1, ...
@@ -152,26 +155,32 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_d
             n_q = max(1, int(np.searchsorted(np.arange(1, len(todo) - a + 1) * fetch[a:], SEARCH_BUDGET, "right")))
             part, f = todo[a:a + n_q], int(fetch[a + n_q - 1])
             a += n_q
-            _, pos = ix.search(vecs[ids[rep[part]]], f)
+            _, pos = ix.search(v32[ids[rep[part]]], f)
             cand_g = id_of[torch.from_numpy(pos)]  # [g, f] item ids, -1 where the index gave none
             val_g = _on_grid(_rescore(vecs, ids[rep[part]], cand_g))
-            gave_all_g = (cand_g < 0).any(1) | (f >= len(ids))
+            gave_less_g = (cand_g < 0).any(1)  # the index cannot give more (probed cells or graph walk exhausted)
+            gave_every_g = ~gave_less_g & (f >= len(ids))  # every item: the exact answer
             n = size[part]
             local = np.repeat(np.arange(len(part)), n)  # member row -> its group's query
             rows_all = members[np.repeat(lo[part], n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
-            for r in range(0, len(rows_all), max(1, SEARCH_BUDGET // f)):  # member rows in bounded slices
-                rows, loc = torch.from_numpy(rows_all[r:r + SEARCH_BUDGET // f]), local[r:r + SEARCH_BUDGET // f]
+            step = max(1, SEARCH_BUDGET // f)
+            for r in range(0, len(rows_all), step):  # member rows in bounded slices
+                rows, loc = torch.from_numpy(rows_all[r:r + step]), local[r:r + step]
                 cand = cand_g[loc]
                 other = (cand >= 0) & (cand != rows[:, None])
                 val = torch.where(other, val_g[loc], -torch.inf)
-                full, gave_all = other.sum(1) >= k_eff, gave_all_g[loc]
+                full = other.sum(1) >= k_eff
                 kth = val.topk(k_eff, dim=1).values[:, -1]
                 lowest = torch.where(other, val, torch.inf).min(1).values
-                settled = full & ((lowest < kth) | gave_all)
+                # FAISS ranks by float32, so an item it left out may round into the k-th value's grid cell only if
+                # the lowest fetched is within one cell of it: settled when a cell lies between, or all is in hand
+                settled = full & ((lowest < kth - TIE_GRID) | gave_every_g[loc])
                 if settled.any():
                     out[rows[settled].numpy(), :k_eff] = _pick(val[settled], cand[settled], rows[settled], k_eff).numpy()
-                rest.append(rows[~full & gave_all].numpy())
-                short.append(part[np.unique(loc[(~settled & ~(~full & gave_all)).numpy()])])
+                # unsettled where the index cannot give more (under k others, or a tie group maybe cut): exact
+                cannot = ~settled & gave_less_g[loc]
+                rest.append(rows[cannot].numpy())
+                short.append(part[np.unique(loc[(~settled & ~cannot).numpy()])])
         todo, wide = np.unique(np.concatenate(short)), 4 * wide
         todo = todo[np.argsort(size[todo], kind="stable")]
         if len(todo) and wide > 64:  # far enough: the rest searched exactly
