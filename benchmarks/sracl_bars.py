@@ -1,7 +1,7 @@
 """Issue 4's SRA-CL bars from finished run folders: SRA-CL on SASRec against our SASRec (>= 10% relative
 HR@20) and against CL4SRec, 3 seeds, full ranking, leave-one-out, beside the paper's Beauty numbers.
 
-    python benchmarks/sracl_bars.py [--datasets beauty ml-100k] [--unfiltered] [--merge sracl_bars.json]
+    python benchmarks/sracl_bars.py [--datasets beauty ml-100k] [--unfiltered] [--merge sracl_bars.json] [--tags cpu]
 
 Runs are made by ``behaviorseq train --out benchmarks/_work/runs/<group>-<dataset>-<where>-s<seed>`` (e.g.
 ``sracl-beauty-cpu-s1``; ``sasrecpfx`` = SRA-CL with alpha = beta = 0, i.e. SASRec on SRA-CL's prefix
@@ -34,14 +34,14 @@ PAPER = {"beauty": "paper (Beauty, DeepSeek-V3 + SimCSE semantics): SRA-CL HR@20
 TAGS = ("", "cpu", "gpu")  # <group>-<dataset>[-<tag>]-s<seed>: the packaged set-up; other tags (e.g. gpu-attr) are variants
 
 
-def scan(ds: str, unfiltered: bool) -> dict[str, list[dict]]:
+def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for group in GROUPS:
         for run in sorted((WORK / "runs").glob(f"{group}-{ds}-*s*")):
             if not run.is_dir() or not run.name.rsplit("-s", 1)[1].isdigit():
                 continue  # a stray log file beside the run folders
             tag = run.name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
-            if tag not in TAGS:
+            if tag not in tags:
                 continue  # a variant (another semantic source, ...), not the bar's set-up
             seed = int(run.name.rsplit("-s", 1)[1])
             log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--unfiltered", action="store_true", help="also evaluate with history items left in the ranking")
     ap.add_argument("--merge", nargs="*", default=[], help="earlier results of this script (their seeds not on disk)")
     ap.add_argument("--out", default="sracl_bars.json")
+    ap.add_argument("--tags", nargs="+", default=list(TAGS),
+                    help="run-folder tags to count (default: the packaged set-up; e.g. cpu-randomties for a variant)")
     args = ap.parse_args()
     old = {}
     for p in args.merge:
@@ -94,7 +96,7 @@ def main() -> None:
                 old.setdefault(ds, {}).setdefault(g, {r["run"]: r for r in recs})
     lines, runs, bars = [], {}, {}
     for ds in args.datasets:
-        found = scan(ds, args.unfiltered)
+        found = scan(ds, args.unfiltered, tuple(args.tags))
         for g, recs in old.get(ds, {}).items():  # merged seeds whose folders are gone
             have = {r["run"] for r in found.get(g, [])}
             found.setdefault(g, []).extend(r for name, r in recs.items() if name not in have)
