@@ -547,6 +547,26 @@ def test_run_experiment_learns_the_planted_topics_beyond_popularity(tmp_path):
     assert len(list((tmp_path / "sem").iterdir())) == 1  # one cache entry, no temp folder left
 
 
+def test_resume_refuses_a_run_whose_semantic_index_was_built_otherwise(tmp_path):
+    """The run folder records the index's cache key; lists built by other rules or data are not continued on."""
+    from behaviorseq.train import run_experiment
+    from behaviorseq.train.run import INDEX_FILE
+
+    path = write_planted(tmp_path, n_users=40)
+    cfg = {"model": "sracl", "model_config": {**SMALL, "semantic": {"dim": 8, "cache_dir": str(tmp_path / "sem")}},
+           "data": {"dataset": str(path), "cache_dir": str(tmp_path / "c")},
+           "train": {"epochs": 1, "batch_size": 64, "seed": 1, "threads": 1}, "eval": {"ks": [10]}}
+    run_experiment(cfg, tmp_path / "run")
+    record = tmp_path / "run" / INDEX_FILE
+    key = json.loads(record.read_text())["key"]
+    assert key == next((tmp_path / "sem").iterdir()).name
+    cfg["train"]["epochs"] = 2
+    assert run_experiment(cfg, tmp_path / "run", resume=True)["epochs_run"] == 2  # same index: continues
+    record.write_text(json.dumps({"key": "built-by-older-code"}))
+    with pytest.raises(ConfigError, match="data index was built as built-by-older-code"):
+        run_experiment({**cfg, "train": {**cfg["train"], "epochs": 3}}, tmp_path / "run", resume=True)
+
+
 def test_zero_weights_repeat_a_whole_sasrec_run_on_prefixes(tmp_path):
     """run_experiment end to end, one seed: SRA-CL with alpha = beta = 0 and SASRec trained on the same prefix
     samples log the same losses and reach the same test metrics, float for float."""

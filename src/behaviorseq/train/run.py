@@ -113,9 +113,26 @@ def prepare(cfg: RunConfig):
     return store, split, model, task
 
 
+# A model built from data beyond its weights (SRA-CL's semantic index) records that data's key here, so that a
+# resumed run never continues on lists built by other code or data.
+INDEX_FILE = "data_index.json"
+
+
+def check_resume_index(run_dir: Path, model) -> None:
+    key = getattr(model, "index_key", "")
+    f = run_dir / INDEX_FILE
+    if not key or not f.exists():
+        return  # nothing recorded (a run started before session 21 is taken as it is)
+    saved = json.loads(f.read_text()).get("key")
+    if saved != key:
+        raise ConfigError(f"--resume of {run_dir}: its data index was built as {saved}, this code and data build "
+                          f"{key} (other neighbour lists: the code's rules or the data changed since). Start a new "
+                          "run folder.")
+
+
 # What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
 RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "curves.png",
-             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations")
+             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations", INDEX_FILE)
 
 
 def _events_file(run_dir: Path, data) -> tuple[Path, bool]:
@@ -192,6 +209,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
             if made_dir and not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise
+    if resume:
+        check_resume_index(run_dir, model)
     if not resume and rank == 0:
         for f in held:
             if (run_dir / f).is_dir():
@@ -201,6 +220,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if getattr(model, "index_key", "") and not (resume and (run_dir / INDEX_FILE).exists()):
+            atomic_write_text(run_dir / INDEX_FILE, json.dumps({"key": model.index_key}))
         if cfg.task == "retrieval":  # what serving needs besides the weights (serve.Recommender.from_run)
             store = task.store
             write_item_table(run_dir, store.events["item"].vocab[1:],

@@ -52,6 +52,7 @@ class SemanticIndex:
     prefix_vectors: np.ndarray  # [N, dim] float32 frozen semantic vectors
     prefix_neighbours: np.ndarray  # [N, k] int64 neighbour prefix rows, -1 where none is left
     item_neighbours: np.ndarray  # [n_items + 1, item_k] int64 semantic neighbours, 0 = none
+    key: str = ""  # the disk cache's key: data, source, settings and the rules' versions ("" = not from the cache)
 
 
 def prefix_windows(events: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
@@ -292,4 +293,4 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     arrays = {n: np.load(entry / f"{n}.npy") for n in names}
-    return SemanticIndex(events, start, end, **arrays)
+    return SemanticIndex(events, start, end, **arrays, key=entry.name)
