@@ -51,11 +51,8 @@ def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, l
                 res = json.loads((run / "metrics.json").read_text())
                 rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
                            seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
-                if unfiltered:  # scoring reads the backbone only; item_ties=topk just finds the cached index
-                    over = {"eval": {"exclude_history": False}}
-                    if group == "sracl":
-                        over["model"] = {"item_ties": "topk"}
-                    ev = evaluate_run(run, ("test",), over)
+                if unfiltered:  # scoring reads the backbone only (evaluate_run builds no semantic index)
+                    ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
                     rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
             out.setdefault(group, []).append(rec)
     return out
@@ -85,10 +82,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["beauty", "ml-100k"])
     ap.add_argument("--unfiltered", action="store_true", help="also evaluate with history items left in the ranking")
     ap.add_argument("--merge", nargs="*", default=[], help="earlier results of this script (their seeds not on disk)")
-    ap.add_argument("--out", default="sracl_bars.json")
+    ap.add_argument("--out", default=None, help="default sracl_bars.json, or sracl_bars_<tags>.json for other tags")
     ap.add_argument("--tags", nargs="+", default=list(TAGS),
                     help="run-folder tags to count (default: the packaged set-up; e.g. cpu-randomties for a variant)")
     args = ap.parse_args()
+    variant = sorted(set(args.tags) - set(TAGS))
+    if variant and set(args.tags) & set(TAGS):  # a variant's seed would stand in for the packaged set-up's
+        raise SystemExit(f"--tags: give the packaged tags {TAGS} or variants {variant}, not both")
+    args.out = args.out or ("sracl_bars.json" if not variant else f"sracl_bars_{'_'.join(variant)}.json")
     old = {}
     for p in args.merge:
         for ds, groups in json.loads((RESULTS / p if not Path(p).exists() else Path(p)).read_text())["runs"].items():

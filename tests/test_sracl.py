@@ -558,13 +558,22 @@ def test_resume_refuses_a_run_whose_semantic_index_was_built_otherwise(tmp_path)
            "train": {"epochs": 1, "batch_size": 64, "seed": 1, "threads": 1}, "eval": {"ks": [10]}}
     run_experiment(cfg, tmp_path / "run")
     record = tmp_path / "run" / INDEX_FILE
-    key = json.loads(record.read_text())["key"]
-    assert key == next((tmp_path / "sem").iterdir()).name
+    saved = json.loads(record.read_text())
+    assert saved["key"] == next((tmp_path / "sem").iterdir()).name and len(saved["digest"]) == 24
     cfg["train"]["epochs"] = 2
     assert run_experiment(cfg, tmp_path / "run", resume=True)["epochs_run"] == 2  # same index: continues
-    record.write_text(json.dumps({"key": "built-by-older-code"}))
-    with pytest.raises(ConfigError, match="data index was built as built-by-older-code"):
+    record.write_text(json.dumps({**saved, "digest": "lists-of-older-code"}))
+    with pytest.raises(ConfigError, match="data index .* differs"):
         run_experiment({**cfg, "train": {**cfg["train"], "epochs": 3}}, tmp_path / "run", resume=True)
+    record.unlink()  # a run from before the record: goes on, with a warning, and is recorded as such
+    with pytest.warns(UserWarning, match="no record of its data index"):
+        run_experiment({**cfg, "train": {**cfg["train"], "epochs": 3}}, tmp_path / "run", resume=True)
+    assert json.loads(record.read_text()) == {**saved, "recorded_on_resume": True}
+    # evaluation scores with the backbone alone: no index is built (an empty cache stays empty)
+    from behaviorseq.train import evaluate_run
+
+    ev = evaluate_run(tmp_path / "run", ("test",), {"model": {"semantic": {"cache_dir": str(tmp_path / "none")}}})
+    assert ev["test"]["hr@10"] >= 0 and not (tmp_path / "none").exists()
 
 
 def test_zero_weights_repeat_a_whole_sasrec_run_on_prefixes(tmp_path):

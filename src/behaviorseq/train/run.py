@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,9 @@ def resolve_config(config: dict | RunConfig, training: bool = True) -> RunConfig
     return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": task})
 
 
-def _prepare_any(cfg: RunConfig):
-    """(dataset name, model, task) of any task family."""
+def _prepare_any(cfg: RunConfig, attach: bool = True):
+    """(dataset name, model, task) of any task family. ``attach=False``: models' data indexes are not built
+    (evaluation scores with the weights alone)."""
     if cfg.task == "ctr":
         data, model, task = prepare_ctr(cfg)
         return data.name, model, task
@@ -94,11 +96,11 @@ def _prepare_any(cfg: RunConfig):
     if cfg.task == "tpp":
         _, model, task = prepare_tpp(cfg)
         return cfg.data.dataset, model, task
-    store, _, model, task = prepare(cfg)
+    store, _, model, task = prepare(cfg, attach)
     return store.meta.get("name"), model, task
 
 
-def prepare(cfg: RunConfig):
+def prepare(cfg: RunConfig, attach: bool = True):
     """(store, split, model, task) for a resolved config."""
     store = open_dataset(cfg.data.dataset, cfg.data.steps, root=cfg.data.data_root, cache_dir=cfg.data.cache_dir,
                          read_args={**cfg.data.read, "columns": cfg.data.columns})
@@ -108,26 +110,41 @@ def prepare(cfg: RunConfig):
     if hasattr(model, "use_item_counts"):  # popularity-aware models: counts over training events only
         model.use_item_counts(torch.from_numpy(item_counts(store, np.flatnonzero(split.roles == TRAIN))))
     task = RetrievalTask.create(store, split, model, cfg.train, cfg.eval)
-    if hasattr(model, "attach"):  # models that read the training data beyond their batches (SRA-CL's index)
+    if attach and hasattr(model, "attach"):  # models that read the training data beyond their batches (SRA-CL's index)
         model.attach(store, task.train_view(0))
     return store, split, model, task
 
 
-# A model built from data beyond its weights (SRA-CL's semantic index) records that data's key here, so that a
-# resumed run never continues on lists built by other code or data.
+# A model built from data beyond its weights (SRA-CL's semantic index) records that data's cache key and content
+# digest here, so that a resumed run never continues on lists built otherwise (other code, data or device).
 INDEX_FILE = "data_index.json"
 
 
 def check_resume_index(run_dir: Path, model) -> None:
-    key = getattr(model, "index_key", "")
+    """Refuse to resume when the model's data index differs from the one the run started with; warn (and record
+    it, marked) when the run predates the record."""
+    now = getattr(model, "index_record", {})
     f = run_dir / INDEX_FILE
-    if not key or not f.exists():
-        return  # nothing recorded (a run started before session 21 is taken as it is)
-    saved = json.loads(f.read_text()).get("key")
-    if saved != key:
-        raise ConfigError(f"--resume of {run_dir}: its data index was built as {saved}, this code and data build "
-                          f"{key} (other neighbour lists: the code's rules or the data changed since). Start a new "
-                          "run folder.")
+    if not now:
+        return
+    if not f.exists():
+        warnings.warn(f"--resume of {run_dir}: the run has no record of its data index (started before session 21?); "
+                      "it goes on with today's, which may differ from the one it started with", stacklevel=3)
+        return
+    try:
+        saved = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{f}: not a readable record ({e}); start a new run folder") from None
+    if saved.get("digest") not in (None, now["digest"]):
+        raise ConfigError(f"--resume of {run_dir}: its data index (cache key {saved.get('key')}) differs from the one "
+                          f"this code, data and device build (cache key {now['key']}): other neighbour lists. Start a "
+                          "new run folder.")
+
+
+def _write_index_record(run_dir: Path, model, resume: bool) -> None:
+    rec = getattr(model, "index_record", {})
+    if rec and not (resume and (run_dir / INDEX_FILE).exists()):
+        atomic_write_text(run_dir / INDEX_FILE, json.dumps({**rec, **({"recorded_on_resume": True} if resume else {})}))
 
 
 # What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
@@ -185,7 +202,10 @@ def _start(config, run_dir: Path, resume: bool, overwrite: bool, events: Path | 
                               "(--overwrite), or choose another folder (--out)")
         if world > 1:
             torch.distributed.barrier()  # every rank has looked before rank 0 deletes or writes
-    return cfg, held, rank, world, allocator, _prepare_any(cfg)  # data and model errors before anything is deleted
+    built = _prepare_any(cfg)  # data and model errors before anything is deleted
+    if resume:
+        check_resume_index(run_dir, built[1])
+    return cfg, held, rank, world, allocator, built
 
 
 def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool = False,
@@ -209,8 +229,6 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
             if made_dir and not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise
-    if resume:
-        check_resume_index(run_dir, model)
     if not resume and rank == 0:
         for f in held:
             if (run_dir / f).is_dir():
@@ -220,8 +238,7 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if getattr(model, "index_key", "") and not (resume and (run_dir / INDEX_FILE).exists()):
-            atomic_write_text(run_dir / INDEX_FILE, json.dumps({"key": model.index_key}))
+        _write_index_record(run_dir, model, resume)
         if cfg.task == "retrieval":  # what serving needs besides the weights (serve.Recommender.from_run)
             store = task.store
             write_item_table(run_dir, store.events["item"].vocab[1:],
@@ -358,7 +375,7 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     cfg = load_run_config(run_dir, overrides)
     if cfg.task == "default_risk":
         check_time_origin(run_dir, cfg)
-    dataset, model, task = _prepare_any(cfg)
+    dataset, model, task = _prepare_any(cfg, attach=False)  # SRA-CL scores with its backbone: no index needed
     protocol = task.protocol("test")
     if (run_dir / "metrics.json").exists():
         then = json.loads((run_dir / "metrics.json").read_text()).get("protocol", {})

@@ -54,6 +54,12 @@ class SemanticIndex:
     item_neighbours: np.ndarray  # [n_items + 1, item_k] int64 semantic neighbours, 0 = none
     key: str = ""  # the disk cache's key: data, source, settings and the rules' versions ("" = not from the cache)
 
+    def digest(self) -> str:
+        """A hash of the lists and vectors themselves: what a resumed run must find unchanged."""
+        h = hashlib.sha256()
+        _hash_arrays(h, self.prefix_vectors, self.prefix_neighbours, self.item_neighbours)
+        return h.hexdigest()[:24]
+
 
 def prefix_windows(events: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
     """[N, width] item ids of the last ``width`` events of each [start, end), left-padded with 0."""

@@ -8,9 +8,10 @@ more items than slots are left). ``ties="random"`` computes similarities in floa
 2^-16 grid and orders equal ones by a fixed pseudo-random number per (item, candidate) pair
 (``counter_uniform``). LSA vectors of bags that differ only outside the kept components are equal up to float
 rounding; without the grid those last bits picked the same few items every time (Beauty: largest in-degree 129,
-53 with it). In float64 the rounding of different chunkings, devices and searches (about 1e-16) moves a
-similarity across a grid boundary with a chance of about 1e-11, so in practice the lists do not depend on them,
-and the approximate search below gives the exact lists wherever it returns every item as near as the k-th.
+53 with it). In float64 the rounding of different chunkings, devices and searches (about 1e-15) moves a
+similarity across a grid boundary with a chance of about 1e-10 (an estimate), so the lists do not depend on them
+(tested for chunking, query subsets and ivf with every cell probed), and the approximate search below gives the
+exact lists wherever it returns every item as near as the k-th.
 ``"topk"`` (float32, torch.topk's order among equal values, the same for every row: a few items get most
 substitutions) was the rule up to session 16, kept verbatim to reproduce those runs (a nonzero row 0 is a
 candidate there, as it was).

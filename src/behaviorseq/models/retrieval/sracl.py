@@ -122,7 +122,7 @@ def _right_to_left(seq: Tensor) -> Tensor:
 class SRACL(nn.Module):
     Config = SRACLConfig
     padding = "left"  # the backbone's: set per instance (GRU4Rec pads right)
-    index_key = ""  # the semantic index's cache key, once attached
+    index_record: dict = {}  # the semantic index's cache key and content digest, once attached (train/run.py)
     fields: tuple[str, ...] = ()
     n_negatives = 0  # full softmax
     train_windows = "prefixes"  # code: every training prefix is a sample (batch["index"] = its row)
@@ -169,7 +169,7 @@ class SRACL(nn.Module):
                   "pnbr": index.prefix_neighbours, "inbr": index.item_neighbours}
         self.ix = {k: torch.as_tensor(v, dtype=torch.long, device=self.W.device) for k, v in arrays.items()}
         self.ix["pvec"] = torch.as_tensor(index.prefix_vectors, dtype=self.W.dtype, device=self.W.device)
-        self.index_key = index.key  # a resumed run checks it against the one it started with (train/run.py)
+        self.index_record = {"key": index.key, "digest": index.digest()}  # a resumed run checks the digest
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
