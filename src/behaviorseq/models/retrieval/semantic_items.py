@@ -7,8 +7,8 @@ Ties: attribute bags often coincide (on Beauty 86% of the items share their 10th
 more items than slots are left). ``ties="random"`` computes similarities in float64, compares them on a
 2^-16 grid and orders equal ones by a fixed pseudo-random number per (item, candidate) pair
 (``counter_uniform``). LSA vectors of bags that differ only outside the kept components are equal up to float
-rounding; without the grid those last bits picked the same few items every time (Beauty: largest in-degree 129,
-53 with it). In float64 the rounding of different chunkings, devices and searches (about 1e-15) moves a
+rounding; without the grid those last bits picked the same few items every time (Beauty: largest in-degree about
+130, 53 with it). In float64 the rounding of different chunkings, devices and searches (about 1e-15) moves a
 similarity across a grid boundary with a chance of about 1e-10 (an estimate), so the lists do not depend on them
 (tested for chunking, query subsets and ivf with every cell probed), and the approximate search below gives the
 exact lists wherever it returns every item as near as the k-th.
@@ -17,7 +17,8 @@ substitutions) was the rule up to session 16, kept verbatim to reproduce those r
 candidate there, as it was).
 The exact search is O(n_items^2) (chunks bounded in memory); ``item_neighbours_approx`` takes the candidates
 from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more. Both draw a number per
-(item, tie member), so a group of G identical vectors costs G^2 (8,000: about 7 s; 100,000: about 20 minutes).
+(item, tie member), so a group of G identical vectors costs G^2 (8,000: about 7 s; 100,000: about 20 minutes,
+extrapolated).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from behaviorseq.data.sampling import counter_uniform
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 
-ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~70 bytes each at the peak of the tie handling (~1.2 GB)
+ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~75 bytes each at the peak of the tie handling (~1.2 GB)
 SEARCH_BUDGET = 1 << 22  # approximate search: (queries or member rows) x candidates per step
 RESCORE_BUDGET = 1 << 24  # approximate search: candidate vector entries gathered at once to rescore in float64
 TIE_SEED = 17  # the tie rule's pseudo-random numbers: data, the same for every training seed
