@@ -34,14 +34,18 @@ PAPER = {"beauty": "paper (Beauty, DeepSeek-V3 + SimCSE semantics): SRA-CL HR@20
 TAGS = ("", "cpu", "gpu")  # <group>-<dataset>[-<tag>]-s<seed>: the packaged set-up; other tags (e.g. gpu-attr) are variants
 
 
+def run_tag(name: str, group: str, ds: str) -> str:
+    """The tag of a run folder <group>-<dataset>[-<tag>]-s<seed>."""
+    return name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
+
+
 def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for group in GROUPS:
         for run in sorted((WORK / "runs").glob(f"{group}-{ds}-*s*")):
             if not run.is_dir() or not run.name.rsplit("-s", 1)[1].isdigit():
                 continue  # a stray log file beside the run folders
-            tag = run.name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
-            if tag not in tags:
+            if run_tag(run.name, group, ds) not in tags:
                 continue  # a variant (another semantic source, ...), not the bar's set-up
             seed = int(run.name.rsplit("-s", 1)[1])
             log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
@@ -60,7 +64,9 @@ def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, l
 
 def count_each_seed_once(found: dict[str, list[dict]]) -> None:
     """A seed run twice (say on CPU and on a GPU) counts once: the first finished run in name order."""
-    for recs in found.values():
+    for g, recs in found.items():
+        if g not in GROUPS:  # our SASRec's re-evaluations (history left in), merged from an earlier file
+            continue
         seen = set()
         for r in sorted(recs, key=lambda r: r["run"]):
             if r["finished"] and r["seed"] in seen:
@@ -93,8 +99,9 @@ def main() -> None:
     old = {}
     for p in args.merge:
         for ds, groups in json.loads((RESULTS / p if not Path(p).exists() else Path(p)).read_text())["runs"].items():
-            for g, recs in groups.items():
-                old.setdefault(ds, {}).setdefault(g, {r["run"]: r for r in recs})
+            for g, recs in groups.items():  # the groups' runs of the tags asked for only (no variant in the packaged bar)
+                keep = [r for r in recs if g not in GROUPS or run_tag(r["run"], g, ds) in args.tags]
+                old.setdefault(ds, {}).setdefault(g, {r["run"]: r for r in keep})
     lines, runs, bars = [], {}, {}
     for ds in args.datasets:
         found = scan(ds, args.unfiltered, tuple(args.tags))
