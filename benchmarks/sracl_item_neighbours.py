@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from common import data_root, machine, write_json
 
-from behaviorseq.index.faiss_index import IndexConfig
-from behaviorseq.models.retrieval.semantic_items import item_neighbours, item_neighbours_approx
+from behaviorseq.index.faiss_index import IndexConfig, default_nlist
+from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
 
 VARIANTS = {"ivf": {"kind": "ivf"}, "ivf-64": {"kind": "ivf", "nprobe": 64}, "hnsw": {"kind": "hnsw"},
             "ivf-all": {"kind": "ivf", "nprobe": "all"}}  # every default cell probed: the exact lists expected
@@ -45,8 +45,7 @@ def spread(nbr: np.ndarray, has: np.ndarray) -> dict:
 
 
 def compare(vecs: np.ndarray, k: int, sample: int | None, seed: int, variants: list[str]) -> dict:
-    has = np.linalg.norm(vecs, axis=1) > 0
-    has[0] = False
+    has = _with_vectors(vecs)
     ids = np.flatnonzero(has)
     q = ids if sample is None or sample >= len(ids) else np.sort(np.random.default_rng(seed).choice(ids, sample, replace=False))
     t = time.perf_counter()
@@ -67,7 +66,7 @@ def compare(vecs: np.ndarray, k: int, sample: int | None, seed: int, variants: l
     ref = np.einsum("nd,nkd->nk", vecs[q], vecs[exact])
     kth = ref.min(1)
     print(f"  exact   {t_exact:9.1f} s{' (extrapolated)' if out['exact_extrapolated'] else ''}", flush=True)
-    cells = max(1, min(int(np.sqrt(len(ids))), len(ids) // 39))  # IndexConfig's default nlist
+    cells = default_nlist(len(ids))
     for name in variants:
         opts = dict(VARIANTS[name])
         if opts.get("nprobe") == "all":
@@ -114,7 +113,7 @@ def real(datasets: list[str], k: int, variants: list[str]) -> dict:
         t = time.perf_counter()  # the rule up to session 16 (float32, torch.topk's order among ties), for reference
         topk = item_neighbours(vecs, k, ties="topk")
         res[ds]["topk_rule"] = {"seconds": round(time.perf_counter() - t, 2),
-                                "spread": spread(topk, np.r_[False, np.linalg.norm(vecs[1:], axis=1) > 0])}
+                                "spread": spread(topk, _with_vectors(vecs))}
         print(f"  topk rule {res[ds]['topk_rule']}", flush=True)
     return res
 

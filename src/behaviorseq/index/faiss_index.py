@@ -21,7 +21,7 @@ import numpy as np
 
 from behaviorseq.index.aggregation import SearchResult, as_numpy, dedupe_max, merge_top_n
 
-__all__ = ["KINDS", "IndexConfig", "ItemIndex", "build_index"]
+__all__ = ["KINDS", "IndexConfig", "ItemIndex", "build_index", "default_nlist"]
 
 KINDS = ("flat", "ivf", "hnsw")
 _KIND_OPTIONS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("hnsw_m", "ef_search", "ef_construction")}
@@ -82,6 +82,11 @@ class IndexConfig:
         return asdict(self)
 
 
+def default_nlist(n: int) -> int:
+    """ivf cells when ``nlist`` is None: ``min(sqrt(n), n // 39)``, at least 1."""
+    return max(1, min(math.isqrt(n), n // 39))
+
+
 def _as_f32(x: Any, name: str, ndim: int) -> np.ndarray:
     a = np.ascontiguousarray(as_numpy(x), dtype=np.float32)
     if a.ndim != ndim:
@@ -127,7 +132,7 @@ class ItemIndex:
         if c.kind == "flat":
             index: faiss.Index = faiss.IndexFlatIP(d)
         elif c.kind == "ivf":
-            nlist = c.nlist if c.nlist is not None else max(1, min(math.isqrt(n), n // 39))
+            nlist = c.nlist if c.nlist is not None else default_nlist(n)
             if nlist > n:
                 raise ValueError(f"IndexConfig.nlist ({nlist}) exceeds the number of items ({n})")
             nprobe = c.nprobe if c.nprobe is not None else min(nlist, 16)

@@ -32,7 +32,7 @@ import torch
 
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 from behaviorseq.models.retrieval.semantic import SemanticSource
-from behaviorseq.models.retrieval.semantic_items import item_neighbours, item_neighbours_approx
+from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
 
 __all__ = ["SemanticIndex", "build_index", "item_neighbours", "prefix_neighbours", "prefix_neighbours_approx"]
 
@@ -273,7 +273,7 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
                                                        exact_device=device)
         if item_search is None or item_search.kind == "flat":
             inbr = item_neighbours(item_vecs, item_k, device, ties=item_ties)
-            exact_items = int((np.linalg.norm(item_vecs[1:], axis=1) > 0).sum())  # rows with a vector, all exact
+            exact_items = int(_with_vectors(item_vecs).sum())  # rows with a vector, all exact
         elif item_ties != "random":
             raise ValueError("semantic.item_index ivf / hnsw applies the random tie rule; item_ties='topk' (the rule "
                              "up to session 16) is exact only")

@@ -17,8 +17,8 @@ substitutions) was the rule up to session 16, kept verbatim to reproduce those r
 candidate there, as it was).
 The exact search is O(n_items^2) (chunks bounded in memory); ``item_neighbours_approx`` takes the candidates
 from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more. Both draw a number per
-(item, tie member), so a group of G identical vectors costs G^2 (8,000: about 7 s; 100,000: about 20 minutes,
-extrapolated).
+(item, tie member), so a group of G identical vectors costs G^2 draws (quadratic, like the exact search, however
+the candidates were found).
 """
 
 from __future__ import annotations
