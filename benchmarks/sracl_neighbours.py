@@ -2,6 +2,7 @@
 
     python benchmarks/sracl_neighbours.py real [--datasets ml-100k beauty]
     python benchmarks/sracl_neighbours.py scale [--users 100000] [--sample 2000] [--variants ivf]
+    python benchmarks/sracl_neighbours.py ties [--datasets ml-100k beauty toys] [--sample 2000]
 
 The exact search (``semantic_index.prefix_neighbours``) is O(N^2) in training prefixes; the approximate one
 (``prefix_neighbours_approx``, ``model.semantic.neighbour_index.kind=ivf|hnsw``) takes its candidates from a
@@ -18,6 +19,10 @@ FAISS index and applies the same filters (never the user's own prefixes, never a
   item vectors). The exact search runs on ``--sample`` random query rows only (its cost is linear in the
   queries), and on half of them: the difference is the cost of a query, and the full time is the sample's
   time plus that cost for the other N - sample queries (marked "extrapolated"). Recall on the sampled rows.
+- ``ties``: the exact search under both tie rules (``prefix_ties`` random, the default since session 22, and
+  topk, the rule before): wall time, how evenly the lists use the prefixes (never picked, largest in-degree,
+  the share of all slots held by the 1% most picked), rows whose lists differ, and on ``--sample`` rows how
+  often the k-th value's tie group runs past the k slots (where the rule decides).
 
 Recall is averaged over rows (a row without exact neighbours counts 0); tie-aware recall pools all rows.
 
@@ -83,27 +88,74 @@ def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tup
     return out
 
 
-def real(datasets: list[str], k: int, variants: list[str]) -> dict:
+def real_prefixes(ds: str):
+    """SRA-CL's training prefixes of a real data set and their vectors (packaged config, attribute source)."""
     from behaviorseq.cli_train import build_config
     from behaviorseq.models.retrieval.semantic import make_source
     from behaviorseq.train.run import prepare, resolve_config
 
+    over = [f"data.data_root={data_root()}", "model.alpha=0", "model.beta=0",  # no index built by prepare
+            "model.semantic.source=attributes"]
+    cfg = resolve_config(build_config("sracl", ds, None, over))
+    store, _, net, task = prepare(cfg)
+    view = task.train_view(0)
+    events = np.array(store.item, dtype=np.int64)
+    end = np.asarray(view.input_end, dtype=np.int64)
+    start = np.maximum(np.asarray(view.input_start, dtype=np.int64), end - net.cfg.max_len)
+    source = make_source(net.cfg.semantic, "cpu")
+    vecs = source.prefix_vectors(store, si.prefix_windows(events, start, end, net.cfg.max_len),
+                                 source.item_vectors(store))
+    print(f"{ds}: {len(end):,} training prefixes, {vecs.shape[1]}-d", flush=True)
+    return vecs, view.user, events, start, end
+
+
+def real(datasets: list[str], k: int, variants: list[str]) -> dict:
     res = {}
     for ds in datasets:
-        over = [f"data.data_root={data_root()}", "model.alpha=0", "model.beta=0",  # no index built by prepare
-                "model.semantic.source=attributes"]
-        cfg = resolve_config(build_config("sracl", ds, None, over))
-        store, _, net, task = prepare(cfg)
-        view = task.train_view(0)
-        events = np.array(store.item, dtype=np.int64)
-        end = np.asarray(view.input_end, dtype=np.int64)
-        start = np.maximum(np.asarray(view.input_start, dtype=np.int64), end - net.cfg.max_len)
-        source = make_source(net.cfg.semantic, "cpu")
-        vecs = source.prefix_vectors(store, si.prefix_windows(events, start, end, net.cfg.max_len),
-                                     source.item_vectors(store))
-        print(f"{ds}: {len(end):,} training prefixes, {vecs.shape[1]}-d", flush=True)
-        res[ds] = compare(vecs, view.user, events, start, end, k, variants=variants)
+        res[ds] = compare(*real_prefixes(ds), k, variants=variants)
         print(f"  exact   {res[ds]['exact_s']:8.1f} s", flush=True)
+    return res
+
+
+def spread(nbr: np.ndarray) -> dict:
+    """How evenly a list set uses the prefixes: never picked, largest and mean in-degree."""
+    deg = np.bincount(nbr[nbr >= 0], minlength=len(nbr))
+    return {"never_picked": round(float((deg == 0).mean()), 4), "max_in_degree": int(deg.max()),
+            "mean_in_degree": round(float(deg.mean()), 2), "top1pct_share": round(float(
+                np.sort(deg)[::-1][: max(1, len(deg) // 100)].sum() / max(deg.sum(), 1)), 4)}
+
+
+def ties(datasets: list[str], k: int, sample: int, seed: int = 0) -> dict:
+    """The two tie rules of the exact search on the real data: time (same process), spread, changed rows, and
+    on ``sample`` random rows the share whose k-th admissible value (float64, on the tie grid) is shared by
+    more admissible prefixes than slots are left."""
+    from behaviorseq.models.retrieval.semantic_items import TIE_GRID
+
+    res = {}
+    for ds in datasets:
+        vecs, user, events, start, end = real_prefixes(ds)
+        out = {"prefixes": len(vecs), "k": k}
+        lists = {}
+        for rule in ("topk", "random"):
+            t = time.perf_counter()
+            lists[rule] = si.prefix_neighbours(vecs, user, events, start, end, k, ties=rule)
+            out[rule] = {"seconds": round(time.perf_counter() - t, 2), **spread(lists[rule])}
+            print(f"  {rule:6s} {out[rule]}", flush=True)
+        out["rows_changed"] = round(float((lists["topk"] != lists["random"]).any(1).mean()), 4)
+        rows = np.sort(np.random.default_rng(seed).choice(len(vecs), min(sample, len(vecs)), replace=False))
+        win = si.prefix_windows(events, start, end, int((end - start).max()))
+        v64, tied = vecs.astype(np.float64), 0
+        for j in rows:
+            sim = np.round(v64 @ v64[j] / TIE_GRID)
+            ok = (user != user[j]) & ~(win == events[end[j]]).any(1)
+            s = np.sort(sim[ok])[::-1]
+            if len(s) > k:
+                tied += int(s[k - 1] == s[k])  # the k-th value continues past the last slot
+        out["kth_tied_share"] = round(tied / len(rows), 4)
+        out["kth_tied_sample"] = len(rows)
+        print(f"  rows changed {out['rows_changed']}, k-th value tied beyond the slots in {out['kth_tied_share']:.1%} "
+              f"of {len(rows)} sampled rows", flush=True)
+        res[ds] = out
     return res
 
 
@@ -138,7 +190,7 @@ def scale(users: int, sample: int, k: int, variants: list[str], max_len: int = 2
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("real", "scale"))
+    p.add_argument("mode", choices=("real", "scale", "ties"))
     p.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--sample", type=int, default=2000)
@@ -152,7 +204,10 @@ def main() -> None:
         import faiss
 
         faiss.omp_set_num_threads(a.threads)
-    res = real(a.datasets, a.k, a.variants) if a.mode == "real" else scale(a.users, a.sample, a.k, a.variants)
+    if a.mode == "ties":
+        res = ties(a.datasets, a.k, a.sample)
+    else:
+        res = real(a.datasets, a.k, a.variants) if a.mode == "real" else scale(a.users, a.sample, a.k, a.variants)
     print(write_json(f"sracl_neighbours_{a.mode}{a.suffix}.json", {"machine": machine(), "variants": VARIANTS, **res}))
 
 

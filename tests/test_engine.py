@@ -257,6 +257,10 @@ def test_resume_check_sees_filled_dicts_added_keys_and_schedules(tmp_path):
     with pytest.raises(ConfigError, match="item_ties: 'topk' -> 'random'"):
         check_resume_config(tmp_path, resolve_config(sr))
     check_resume_config(tmp_path, resolve_config({**sr, "model_config": {"item_ties": "topk"}}))
+    saved({**sr, "model_config": {"item_ties": "random"}}, drop="prefix_ties")  # started before prefix_ties
+    with pytest.raises(ConfigError, match="prefix_ties: 'topk' -> 'random'"):
+        check_resume_config(tmp_path, resolve_config(sr))
+    check_resume_config(tmp_path, resolve_config({**sr, "model_config": {"prefix_ties": "topk"}}))
     # eval.exclude_history unset is the data set's stated default, spelled out the same setting
     from behaviorseq.data.datasets import REGISTRY
 

@@ -20,6 +20,7 @@ from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.splits import leave_one_out
 from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
 from behaviorseq.models.retrieval import semantic_index as si
+from behaviorseq.models.retrieval import semantic_prefixes as sp
 from behaviorseq.models.retrieval import sracl
 from behaviorseq.models.retrieval.semantic import (
     AttributeBagSource,
@@ -182,7 +183,7 @@ def test_approximate_prefix_neighbours_equal_exact_when_every_cell_is_probed():
     np.testing.assert_allclose(sim(approx), sim(exact), atol=1e-5)  # the same neighbours up to float ties
     assert (approx == exact).all(1).mean() > 0.99
     with pytest.MonkeyPatch.context() as mp:  # a few query rows per FAISS call: the same lists
-        mp.setattr(si, "SEARCH_BUDGET", 500)
+        mp.setattr(sp, "SEARCH_BUDGET", 500)
         split, _ = si.prefix_neighbours_approx(vecs, user, events, start, end, 10, IndexConfig(kind="ivf", nlist=16, nprobe=16))
     assert np.array_equal(split, approx)
     named, _ = si.prefix_neighbours_approx(vecs, np.array([f"u{x}" for x in user]), events, start, end, 10,
@@ -213,6 +214,80 @@ def test_approximate_prefix_neighbours_fall_back_to_exact_where_the_index_cannot
     assert np.mean([len(set(a) & set(b)) for a, b in zip(approx, exact)]) / 10 > 0.95
     with pytest.raises(ValueError, match="exact search"):
         si.prefix_neighbours_approx(vecs, user, events, start, end, 10, IndexConfig(kind="flat"))
+
+
+def _grouped_prefixes(users: int = 200, per: int = 6, groups: int = 3, seed: int = 0):
+    """Prefixes whose vectors are one of ``groups`` unit vectors: tie groups of hundreds, larger than k."""
+    g = np.random.default_rng(seed)
+    events = g.integers(1, 301, users * per)
+    start = np.repeat(np.arange(users) * per, per - 1)
+    end = start + np.tile(np.arange(1, per), users)
+    vecs = np.zeros((len(end), 6), np.float32)
+    vecs[np.arange(len(end)), g.integers(0, groups, len(end))] = 1
+    return vecs, np.repeat(np.arange(users), per - 1), events, start, end
+
+
+def _bag_prefixes(users: int = 300, per: int = 9, seed: int = 0):
+    """Prefixes with 4-of-10 attribute-bag vectors (cosines exact multiples of 0.25: ties of ~10 at every value)."""
+    g = np.random.default_rng(seed)
+    events = g.integers(1, 201, users * per)
+    start = np.repeat(np.arange(users) * per, per - 1)
+    end = start + np.tile(np.arange(1, per), users)
+    vecs = np.zeros((len(end), 10), np.float32)
+    for i in range(len(end)):
+        vecs[i, g.choice(10, 4, replace=False)] = 0.5
+    return vecs, np.repeat(np.arange(users), per - 1), events, start, end
+
+
+def test_prefix_neighbour_ties_are_broken_at_random_not_by_index_order():
+    vecs, user, events, start, end = _grouped_prefixes()
+    rnd = si.prefix_neighbours(vecs, user, events, start, end, 10)
+    low = si.prefix_neighbours(vecs, user, events, start, end, 10, ties="topk")
+    for nbr in (rnd, low):
+        assert (nbr >= 0).all() and (vecs[nbr] == vecs[:, None]).all()  # the own group: the nearest
+        _check_admissible(nbr, user, events, start, end)
+    # "topk" hands everyone the same few prefixes of a group, "random" spreads the picks
+    in_rnd, in_low = np.bincount(rnd.ravel(), minlength=len(vecs)), np.bincount(low.ravel(), minlength=len(vecs))
+    assert in_low.max() > 200 and (in_low == 0).mean() > 0.5
+    assert in_rnd.max() < 40 and (in_rnd == 0).mean() < 0.01
+    assert np.array_equal(rnd, si.prefix_neighbours(vecs, user, events, start, end, 10))  # a fixed order
+    # vectors equal up to float rounding tie as well (their last bits would otherwise decide)
+    jit = vecs + np.float32(3e-4) * np.random.default_rng(1).standard_normal(vecs.shape).astype(np.float32)
+    jit /= np.linalg.norm(jit, axis=1, keepdims=True)
+    assert len(np.unique(jit @ jit.T)) > 1000
+    assert np.array_equal(si.prefix_neighbours(jit, user, events, start, end, 10), rnd)
+    with pytest.raises(ValueError, match="ties"):
+        si.prefix_neighbours(vecs, user, events, start, end, 10, ties="first")
+
+
+def test_prefix_neighbour_ties_do_not_depend_on_chunks_queries_or_the_search():
+    from behaviorseq.index.faiss_index import IndexConfig
+
+    vecs, user, events, start, end = _bag_prefixes()
+    # near-equal vectors too (bags + 3e-3 noise: cosines everywhere near the grid's boundaries)
+    jit = vecs + np.float32(3e-3) * np.random.default_rng(2).standard_normal(vecs.shape).astype(np.float32)
+    jit /= np.linalg.norm(jit, axis=1, keepdims=True)
+    q = np.array([5, 0, 2000, 17])
+    every_cell = IndexConfig(kind="ivf", nlist=16, nprobe=16)
+    for v in (vecs, jit):
+        whole = si.prefix_neighbours(v, user, events, start, end, 10)
+        _check_admissible(whole, user, events, start, end)
+        for c in (1, 7, 501):
+            assert np.array_equal(whole, si.prefix_neighbours(v, user, events, start, end, 10, chunk=c))
+        assert np.array_equal(si.prefix_neighbours(v, user, events, start, end, 10, queries=q), whole[q])
+        approx, exact_rows = si.prefix_neighbours_approx(v, user, events, start, end, 10, every_cell)
+        assert exact_rows == 0 and np.array_equal(approx, whole)
+        with pytest.MonkeyPatch.context() as mp:  # a few rows per step
+            mp.setattr(sp, "SEARCH_BUDGET", 500)
+            assert np.array_equal(si.prefix_neighbours(v, user, events, start, end, 10), whole)
+            assert np.array_equal(si.prefix_neighbours_approx(v, user, events, start, end, 10, every_cell)[0], whole)
+    # the picks are the 10 most similar admissible prefixes, ties included
+    bags = si.prefix_neighbours(vecs, user, events, start, end, 10)
+    win = si.prefix_windows(events, start, end, int((end - start).max()))
+    for j in range(0, len(vecs), 131):
+        sim = vecs @ vecs[j]
+        ok = (user != user[j]) & ~(win == events[end[j]]).any(1)
+        assert sorted(sim[bags[j]]) == sorted(np.sort(sim[ok])[-10:])
 
 
 def test_approximate_index_through_the_config_and_its_own_cache_entry(planted, tmp_path):

@@ -280,7 +280,7 @@ RESUME_FREE = {"train.threads", "train.device", "train.num_workers", "train.time
                "train.checkpoint_every_steps", "train.amp", "eval.batch_size", "data.data_root", "data.cache_dir",
                "model_args.semantic.device", "model_args.semantic.cache_dir"}
 # Keys added to the code after runs were started with it, and the value that reproduces what those runs did.
-ADDED_KEYS = {"model_args.item_ties": "topk"}
+ADDED_KEYS = {"model_args.item_ties": "topk", "model_args.prefix_ties": "topk"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -31,8 +31,8 @@ Deviations from the paper / official code, one line each:
   never an item neighbour (the code keeps all three).
 - Substitution is drawn on the device per batch (the code draws it in its Python data loader); an item
   whose neighbour slot is empty (fewer than item_k neighbours) is kept.
-- Ties among item similarities (compared on a 2^-16 grid) are broken in a fixed random order (``item_ties``), not by
-  item id or float rounding.
+- Ties among item and prefix similarities (compared on a 2^-16 grid) are broken in a fixed random order
+  (``item_ties``, ``prefix_ties``), not by index order or float rounding.
 - A prefix left without any admissible neighbour (only possible on tiny data) is dropped from L_CS.
 """
 
@@ -74,6 +74,7 @@ class SRACLConfig(StrictConfig):
     k: int = Field(10, gt=0)  # neighbour prefixes (code --k_num 10)
     item_k: int = Field(10, gt=0)  # substitution candidates per item (code: k_num as well)
     item_ties: Literal["random", "topk"] = "random"  # equal item similarities: random picks ("topk": torch's order, used up to session 16)
+    prefix_ties: Literal["random", "topk"] = "random"  # equal prefix similarities: the same ("topk": up to session 21)
     substitute_prob: float = Field(0.2, ge=0.0, le=1.0)  # code: mlm_probability 0.2, hard-coded
     synth_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # code: F.dropout(attention, 0.5)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
@@ -157,7 +158,7 @@ class SRACL(nn.Module):
         source = source or make_source(sc, device)
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
                                    sc.cache_dir, device, self.cfg.item_ties, sc.index_config(),
-                                   sc.index_config("item_index")))
+                                   sc.index_config("item_index"), self.cfg.prefix_ties))
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
