@@ -45,23 +45,23 @@ from behaviorseq.models.retrieval import semantic_index as si
 VARIANTS = {"ivf": {"kind": "ivf"}, "ivf-64": {"kind": "ivf", "nprobe": 64}, "hnsw": {"kind": "hnsw"}}
 
 
-def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tuple(VARIANTS)) -> dict:
+def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tuple(VARIANTS), ties="random") -> dict:
     """Exact (on ``sample`` query rows, or all) against every approximate variant."""
     N = len(vecs)
     q = None if sample is None or sample >= N else np.sort(np.random.default_rng(seed).choice(N, sample, replace=False))
     t = time.perf_counter()
-    exact = si.prefix_neighbours(vecs, user, events, start, end, k, queries=q)
+    exact = si.prefix_neighbours(vecs, user, events, start, end, k, queries=q, ties=ties)
     t_exact = time.perf_counter() - t
     rows = np.arange(N) if q is None else q
     if q is not None:  # the cost of a query from two sample sizes (the slope), then the fixed cost plus N queries
         t = time.perf_counter()
-        si.prefix_neighbours(vecs, user, events, start, end, k, queries=q[: len(q) // 2])
+        si.prefix_neighbours(vecs, user, events, start, end, k, queries=q[: len(q) // 2], ties=ties)
         per_query = (t_exact - (time.perf_counter() - t)) / (len(q) - len(q) // 2)
         if per_query <= 0:
             raise RuntimeError("the larger exact sample was not slower than the smaller one: give a larger --sample")
         print(f"  exact: {per_query * 1e3:.2f} ms per query, {t_exact - per_query * len(q):.1f} s fixed", flush=True)
         t_exact = t_exact + per_query * (N - len(q))
-    out = {"prefixes": N, "dim": int(vecs.shape[1]), "k": k, "exact_queries": len(rows),
+    out = {"prefixes": N, "dim": int(vecs.shape[1]), "k": k, "ties": ties, "exact_queries": len(rows),
            "exact_s": round(t_exact, 2), "exact_extrapolated": q is not None}
     ref = np.einsum("nd,nkd->nk", vecs[rows], vecs[np.maximum(exact, 0)])
     ref_sim = ref[exact >= 0].mean()
@@ -70,7 +70,7 @@ def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tup
         opts = VARIANTS[name]
         cfg = IndexConfig.from_dict(opts)
         t = time.perf_counter()
-        nbr, fallback = si.prefix_neighbours_approx(vecs, user, events, start, end, k, cfg)
+        nbr, fallback = si.prefix_neighbours_approx(vecs, user, events, start, end, k, cfg, ties=ties)
         took = time.perf_counter() - t
         got = nbr[rows]
         recall = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max((b >= 0).sum(), 1) for a, b in zip(got, exact)])
@@ -109,10 +109,10 @@ def real_prefixes(ds: str):
     return vecs, view.user, events, start, end
 
 
-def real(datasets: list[str], k: int, variants: list[str]) -> dict:
+def real(datasets: list[str], k: int, variants: list[str], ties: str = "random") -> dict:
     res = {}
     for ds in datasets:
-        res[ds] = compare(*real_prefixes(ds), k, variants=variants)
+        res[ds] = compare(*real_prefixes(ds), k, variants=variants, ties=ties)
         print(f"  exact   {res[ds]['exact_s']:8.1f} s", flush=True)
     return res
 
@@ -159,7 +159,8 @@ def ties(datasets: list[str], k: int, sample: int, seed: int = 0) -> dict:
     return res
 
 
-def scale(users: int, sample: int, k: int, variants: list[str], max_len: int = 20, seed: int = 1) -> dict:
+def scale(users: int, sample: int, k: int, variants: list[str], max_len: int = 20, seed: int = 1,
+          ties: str = "random") -> dict:
     from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
 
     n_topics, n_items, dim = 200, 20_000, 128
@@ -182,7 +183,7 @@ def scale(users: int, sample: int, k: int, variants: list[str], max_len: int = 2
         v = item_vec[w].sum(1)
         vecs[s:s + len(v)] = v / np.linalg.norm(v, axis=1, keepdims=True)
     print(f"planted: {users:,} users, {len(end):,} prefixes, {dim}-d", flush=True)
-    res = compare(vecs, user_ev[end], events, start, end, k, sample=sample, seed=seed, variants=variants)
+    res = compare(vecs, user_ev[end], events, start, end, k, sample=sample, seed=seed, variants=variants, ties=ties)
     print(f"  exact   {res['exact_s']:8.1f} s (extrapolated from {res['exact_queries']:,} queries)", flush=True)
     return {"planted": {"users": users, "items": n_items, "topics": n_topics, "stay": 0.8, "lengths": [5, 30],
                         "item_noise": 0.7, "seed": seed, **res}}
@@ -198,6 +199,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--suffix", default="", help="appended to the JSON's name")
+    p.add_argument("--ties", choices=("random", "topk"), default="random",
+                   help="real / scale: the prefix tie rule of both searches (topk: the rule up to session 21)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -207,7 +210,8 @@ def main() -> None:
     if a.mode == "ties":
         res = ties(a.datasets, a.k, a.sample)
     else:
-        res = real(a.datasets, a.k, a.variants) if a.mode == "real" else scale(a.users, a.sample, a.k, a.variants)
+        res = real(a.datasets, a.k, a.variants, a.ties) if a.mode == "real" else \
+            scale(a.users, a.sample, a.k, a.variants, ties=a.ties)
     print(write_json(f"sracl_neighbours_{a.mode}{a.suffix}.json", {"machine": machine(), "variants": VARIANTS, **res}))
 
 

@@ -290,6 +290,78 @@ def test_prefix_neighbour_ties_do_not_depend_on_chunks_queries_or_the_search():
         assert sorted(sim[bags[j]]) == sorted(np.sort(sim[ok])[-10:])
 
 
+def _reference_random_ties(vecs, user, events, start, end, k):
+    """The random tie rule written out row by row: admissible prefixes (another user's, with a vector, whose window
+    lacks the target) by float64 cosine on the grid, then by the pair's fixed number."""
+    from behaviorseq.data.sampling import counter_uniform
+    from behaviorseq.models.retrieval.semantic_items import TIE_GRID, TIE_SEED
+
+    win = si.prefix_windows(events, start, end, int((end - start).max()))
+    v = vecs.astype(np.float64)
+    has = (vecs != 0).any(1)
+    out = np.full((len(vecs), k), -1, np.int64)
+    for j in np.flatnonzero(has):
+        idx = np.flatnonzero((user != user[j]) & has & ~(win == events[end[j]]).any(1))
+        cell = np.round(v[idx] @ v[j] / TIE_GRID)
+        order = np.lexsort((-counter_uniform(TIE_SEED, np.full(len(idx), j), idx, 1), -cell))[:k]
+        out[j, :len(order)] = idx[order]
+    return out
+
+
+def _straddling_prefixes(k: int = 10, n: int = 300, seed: int = 0):
+    """Query prefix 0, k - 1 clear neighbours, then n prefixes whose float64 cosines with it lie within 5e-8 of a
+    half-grid point: float32 ranks them in another order than float64, and rounding splits them into two cells."""
+    from behaviorseq.models.retrieval.semantic_items import TIE_GRID
+
+    g = np.random.default_rng(seed)
+    q = g.standard_normal(64)
+    q /= np.linalg.norm(q)
+
+    def at(cos: float) -> np.ndarray:
+        x = g.standard_normal(64)
+        x -= (x @ q) * q
+        return cos * q + np.sqrt(1 - cos * cos) * x / np.linalg.norm(x)
+
+    half = (round(0.5 / TIE_GRID) + 0.5) * TIE_GRID
+    rows = [q] + [at(0.9) for _ in range(k - 1)]
+    while len(rows) < k + n:
+        x = at(half + g.uniform(-4e-8, 4e-8)).astype(np.float32)
+        if abs(x.astype(np.float64) @ q - half) < 5e-8:
+            rows.append(x)
+    vecs = np.array(rows, dtype=np.float32)
+    N = len(vecs)
+    return vecs, np.arange(N), np.arange(1, 2 * N + 1), 2 * np.arange(N), 2 * np.arange(N) + 1
+
+
+def test_prefix_neighbour_random_ties_equal_the_rule_written_out():
+    from behaviorseq.index.faiss_index import IndexConfig
+
+    vecs, user, events, start, end = _grouped_prefixes()
+    vecs[::37] = 0  # prefixes without a vector: never neighbours, none of their own
+    # one user owns 200 of 380 identical prefixes: the approximate search's fetch reaches N while others are cut
+    same = _grouped_prefixes(users=76, per=6, groups=1)
+    heavy = (same[0], np.r_[np.zeros(200, int), np.arange(1, 181)], *same[2:])
+    rnd = _random_prefixes(users=8, per=5)  # few admissible, half with negative cosines: a prefix without a vector
+    rnd[0][::5] = 0  # (cosine 0 with all) would rank among the first k
+    cases = {"grouped": (vecs, user, events, start, end), "bags": _bag_prefixes(users=120), "heavy user": heavy,
+             "straddling": _straddling_prefixes(), "random": rnd}
+    for name, data in cases.items():
+        ref = _reference_random_ties(*data, 10)
+        assert np.array_equal(si.prefix_neighbours(*data, 10), ref), name
+        every_cell = IndexConfig(kind="ivf", nlist=4, nprobe=4)
+        assert np.array_equal(si.prefix_neighbours_approx(*data, 10, every_cell)[0], ref), name
+    assert (si.prefix_neighbours(*cases["grouped"], 10)[::37] == -1).all()
+
+
+def test_prefix_neighbour_topk_rule_is_the_session_21_code():
+    import hashlib
+
+    # digests of the lists the session-21 code (before prefix_ties existed) gave for these inputs
+    for data, digest in ((_grouped_prefixes(), "f4ee031e0ab27314"), (_bag_prefixes(), "b4779456d6118e09")):
+        nbr = si.prefix_neighbours(*data, 10, ties="topk")
+        assert hashlib.sha256(nbr.tobytes()).hexdigest()[:16] == digest
+
+
 def test_approximate_index_through_the_config_and_its_own_cache_entry(planted, tmp_path):
     store, view, exact = planted
     cfg = sracl.SRACLConfig.from_dict({**SMALL, "semantic": {"dim": 8, "neighbour_index": {"kind": "ivf", "nprobe": 4}}})

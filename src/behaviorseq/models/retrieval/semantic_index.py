@@ -103,7 +103,9 @@ def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray,
         key["tie_rule"] = 3  # session 21: float64 on a 2^-16 grid, a fixed number per (item, candidate) pair
     if prefix_ties != "topk":  # the rule up to session 21: its cache entries keep their keys
         key["prefix_ties"] = prefix_ties
-        key["prefix_tie_rule"] = 1  # session 22: the item rule (grid, a fixed number per pair) for prefixes
+        # session 22: the item rule (grid, a fixed number per pair) for prefixes; 2: prefixes without a vector left
+        # out (commit bc171cb's 1 kept them; the lists differ only on data that has such prefixes)
+        key["prefix_tie_rule"] = 2
     if search is not None and search.kind != "flat":  # exact entries keep their keys
         key["search"] = search.to_dict()
     if item_search is not None and item_search.kind != "flat":
@@ -152,7 +154,7 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
                 warnings.warn(f"SRA-CL: the exact prefix-neighbour search over {len(end):,} training prefixes is O(N^2) "
                               "(1M prefixes: about 1.3 hours on 2 CPU cores); model.semantic.neighbour_index.kind=ivf "
                               "found the same lists up to ties in 99.9% of the slots, 34x faster, on 1M planted "
-                              "prefixes (benchmarks/README.md, section 7)",
+                              "prefixes (benchmarks/README.md, section 7; measured with prefix_ties=topk)",
                               stacklevel=2)
             nbr, exact_rows = prefix_neighbours(pvec, view.user, events, start, end, k, device,
                                                 ties=prefix_ties), len(end)

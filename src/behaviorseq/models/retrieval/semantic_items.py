@@ -114,12 +114,14 @@ def item_neighbours(vecs: np.ndarray, k: int, device: str = "cpu", chunk: int = 
 def _rescore(vecs: np.ndarray, query: np.ndarray, cand: torch.Tensor) -> torch.Tensor:
     """Float64 cosines [g, c] of items ``query`` [g] with their candidates ``cand`` [g, c] (-1: -inf)."""
     out = torch.full(cand.shape, -torch.inf, dtype=torch.float64)
-    step = max(1, RESCORE_BUDGET // (cand.shape[1] * vecs.shape[1]))
+    cols = max(1, min(cand.shape[1], RESCORE_BUDGET // vecs.shape[1]))  # a very wide row: its columns in slices
+    step = max(1, RESCORE_BUDGET // (cols * vecs.shape[1]))
     for s in range(0, len(query), step):
         q = torch.from_numpy(vecs[query[s:s + step]]).double()  # [g, d]
-        c = cand[s:s + step]
-        cv = torch.from_numpy(vecs[c.clamp(min=0).numpy()]).double()  # [g, c, d]
-        out[s:s + step] = torch.where(c >= 0, torch.bmm(cv, q[:, :, None])[..., 0], -torch.inf)
+        for a in range(0, cand.shape[1], cols):
+            c = cand[s:s + step, a:a + cols]
+            cv = torch.from_numpy(vecs[c.clamp(min=0).numpy()]).double()  # [g, c, d]
+            out[s:s + step, a:a + cols] = torch.where(c >= 0, torch.bmm(cv, q[:, :, None])[..., 0], -torch.inf)
     return out
 
 

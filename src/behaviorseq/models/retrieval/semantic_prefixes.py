@@ -9,10 +9,14 @@ more prefixes than slots are left. ``ties="random"`` applies the item rule (``se
 similarities compared on a 2^-16 grid, equal ones ordered by a fixed pseudo-random number per (prefix,
 candidate) pair. The search ranks in float32 and rescores its candidates in float64; a row is settled once
 a grid cell lies between its k-th admissible value and the farthest candidate in hand (so every prefix of the
-k-th value's cell is in hand), otherwise searched 4x wider. ``"topk"`` (float32, torch.topk's order among
+k-th value's cell is in hand), otherwise searched 4x wider. The argument needs float32 ranking errors below a
+quarter cell (~4e-6): true of CPU and plain cuBLAS float32, not of TF32 matmuls, which nothing here switches on.
+Under this rule a prefix without a vector (no item of its window has one) is never a neighbour and gets none:
+its cosine 0 with everything would make all N prefixes one tie group. ``"topk"`` (float32, torch.topk's order among
 equal values, the same for every row, so a few prefixes are everybody's neighbour: Beauty's largest in-degree
 477 against a mean of 10) was the rule up to session 21, kept verbatim to reproduce those runs.
-The exact search is O(N^2) in training prefixes (1M, ml-1m's size: about 1.3 hours on 2 cores), so an
+The exact search is O(N^2) in training prefixes (1M, ml-1m's size: about 1.3 hours on 2 cores, measured with
+``topk``; the random rule costs about the same on Beauty), so an
 approximate FAISS index (ivf, hnsw) can supply the candidates instead, with the same filters and tie rule
 (``prefix_neighbours_approx``).
 """
@@ -98,7 +102,9 @@ def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, st
                       queries: np.ndarray | None = None, ties: str = "random") -> np.ndarray:
     """[N, k] for every prefix the k nearest prefixes by cosine, excluding the same user's prefixes and
     any prefix whose window [start, end) holds the query's target ``events[end]``; -1 where fewer remain.
-    Exact (all pairs). ``queries``: only these prefix rows (the result is then [len(queries), k])."""
+    Exact (all pairs). ``queries``: only these prefix rows (the result is then [len(queries), k]). ``ties``: the
+    order among equal similarities, "random" (a fixed random order; prefixes without a vector are left out) or
+    "topk" (torch.topk's, the rule up to session 21)."""
     if ties not in ("random", "topk"):
         raise ValueError(f"ties must be 'random' or 'topk', got {ties!r}")
     N = len(vecs)
@@ -108,6 +114,7 @@ def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, st
     ev, st, en = (torch.as_tensor(np.array(x, dtype=np.int64), device=device) for x in (events, start, end))
     width = int((end - start).max()) if N else 1
     by_user, own_lo, own_n = _own_user_ranges(user)
+    no_vec = ~(v != 0).any(1)
     out = torch.full((len(q_all), k), -1, dtype=torch.long)
     buf = torch.empty(min(chunk, len(q_all)), N, device=v.device)
     for s in range(0, len(q_all), chunk):
@@ -120,6 +127,9 @@ def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, st
         sim[torch.as_tensor(r, device=v.device), torch.as_tensor(c, device=v.device)] = -torch.inf  # own prefixes
         target = ev[en[rows]]  # [q]
         todo, c = torch.arange(len(rows), device=v.device), min(N, 4 * k + 16)
+        if ties == "random":
+            sim[:, no_vec] = -torch.inf  # never a neighbour, and no neighbours of their own
+            todo = todo[~no_vec[rows]]
         while len(todo):
             if ties == "topk":  # the rule up to session 21, as it was
                 val, cand = sim[todo].topk(c, dim=1)  # [t, c]
@@ -129,7 +139,9 @@ def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, st
                 todo, c = todo[~full], min(N, 4 * c)
                 continue
             short = []
-            for part in todo.split(max(1, SEARCH_BUDGET // (c * (width + 1)))):  # windows of c candidates bounded
+            # windows and float64 vectors of c candidates per row bounded (one row per part at the widest: its
+            # [c, width] windows and [c, d] vectors, d and width small, are then the peak)
+            for part in todo.split(max(1, SEARCH_BUDGET // (c * (width + 1 + vecs.shape[1])))):
                 val, cand = sim[part].topk(c, dim=1)
                 ok = _admissible(val, cand, target[part], ev, st, en, width)
                 every = torch.full((len(part),), c >= N, device=v.device) | (val == -torch.inf).any(1)
@@ -149,7 +161,7 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
     plus ``4k + 16`` and filters; a row left with fewer than k (random ties: or not settled) is searched 4x
     wider (up to 64x), and rows the index cannot serve further (it returned fewer candidates than asked: its
     probed cells are exhausted) are searched exactly. The lists are the exact ones where the index returns every
-    prefix as near as the k-th.
+    prefix as near as the k-th (with random ties; ``topk`` keeps the index's order among equal values).
     Returns (neighbours [N, k], number of rows searched exactly)."""
     if index.kind == "flat":
         raise ValueError("prefix_neighbours_approx takes an ivf or hnsw index; the exact search is prefix_neighbours")
@@ -164,11 +176,13 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
     codes, counts = np.unique(np.asarray(user), return_inverse=True, return_counts=True)[1:]
     user_t, own_n = torch.as_tensor(codes.reshape(-1)), counts[codes.reshape(-1)]  # any id type; prefixes per user
     width = int((end - start).max())
+    has = torch.from_numpy((vecs != 0).any(1)) if ties == "random" else torch.ones(N, dtype=torch.bool)
     out = torch.full((N, k), -1, dtype=torch.long)
     leftover = []
     first_keep = 4 * k + 16  # candidates kept after dropping the user's own
     for s in range(0, N, chunk):
         todo, keep = torch.arange(s, min(s + chunk, N)), first_keep
+        todo = todo[has[todo]]  # random ties: a prefix without a vector gets no neighbours
         while len(todo):
             fetch = min(N, int(own_n[todo.numpy()].max()) + keep)
             short, exhausted = [], []
@@ -176,7 +190,7 @@ def prefix_neighbours_approx(vecs: np.ndarray, user: np.ndarray, events: np.ndar
             for part in todo.split(max(1, SEARCH_BUDGET // (fetch + keep * width))):
                 scores, ids = ix.search(vecs[part.numpy()], fetch)
                 val, cand = torch.from_numpy(scores), torch.from_numpy(ids) - 1  # prefix rows; -1 = none
-                other = (cand >= 0) & (user_t[cand.clamp(min=0)] != user_t[part, None])
+                other = (cand >= 0) & (user_t[cand.clamp(min=0)] != user_t[part, None]) & has[cand.clamp(min=0)]
                 order = torch.sort((~other).to(torch.int8), dim=1, stable=True).indices[:, :keep]
                 val = torch.where(other.gather(1, order), val.gather(1, order), -torch.inf)
                 # fewer candidates than asked: ivf's probed cells are exhausted (hnsw might reach more with a wider
