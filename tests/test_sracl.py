@@ -345,19 +345,30 @@ def test_prefix_neighbour_random_ties_equal_the_rule_written_out():
     rnd[0][::5] = 0  # (cosine 0 with all) would rank among the first k
     cases = {"grouped": (vecs, user, events, start, end), "bags": _bag_prefixes(users=120), "heavy user": heavy,
              "straddling": _straddling_prefixes(), "random": rnd}
+    every_cell = IndexConfig(kind="ivf", nlist=4, nprobe=4)
     for name, data in cases.items():
         ref = _reference_random_ties(*data, 10)
         assert np.array_equal(si.prefix_neighbours(*data, 10), ref), name
-        every_cell = IndexConfig(kind="ivf", nlist=4, nprobe=4)
-        assert np.array_equal(si.prefix_neighbours_approx(*data, 10, every_cell)[0], ref), name
+        approx, exact_rows = si.prefix_neighbours_approx(*data, 10, every_cell)
+        assert np.array_equal(approx, ref), name
+        assert exact_rows == 0 or name == "heavy user", name  # the index served them (the heavy user's: exact)
     assert (si.prefix_neighbours(*cases["grouped"], 10)[::37] == -1).all()
+    # topk keeps the old behaviour: prefixes without a vector are neighbours and have some, in both searches
+    for nbr in (si.prefix_neighbours(*rnd, 10, ties="topk"), si.prefix_neighbours_approx(*rnd, 10, every_cell,
+                                                                                        ties="topk")[0]):
+        assert (nbr[::5] >= 0).any() and np.isin(nbr, np.arange(0, len(rnd[0]), 5)).any()
 
 
 def test_prefix_neighbour_topk_rule_is_the_session_21_code():
     import hashlib
 
-    # digests of the lists the session-21 code (before prefix_ties existed) gave for these inputs
-    for data, digest in ((_grouped_prefixes(), "f4ee031e0ab27314"), (_bag_prefixes(), "b4779456d6118e09")):
+    # digests of the lists the session-21 code (before prefix_ties existed) gave for these inputs, all exact ties:
+    # they also pin torch.topk's order among equal values, on which old runs' cached lists depend (a torch upgrade
+    # that changes it fails here)
+    vectorless = _grouped_prefixes()
+    vectorless[0][::37] = 0
+    for data, digest in ((_grouped_prefixes(), "f4ee031e0ab27314"), (_bag_prefixes(), "b4779456d6118e09"),
+                         (vectorless, "fd6d63c1ba74a8a0")):
         nbr = si.prefix_neighbours(*data, 10, ties="topk")
         assert hashlib.sha256(nbr.tobytes()).hexdigest()[:16] == digest
 

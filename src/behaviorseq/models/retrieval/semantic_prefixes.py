@@ -9,14 +9,14 @@ more prefixes than slots are left. ``ties="random"`` applies the item rule (``se
 similarities compared on a 2^-16 grid, equal ones ordered by a fixed pseudo-random number per (prefix,
 candidate) pair. The search ranks in float32 and rescores its candidates in float64; a row is settled once
 a grid cell lies between its k-th admissible value and the farthest candidate in hand (so every prefix of the
-k-th value's cell is in hand), otherwise searched 4x wider. The argument needs float32 ranking errors below a
-quarter cell (~4e-6): true of CPU and plain cuBLAS float32, not of TF32 matmuls, which nothing here switches on.
-Under this rule a prefix without a vector (no item of its window has one) is never a neighbour and gets none:
+k-th value's cell is in hand), otherwise searched 4x wider. The argument needs float32 ranking errors below half
+a cell (~7.6e-6) per similarity: true of CPU and plain cuBLAS float32, not of TF32 matmuls, which nothing here switches on.
+Under this rule a prefix without a vector (all zero: e.g. no item of its window has one) is never a neighbour and gets none:
 its cosine 0 with everything would make all N prefixes one tie group. ``"topk"`` (float32, torch.topk's order among
 equal values, the same for every row, so a few prefixes are everybody's neighbour: Beauty's largest in-degree
 477 against a mean of 10) was the rule up to session 21, kept verbatim to reproduce those runs.
 The exact search is O(N^2) in training prefixes (1M, ml-1m's size: about 1.3 hours on 2 cores, measured with
-``topk``; the random rule costs about the same on Beauty), so an
+``topk``; the random rule took 1.2x its time on Beauty, one timing on a busy machine), so an
 approximate FAISS index (ivf, hnsw) can supply the candidates instead, with the same filters and tie rule
 (``prefix_neighbours_approx``).
 """
