@@ -60,17 +60,19 @@ def _admissible(val: torch.Tensor, cand: torch.Tensor, target: torch.Tensor, ev:
     return (val > -torch.inf) & (cand >= 0) & ~(win == target[:, None, None]).any(-1)
 
 
+def _pad(picked: torch.Tensor, k: int) -> torch.Tensor:
+    """[t, <= k] picks padded with -1 to k columns (fewer candidates than k were fetched)."""
+    return torch.cat([picked, picked.new_full((len(picked), k - picked.shape[1]), -1)], 1) if picked.shape[1] < k else picked
+
+
 def _first_admissible(val: torch.Tensor, cand: torch.Tensor, target: torch.Tensor, ev: torch.Tensor,
                       st: torch.Tensor, en: torch.Tensor, width: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ties="topk": of candidates ``cand`` [t, c] (similarity order, -inf = none), the first ``k`` whose window
     does not hold the query's ``target`` [t]; -1 where fewer remain. Returns (picked [t, k], found k [t])."""
-    t = cand.shape[0]
     ok = _admissible(val, cand, target, ev, st, en, width)
     # the first k admissible candidates, in similarity order (a stable sort on "not ok")
     order = torch.sort((~ok).to(torch.int8), dim=1, stable=True).indices[:, :k]
-    picked = torch.where(ok.gather(1, order), cand.gather(1, order), -1)
-    if picked.shape[1] < k:
-        picked = torch.cat([picked, picked.new_full((t, k - picked.shape[1]), -1)], 1)
+    picked = _pad(torch.where(ok.gather(1, order), cand.gather(1, order), -1), k)
     return picked, (picked >= 0).all(1)
 
 
@@ -91,10 +93,7 @@ def _settle(vecs: np.ndarray, rows: torch.Tensor, cand: torch.Tensor, val32: tor
     by_u = torch.from_numpy(np.argsort(-u, axis=1, kind="stable"))
     v, cnd = okv.gather(1, by_u), cand.gather(1, by_u)
     order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
-    picked = torch.where(v.gather(1, order) > -torch.inf, cnd.gather(1, order), -1)
-    if picked.shape[1] < k:
-        picked = torch.cat([picked, picked.new_full((t, k - picked.shape[1]), -1)], 1)
-    return picked, settled
+    return _pad(torch.where(v.gather(1, order) > -torch.inf, cnd.gather(1, order), -1), k), settled
 
 
 def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, start: np.ndarray,
