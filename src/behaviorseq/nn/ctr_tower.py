@@ -1,5 +1,5 @@
-"""Pieces shared by the long-sequence CTR models: the prediction tower, DARE's official initialisation,
-its L2 term, and the [v, h, v * h] target representation.
+"""Pieces shared by the long-sequence CTR models: the per-field embedding tables, the prediction tower, DARE's
+official initialisation, its L2 term, and the [v, h, v * h] target representation.
 
 The tower follows the official DARE code (``thuml/DARE``, brief 1.1): BatchNorm -> Linear(200) -> PReLU
 -> Linear(80) -> PReLU -> output. It ends in one logit with BCE instead of two logits with a 2-way
@@ -39,6 +39,27 @@ class FastEmbedding(nn.Embedding):
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, self.embedding_dim)
+
+
+def add_field_tables(module: nn.Module, n_items: int, n_categories: int, dim: int,
+                     n_positions: int | None = None) -> None:
+    """Register the ranking models' tables on ``module``: ``item_embedding`` (n_items + 1 rows, id 0 the padding),
+    ``category_embedding`` and, with ``n_positions``, ``position_embedding``; ``dim`` columns each. The names
+    (state-dict keys, the "embedding" that ``l2_penalty`` skips) and the order (``dare_init_``'s draws) are the
+    models' own, so checkpoints and seeded runs stay as they were."""
+    module.item_embedding = FastEmbedding(n_items + 1, dim)
+    module.category_embedding = FastEmbedding(n_categories + 1, dim)
+    if n_positions:
+        module.position_embedding = FastEmbedding(n_positions, dim)
+
+
+def embed_fields(module: nn.Module, item: Tensor, category: Tensor, position: Tensor | None = None) -> Tensor:
+    """[...] ids -> [..., n_fields * dim]: the tables of ``add_field_tables`` concatenated; the position field
+    only when ``module`` has its table."""
+    parts = [module.item_embedding(item), module.category_embedding(category)]
+    if getattr(module, "position_embedding", None) is not None:
+        parts.append(module.position_embedding(position))
+    return torch.cat(parts, dim=-1)
 
 
 def target_representation(v: Tensor, h: Tensor) -> Tensor:

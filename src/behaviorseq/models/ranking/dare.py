@@ -35,9 +35,10 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
-    FastEmbedding,
+    add_field_tables,
     ctr_loss,
     dare_init_,
+    embed_fields,
     require_fields,
     target_representation,
 )
@@ -73,15 +74,10 @@ class _FieldTables(nn.Module):
     def __init__(self, n_items: int, n_categories: int, n_positions: int | None, dim: int):
         super().__init__()
         self.dim = dim
-        self.item_embedding = FastEmbedding(n_items + 1, dim)
-        self.category_embedding = FastEmbedding(n_categories + 1, dim)
-        self.position_embedding = FastEmbedding(n_positions, dim) if n_positions else None
+        add_field_tables(self, n_items, n_categories, dim, n_positions)
 
     def forward(self, item: Tensor, category: Tensor, position: Tensor) -> Tensor:
-        parts = [self.item_embedding(item), self.category_embedding(category)]
-        if self.position_embedding is not None:
-            parts.append(self.position_embedding(position))
-        return torch.cat(parts, dim=-1)
+        return embed_fields(self, item, category, position)
 
 
 @register("dare")

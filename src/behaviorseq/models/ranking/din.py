@@ -18,7 +18,6 @@ Deviations, one line each:
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -26,9 +25,10 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
-    FastEmbedding,
+    add_field_tables,
     bce_with_logits,
     dare_init_,
+    embed_fields,
     l2_penalty,
     require_fields,
     target_representation,
@@ -57,15 +57,14 @@ class DIN(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d = cfg.embedding_dim
-        self.item_embedding = FastEmbedding(n_items + 1, d)
-        self.category_embedding = FastEmbedding(n_categories + 1, d)
+        add_field_tables(self, n_items, n_categories, d)
         self.activation_unit = DINActivationUnit(2 * d, cfg.attention_hidden)
         self.tower = CTRTower(6 * d, cfg.mlp_hidden)
         if cfg.init_std is not None:
             dare_init_(self, cfg.init_std)
 
     def embed(self, item: Tensor, category: Tensor) -> Tensor:
-        return torch.cat([self.item_embedding(item), self.category_embedding(category)], dim=-1)
+        return embed_fields(self, item, category)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Main logit [B] and the attention weights ``weights`` [B, L]."""

@@ -34,9 +34,10 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
-    FastEmbedding,
+    add_field_tables,
     bce_with_logits,
     dare_init_,
+    embed_fields,
     l2_penalty,
     require_fields,
 )
@@ -86,8 +87,7 @@ class SDIM(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d2 = 2 * cfg.embedding_dim
-        self.item_embedding = FastEmbedding(n_items + 1, cfg.embedding_dim)
-        self.category_embedding = FastEmbedding(n_categories + 1, cfg.embedding_dim)
+        add_field_tables(self, n_items, n_categories, cfg.embedding_dim)
         self.hash = SimHash(d2, cfg.n_hashes, cfg.tau, cfg.hash_seed)
         self.short_q, self.short_k, self.short_v = (nn.Linear(d2, d2, bias=False) for _ in range(3))
         self.short_out = nn.Linear(d2, d2)
@@ -96,7 +96,7 @@ class SDIM(nn.Module):
             dare_init_(self, cfg.init_std)
 
     def embed(self, item: Tensor, category: Tensor) -> Tensor:
-        return torch.cat([self.item_embedding(item), self.category_embedding(category)], dim=-1)
+        return embed_fields(self, item, category)
 
     def encode(self, item: Tensor, category: Tensor) -> UserState:
         """History ids [U, L] (left-padded) -> the user's state: BSE's per-user work, done once."""

@@ -28,9 +28,10 @@ from behaviorseq.config import StrictConfig
 from behaviorseq.models import register
 from behaviorseq.nn.ctr_tower import (
     CTRTower,
-    FastEmbedding,
+    add_field_tables,
     ctr_loss,
     dare_init_,
+    embed_fields,
     require_fields,
     target_representation,
 )
@@ -69,11 +70,8 @@ class TWIN(nn.Module):
         super().__init__()
         self.cfg, self.n_items, self.n_categories = cfg, n_items, n_categories
         d = cfg.embedding_dim
-        self.item_embedding = FastEmbedding(n_items + 1, d)
-        self.category_embedding = FastEmbedding(n_categories + 1, d)
+        add_field_tables(self, n_items, n_categories, d, cfg.max_len + 1 if cfg.use_position else None)
         n_fields = 3 if cfg.use_position else 2
-        if cfg.use_position:
-            self.position_embedding = FastEmbedding(cfg.max_len + 1, d)
         self.tower = CTRTower(3 * n_fields * d, cfg.mlp_hidden)
         self.aux_tower = CTRTower(3 * n_fields * d, cfg.aux_hidden) if cfg.aux_loss_weight > 0 else None
         if cfg.init_std is not None:
@@ -81,10 +79,7 @@ class TWIN(nn.Module):
 
     def embed(self, item: Tensor, category: Tensor, position: Tensor | None) -> Tensor:
         """[...] ids -> [..., n_fields * d]: the concatenated field embeddings."""
-        parts = [self.item_embedding(item), self.category_embedding(category)]
-        if self.cfg.use_position:
-            parts.append(self.position_embedding(position))
-        return torch.cat(parts, dim=-1)
+        return embed_fields(self, item, category, position)
 
     def attention_scores(self, v: Tensor, e: Tensor) -> Tensor:
         """v [B, F], e [B, L, F] -> s [B, L]; semantic and position parts scaled by their own sqrt(dim)."""
