@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from behaviorseq.data.events import EventTable
-from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
 from behaviorseq.data.synthetic._checks import is_int, is_real
+from behaviorseq.data.synthetic._timeline import topic_event_table, user_clocks
 
 TOPIC = "topic"
 NAME = "synthetic-seqrec"
@@ -389,22 +388,7 @@ def generate_seqrec(config: SeqRecConfig) -> tuple[EventTable, SeqRecTruth]:
         items[pos] = _draw(item_cdf, item_vals, z.astype(np.float64), rng)
 
     users = np.repeat(np.arange(1, config.n_users + 1, dtype=np.int64), lengths)
-    gaps = 1 + np.floor(rng.exponential(config.mean_gap, size=total)).astype(np.int64)
-    gaps[first] = 0
-    clock = np.cumsum(gaps)
-    starts = config.start_time + rng.integers(0, config.start_spread, size=config.n_users, dtype=np.int64)
-    timestamps = clock - np.repeat(clock[first] - starts, lengths)  # first event of each user at its start
+    timestamps = user_clocks(lengths, config.mean_gap, config.start_time, config.start_spread, rng)
 
-    events = pa.table({USER: pa.array(users, pa.int64()), ITEM: pa.array(items, pa.int64()),
-                       TIME: pa.array(timestamps, pa.int64()), TOPIC: pa.array(topics, pa.int64())})
-    item_table = pa.table({ITEM: pa.array(np.arange(1, n_items + 1), pa.int64()),
-                           TOPIC: pa.array(item_topic[1:], pa.int64())})
-    table = EventTable(
-        events,
-        Schema.of(**{USER: Kind.CATEGORICAL, ITEM: Kind.CATEGORICAL, TIME: Kind.TIMESTAMP, TOPIC: Kind.CATEGORICAL}),
-        items=item_table,
-        item_schema=Schema.of(**{ITEM: Kind.CATEGORICAL, TOPIC: Kind.CATEGORICAL}),
-        name=NAME,
-        report={"generator": NAME, "config": config.to_dict()},
-    )
+    table = topic_event_table(users, items, timestamps, topics, item_topic, TOPIC, NAME, config.to_dict())
     return table, truth
