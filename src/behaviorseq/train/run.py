@@ -278,7 +278,10 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
 # Keys a resumed run may change: where its data and caches are, how fast it runs, how long it may go on.
 RESUME_FREE = {"train.threads", "train.device", "train.num_workers", "train.time_limit_s", "train.epochs",
                "train.checkpoint_every_steps", "train.amp", "eval.batch_size", "data.data_root", "data.cache_dir",
-               "model_args.semantic.device", "model_args.semantic.cache_dir"}
+               "model_args.semantic.device", "model_args.semantic.cache_dir",
+               # how the LLM endpoint is called, not what it is asked (the index digest checks the summaries' effect)
+               *(f"model_args.semantic.llm.{k}" for k in ("api_key_env", "timeout", "retries", "retry_wait",
+                                                          "concurrency", "chunk"))}
 # Keys added to the code after runs were started with it, and the value that reproduces what those runs did.
 ADDED_KEYS = {"model_args.item_ties": "topk", "model_args.prefix_ties": "topk"}
 

