@@ -32,6 +32,8 @@ from behaviorseq.models.retrieval.semantic_llm import (
     LLMConfig,
     LLMError,
     OpenAIChatBackend,
+    item_prompt,
+    item_sequences,
 )
 
 
@@ -197,10 +199,30 @@ def _toy_store(tmp_path):
     return open_dataset(str(folder), cache_dir=tmp_path / "cache")
 
 
+def test_item_sequences_end_with_the_item_and_come_from_training_prefixes_only():
+    """Hand-worked: user 1 = positions 0-3 (items 5 6 7 5), user 2 = 4-6 (8 6 5); the prefixes below are the
+    training ones (a prefix's target is events[end]); an empty window gives no sequence (a sequence has 2+ items)."""
+    events = np.array([5, 6, 7, 5, 8, 6, 5, 9])  # position 7 (item 9) is no training target: never in a sequence
+    start = np.array([0, 0, 0, 0, 4, 4])
+    end = np.array([0, 1, 2, 3, 5, 6])  # the first: target 5 after an empty window
+    seqs = item_sequences(events, start, end, 9)
+    assert sorted(seqs[5]) == [[5, 6, 7, 5], [8, 6, 5]] and sorted(seqs[6]) == [[5, 6], [8, 6]]
+    assert seqs[7] == [[5, 6, 7]] and seqs[8] == seqs[9] == seqs[0] == []
+    assert sorted(item_sequences(events, start, end, 9, max_len=2)[5]) == [[6, 5], [7, 5]]
+    one = [item_sequences(events, start, end, 9, per_item=1, seed=s)[5] for s in range(20)]
+    assert all(len(o) == 1 for o in one) and {tuple(o[0]) for o in one} == {(5, 6, 7, 5), (8, 6, 5)}  # drawn
+    assert item_sequences(events, start, end, 9, per_item=1, seed=3) == item_sequences(events, start, end, 9, per_item=1, seed=3)
+    names = [""] + [f"it{i}" for i in range(1, 10)]
+    assert item_prompt("it5", seqs[7], names).startswith("Item: it5. Users came to it through these sequences, each "
+                                                          "in order and ending with it: [it5, it6, it7]. Give a JSON")
+    assert item_prompt("it8", [], names) == ITEM_PROMPT.format(item="it8", sequences="")
+
+
 def test_item_and_prefix_summaries_through_the_config_into_the_index(fake, tmp_path):
-    """semantic.llm -> make_source: item texts and (prefix_text) prefix texts go to the endpoint with the paper's
-    prompts; the vectors are the encoder's of the answers; the index's key changes; a rebuild asks nothing."""
-    server = fake(answer=lambda p: "summary of " + p.split(". ")[0])
+    """semantic.llm -> make_source -> build_index: item prompts (with sequences from the training prefixes) and
+    prefix prompts (prefix_text) go to the endpoint; the vectors are the encoder's of the answers; the index's key
+    changes; with the endpoint gone, a rebuild elsewhere reads every answer from the cache."""
+    server = fake(answer=lambda p: "summary of " + p)
     store = _toy_store(tmp_path)
     view = leave_one_out(store).train.prefixes()
     conf = SemanticConfig.from_dict({"source": "hashing", "dim": 32, "prefix_text": True, "cache_dir": str(tmp_path / "sem"),
@@ -208,23 +230,24 @@ def test_item_and_prefix_summaries_through_the_config_into_the_index(fake, tmp_p
     src = make_source(conf)
     index = si.build_index(store, view, src, 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
     sent = [r[1]["messages"][0]["content"] for r in server.requests]
-    item_prompts = [ITEM_PROMPT.format(item=t) for t in item_texts(store)]
-    assert set(item_prompts) <= set(sent)
+    events, end = np.asarray(store.item, dtype=np.int64), np.asarray(view.input_end, dtype=np.int64)
+    seqs = item_sequences(events, np.maximum(np.asarray(view.input_start), end - 8), end, store.num_items)
+    texts = item_texts(store)
+    item_prompts = [item_prompt(t, seqs[i], [""] + texts) for i, t in enumerate(texts, 1)]
+    assert sum("sequences, each in order" in p for p in item_prompts) >= 3  # the toy's items are training targets
     user = [p for p in sent if p.startswith(USER_PROMPT.split("{")[0])]
-    assert len(user) == len(set(user)) and len(user) > 0  # prefix summaries, each distinct text asked once
+    assert sorted(sent) == sorted(item_prompts + user) and len(user) == len(set(user)) > 0
     plain = TextSource(HashingEncoder(32), prefix_text=True)
     assert src.fingerprint()["summariser"].startswith("cached:openai:m@") and "prompts" in src.fingerprint()
     assert si.cache_key(store, src, view.input_start, view.input_end, 2, 2) != \
         si.cache_key(store, plain, view.input_start, view.input_end, 2, 2)
-    want = HashingEncoder(32).encode(["summary of Item: " + t for t in item_texts(store)])
-    assert np.allclose(src.item_vectors(store)[1:], want)
+    want = HashingEncoder(32).encode(["summary of " + p for p in item_prompts])
+    assert np.allclose(src.item_vectors(store, seqs)[1:], want)
     n = len(server.requests)
     server.close()  # the endpoint gone: the completions come from the cache
-    again = make_source(conf)
-    assert np.array_equal(again.item_vectors(store), src.item_vectors(store))
-    assert np.array_equal(si.build_index(store, view, again, 8, k=2, item_k=2, cache_dir=tmp_path / "other").prefix_vectors,
-                          index.prefix_vectors)
-    assert len(server.requests) == n
+    again = si.build_index(store, view, make_source(conf), 8, k=2, item_k=2, cache_dir=tmp_path / "other")
+    assert np.array_equal(again.prefix_vectors, index.prefix_vectors)
+    assert np.array_equal(again.item_neighbours, index.item_neighbours) and len(server.requests) == n
 
 
 def test_sracl_trains_with_the_deterministic_backend_from_its_config(tmp_path):

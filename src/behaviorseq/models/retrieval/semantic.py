@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 from behaviorseq.config import StrictConfig
 from behaviorseq.models.retrieval.semantic_llm import (  # noqa: F401  (CachedBackend, ...: this module's API too)
     ITEM_PROMPT,
+    ITEM_SEQUENCES,
     PROMPTS_DIGEST,
     USER_PROMPT,
     CachedBackend,
@@ -47,6 +48,7 @@ from behaviorseq.models.retrieval.semantic_llm import (  # noqa: F401  (CachedBa
     LLMConfig,
     OpenAIChatBackend,
     SummaryBackend,
+    item_prompt,
     make_backend,
 )
 
@@ -278,18 +280,23 @@ class TextSource(SemanticSource):
         fp = {"source": self.name, "encoder": self.encoder.name, "dim": self.dim, "fields": self.fields,
               "summariser": getattr(self.summariser, "name", None), "prefix_text": self.prefix_text}
         if self.summariser is not None:  # other prompts, other summaries (entries without one keep their keys)
-            fp["prompts"] = PROMPTS_DIGEST
+            fp["prompts"], fp["item_sequences"] = PROMPTS_DIGEST, list(ITEM_SEQUENCES)
         return fp
 
-    def _texts(self, store) -> list[str]:
+    @property
+    def uses_item_sequences(self) -> bool:
+        """The item prompts list sequences ending with the item (``semantic_llm.item_sequences``), which
+        ``build_index`` draws from the training prefixes and passes to :meth:`item_vectors`."""
+        return self.summariser is not None
+
+    def item_vectors(self, store, sequences: list[list[list[int]]] | None = None) -> np.ndarray:
         texts = item_texts(store, self.fields)
         if self.summariser is not None:
-            texts = self.summariser.complete([ITEM_PROMPT.format(item=t) for t in texts])
-        return texts
-
-    def item_vectors(self, store) -> np.ndarray:
+            names = [""] + texts
+            texts = self.summariser.complete([item_prompt(t, sequences[i] if sequences else None, names)
+                                              for i, t in enumerate(texts, 1)])
         vecs = np.zeros((store.num_items + 1, self.dim), dtype=np.float32)
-        vecs[1:] = self.encoder.encode(self._texts(store))
+        vecs[1:] = self.encoder.encode(texts)
         return vecs
 
     def prefix_vectors(self, store, windows: np.ndarray, item_vecs: np.ndarray, chunk: int = 8192) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from behaviorseq.index.faiss_index import IndexConfig
 from behaviorseq.models.retrieval.semantic import SemanticSource
 from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
+from behaviorseq.models.retrieval.semantic_llm import item_sequences
 from behaviorseq.models.retrieval.semantic_prefixes import (
     prefix_neighbours,
     prefix_neighbours_approx,
@@ -140,7 +141,10 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
                                                                item_search, prefix_ties)
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
     if not (entry / "meta.json").exists():
-        item_vecs = source.item_vectors(store)
+        if getattr(source, "uses_item_sequences", False):  # LLM item prompts: sequences from the training prefixes
+            item_vecs = source.item_vectors(store, item_sequences(events, start, end, store.num_items))
+        else:
+            item_vecs = source.item_vectors(store)
         bad = ~np.isfinite(item_vecs).all(1)
         if bad.any():  # both searches would go wrong (FAISS refuses them; the exact one would rank NaN)
             raise ValueError(f"semantic source {source.fingerprint()}: the vector of item row {int(np.flatnonzero(bad)[0])} "

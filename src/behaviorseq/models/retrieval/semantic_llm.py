@@ -11,9 +11,12 @@ training prefix, then embeds the summaries. Here (``semantic.llm`` in SRA-CL's c
     CachedBackend         record / replay in an append-only JSON-lines file, written chunk by chunk: an interrupted
                           run keeps what it received, a rerun asks only for the rest, a finished one asks nothing
 
+The item prompt lists, as the official code's does, up to 5 sequences (2-11 items) that end with the item
+(``item_sequences``): the targets of training prefixes with the items before them, so no validation or test event
+enters a prompt (the brief's leakage pitfall: the code also drew on prefixes ending at validation items).
+
 Deviations, one line each:
-- The item prompt carries the item's own text; the paper's also lists up to 5 (paper: 10) training sequences
-  ending with the item.
+- Items are named by their whole text (all item fields joined), sequences included; the code uses titles there.
 - A completion is embedded as returned (the item prompt's JSON included); the paper does not say it parses it.
 """
 
@@ -39,9 +42,11 @@ from behaviorseq.config import StrictConfig
 
 USER_PROMPT = ("The user interacted with these items in chronological order: {items}. Summarise the user's "
                "specific preference in no more than 100 words.")  # paper, Appendix (user summaries)
-ITEM_PROMPT = ("Item: {item}. Give a JSON object with an 'item summary' (at most 80 words) and a "
+ITEM_PROMPT = ("Item: {item}.{sequences} Give a JSON object with an 'item summary' (at most 80 words) and a "
                "'potential user analysis' (at most 50 words).")  # paper, Appendix (item summaries)
-PROMPTS_DIGEST = hashlib.sha256((USER_PROMPT + ITEM_PROMPT).encode()).hexdigest()[:12]
+SEQUENCES = " Users came to it through these sequences, each in order and ending with it: {lists}."
+ITEM_SEQUENCES = (5, 11, 0)  # per item: at most 5 sequences of at most 11 items (official code), sampling seed
+PROMPTS_DIGEST = hashlib.sha256(repr((USER_PROMPT, ITEM_PROMPT, SEQUENCES, ITEM_SEQUENCES)).encode()).hexdigest()[:12]
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}  # worth another try; any other 4xx is the request's fault
 
 
@@ -170,6 +175,30 @@ def _retry_after(e: urllib.error.HTTPError, default: float) -> float:
         return min(120.0, max(0.0, float(e.headers.get("Retry-After", ""))))
     except (TypeError, ValueError):
         return default
+
+
+def item_sequences(events: np.ndarray, start: np.ndarray, end: np.ndarray, n_items: int,
+                   per_item: int = ITEM_SEQUENCES[0], max_len: int = ITEM_SEQUENCES[1],
+                   seed: int = ITEM_SEQUENCES[2]) -> list[list[list[int]]]:
+    """For each item row 0..n_items, up to ``per_item`` sequences of item ids that end with it: a training prefix's
+    target ``events[end[j]]`` and at most ``max_len - 1`` of the prefix's items before it (at least one). The
+    prefixes are drawn at random (``seed``) among those whose target is the item; row 0 and items that are no
+    training target get none."""
+    j = np.flatnonzero(end - start >= 1)
+    target = events[end[j]]
+    order = np.lexsort((np.random.default_rng(seed).random(len(j)), target))
+    j, target = j[order], target[order]
+    rank = np.arange(len(j)) - np.searchsorted(target, target, side="left")  # place within the item's draws
+    out: list[list[list[int]]] = [[] for _ in range(n_items + 1)]
+    for jj, t in zip(j[rank < per_item].tolist(), target[rank < per_item].tolist()):
+        out[t].append(events[max(start[jj], end[jj] - (max_len - 1)):end[jj] + 1].tolist())
+    return out
+
+
+def item_prompt(text: str, sequences: list[list[int]] | None, names: list[str]) -> str:
+    """The item prompt of ``text``; ``sequences`` (item ids) named through ``names`` (row i: item i's text)."""
+    lists = "; ".join("[" + ", ".join(names[i] for i in seq) + "]" for seq in sequences or [])
+    return ITEM_PROMPT.format(item=text, sequences=SEQUENCES.format(lists=lists) if lists else "")
 
 
 class DeterministicBackend:
