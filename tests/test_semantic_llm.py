@@ -38,12 +38,18 @@ from behaviorseq.models.retrieval.semantic_llm import (
 
 
 class FakeLLM:
-    """A local OpenAI-compatible /v1/chat/completions. ``script``: status codes to answer before the real answers
-    (consumed one per request); each real answer is ``answer(prompt)``; every request's JSON body and headers kept."""
+    """A local OpenAI-compatible /v1/chat/completions. ``script``: what to do with the first requests, one entry each:
+    None (answer normally), a status code (an error answer with Retry-After: 0), (status, retry_after or None),
+    "drop" (close the connection without an answer) or "stall" (answer after 1.5 s). Then each answer is
+    ``answer(prompt)``: text, or a status code for an error answer. Every request's path, JSON body and headers are
+    kept, when each answer was sent, and the most requests ever in flight at once."""
 
     def __init__(self, answer=lambda p: f"S<{p}>", script=(), delay=0.0, body=None):
         self.answer, self.script, self.delay, self.body = answer, list(script), delay, body
         self.requests: list[tuple[str, dict, dict]] = []
+        self.started_at: dict[int, float] = {}  # request number -> when it arrived
+        self.done_at: dict[int, float] = {}  # request number -> when its answer was sent
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         fake = self
 
@@ -54,21 +60,49 @@ class FakeLLM:
             def do_POST(self):
                 data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
+                    n = len(fake.requests)
+                    fake.started_at[n] = time.perf_counter()
                     fake.requests.append((self.path, data, dict(self.headers)))
-                    status = fake.script.pop(0) if fake.script else 200
+                    step = fake.script.pop(0) if fake.script else None
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                self._answer(step, data["messages"][0]["content"], n)
+
+            def _done(self, n):  # before the answer's bytes leave: the client cannot start its next request sooner
+                with fake.lock:
+                    fake.in_flight -= 1
+                    fake.done_at[n] = time.perf_counter()
+
+            def _answer(self, step, prompt, n):
+                if step == "drop":
+                    self._done(n)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if step == "stall":
+                    time.sleep(1.5)
+                    step = None
                 if fake.delay:
-                    time.sleep(fake.delay * np.random.default_rng(len(data["messages"][0]["content"])).random())
+                    time.sleep(fake.delay * (0.2 + 0.8 * np.random.default_rng(len(prompt)).random()))
+                reply, retry_after = None, None
+                if step is None:
+                    reply = fake.answer(prompt)
+                    status = reply if isinstance(reply, int) else 200
+                else:
+                    status, retry_after = step if isinstance(step, tuple) else (step, "0")
                 if status != 200:
                     out = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                     self.send_response(status)
-                    self.send_header("Retry-After", "0")
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                 else:
-                    reply = fake.body if fake.body is not None else {
-                        "choices": [{"message": {"role": "assistant", "content": fake.answer(data["messages"][0]["content"])}}]}
-                    out = json.dumps(reply).encode()
+                    body = fake.body if fake.body is not None else {
+                        "choices": [{"message": {"role": "assistant", "content": reply}}]}
+                    out = body if isinstance(body, bytes) else json.dumps(body).encode()
                     self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
+                self._done(n)
                 self.end_headers()
                 self.wfile.write(out)
 
@@ -96,40 +130,60 @@ def fake():
 
 
 def cfg(base_url, **kw):
-    return LLMConfig(base_url=base_url, model="deepseek-chat", retry_wait=0.0, **kw)
+    return LLMConfig(base_url=base_url, model="deepseek-chat", **{"retry_wait": 0.0, **kw})
 
 
-def test_requests_are_the_papers_settings_and_answers_keep_the_prompts_order(fake, monkeypatch):
-    server = fake(delay=0.02)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+def test_requests_are_the_papers_settings_answers_keep_the_prompts_order_and_run_concurrently(fake, monkeypatch):
+    server = fake(delay=0.05)
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test")
     prompts = [f"prompt {i} " + "x" * i for i in range(40)]
-    out = OpenAIChatBackend(cfg(server.base_url + "/", concurrency=8)).complete(prompts)
+    out = OpenAIChatBackend(cfg(server.base_url + "/", concurrency=4, api_key_env="DEEPSEEK_API_KEY")).complete(prompts)
     assert out == [f"S<{p}>" for p in prompts]  # in order, though answered out of order
+    assert server.max_in_flight == 4  # concurrency requests at a time, never more
     path, body, headers = server.requests[0]
     assert path == "/v1/chat/completions"
     assert body == {"model": "deepseek-chat", "messages": [{"role": "user", "content": prompts[0]}],
                     "temperature": 0.0, "top_p": 0.001, "max_tokens": 400, "stream": False}
     assert headers["Authorization"] == "Bearer sk-test"
-    monkeypatch.delenv("OPENAI_API_KEY")
-    OpenAIChatBackend(cfg(server.base_url, top_p=None)).complete(["a"])
+    OpenAIChatBackend(cfg(server.base_url, top_p=None)).complete(["a"])  # no api_key_env: no key sent anywhere
     assert "Authorization" not in server.requests[-1][2] and "top_p" not in server.requests[-1][1]
+    monkeypatch.delenv("DEEPSEEK_API_KEY")
+    n = len(server.requests)
+    with pytest.raises(LLMError, match="api_key_env names DEEPSEEK_API_KEY, which is not set"):
+        OpenAIChatBackend(cfg(server.base_url, api_key_env="DEEPSEEK_API_KEY")).complete(["a"])
+    assert len(server.requests) == n
 
 
-def test_retryable_answers_are_retried_and_others_fail_at_once_naming_the_endpoint(fake):
-    server = fake(script=[429, 503])
-    assert OpenAIChatBackend(cfg(server.base_url)).complete(["a"]) == ["S<a>"]
-    assert len(server.requests) == 3
+def test_retryable_answers_wait_as_told_and_others_fail_at_once_naming_the_endpoint(fake):
+    server = fake(script=[(429, "3"), (503, None), (529, None)])
+    b = OpenAIChatBackend(cfg(server.base_url, retry_wait=1.0))
+    waits: list[float] = []
+    b.sleep = waits.append
+    assert b.complete(["a"]) == ["S<a>"] and len(server.requests) == 4
+    assert waits[0] == 3.0 and 1.0 <= waits[1] <= 2.0 and 2.0 <= waits[2] <= 4.0  # Retry-After, then doubling
     server = fake(script=[500] * 3)
-    with pytest.raises(LLMError, match=r"chat/completions: HTTP 500: scripted 500"):
+    with pytest.raises(LLMError, match=r"chat/completions: HTTP 500: scripted 500 \(prompt 'a'"):
         OpenAIChatBackend(cfg(server.base_url, retries=2)).complete(["a"])
     assert len(server.requests) == 3  # the first try and 2 retries
-    server = fake(script=[401])
-    with pytest.raises(LLMError, match=r"HTTP 401 \(is \$OPENAI_API_KEY set\?\)"):
-        OpenAIChatBackend(cfg(server.base_url)).complete(["a"])
-    assert len(server.requests) == 1  # not worth another try
+    for status in (401, 501):
+        server = fake(script=[status])
+        with pytest.raises(LLMError, match=rf"HTTP {status}"):
+            OpenAIChatBackend(cfg(server.base_url)).complete(["a"])
+        assert len(server.requests) == 1  # not worth another try
     server = fake(body={"id": "x", "choices": []})
     with pytest.raises(LLMError, match=r"no choices\[0\]\.message\.content"):
         OpenAIChatBackend(cfg(server.base_url)).complete(["a"])
+    server = fake(body=b'{"choices": [{"message": {"content": "lone \\ud83d end"}}]}')
+    assert OpenAIChatBackend(cfg(server.base_url)).complete(["a"]) == ["lone \ufffd end"]  # writable as UTF-8
+
+
+def test_dropped_and_stalled_requests_are_retried_even_before_the_first_answer(fake):
+    server = fake(script=["drop", "stall"])
+    assert OpenAIChatBackend(cfg(server.base_url, timeout=0.5)).complete(["a", "b"]) == ["S<a>", "S<b>"]
+    assert len(server.requests) == 4
+    server = fake(script=[None, "drop"])  # after a first answer: the same
+    assert OpenAIChatBackend(cfg(server.base_url)).complete(["a", "b"]) == ["S<a>", "S<b>"]
+    assert len(server.requests) == 3
 
 
 def test_an_unreachable_endpoint_fails_at_once_with_what_to_do():
@@ -141,6 +195,32 @@ def test_an_unreachable_endpoint_fails_at_once_with_what_to_do():
                                        r"drop semantic\.llm"):
         OpenAIChatBackend(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_wait=5.0)).complete(["a", "b"])
     assert time.perf_counter() - t0 < 4  # no backoff before anything was ever reached
+
+
+def test_the_first_failure_for_good_stops_the_rest_and_what_arrived_is_cached(fake, tmp_path):
+    """One prompt refused (400) among slow ones: that error is raised at once, no request starts after it, and the
+    cache keeps every answer that came; a rerun asks only for what it lacks."""
+    server = fake(answer=lambda p: 400 if p == "bad" else f"S<{p}>", delay=0.3)
+    prompts = ["p0", "bad"] + [f"p{i}" for i in range(2, 24)]
+    out: dict[int, str] = {}
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match=r"HTTP 400: scripted 400 \(prompt 'bad'"):
+        OpenAIChatBackend(cfg(server.base_url, concurrency=4)).complete_into(prompts, out)
+    assert time.perf_counter() - t0 < 3 and len(server.requests) < len(prompts)
+    bad = [r[1]["messages"][0]["content"] for r in server.requests].index("bad")
+    assert max(server.started_at.values()) < server.done_at[bad] + 0.1  # none started after the failure was seen
+    assert out[0] == "S<p0>" and len(out) >= 2 and all(out[i] == f"S<{prompts[i]}>" for i in out)
+    server = fake(answer=lambda p: 400 if p == "bad" else f"S<{p}>", delay=0.3)
+    cache = CachedBackend(OpenAIChatBackend(cfg(server.base_url, concurrency=4)), tmp_path / "c.jsonl", chunk=100)
+    with pytest.raises(LLMError):
+        cache.complete(prompts)
+    kept = len((tmp_path / "c.jsonl").read_text().splitlines())
+    assert kept >= 1 and kept == len(cache.memory)
+    n = len(server.requests)
+    good = [p for p in prompts if p != "bad"]
+    assert CachedBackend(OpenAIChatBackend(cfg(server.base_url)), tmp_path / "c.jsonl").complete(good) == \
+        [f"S<{p}>" for p in good]
+    assert len(server.requests) - n == len(good) - kept  # only the ones not kept
 
 
 def test_cache_keeps_every_chunk_received_when_a_later_one_fails_and_skips_torn_lines(tmp_path):
@@ -165,26 +245,48 @@ def test_cache_keeps_every_chunk_received_when_a_later_one_fails_and_skips_torn_
         f.write(b'{"key": "abc", "compl')  # an append cut short
     Flaky.fail_after, Flaky.sent = 99, []
     again = CachedBackend(Flaky(), path, chunk=3)
-    assert again.skipped == 1 and len(again.memory) == 6  # the torn line skipped, the 6 before it read
+    assert len(again.memory) == 6 and again.skipped == 0  # the cut line is no line yet: left alone
     out = again.complete(prompts + prompts[:2])
     assert sorted(Flaky.sent) == sorted(set(prompts) - first)  # only what was missing was asked
     assert out == DeterministicBackend().complete(prompts + prompts[:2])
     assert path.read_bytes().startswith(before)  # lines already written are never rewritten
     third = CachedBackend(Flaky(), path)
-    assert third.skipped == 1 and len(third.memory) == 10  # the new lines began on a line of their own
+    with pytest.warns(UserWarning, match="1 unreadable line"):
+        assert len(third.memory) == 10  # the new lines began on a line of their own
     Flaky.sent = []
     assert third.complete(prompts) == out[:10] and Flaky.sent == []
+
+
+def test_two_caches_on_one_file_write_each_key_once_and_agree(tmp_path):
+    """Two processes sharing a cache: each append first reads the other's, so a key has one line and one answer."""
+
+    class Other(DeterministicBackend):
+        name = "other"
+
+        def complete(self, prompts):
+            return [f"other answer to {p}" for p in prompts]
+
+    path = tmp_path / "shared.jsonl"
+    a, b = CachedBackend(DeterministicBackend(), path), CachedBackend(Other(), path)
+    assert a.memory == {} and b.memory == {}  # both loaded before either wrote
+    first = a.complete(["x", "y"])
+    assert b.complete(["y", "z"]) == [first[1], "other answer to z"]  # y: a's answer, from the file
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 3 and len({r["key"] for r in lines}) == 3
+    assert CachedBackend(Other(), path).complete(["x", "y", "z"]) == first + ["other answer to z"]
 
 
 def test_config_names_what_is_missing_and_where_llm_applies():
     with pytest.raises(ConfigError, match="needs base_url and model"):
         LLMConfig.from_dict({"model": "deepseek-chat"})
+    with pytest.raises(ConfigError, match="an http:// or https:// address"):
+        LLMConfig.from_dict({"model": "deepseek-chat", "base_url": "api.deepseek.com"})
     with pytest.raises(ConfigError, match="unknown key"):
         LLMConfig.from_dict({"backend": "deterministic", "temprature": 0})
     with pytest.raises(ConfigError, match="source 'attributes' reads none"):
         SemanticConfig.from_dict({"llm": {"backend": "deterministic"}})
     c = SemanticConfig.from_dict({"source": "hashing", "llm": {"base_url": "http://h/v1", "model": "m"}})
-    assert c.llm.temperature == 0.0 and c.llm.top_p == 0.001  # the paper's
+    assert c.llm.temperature == 0.0 and c.llm.top_p == 0.001 and c.llm.api_key_env is None  # the paper's; no key
 
 
 def _toy_store(tmp_path):
@@ -275,3 +377,30 @@ def test_sracl_trains_with_the_deterministic_backend_from_its_config(tmp_path):
     llm["temperature"] = 0.5
     with pytest.raises(ConfigError, match="semantic.llm.temperature: 0.0 -> 0.5"):
         run_experiment(cfg, tmp_path / "run", resume=True)
+
+
+def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:
+    import torch
+
+    from behaviorseq.train.run import prepare, resolve_config
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    prepare(resolve_config(cfg))  # builds the model and attaches its semantic index
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_ranks_ask_the_llm_once(fake, tmp_path):
+    """Under DDP rank 0 builds the index (and asks the LLM) first; the other ranks then read its cache entry."""
+    import torch
+
+    server = fake(delay=0.2)
+    _toy_store(tmp_path)
+    cfg = {"model": "sracl",
+           "model_config": {"max_len": 8, "hidden_size": 16, "k": 2, "item_k": 2,
+                            "semantic": {"source": "hashing", "dim": 16, "prefix_text": True, "cache_dir": str(tmp_path / "sem"),
+                                         "llm": {"base_url": server.base_url, "model": "m", "retry_wait": 0}}},
+           "data": {"dataset": str(tmp_path / "toy"), "cache_dir": str(tmp_path / "c")},
+           "train": {"epochs": 1, "batch_size": 8, "seed": 1, "threads": 1}, "eval": {"ks": [2, 10]}}
+    torch.multiprocessing.spawn(_ddp_attach_worker, args=(2, f"file://{tmp_path / 'pg'}", cfg), nprocs=2)
+    prompts = [r[1]["messages"][0]["content"] for r in server.requests]
+    assert len(prompts) == len(set(prompts)) > 4  # each item and prefix prompt asked once, by one rank

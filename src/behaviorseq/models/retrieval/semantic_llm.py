@@ -6,14 +6,17 @@ training prefix, then embeds the summaries. Here (``semantic.llm`` in SRA-CL's c
     SummaryBackend        the interface: ``name`` and ``complete(prompts) -> completions``, in order
     OpenAIChatBackend     any OpenAI-compatible ``/chat/completions`` endpoint (DeepSeek, OpenAI, vLLM, llama.cpp's
                           server, Ollama's /v1), standard library only: concurrent requests, retries with backoff
-                          on 429 / 5xx / dropped connections, an error naming the endpoint when it cannot be reached
+                          on 429 / 5xx / timeouts / dropped connections, an error naming the endpoint when nothing
+                          listens there; the API key only from the variable ``api_key_env`` names (none by default)
     DeterministicBackend  a pure function of the prompt, for tests
-    CachedBackend         record / replay in an append-only JSON-lines file, written chunk by chunk: an interrupted
-                          run keeps what it received, a rerun asks only for the rest, a finished one asks nothing
+    CachedBackend         record / replay in an append-only JSON-lines file, written as answers arrive: an
+                          interrupted run keeps what it received, a rerun asks only for the rest, a finished one
+                          asks nothing; processes sharing the file (DDP ranks, parallel seeds) write a key once
 
-The item prompt lists, as the official code's does, up to 5 sequences (2-11 items) that end with the item
-(``item_sequences``): the targets of training prefixes with the items before them, so no validation or test event
-enters a prompt (the brief's leakage pitfall: the code also drew on prefixes ending at validation items).
+The item prompt lists up to 5 sequences of 2-11 items that end with the item (the official code's numbers; the
+paper says up to 10), drawn by ``item_sequences`` from the targets of training prefixes with the items before them,
+so no validation or test event enters a prompt (the brief's leakage pitfall: the code also drew on prefixes ending
+at validation items). Under DDP, SRA-CL's rank 0 builds the index (and asks the LLM) before the other ranks.
 
 Deviations, one line each:
 - Items are named by their whole text (all item fields joined), sequences included; the code uses titles there.
@@ -28,10 +31,13 @@ import json
 import os
 import random
 import re
-import time
+import socket
+import ssl
+import threading
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -47,14 +53,14 @@ ITEM_PROMPT = ("Item: {item}.{sequences} Give a JSON object with an 'item summar
 SEQUENCES = " Users came to it through these sequences, each in order and ending with it: {lists}."
 ITEM_SEQUENCES = (5, 11, 0)  # per item: at most 5 sequences of at most 11 items (official code), sampling seed
 PROMPTS_DIGEST = hashlib.sha256(repr((USER_PROMPT, ITEM_PROMPT, SEQUENCES, ITEM_SEQUENCES)).encode()).hexdigest()[:12]
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}  # worth another try; any other 4xx is the request's fault
+RETRY_4XX = {408, 409, 425, 429}  # worth another try, as is any 5xx but 501 / 505; other 4xx are the request's fault
 
 
 class LLMConfig(StrictConfig):
     backend: Literal["openai", "deterministic"] = "openai"  # deterministic: the test stand-in
     base_url: str | None = None  # openai: e.g. https://api.deepseek.com (the paper's), http://localhost:8000/v1 (vLLM)
     model: str | None = None  # openai: e.g. deepseek-chat (the paper's DeepSeek-V3)
-    api_key_env: str | None = "OPENAI_API_KEY"  # the environment variable holding the key; unset: no key sent
+    api_key_env: str | None = None  # the environment variable holding the key (e.g. DEEPSEEK_API_KEY); None: none sent
     temperature: float = Field(0.0, ge=0.0)  # paper: 0
     top_p: float | None = Field(0.001, gt=0.0, le=1.0)  # paper: 0.001; None: not sent
     max_tokens: int = Field(400, gt=0)  # the prompts ask for at most 100 / 130 words
@@ -69,6 +75,8 @@ class LLMConfig(StrictConfig):
         if self.backend == "openai" and not (self.base_url and self.model):
             raise ValueError("semantic.llm with backend openai needs base_url and model (e.g. base_url="
                              "https://api.deepseek.com model=deepseek-chat, the paper's DeepSeek-V3)")
+        if self.base_url is not None and not re.match(r"https?://", self.base_url):
+            raise ValueError(f"semantic.llm.base_url {self.base_url!r}: an http:// or https:// address")
         return self
 
 
@@ -87,34 +95,52 @@ class LLMError(RuntimeError):
 class OpenAIChatBackend:
     """One chat completion per prompt (one user message) from an OpenAI-compatible endpoint.
 
-    Retries 408 / 409 / 425 / 429 / 5xx answers and dropped connections ``retries`` times, waiting ``retry_wait``
-    seconds doubled each time (at most 60; a Retry-After header is honoured). An endpoint that cannot be reached
-    before any request has succeeded (no network, a wrong host or port) fails at once, naming it."""
+    Retries 408 / 409 / 425 / 429 and 5xx answers (but 501 / 505), timeouts and dropped connections ``retries``
+    times, waiting ``retry_wait`` seconds doubled each time (at most 60; a Retry-After header in seconds is honoured).
+    Before any request has succeeded, an endpoint that refuses the connection or whose host does not resolve (no
+    network, a wrong host or port) fails at once, naming it. The first failure for good stops the other requests
+    (each at its next try) and is the one raised; answers that arrived before it are kept (``complete_into``)."""
 
     def __init__(self, cfg: LLMConfig):
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        self.key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        self.key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None  # checked when first needed
         self.name = (f"openai:{cfg.model}@{cfg.base_url.rstrip('/')}:temperature={cfg.temperature}:top_p={cfg.top_p}"
                      f":max_tokens={cfg.max_tokens}")
-        self.reached = False  # a request has succeeded: later connection errors are worth retrying
-        self.sleep = time.sleep
+        self.reached = False  # a request has succeeded: later refused connections are worth retrying too
+        self.sleep = None  # None: wait on the stop event (tests record the waits instead)
 
     def complete(self, prompts: list[str]) -> list[str]:
-        if not prompts:
-            return []
-        if not self.reached:  # the first answer before the rest: an unreachable endpoint fails once, not N times
-            return [self._one(prompts[0])] + self.complete(prompts[1:])
-        with ThreadPoolExecutor(min(self.cfg.concurrency, len(prompts))) as pool:
-            futures = [pool.submit(self._one, p) for p in prompts]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        out: dict[int, str] = {}
+        self.complete_into(prompts, out)
+        return [out[i] for i in range(len(prompts))]
 
-    def _one(self, prompt: str) -> str:
+    def complete_into(self, prompts: list[str], out: dict[int, str]) -> None:
+        """Fill ``out[i]`` with prompt i's completion as each arrives; on a failure, raise it with ``out`` holding
+        every completion received (the cache writes those)."""
+        if self.cfg.api_key_env and not self.key:
+            raise LLMError(f"semantic.llm.api_key_env names {self.cfg.api_key_env}, which is not set")
+        pending = list(range(len(prompts)))
+        stop = threading.Event()
+        if pending and not self.reached:  # one answer first: an unreachable endpoint fails once, not N times
+            out[0] = self._one(prompts[0], stop)
+            pending = pending[1:]
+        if not pending:
+            return
+        with ThreadPoolExecutor(min(self.cfg.concurrency, len(pending))) as pool:
+            futures = {pool.submit(self._one, prompts[i], stop): i for i in pending}
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if failed is not None:
+                stop.set()  # the others give up at their next try
+                pool.shutdown(wait=True, cancel_futures=True)
+            for f, i in futures.items():
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    out[i] = f.result()
+            if failed is not None:
+                raise failed.exception()
+
+    def _one(self, prompt: str, stop: threading.Event) -> str:
         cfg = self.cfg
         body = {"model": cfg.model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "stream": False}
@@ -125,29 +151,38 @@ class OpenAIChatBackend:
             headers["Authorization"] = f"Bearer {self.key}"
         data = json.dumps(body).encode()
         for attempt in range(cfg.retries + 1):
-            wait = min(60.0, cfg.retry_wait * 2**attempt) * (0.5 + random.random() / 2)
+            if stop.is_set():
+                raise LLMError(f"{self.url}: stopped after another request failed")
+            pause = min(60.0, cfg.retry_wait * 2**attempt) * (0.5 + random.random() / 2)
             try:
                 req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=cfg.timeout) as r:
                     raw = r.read()
             except urllib.error.HTTPError as e:
                 detail = _error_text(e)
-                if e.code not in RETRY_STATUS or attempt == cfg.retries:
-                    hint = (f" (is ${cfg.api_key_env} set?)" if e.code in (401, 403) and cfg.api_key_env else "")
-                    raise LLMError(f"{self.url}: HTTP {e.code}{hint}: {detail}") from None
-                wait = _retry_after(e, wait)
+                retry = e.code in RETRY_4XX or (500 <= e.code < 600 and e.code not in (501, 505))
+                if not retry or attempt == cfg.retries:
+                    hint = " (is the API key right? semantic.llm.api_key_env names its variable)" \
+                        if e.code in (401, 403) else ""
+                    raise LLMError(f"{self.url}: HTTP {e.code}{hint}: {detail} (prompt {prompt[:80]!r}...)") from None
+                pause = _retry_after(e, pause)
             except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, dropped connections
                 reason = getattr(e, "reason", e)
-                if not self.reached or attempt == cfg.retries:
+                if (not self.reached and _unreachable(reason)) or attempt == cfg.retries:
                     raise LLMError(f"cannot reach the LLM endpoint {self.url} ({reason}). Summaries received so far "
                                    "stay in the cache; point semantic.llm.base_url at a reachable OpenAI-compatible "
                                    "server, or drop semantic.llm to embed the raw texts (the paper's w/o-LLM "
                                    "ablation)") from None
             else:
-                self.reached = True
+                self.reached = True  # set once, never reset: a benign race between threads
                 return _content(raw, self.url)
-            self.sleep(wait)
+            (self.sleep or stop.wait)(pause)
         raise AssertionError("unreachable")
+
+
+def _unreachable(reason: object) -> bool:
+    """No server at the address (refused, host unknown, TLS impossible): not a slow or busy one."""
+    return isinstance(reason, (ConnectionRefusedError, socket.gaierror, ssl.SSLError))
 
 
 def _content(raw: bytes, url: str) -> str:
@@ -158,7 +193,7 @@ def _content(raw: bytes, url: str) -> str:
         raise LLMError(f"{url}: the answer has no choices[0].message.content: {raw[:300]!r}") from None
     if not isinstance(content, str):
         raise LLMError(f"{url}: choices[0].message.content is {type(content).__name__}, not text")
-    return content
+    return re.sub("[\ud800-\udfff]", "\ufffd", content)  # a lone surrogate (JSON allows it) is no UTF-8: U+FFFD
 
 
 def _error_text(e: urllib.error.HTTPError) -> str:
@@ -217,25 +252,46 @@ class DeterministicBackend:
 
 class CachedBackend:
     """Record / replay: completions kept in a JSON-lines file (``{"key": sha256(prompt), "completion": ...}`` per
-    line). Prompts not yet there go to ``backend`` ``chunk`` at a time, each chunk appended (and fsynced) as soon
-    as it arrives, so nothing received is lost when a later chunk fails; lines already written are never
-    rewritten. A line cut short by an interrupted write is skipped when read (its prompt is asked again)."""
+    line, ASCII). Prompts not yet there go to ``backend`` ``chunk`` at a time; each chunk's completions are appended
+    (and fsynced) as they arrive, those received before a failure included, so nothing received is lost; lines
+    already written are never rewritten. An append first reads what other processes appended since (under a lock)
+    and keeps the first completion of a key. A line cut short by an interrupted write is skipped (its prompt is
+    asked again). The file is read on the first call, not before."""
 
     def __init__(self, backend: SummaryBackend, path: str | Path, chunk: int = 256):
         self.backend, self.path, self.chunk, self.name = backend, Path(path), chunk, f"cached:{backend.name}"
-        self.memory: dict[str, str] = {}
+        self._memory: dict[str, str] | None = None
+        self.offset = 0  # bytes of the file read into memory
         self.skipped = 0  # unreadable lines
-        if self.path.exists():
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self.memory[rec["key"]] = str(rec["completion"])
-                    except (ValueError, KeyError, TypeError):
-                        self.skipped += line.strip() != ""
+
+    @property
+    def memory(self) -> dict[str, str]:
+        if self._memory is None:
+            self._memory = {}
+            if self.path.exists():
+                with open(self.path, "rb") as f:
+                    self._read(f)
+                if self.skipped:
+                    warnings.warn(f"{self.path}: {self.skipped} unreadable line(s) skipped (an interrupted write?); "
+                                  "their prompts are asked again", stacklevel=2)
+        return self._memory
+
+    def _read(self, f) -> None:
+        """Lines from ``self.offset`` on into memory (the first completion of a key wins); a last line without
+        its newline is left for later (another process may be writing it)."""
+        f.seek(self.offset)
+        for line in f.read().splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            self.offset += len(line)
+            try:
+                rec = json.loads(line)
+                self._memory.setdefault(rec["key"], str(rec["completion"]))
+            except (ValueError, KeyError, TypeError):
+                self.skipped += line.strip() != b""
 
     def complete(self, prompts: list[str]) -> list[str]:
-        keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        keys = [hashlib.sha256(p.encode("utf-8", "surrogatepass")).hexdigest() for p in prompts]
         todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
         bar = None
         if todo and os.environ.get("BEHAVIORSEQ_PROGRESS", "1") != "0" and len(todo) > self.chunk:
@@ -245,10 +301,18 @@ class CachedBackend:
         try:
             for s in range(0, len(todo), self.chunk):
                 part = todo[s:s + self.chunk]
-                got = self.backend.complete([p for _, p in part])
-                if len(got) != len(part):
-                    raise LLMError(f"{self.backend.name}: {len(got)} completions for {len(part)} prompts")
-                self._append([(k, c) for (k, _), c in zip(part, got)])
+                got: dict[int, str] = {}
+                try:
+                    if hasattr(self.backend, "complete_into"):
+                        self.backend.complete_into([p for _, p in part], got)
+                    else:
+                        answers = self.backend.complete([p for _, p in part])
+                        if len(answers) != len(part):
+                            raise LLMError(f"{self.backend.name}: {len(answers)} completions for {len(part)} prompts")
+                        got = dict(enumerate(answers))
+                finally:
+                    if got:  # what arrived is kept, the failure or not
+                        self._append([(part[i][0], got[i]) for i in sorted(got)])
                 if bar is not None:
                     bar.update(len(part))
         finally:
@@ -257,19 +321,24 @@ class CachedBackend:
         return [self.memory[k] for k in keys]
 
     def _append(self, pairs: list[tuple[str, str]]) -> None:
-        text = "".join(json.dumps({"key": k, "completion": c}, ensure_ascii=False) + "\n" for k, c in pairs)
+        memory = self.memory
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:
             _lock(f)
+            self._read(f)  # other processes' appends since: their completions win, no second line per key
+            new = [(k, c) for k, c in pairs if k not in memory]
             f.seek(0, os.SEEK_END)
+            size = f.tell()
             torn = False
-            if f.tell():  # a line cut short before: start on a fresh line so this chunk stays readable
+            if size:  # a line cut short before: start on a fresh line so this chunk stays readable
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b"\n"
-            f.write((("\n" if torn else "") + text).encode())
+            text = ("\n" if torn else "") + "".join(json.dumps({"key": k, "completion": c}) + "\n" for k, c in new)
+            f.write(text.encode("ascii"))
             f.flush()
             os.fsync(f.fileno())
-        self.memory.update(pairs)
+            self.offset = size + len(text)
+        memory.update(new)
 
 
 def _lock(f) -> None:

@@ -156,9 +156,15 @@ class SRACL(nn.Module):
         sc = self.cfg.semantic
         device = ("cuda" if torch.cuda.is_available() else "cpu") if sc.device == "auto" else sc.device
         source = source or make_source(sc, device)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+            torch.distributed.get_world_size() > 1
+        if dist and torch.distributed.get_rank() > 0:
+            torch.distributed.barrier()  # rank 0 builds and caches first: one search, one bill of LLM summaries
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
                                    sc.cache_dir, device, self.cfg.item_ties, sc.index_config(),
                                    sc.index_config("item_index"), self.cfg.prefix_ties))
+        if dist and torch.distributed.get_rank() == 0:
+            torch.distributed.barrier()
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
