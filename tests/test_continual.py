@@ -45,7 +45,13 @@ def test_stream_regimes_follow_the_schedule(stream):
 def test_methods_fill_R_as_the_protocol_says(stream, tmp_path):
     _, windows = stream
     build = lambda: models.build("attnhp", 2, {"hidden_size": 8, "time_emb_size": 4})  # noqa: E731
-    ft = run_continual(build, windows, "finetune", CFG, TASK, tmp_path)
+    seen = []  # the weights before training on each window and before scoring each window after it
+    ft = run_continual(build, windows, "finetune", CFG, TASK, tmp_path,
+                       window_hook=lambda model, w: seen.append({k: v.clone() for k, v in model.state_dict().items()}))
+    for w in (1, 2):  # fine-tuning starts each window from the last window's best weights (brief bug 8: warm start)
+        best = torch.load(tmp_path / f"finetune_w{w - 1}" / "checkpoints" / "best.pt", weights_only=True)
+        assert all(torch.equal(seen[4 * w][k], best[k]) for k in best)
+    assert not all(torch.equal(seen[0][k], seen[4][k]) for k in seen[0])  # window 0 did train
     R = np.array(ft["R"]["loglik"])
     assert R.shape == (3, 3) and np.isfinite(R).all()
     assert ft["summary"]["loglik"] == summarize(R)
@@ -59,6 +65,28 @@ def test_methods_fill_R_as_the_protocol_says(stream, tmp_path):
     # retrain: window 0's row does not depend on the later windows, and matches finetune's first row
     re = run_continual(build, windows, "retrain", CFG, TASK, tmp_path)
     assert re["R"]["loglik"][0] == ft["R"]["loglik"][0]
+
+
+def test_each_window_trains_from_the_weights_it_is_handed(stream, tmp_path):
+    """Brief bug 8 (a warm start that loads nothing): the weights entering window 1 are moved by the hook; at a
+    learning rate of 1e-12 window 1's best weights must be those, not the initial ones or window 0's."""
+    _, windows = stream
+    calls, handed = [], {}
+
+    def hook(model, w):  # call 3 comes before training on window 1 (0: window 0, 1-2: scoring after it)
+        calls.append(w)
+        if len(calls) == 4:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.5)
+            handed.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    cfg = CFG.model_copy(update={"lr": 1e-12, "epochs": 1})
+    build = lambda: models.build("attnhp", 2, {"hidden_size": 8, "time_emb_size": 4})  # noqa: E731
+    run_continual(build, windows[:2], "finetune", cfg, TASK, tmp_path, window_hook=hook)
+    assert calls[3] == 1
+    best = torch.load(tmp_path / "finetune_w1" / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.allclose(best[k].float(), handed[k].float(), atol=1e-6) for k in best)
 
 
 def test_frozen_trains_only_the_pools_after_window_one(stream, tmp_path):

@@ -19,7 +19,8 @@ so no validation or test event enters a prompt (the brief's leakage pitfall: the
 at validation items). Under DDP, SRA-CL's rank 0 builds the index (and asks the LLM) before the other ranks.
 
 Deviations, one line each:
-- Items are named by their whole text (all item fields joined), sequences included; the code uses titles there.
+- Items are named by their text (the item fields joined; ``semantic.fields`` picks them), in sequences too; the
+  code uses titles there.
 - A completion is embedded as returned (the item prompt's JSON included); the paper does not say it parses it.
 """
 
