@@ -88,8 +88,9 @@ def compare(vecs, user, events, start, end, k, sample=None, seed=0, variants=tup
     return out
 
 
-def real_prefixes(ds: str):
-    """SRA-CL's training prefixes of a real data set and their vectors (packaged config, attribute source)."""
+def real_prefixes(ds: str, with_items: bool = False):
+    """SRA-CL's training prefixes of a real data set and their vectors (packaged config, attribute source);
+    ``with_items``: the item vectors too, last."""
     from behaviorseq.cli_train import build_config
     from behaviorseq.models.retrieval.semantic import make_source
     from behaviorseq.train.run import prepare, resolve_config
@@ -103,10 +104,10 @@ def real_prefixes(ds: str):
     end = np.asarray(view.input_end, dtype=np.int64)
     start = np.maximum(np.asarray(view.input_start, dtype=np.int64), end - net.cfg.max_len)
     source = make_source(net.cfg.semantic, "cpu")
-    vecs = source.prefix_vectors(store, si.prefix_windows(events, start, end, net.cfg.max_len),
-                                 source.item_vectors(store))
+    item_vecs = source.item_vectors(store)
+    vecs = source.prefix_vectors(store, si.prefix_windows(events, start, end, net.cfg.max_len), item_vecs)
     print(f"{ds}: {len(end):,} training prefixes, {vecs.shape[1]}-d", flush=True)
-    return vecs, view.user, events, start, end
+    return (vecs, view.user, events, start, end) + ((item_vecs,) if with_items else ())
 
 
 def real(datasets: list[str], k: int, variants: list[str], ties: str = "random") -> dict:

@@ -17,6 +17,8 @@ finite. Without numba, off the CPU, with gradients or for K > 64, :func:`topk_ro
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -79,6 +81,26 @@ if HAVE_NUMBA:
     _topk_rows_jit = numba.njit(cache=True, nogil=True, parallel=True)(_topk_rows)
 
 
+def with_torch_threads(fn, *args):
+    """Call a parallel numba function with as many threads as torch has (a one-thread process stays so).
+    numba's count is left at torch's: setting it back to a larger one could reach the OpenMP runtime that torch
+    and FAISS share (numba's omp layer), raising their thread counts, and FAISS's ivf training then gave other
+    lists; torch's and FAISS's counts are checked and put back after the call all the same."""
+    t = torch.get_num_threads()
+    faiss = sys.modules.get("faiss")
+    f = faiss.omp_get_max_threads() if faiss is not None else None
+    n = max(1, min(t, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        if torch.get_num_threads() != t:
+            torch.set_num_threads(t)
+        if faiss is not None and faiss.omp_get_max_threads() != f:
+            faiss.omp_set_num_threads(f)
+
+
 def topk_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``(values, indices)`` [C, k'] of each row's k' = min(k, L) largest scores, descending, like
     ``scores.topk(k, dim=-1)`` (see the module docstring for ties and NaN). Uses as many numba threads as
@@ -91,12 +113,7 @@ def topk_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     S = scores.detach().contiguous().numpy()
     out_v = np.empty((S.shape[0], k), dtype=S.dtype)
     out_i = np.empty((S.shape[0], k), dtype=np.int64)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        _topk_rows_jit(S, k, out_v, out_i)
-    finally:
-        numba.set_num_threads(threads)
+    with_torch_threads(_topk_rows_jit, S, k, out_v, out_i)
     if (out_i[:, -1] < 0).any():  # a row with NaN in its top k: torch's NaN-first order
         return scores.topk(k, dim=-1)
     return torch.from_numpy(out_v), torch.from_numpy(out_i)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from behaviorseq.data.sampling import counter_uniform
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
+from behaviorseq.nn.tie_order import best_k
+from behaviorseq.nn.topk import HAVE_NUMBA
 
 ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~75 bytes each at the peak of the tie handling (~1.2 GB)
 SEARCH_BUDGET = 1 << 22  # approximate search: (queries or member rows) x candidates per step
@@ -51,14 +52,14 @@ def _pick(val: torch.Tensor, cand: torch.Tensor, rows: torch.Tensor, k: int) -> 
     """Of candidates ``cand`` [t, c] of items ``rows`` [t] with similarities ``val`` on the grid (-inf = not a
     candidate; at least k finite per row), the k best: by similarity, equal similarities by the pair's fixed
     random number (within the top k as well as at the k-th value, so the order is the same in every search)."""
-    kth = val.topk(k, dim=1).values[:, -1:]
-    m = int((val >= kth).sum(1).max())  # the widest row: its k-th value's whole tie group
-    v, i = val.topk(m, dim=1)
-    c = cand.gather(1, i)
-    u = counter_uniform(TIE_SEED, rows[:, None].expand_as(c).cpu().numpy(), c.cpu().numpy(), 0)
-    by_u = torch.from_numpy(np.argsort(-u, axis=1, kind="stable")).to(c.device)
-    v, c = v.gather(1, by_u), c.gather(1, by_u)
-    return c.gather(1, torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k])
+    if HAVE_NUMBA and val.device.type == "cpu":  # one compiled pass over each whole row (nn/tie_order.py)
+        v, c = val, cand
+    else:  # the candidates down to the widest row's k-th value's whole tie group, then every pair drawn
+        kth = val.topk(k, dim=1).values[:, -1:]
+        v, i = val.topk(int((val >= kth).sum(1).max()), dim=1)
+        c = cand.gather(1, i)
+    pos = best_k(v.cpu().numpy(), c.cpu().numpy(), rows.cpu().numpy(), k, TIE_SEED, 0)
+    return c.gather(1, torch.from_numpy(pos).to(c.device))
 
 
 def _topk_rule(vecs: np.ndarray, k: int, device: str, chunk: int) -> np.ndarray:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from behaviorseq.data.sampling import counter_uniform
 from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 from behaviorseq.models.retrieval.semantic_items import TIE_GRID, TIE_SEED, _on_grid, _rescore
+from behaviorseq.nn.tie_order import best_k
 
 SEARCH_BUDGET = 1 << 22  # query rows x (candidates + kept x window) per step (~100 MB)
 TIE_STREAM = 1  # counter_uniform's round for prefix pairs (items use 0)
@@ -89,11 +89,8 @@ def _settle(vecs: np.ndarray, rows: torch.Tensor, cand: torch.Tensor, val32: tor
     kth = okv.topk(min(k, c), dim=1).values[:, -1] if c else torch.full((t,), -torch.inf, dtype=val.dtype)
     lowest = torch.where(val > -torch.inf, val, torch.inf).min(1).values if c else kth
     settled = every | ((ok.sum(1) >= k) & (lowest < kth - TIE_GRID))
-    u = counter_uniform(TIE_SEED, rows[:, None].expand_as(cand).numpy(), cand.clamp(min=0).numpy(), TIE_STREAM)
-    by_u = torch.from_numpy(np.argsort(-u, axis=1, kind="stable"))
-    v, cnd = okv.gather(1, by_u), cand.gather(1, by_u)
-    order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
-    return _pad(torch.where(v.gather(1, order) > -torch.inf, cnd.gather(1, order), -1), k), settled
+    pos = torch.from_numpy(best_k(okv.numpy(), cand.clamp(min=0).numpy(), rows.numpy(), k, TIE_SEED, TIE_STREAM))
+    return torch.where(pos >= 0, cand.gather(1, pos.clamp(min=0)), -1), settled
 
 
 def prefix_neighbours(vecs: np.ndarray, user: np.ndarray, events: np.ndarray, start: np.ndarray,

@@ -1,0 +1,77 @@
+"""Each row's k best candidates by value, equal values in a fixed pseudo-random order: the tie rule of SRA-CL's
+item and prefix neighbours (``models/retrieval/semantic_items.py``, ``semantic_prefixes.py``).
+
+Candidate ``cand[r, j]`` of query ``rows[r]`` ranks by (``val[r, j]`` descending, then
+``counter_uniform(seed, rows[r], cand[r, j], stream)`` descending); ``val`` = -inf is no candidate.
+
+With numba (the ``cluster`` extra), one pass per row keeps the k best in a small sorted buffer and draws a
+pair's number only when its value can still enter it, so nothing of size [t, c] is allocated and a row that
+ties with G others costs G draws at compiled speed (the numpy form below draws every pair, about 14M per
+second on one core here, then sorts). Without numba, or for a caller that prefers it: the numbers of all pairs,
+then one lexsort. Both give the same positions (up to pairs whose 53-bit numbers are equal, which the rule leaves
+unordered).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from behaviorseq.data.sampling import counter_uniform
+from behaviorseq.nn.topk import HAVE_NUMBA, numba, with_torch_threads
+
+
+def _mix(x):
+    """splitmix64's finaliser, as ``data.sampling._mix64`` (uint64 scalars, wrapping)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _best_k(val, cand, rows, k, seed_mixed, stream_hi, out):
+    t, c = val.shape
+    for r in numba.prange(t):
+        bv = np.empty(k)
+        bu = np.empty(k)
+        bj = out[r]
+        bj[:] = -1
+        size = 0
+        h_row = _mix(seed_mixed + np.uint64(rows[r]))  # counter_uniform's first two rounds: seed, then key
+        for j in range(c):
+            v = val[r, j]
+            if v == -np.inf or (size == k and v < bv[k - 1]):
+                continue
+            u = np.float64(_mix(h_row + stream_hi + np.uint64(cand[r, j])) >> np.uint64(11)) * 2.0 ** -53
+            if size == k and v == bv[k - 1] and u <= bu[k - 1]:
+                continue
+            p = min(size, k - 1)  # full: the last entry drops
+            while p > 0 and (bv[p - 1] < v or (bv[p - 1] == v and bu[p - 1] < u)):
+                bv[p], bu[p], bj[p] = bv[p - 1], bu[p - 1], bj[p - 1]
+                p -= 1
+            bv[p], bu[p], bj[p] = v, u, j
+            size = min(size + 1, k)
+
+
+if HAVE_NUMBA:
+    _mix = numba.njit(cache=True, nogil=True)(_mix)
+    _best_k_jit = numba.njit(cache=True, nogil=True, parallel=True)(_best_k)
+
+
+def best_k(val: np.ndarray, cand: np.ndarray, rows: np.ndarray, k: int, seed: int, stream: int,
+           use_numba: bool | None = None) -> np.ndarray:
+    """[t, k] column positions of each row's k best: ``val`` [t, c] (float64 on the caller's grid, -inf = none)
+    descending, equal values by the pair number of (``seed``, ``rows`` [t], ``cand`` [t, c] >= 0, ``stream``)
+    descending; -1 past a row's candidates. ``use_numba`` None: numba when installed."""
+    val = np.ascontiguousarray(val, dtype=np.float64)
+    cand = np.ascontiguousarray(cand, dtype=np.int64)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    t, c = val.shape
+    if (HAVE_NUMBA if use_numba is None else use_numba) and t and c and k > 0:
+        out = np.empty((t, k), dtype=np.int64)
+        seed_mixed = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        with_torch_threads(_best_k_jit, val, cand, rows, k, seed_mixed, np.uint64(stream) << np.uint64(32), out)
+        return out
+    u = counter_uniform(seed, np.broadcast_to(rows[:, None], cand.shape), cand, stream)
+    order = np.lexsort((-u, -val), axis=1)[:, :k]  # value descending, then the number descending
+    pos = np.where(np.take_along_axis(val, order, 1) > -np.inf, order, -1)
+    return np.pad(pos, ((0, 0), (0, k - pos.shape[1])), constant_values=-1) if pos.shape[1] < k else pos
