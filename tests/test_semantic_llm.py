@@ -276,6 +276,61 @@ def test_two_caches_on_one_file_write_each_key_once_and_agree(tmp_path):
     assert CachedBackend(Other(), path).complete(["x", "y", "z"]) == first + ["other answer to z"]
 
 
+def test_an_interrupt_returns_at_once_and_keeps_what_arrived(fake, tmp_path, monkeypatch):
+    """Ctrl-C while a chunk is in flight (raised in the wait for the answers, as a signal would): no wait for the
+    queued requests, and the answers already received are in the cache."""
+    from behaviorseq.models.retrieval import semantic_llm
+
+    def interrupted_wait(futures, return_when):
+        time.sleep(1.2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(semantic_llm, "wait", interrupted_wait)
+    server = fake(delay=0.5)
+    prompts = [f"p{i} " + "x" * i for i in range(40)]
+    cache = CachedBackend(OpenAIChatBackend(cfg(server.base_url, concurrency=4)), tmp_path / "c.jsonl", chunk=40)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        cache.complete(prompts)
+    assert time.perf_counter() - t0 < 2.5  # not the whole chunk (40 prompts, 4 at a time, up to 0.5 s each)
+    kept = (tmp_path / "c.jsonl").read_text().splitlines()
+    assert 2 <= len(kept) < len(prompts)
+
+
+def test_a_run_sharing_the_cache_does_not_ask_what_another_has_answered(tmp_path):
+    """Two runs on one cache file (parallel seeds): prompts the other run answered between two chunks are not
+    sent again; and a cache file replaced by another process is read anew (its answers win)."""
+    path = tmp_path / "shared.jsonl"
+    prompts = [f"item {i}" for i in range(20)]
+    sent: list[str] = []
+
+    class Counting(DeterministicBackend):
+        def complete(self, ps):
+            sent.extend(ps)
+            if len(sent) == len(ps):  # after this run's first chunk, another run answers everything
+                CachedBackend(DeterministicBackend(), path).complete(prompts)
+            return super().complete(ps)
+
+    out = CachedBackend(Counting(), path, chunk=4).complete(prompts)
+    assert len(sent) == 4 and out == DeterministicBackend().complete(prompts)
+    assert len(path.read_text().splitlines()) == 20  # one line per key
+    a = CachedBackend(DeterministicBackend(), path)
+    assert a.complete(["item 0"]) == DeterministicBackend().complete(["item 0"])
+    path.unlink()  # another process clears the cache and writes its own answers
+
+    class Other(DeterministicBackend):
+        name = "other"
+
+        def complete(self, ps):
+            return [f"other: {p}" for p in ps]
+
+    CachedBackend(Other(), path).complete(["item 0"])
+    a.complete(["item 99"])  # before asking, a finds another file: re-read, its answers replace a's
+    assert a.memory["" + __import__("hashlib").sha256(b"item 0").hexdigest()] == "other: item 0"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 2 and len({r["key"] for r in lines}) == 2
+
+
 def test_config_names_what_is_missing_and_where_llm_applies():
     with pytest.raises(ConfigError, match="needs base_url and model"):
         LLMConfig.from_dict({"model": "deepseek-chat"})
@@ -380,27 +435,35 @@ def test_sracl_trains_with_the_deterministic_backend_from_its_config(tmp_path):
 
 
 def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:
+    from datetime import timedelta
+
     import torch
 
     from behaviorseq.train.run import prepare, resolve_config
 
-    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    # a default-group timeout shorter than rank 0's build: the other ranks must not wait on that group
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                                         timeout=timedelta(seconds=2))
     prepare(resolve_config(cfg))  # builds the model and attaches its semantic index
     torch.distributed.destroy_process_group()
 
 
 def test_distributed_ranks_ask_the_llm_once(fake, tmp_path):
-    """Under DDP rank 0 builds the index (and asks the LLM) first; the other ranks then read its cache entry."""
+    """Under DDP rank 0 builds the index (and asks the LLM) first, for longer than the default group's timeout;
+    the other ranks then read its cache entry."""
     import torch
 
-    server = fake(delay=0.2)
+    server = fake(delay=0.3)
     _toy_store(tmp_path)
     cfg = {"model": "sracl",
            "model_config": {"max_len": 8, "hidden_size": 16, "k": 2, "item_k": 2,
                             "semantic": {"source": "hashing", "dim": 16, "prefix_text": True, "cache_dir": str(tmp_path / "sem"),
-                                         "llm": {"base_url": server.base_url, "model": "m", "retry_wait": 0}}},
+                                         "llm": {"base_url": server.base_url, "model": "m", "retry_wait": 0,
+                                                 "concurrency": 1}}},
            "data": {"dataset": str(tmp_path / "toy"), "cache_dir": str(tmp_path / "c")},
            "train": {"epochs": 1, "batch_size": 8, "seed": 1, "threads": 1}, "eval": {"ks": [2, 10]}}
+    t0 = time.perf_counter()
     torch.multiprocessing.spawn(_ddp_attach_worker, args=(2, f"file://{tmp_path / 'pg'}", cfg), nprocs=2)
     prompts = [r[1]["messages"][0]["content"] for r in server.requests]
     assert len(prompts) == len(set(prompts)) > 4  # each item and prefix prompt asked once, by one rank
+    assert time.perf_counter() - t0 > 3  # rank 0's build outlasted the default group's timeout

@@ -42,6 +42,18 @@ def test_best_k_is_the_rule_written_out(use_numba, k):
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_numba_and_numpy_agree_for_any_seed():
+    """The mixed seed is passed as uint64 whatever its size (a Python int below 2**63 once compiled an int64
+    variant: other numbers for about half the seeds, then OverflowError for the rest)."""
+    rng = np.random.default_rng(0)
+    val = rng.integers(0, 3, (30, 40)).astype(np.float64)
+    cand, rows = rng.integers(0, 10**6, (30, 40)), np.arange(30)
+    for seed in (3, 4, 5, 17, 0, 2**63 + 5, 2**64 - 1):
+        assert np.array_equal(best_k(val, cand, rows, 5, seed, 0, use_numba=True),
+                              best_k(val, cand, rows, 5, seed, 0, use_numba=False)), seed
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 def test_numba_and_numpy_agree_on_a_large_tie_group_and_with_fewer_columns_than_k():
     rng = np.random.default_rng(0)
     val = np.zeros((50, 3000))

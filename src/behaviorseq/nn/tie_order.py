@@ -68,7 +68,7 @@ def best_k(val: np.ndarray, cand: np.ndarray, rows: np.ndarray, k: int, seed: in
     t, c = val.shape
     if (HAVE_NUMBA if use_numba is None else use_numba) and t and c and k > 0:
         out = np.empty((t, k), dtype=np.int64)
-        seed_mixed = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        seed_mixed = np.uint64(_mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF)))  # the jitted _mix gives a Python int
         with_torch_threads(_best_k_jit, val, cand, rows, k, seed_mixed, np.uint64(stream) << np.uint64(32), out)
         return out
     u = counter_uniform(seed, np.broadcast_to(rows[:, None], cand.shape), cand, stream)

@@ -82,19 +82,19 @@ if HAVE_NUMBA:
 
 
 def with_torch_threads(fn, *args):
-    """Call a parallel numba function with as many threads as torch has (a one-thread process stays so).
-    numba's count is left at torch's: setting it back to a larger one could reach the OpenMP runtime that torch
-    and FAISS share (numba's omp layer), raising their thread counts, and FAISS's ivf training then gave other
-    lists; torch's and FAISS's counts are checked and put back after the call all the same."""
+    """Call a parallel numba function with as many threads as torch has (a one-thread process stays so), then put
+    numba's count back and, after it, torch's and FAISS's: with numba's OpenMP layer, setting numba's count can
+    reach the OpenMP runtime torch and FAISS share (a one-thread process once ran two threads after the first
+    call, and FAISS's ivf training then gave other lists)."""
     t = torch.get_num_threads()
     faiss = sys.modules.get("faiss")
     f = faiss.omp_get_max_threads() if faiss is not None else None
-    n = max(1, min(t, numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(t, numba.config.NUMBA_NUM_THREADS)))
     try:
         return fn(*args)
     finally:
+        numba.set_num_threads(threads)  # numba's own kernels elsewhere (cluster/) keep their count
         if torch.get_num_threads() != t:
             torch.set_num_threads(t)
         if faiss is not None and faiss.omp_get_max_threads() != f:

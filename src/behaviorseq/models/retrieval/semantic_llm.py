@@ -69,7 +69,7 @@ class LLMConfig(StrictConfig):
     retries: int = Field(6, ge=0)  # further tries of a request after a retryable failure
     retry_wait: float = Field(1.0, ge=0.0)  # seconds before the first retry; doubles each time (at most 60)
     concurrency: int = Field(8, gt=0)  # requests in flight
-    chunk: int = Field(256, gt=0)  # prompts per cache append
+    chunk: int = Field(64, gt=0)  # prompts per cache append (a hard kill loses at most the chunk in flight)
 
     @model_validator(mode="after")
     def _endpoint(self) -> LLMConfig:
@@ -128,18 +128,23 @@ class OpenAIChatBackend:
             pending = pending[1:]
         if not pending:
             return
-        with ThreadPoolExecutor(min(self.cfg.concurrency, len(pending))) as pool:
-            futures = {pool.submit(self._one, prompts[i], stop): i for i in pending}
+        pool = ThreadPoolExecutor(min(self.cfg.concurrency, len(pending)))
+        futures = {pool.submit(self._one, prompts[i], stop): i for i in pending}
+        failed, interrupted = None, True
+        try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in done if f.exception() is not None), None)
-            if failed is not None:
-                stop.set()  # the others give up at their next try
-                pool.shutdown(wait=True, cancel_futures=True)
+            interrupted = False
+        finally:  # a failure, or Ctrl-C / an error here: the rest give up at their next try, queued ones never start
+            if failed is not None or interrupted:
+                stop.set()
+            # a failure waits for the requests in flight (their answers are kept); an interrupt does not
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
             for f, i in futures.items():
                 if f.done() and not f.cancelled() and f.exception() is None:
                     out[i] = f.result()
-            if failed is not None:
-                raise failed.exception()
+        if failed is not None:
+            raise failed.exception()
 
     def _one(self, prompt: str, stop: threading.Event) -> str:
         cfg = self.cfg
@@ -254,15 +259,17 @@ class DeterministicBackend:
 class CachedBackend:
     """Record / replay: completions kept in a JSON-lines file (``{"key": sha256(prompt), "completion": ...}`` per
     line, ASCII). Prompts not yet there go to ``backend`` ``chunk`` at a time; each chunk's completions are appended
-    (and fsynced) as they arrive, those received before a failure included, so nothing received is lost; lines
-    already written are never rewritten. An append first reads what other processes appended since (under a lock)
-    and keeps the first completion of a key. A line cut short by an interrupted write is skipped (its prompt is
-    asked again). The file is read on the first call, not before."""
+    (and fsynced) when the chunk ends, those received before a failure or an interrupt included, so a hard kill
+    loses at most the chunk in flight; lines already written are never rewritten. Before each chunk the file is
+    read again, so prompts another process (a parallel seed) answered meanwhile are not asked twice; an append
+    reads what others appended (under a lock) and keeps the first completion of a key. A line cut short by an
+    interrupted write is skipped (its prompt is asked again). The file is read on the first call, not before."""
 
-    def __init__(self, backend: SummaryBackend, path: str | Path, chunk: int = 256):
+    def __init__(self, backend: SummaryBackend, path: str | Path, chunk: int = 64):
         self.backend, self.path, self.chunk, self.name = backend, Path(path), chunk, f"cached:{backend.name}"
         self._memory: dict[str, str] | None = None
         self.offset = 0  # bytes of the file read into memory
+        self.inode: int | None = None  # the file they were read from
         self.skipped = 0  # unreadable lines
 
     @property
@@ -279,7 +286,12 @@ class CachedBackend:
 
     def _read(self, f) -> None:
         """Lines from ``self.offset`` on into memory (the first completion of a key wins); a last line without
-        its newline is left for later (another process may be writing it)."""
+        its newline is left for later (another process may be writing it). A file replaced or cut shorter since
+        (another process cleared the cache) is read again from its start, and its answers replace ours."""
+        st = os.fstat(f.fileno())
+        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
+            self._memory, self.offset = {}, 0
+        self.inode = st.st_ino
         f.seek(self.offset)
         for line in f.read().splitlines(keepends=True):
             if not line.endswith(b"\n"):
@@ -291,6 +303,13 @@ class CachedBackend:
             except (ValueError, KeyError, TypeError):
                 self.skipped += line.strip() != b""
 
+    def refresh(self) -> None:
+        """Read what other processes appended since (a run sharing the cache need not ask for those)."""
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                self.memory  # noqa: B018  (loaded first, with its warnings)
+                self._read(f)
+
     def complete(self, prompts: list[str]) -> list[str]:
         keys = [hashlib.sha256(p.encode("utf-8", "surrogatepass")).hexdigest() for p in prompts]
         todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
@@ -300,8 +319,10 @@ class CachedBackend:
 
             bar = tqdm(total=len(todo), desc=f"LLM summaries ({self.backend.name})", unit="prompt")
         try:
-            for s in range(0, len(todo), self.chunk):
-                part = todo[s:s + self.chunk]
+            while todo:
+                self.refresh()
+                todo = [(k, p) for k, p in todo if k not in self.memory]  # others may have asked them meanwhile
+                part, todo = todo[:self.chunk], todo[self.chunk:]
                 got: dict[int, str] = {}
                 try:
                     if hasattr(self.backend, "complete_into"):

@@ -38,6 +38,7 @@ Deviations from the paper / official code, one line each:
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 import torch
@@ -58,6 +59,7 @@ from behaviorseq.nn.losses import next_item_loss
 
 BACKBONES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 WIDTH_KEY = {"sasrec": "hidden_size", "gru4rec": "embedding_size"}  # the backbone key that hidden_size sets
+BUILD_WAIT = timedelta(days=7)  # DDP: how long the other ranks wait for rank 0 to build the semantic index
 # code defaults for the backbone's other keys (main.py): 2 layers, 2 heads
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {"sasrec": {"num_blocks": 2, "num_heads": 2}, "gru4rec": {}}
 
@@ -158,13 +160,19 @@ class SRACL(nn.Module):
         source = source or make_source(sc, device)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized() and \
             torch.distributed.get_world_size() > 1
+        # rank 0 builds and caches first (one search, one bill of LLM summaries), the others then read its entry;
+        # they wait on a group of their own: the default group's timeout (30 min, NCCL's shorter) is no bound for
+        # hours of LLM calls or an exact search over a million prefixes
+        group = torch.distributed.new_group(backend="gloo", timeout=BUILD_WAIT) if dist else None
         if dist and torch.distributed.get_rank() > 0:
-            torch.distributed.barrier()  # rank 0 builds and caches first: one search, one bill of LLM summaries
+            torch.distributed.barrier(group=group)
         self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
                                    sc.cache_dir, device, self.cfg.item_ties, sc.index_config(),
                                    sc.index_config("item_index"), self.cfg.prefix_ties))
         if dist and torch.distributed.get_rank() == 0:
-            torch.distributed.barrier()
+            torch.distributed.barrier(group=group)
+        if group is not None:
+            torch.distributed.destroy_process_group(group)
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
