@@ -90,3 +90,16 @@ def test_numba_calls_leave_torch_and_faiss_thread_counts_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"})
     assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("use_numba", PATHS)
+def test_a_shared_candidate_row_is_the_same_as_repeating_it(use_numba):
+    import torch
+
+    rng = np.random.default_rng(1)
+    val = rng.integers(0, 3, (20, 50)).astype(np.float64)
+    cols = np.arange(100, 150)
+    full = best_k(val, np.tile(cols, (20, 1)), np.arange(20), 4, 17, 0, use_numba=use_numba)
+    assert np.array_equal(best_k(val, cols, np.arange(20), 4, 17, 0, use_numba=use_numba), full)
+    expanded = torch.from_numpy(cols).expand(20, -1).numpy()  # stride 0: not copied to [20, 50]
+    assert np.array_equal(best_k(val, expanded, np.arange(20), 4, 17, 0, use_numba=use_numba), full)

@@ -37,11 +37,12 @@ def _best_k(val, cand, rows, k, seed_mixed, stream_hi, out):
         bj[:] = -1
         size = 0
         h_row = _mix(seed_mixed + np.uint64(rows[r]))  # counter_uniform's first two rounds: seed, then key
+        cr = r * min(cand.shape[0] - 1, 1)  # row 0 when one candidate row is shared by every query (exact search)
         for j in range(c):
             v = val[r, j]
             if v == -np.inf or (size == k and v < bv[k - 1]):
                 continue
-            u = np.float64(_mix(h_row + stream_hi + np.uint64(cand[r, j])) >> np.uint64(11)) * 2.0 ** -53
+            u = np.float64(_mix(h_row + stream_hi + np.uint64(cand[cr, j])) >> np.uint64(11)) * 2.0 ** -53
             if size == k and v == bv[k - 1] and u <= bu[k - 1]:
                 continue
             p = min(size, k - 1)  # full: the last entry drops
@@ -60,10 +61,14 @@ if HAVE_NUMBA:
 def best_k(val: np.ndarray, cand: np.ndarray, rows: np.ndarray, k: int, seed: int, stream: int,
            use_numba: bool | None = None) -> np.ndarray:
     """[t, k] column positions of each row's k best: ``val`` [t, c] (float64 on the caller's grid, -inf = none)
-    descending, equal values by the pair number of (``seed``, ``rows`` [t], ``cand`` [t, c] >= 0, ``stream``)
-    descending; -1 past a row's candidates. ``use_numba`` None: numba when installed."""
+    descending, equal values by the pair number of (``seed``, ``rows`` [t], ``cand`` [t, c] >= 0, or [c] / a
+    repeated row shared by all rows, ``stream``) descending; -1 past a row's candidates. ``use_numba`` None: numba
+    when installed."""
     val = np.ascontiguousarray(val, dtype=np.float64)
-    cand = np.ascontiguousarray(cand, dtype=np.int64)
+    cand = np.asarray(cand)
+    if cand.ndim == 2 and cand.shape[0] > 1 and cand.strides[0] == 0:  # one row repeated (an expanded tensor)
+        cand = cand[:1]
+    cand = np.ascontiguousarray(cand if cand.ndim == 2 else cand[None, :], dtype=np.int64)  # [t or 1, c]
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     t, c = val.shape
     if (HAVE_NUMBA if use_numba is None else use_numba) and t and c and k > 0:
@@ -71,6 +76,7 @@ def best_k(val: np.ndarray, cand: np.ndarray, rows: np.ndarray, k: int, seed: in
         seed_mixed = np.uint64(_mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF)))  # the jitted _mix gives a Python int
         with_torch_threads(_best_k_jit, val, cand, rows, k, seed_mixed, np.uint64(stream) << np.uint64(32), out)
         return out
+    cand = np.broadcast_to(cand, val.shape)
     u = counter_uniform(seed, np.broadcast_to(rows[:, None], cand.shape), cand, stream)
     order = np.lexsort((-u, -val), axis=1)[:, :k]  # value descending, then the number descending
     pos = np.where(np.take_along_axis(val, order, 1) > -np.inf, order, -1)

@@ -31,7 +31,7 @@ from behaviorseq.index.faiss_index import IndexConfig, ItemIndex
 from behaviorseq.nn.tie_order import best_k
 from behaviorseq.nn.topk import HAVE_NUMBA
 
-ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~75 bytes each at the peak of the tie handling (~1.2 GB)
+ITEM_BUDGET = 1 << 24  # exact search: similarities per chunk; ~75 bytes each at the peak of numpy's tie handling (~1.2 GB), less with numba
 SEARCH_BUDGET = 1 << 22  # approximate search: (queries or member rows) x candidates per step
 RESCORE_BUDGET = 1 << 24  # approximate search: candidate vector entries gathered at once to rescore in float64
 TIE_SEED = 17  # the tie rule's pseudo-random numbers: data, the same for every training seed
