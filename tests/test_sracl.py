@@ -24,12 +24,11 @@ from behaviorseq.models.retrieval import semantic_prefixes as sp
 from behaviorseq.models.retrieval import sracl
 from behaviorseq.models.retrieval.semantic import (
     AttributeBagSource,
-    CachedBackend,
-    DeterministicBackend,
     HashingEncoder,
     TextSource,
     item_texts,
 )
+from behaviorseq.models.retrieval.semantic_llm import CachedBackend, DeterministicBackend
 
 L = 12
 SMALL = {"hidden_size": 16, "max_len": L, "dropout": 0.2, "semantic": {"dim": 8}}

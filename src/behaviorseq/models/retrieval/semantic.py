@@ -38,15 +38,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from behaviorseq.config import StrictConfig
-from behaviorseq.models.retrieval.semantic_llm import (  # noqa: F401  (CachedBackend, ...: this module's API too)
-    ITEM_PROMPT,
+from behaviorseq.models.retrieval.semantic_llm import (
     ITEM_SEQUENCES,
     PROMPTS_DIGEST,
     USER_PROMPT,
-    CachedBackend,
-    DeterministicBackend,
     LLMConfig,
-    OpenAIChatBackend,
     SummaryBackend,
     item_prompt,
     make_backend,

@@ -18,8 +18,8 @@ candidate there, as it was).
 The exact search is O(n_items^2) (chunks bounded in memory); ``item_neighbours_approx`` takes the candidates
 from a FAISS ivf / hnsw index for catalogues of hundreds of thousands of items and more. Both draw a number per
 (item, tie member), so a group of G identical vectors costs G^2 draws (quadratic, like the exact search, however
-the candidates were found); ``nn/tie_order.py`` draws them in one compiled pass (numba; 3x faster than drawing and
-sorting in numpy at G = 20,000, benchmarks README section 7).
+the candidates were found); ``nn/tie_order.py`` draws them in one compiled pass (numba; 3-3.6x faster than drawing
+and sorting in numpy at G = 20,000, benchmarks README section 7).
 """
 
 from __future__ import annotations
