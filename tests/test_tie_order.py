@@ -32,6 +32,7 @@ def test_best_k_is_the_rule_written_out(use_numba, k):
     val[rng.random((t, c)) < 0.2] = -np.inf  # not candidates
     val[0] = -np.inf  # a row without candidates
     val[1, 5:] = -np.inf  # a row with fewer than k
+    val[2, ::7] = np.nan  # NaN is no candidate either
     cand = np.stack([rng.permutation(1000)[:c] for _ in range(t)])
     rows = rng.integers(0, 10**9, t)
     for stream in (0, 1):

@@ -40,7 +40,7 @@ def _best_k(val, cand, rows, k, seed_mixed, stream_hi, out):
         cr = r * min(cand.shape[0] - 1, 1)  # row 0 when one candidate row is shared by every query (exact search)
         for j in range(c):
             v = val[r, j]
-            if v == -np.inf or (size == k and v < bv[k - 1]):
+            if not v > -np.inf or (size == k and v < bv[k - 1]):  # -inf and NaN: no candidate (as numpy's form)
                 continue
             u = np.float64(_mix(h_row + stream_hi + np.uint64(cand[cr, j])) >> np.uint64(11)) * 2.0 ** -53
             if size == k and v == bv[k - 1] and u <= bu[k - 1]:
