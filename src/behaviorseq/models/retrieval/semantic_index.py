@@ -111,6 +111,7 @@ def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray,
         key["search"] = search.to_dict()
     if item_search is not None and item_search.kind != "flat":
         key["item_search"] = item_search.to_dict()
+        key["item_search_rule"] = 2  # session 23: a group of equal vectors always has its own members as candidates
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     _hash_arrays(h, np.asarray(store.offsets), np.asarray(store.item), start, end)
     for name in sorted(store.items):

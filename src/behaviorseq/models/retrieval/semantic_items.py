@@ -151,6 +151,8 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_d
     id_of = torch.from_numpy(np.concatenate([[-1], ids]))
     _, rep, group, size = np.unique(vecs[ids], axis=0, return_index=True, return_inverse=True, return_counts=True)
     members = ids[np.argsort(group.reshape(-1), kind="stable")]  # items of group 0, then of group 1, ...
+    group_of = np.full(len(vecs), -1, dtype=np.int64)  # item -> its group (-1: no vector)
+    group_of[ids] = group.reshape(-1)
     lo = np.cumsum(size) - size
     first = 5 * k + 17
     todo, wide, rest = np.argsort(size, kind="stable"), 1, []  # small groups first: each part fetches its largest's
@@ -163,13 +165,20 @@ def item_neighbours_approx(vecs: np.ndarray, k: int, index: IndexConfig, exact_d
             a += n_q
             _, pos = ix.search(v32[ids[rep[part]]], f)
             cand_g = id_of[torch.from_numpy(pos)]  # [g, f] item ids, -1 where the index gave none
-            val_g = _on_grid(_rescore(vecs, ids[rep[part]], cand_g))
             gave_less_g = (cand_g < 0).any(1)  # the index cannot give more (probed cells or graph walk exhausted)
             gave_every_g = ~gave_less_g & (f >= len(ids))  # every item: the exact answer
             n = size[part]
             local = np.repeat(np.arange(len(part)), n)  # member row -> its group's query
-            rows_all = members[np.repeat(lo[part], n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
-            step = max(1, SEARCH_BUDGET // f)
+            within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # member row -> its place in the group
+            rows_all = members[np.repeat(lo[part], n) + within]
+            # the group's own members are known: always candidates (an hnsw walk returns few of a large group of
+            # equal vectors), and dropped from what the index gave so that none is listed twice
+            own = torch.from_numpy(group_of[cand_g.clamp(min=0).numpy()]) == torch.from_numpy(part)[:, None]
+            mem = np.full((len(part), int(n.max())), -1, dtype=np.int64)
+            mem[local, within] = rows_all
+            cand_g = torch.cat([torch.from_numpy(mem), torch.where(own & (cand_g >= 0), -1, cand_g)], 1)
+            val_g = _on_grid(_rescore(vecs, ids[rep[part]], cand_g))
+            step = max(1, SEARCH_BUDGET // cand_g.shape[1])
             for r in range(0, len(rows_all), step):  # member rows in bounded slices
                 rows, loc = torch.from_numpy(rows_all[r:r + step]), local[r:r + step]
                 cand = cand_g[loc]
