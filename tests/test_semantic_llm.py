@@ -434,6 +434,22 @@ def test_sracl_trains_with_the_deterministic_backend_from_its_config(tmp_path):
         run_experiment(cfg, tmp_path / "run", resume=True)
 
 
+def test_the_cli_names_an_unreachable_endpoint_without_a_traceback(tmp_path, capsys):
+    from behaviorseq.cli import main
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _toy_store(tmp_path)
+    rc = main(["train", "--model", "sracl", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "run"),
+               "model.semantic.source=hashing", f"model.semantic.llm.base_url=http://127.0.0.1:{port}/v1",
+               "model.semantic.llm.model=m", f"model.semantic.cache_dir={tmp_path / 'sem'}", "data.cache_dir=" +
+               str(tmp_path / "c"), "model.max_len=8", "model.k=2", "model.item_k=2", "eval.ks=[2,10]",
+               "train.epochs=1", "train.early_stop_metric=ndcg@10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: cannot reach the LLM endpoint") and "Traceback" not in err
+
+
 def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:
     from datetime import timedelta
 

@@ -20,18 +20,19 @@ import yaml
 from behaviorseq.config import ConfigError, parse_overrides
 from behaviorseq.data.datasets import REGISTRY, DatasetNotFound
 from behaviorseq.data.loaders.errors import DataFormatError
+from behaviorseq.models.retrieval.semantic_llm import LLMError
 from behaviorseq.train.packaged import _merge, build_config, packaged_config  # noqa: F401 (re-exported)
 from behaviorseq.utils import atomic_write_text
 
 # Errors in what the user gave (settings, data files): a message on stderr and exit code 2, no traceback.
 # ValueError covers the loaders', steps' and splits' checks of their arguments; BEHAVIORSEQ_DEBUG=1 re-raises.
-USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError, ValueError, yaml.YAMLError)
+USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError, ValueError, yaml.YAMLError, LLMError)
 
 
 def user_error(e: Exception) -> int:
     if os.environ.get("BEHAVIORSEQ_DEBUG") == "1":
         raise e
-    hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError)) else \
+    hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError, LLMError)) else \
         "  (BEHAVIORSEQ_DEBUG=1 shows the traceback)"
     print(f"error: {e}{hint}", file=sys.stderr)
     return 2
