@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from behaviorseq.data.sampling import counter_uniform
+from behaviorseq.data.sampling import _mix64, counter_uniform
 from behaviorseq.nn.topk import HAVE_NUMBA, numba, with_torch_threads
 
-
-def _mix(x):
-    """splitmix64's finaliser, as ``data.sampling._mix64`` (uint64 scalars, wrapping)."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+_mix = _mix64  # counter_uniform's rounds, compiled below for the kernel's scalars
 
 
 def _best_k(val, cand, rows, k, seed_mixed, stream_hi, out):
@@ -54,7 +48,7 @@ def _best_k(val, cand, rows, k, seed_mixed, stream_hi, out):
 
 
 if HAVE_NUMBA:
-    _mix = numba.njit(cache=True, nogil=True)(_mix)
+    _mix = numba.njit(cache=True, nogil=True)(_mix64)
     _best_k_jit = numba.njit(cache=True, nogil=True, parallel=True)(_best_k)
 
 
