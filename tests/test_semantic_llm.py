@@ -1,4 +1,4 @@
-"""SRA-CL's LLM summary step (models/retrieval/semantic_llm.py): the OpenAI-compatible client against a local
+"""SRA-CL's LLM summary step (behaviorseq.llm, models/retrieval/semantic_prompts.py): the OpenAI-compatible client against a local
 fake endpoint (request format, order under concurrency, retries, clear errors), the append-only disk cache
 (nothing received is lost, torn lines skipped) and the wiring through SemanticConfig.llm into the index."""
 
@@ -16,6 +16,14 @@ import pytest
 from behaviorseq.config import ConfigError
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.splits import leave_one_out
+from behaviorseq.llm import (
+    CachedBackend,
+    DeterministicBackend,
+    LLMConfig,
+    LLMDryRun,
+    LLMError,
+    OpenAIChatBackend,
+)
 from behaviorseq.models.retrieval import semantic_index as si
 from behaviorseq.models.retrieval.semantic import (
     HashingEncoder,
@@ -24,14 +32,10 @@ from behaviorseq.models.retrieval.semantic import (
     item_texts,
     make_source,
 )
-from behaviorseq.models.retrieval.semantic_llm import (
+from behaviorseq.models.retrieval.semantic_prompts import (
     ITEM_PROMPT,
+    OFFLINE_HINT,
     USER_PROMPT,
-    CachedBackend,
-    DeterministicBackend,
-    LLMConfig,
-    LLMError,
-    OpenAIChatBackend,
     item_prompt,
     item_sequences,
 )
@@ -193,7 +197,8 @@ def test_an_unreachable_endpoint_fails_at_once_with_what_to_do():
     t0 = time.perf_counter()
     with pytest.raises(LLMError, match=r"cannot reach the LLM endpoint http://127\.0\.0\.1:\d+/v1/chat/completions .*"
                                        r"drop semantic\.llm"):
-        OpenAIChatBackend(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_wait=5.0)).complete(["a", "b"])
+        OpenAIChatBackend(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry_wait=5.0), "semantic.llm",
+                          OFFLINE_HINT).complete(["a", "b"])
     assert time.perf_counter() - t0 < 4  # no backoff before anything was ever reached
 
 
@@ -279,13 +284,13 @@ def test_two_caches_on_one_file_write_each_key_once_and_agree(tmp_path):
 def test_an_interrupt_returns_at_once_and_keeps_what_arrived(fake, tmp_path, monkeypatch):
     """Ctrl-C while a chunk is in flight (raised in the wait for the answers, as a signal would): no wait for the
     queued requests, and the answers already received are in the cache."""
-    from behaviorseq.models.retrieval import semantic_llm
+    from behaviorseq.llm import backends
 
     def interrupted_wait(futures, return_when):
         time.sleep(1.2)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(semantic_llm, "wait", interrupted_wait)
+    monkeypatch.setattr(backends, "wait", interrupted_wait)
     server = fake(delay=0.5)
     prompts = [f"p{i} " + "x" * i for i in range(40)]
     cache = CachedBackend(OpenAIChatBackend(cfg(server.base_url, concurrency=4)), tmp_path / "c.jsonl", chunk=40)
@@ -448,6 +453,94 @@ def test_the_cli_names_an_unreachable_endpoint_without_a_traceback(tmp_path, cap
                "train.epochs=1", "train.early_stop_metric=ndcg@10"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: cannot reach the LLM endpoint") and "Traceback" not in err
+
+
+def test_a_dry_run_counts_and_lists_every_prompt_and_sends_none(fake, tmp_path):
+    """semantic.llm.dry_run: before anything is sent, every prompt the index would send (items, then prefixes with
+    prefix_text) not yet in the cache is counted and listed once, in order, beside the cache; no index entry is
+    written; after a real run the same dry run finds nothing to send and passes."""
+    server = fake(answer=lambda p: "summary of " + p)
+    store = _toy_store(tmp_path)
+    view = leave_one_out(store).train.prefixes()
+    llm = {"base_url": server.base_url, "model": "m", "retry_wait": 0, "dry_run": True}
+    conf = SemanticConfig.from_dict({"source": "hashing", "dim": 32, "prefix_text": True, "cache_dir": str(tmp_path / "sem"),
+                                     "llm": llm})
+    src = make_source(conf)
+    with pytest.raises(LLMDryRun, match=r"dry run, nothing sent: (\d+) prompt\(s\) of (\d+) are not in the cache") as e:
+        si.build_index(store, view, src, 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
+    assert server.requests == [] and not [p for p in (tmp_path / "sem").iterdir() if p.name != "llm"]
+    listed = [json.loads(x) for x in src.summariser.pending_path.read_text().splitlines()]
+    events, end = np.asarray(store.item, dtype=np.int64), np.asarray(view.input_end, dtype=np.int64)
+    start = np.maximum(np.asarray(view.input_start), end - 8)
+    texts = item_texts(store)
+    seqs = item_sequences(events, start, end, store.num_items)
+    items = [item_prompt(t, seqs[i], [""] + texts) for i, t in enumerate(texts, 1)]
+    windows = si.prefix_windows(events, start, end, 8)
+    users = list(dict.fromkeys(USER_PROMPT.format(items="; ".join(texts[i - 1] for i in w if i > 0))
+                               for w in windows.tolist()))
+    assert [r["prompt"] for r in listed] == items + users
+    assert str(e.value).startswith(f"dry run, nothing sent: {len(listed)} prompt(s) of {len(items) + len(windows)} ")
+    llm["dry_run"] = False
+    index = si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
+                           item_k=2, cache_dir=tmp_path / "sem")
+    assert sorted(r[1]["messages"][0]["content"] for r in server.requests) == sorted(r["prompt"] for r in listed)
+    llm["dry_run"] = True  # everything cached: the dry run has nothing to report, and the index is the same
+    again = si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
+                           item_k=2, cache_dir=tmp_path / "other")
+    assert np.array_equal(again.prefix_neighbours, index.prefix_neighbours)
+
+
+def test_max_new_prompts_refuses_before_sending_and_caps_direct_calls(fake, tmp_path):
+    """max_new_prompts: a build that would send more is refused before one request; one within it runs; a cache
+    used directly never sends more than the cap over its life."""
+    server = fake()
+    store = _toy_store(tmp_path)
+    view = leave_one_out(store).train.prefixes()
+
+    def conf(cap):
+        return SemanticConfig.from_dict({"source": "hashing", "dim": 32, "cache_dir": str(tmp_path / "sem"),
+                                         "llm": {"base_url": server.base_url, "model": "m", "retry_wait": 0,
+                                                 "max_new_prompts": cap}})
+
+    with pytest.raises(LLMError, match=r"nothing sent: 4 prompt\(s\) of 4 are not in the cache .* "
+                                       r"semantic\.llm\.max_new_prompts is 3\. Raise it"):
+        si.build_index(store, view, make_source(conf(3)), 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
+    assert server.requests == []
+    si.build_index(store, view, make_source(conf(4)), 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
+    assert len(server.requests) == 4  # the items' summaries (prefix_text off: prefixes average item vectors)
+    cache = CachedBackend(OpenAIChatBackend(cfg(server.base_url)), tmp_path / "direct.jsonl", chunk=2, max_new=3)
+    assert cache.complete(["a", "b"]) == ["S<a>", "S<b>"] and cache.complete(["a", "c"]) == ["S<a>", "S<c>"]
+    with pytest.raises(LLMError, match=r"max_new_prompts is 3 \(3 sent already\)"):
+        cache.complete(["d"])
+    assert len(server.requests) == 4 + 3
+
+
+def test_preflight_counts_each_new_prompt_once_and_lists_it_atomically(tmp_path):
+    path = tmp_path / "c.jsonl"
+    CachedBackend(DeterministicBackend(), path).complete(["a"])
+    dry = CachedBackend(DeterministicBackend(), path, dry_run=True)
+    with pytest.raises(LLMDryRun, match=r"2 prompt\(s\) of 5 are not in the cache .* \(3 characters, about 0 input "
+                                        r"tokens at 4 characters a token\); they are listed in .*c\.pending\.jsonl"):
+        dry.preflight(iter([["a", "bb", "bb"], ["c", "bb"]]))
+    assert [json.loads(x)["prompt"] for x in dry.pending_path.read_text().splitlines()] == ["bb", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "c.pending.jsonl"]  # no temporary file left
+    assert CachedBackend(DeterministicBackend(), path, max_new=2).preflight([["a", "bb", "c", "bb"]]) == \
+        {"prompts": 4, "new": 2, "characters": 3}
+    with pytest.raises(LLMDryRun):  # a direct call applies the guard to its own prompts
+        dry.complete(["a", "d"])
+    assert dry.complete(["a"]) == CachedBackend(DeterministicBackend(), path).complete(["a"])  # cached: no stop
+
+
+def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, capsys):
+    from behaviorseq.cli import main
+
+    _toy_store(tmp_path)
+    rc = main(["train", "--model", "sracl", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "run"),
+               "model.semantic.source=hashing", "model.semantic.llm.backend=deterministic", "model.semantic.llm.dry_run=true",
+               f"model.semantic.cache_dir={tmp_path / 'sem'}", "data.cache_dir=" + str(tmp_path / "c"), "model.max_len=8",
+               "model.k=2", "model.item_k=2", "eval.ks=[2,10]", "train.epochs=1", "train.early_stop_metric=ndcg@10"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("dry run, nothing sent: 4 prompt(s) of 4") and not (tmp_path / "run").exists()
 
 
 def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:

@@ -19,6 +19,7 @@ from behaviorseq.data.batching import SeqBatcher
 from behaviorseq.data.datasets import open_dataset
 from behaviorseq.data.splits import leave_one_out
 from behaviorseq.data.synthetic import SeqRecConfig, generate_seqrec
+from behaviorseq.llm import CachedBackend, DeterministicBackend
 from behaviorseq.models.retrieval import semantic_index as si
 from behaviorseq.models.retrieval import semantic_prefixes as sp
 from behaviorseq.models.retrieval import sracl
@@ -28,7 +29,6 @@ from behaviorseq.models.retrieval.semantic import (
     TextSource,
     item_texts,
 )
-from behaviorseq.models.retrieval.semantic_llm import CachedBackend, DeterministicBackend
 
 L = 12
 SMALL = {"hidden_size": 16, "max_len": L, "dropout": 0.2, "semantic": {"dim": 8}}

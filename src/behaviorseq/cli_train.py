@@ -20,7 +20,7 @@ import yaml
 from behaviorseq.config import ConfigError, parse_overrides
 from behaviorseq.data.datasets import REGISTRY, DatasetNotFound
 from behaviorseq.data.loaders.errors import DataFormatError
-from behaviorseq.models.retrieval.semantic_llm import LLMError
+from behaviorseq.llm import LLMDryRun, LLMError
 from behaviorseq.train.packaged import _merge, build_config, packaged_config  # noqa: F401 (re-exported)
 from behaviorseq.utils import atomic_write_text
 
@@ -30,6 +30,9 @@ USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError,
 
 
 def user_error(e: Exception) -> int:
+    if isinstance(e, LLMDryRun):  # asked for: the count of what would be sent, and no run (nothing was written)
+        print(e)
+        return 0
     if os.environ.get("BEHAVIORSEQ_DEBUG") == "1":
         raise e
     hint = "" if isinstance(e, (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError, LLMError)) else \

