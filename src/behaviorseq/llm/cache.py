@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,8 +99,8 @@ class CachedBackend:
         out = tmp = None
         if self.dry_run:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.pending_path.name}.", dir=self.path.parent)
-            out = os.fdopen(fd, "w", encoding="ascii")
+            tmp = self.path.parent / f".{self.pending_path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            out = open(tmp, "w", encoding="ascii")  # the usual permissions (mkstemp's are owner-only)
         try:
             for prompts in prompt_lists:
                 for p in prompts:
