@@ -481,13 +481,19 @@ def test_a_dry_run_counts_and_lists_every_prompt_and_sends_none(fake, tmp_path):
     assert [r["prompt"] for r in listed] == items + users
     assert str(e.value).startswith(f"dry run, nothing sent: {len(listed)} prompt(s) of {len(items) + len(windows)} ")
     llm["dry_run"] = False
-    index = si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
-                           item_k=2, cache_dir=tmp_path / "sem")
+    si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
+                   item_k=2, cache_dir=tmp_path / "sem")
     assert sorted(r[1]["messages"][0]["content"] for r in server.requests) == sorted(r["prompt"] for r in listed)
-    llm["dry_run"] = True  # everything cached: the dry run has nothing to report, and the index is the same
-    again = si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
-                           item_k=2, cache_dir=tmp_path / "other")
-    assert np.array_equal(again.prefix_neighbours, index.prefix_neighbours)
+    assert not src.summariser.pending_path.exists()  # the list of a past dry run, out of date now, is gone
+    llm["dry_run"] = True  # every completion cached: a dry run still stops, with nothing to send
+    with pytest.raises(LLMDryRun, match=rf"nothing sent: 0 prompt\(s\) of {len(items) + len(windows)} are not"):
+        si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
+                       item_k=2, cache_dir=tmp_path / "other")
+    assert src.summariser.pending_path.read_text() == ""
+    with pytest.raises(LLMDryRun, match="the semantic index .* is cached, so the run would send no prompt"):
+        si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
+                       item_k=2, cache_dir=tmp_path / "sem")
+    assert len(server.requests) == len(listed)
 
 
 def test_max_new_prompts_refuses_before_sending_and_caps_direct_calls(fake, tmp_path):
@@ -503,7 +509,7 @@ def test_max_new_prompts_refuses_before_sending_and_caps_direct_calls(fake, tmp_
                                                  "max_new_prompts": cap}})
 
     with pytest.raises(LLMError, match=r"nothing sent: 4 prompt\(s\) of 4 are not in the cache .* "
-                                       r"semantic\.llm\.max_new_prompts is 3\. Raise it"):
+                                       r"semantic\.llm\.max_new_prompts is 3 \(a count per process.*Raise it"):
         si.build_index(store, view, make_source(conf(3)), 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
     assert server.requests == []
     si.build_index(store, view, make_source(conf(4)), 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
@@ -526,24 +532,71 @@ def test_preflight_counts_each_new_prompt_once_and_lists_it_atomically(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "c.pending.jsonl"]  # no temporary file left
     assert CachedBackend(DeterministicBackend(), path, max_new=2).preflight([["a", "bb", "c", "bb"]]) == \
         {"prompts": 4, "new": 2, "characters": 3}
-    with pytest.raises(LLMDryRun):  # a direct call applies the guard to its own prompts
+    with pytest.raises(LLMDryRun, match=r"1 prompt\(s\) of 2 .* listed in"):  # a direct call: its own prompts
         dry.complete(["a", "d"])
+    assert [json.loads(x)["prompt"] for x in dry.pending_path.read_text().splitlines()] == ["d"]
     assert dry.complete(["a"]) == CachedBackend(DeterministicBackend(), path).complete(["a"])  # cached: no stop
+
+
+def test_a_cap_for_the_items_but_not_the_prefixes_sends_nothing(tmp_path):
+    """The guard counts the whole build (items, then prefix prompts) before the first request."""
+    store = _toy_store(tmp_path)
+    view = leave_one_out(store).train.prefixes()
+    src = make_source(SemanticConfig.from_dict({"source": "hashing", "dim": 16, "prefix_text": True,
+                                               "cache_dir": str(tmp_path / "sem"),
+                                               "llm": {"backend": "deterministic", "max_new_prompts": 4}}))
+    sent = []
+    answer = src.summariser.backend.complete
+    src.summariser.backend.complete = lambda ps: (sent.extend(ps), answer(ps))[1]
+    with pytest.raises(LLMError, match=r"nothing sent: 7 prompt\(s\) of 7 .*max_new_prompts is 4"):
+        si.build_index(store, view, src, 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
+    assert sent == []
+
+
+def test_runs_sharing_a_cache_rarely_ask_the_same_prompt(tmp_path):
+    """Two runs started together on one cache file (parallel seeds): each chunk starts at a random place, so they
+    do not follow each other chunk for chunk (in order, each would ask all 512)."""
+    sent = []
+
+    class Slow(DeterministicBackend):
+        def complete(self, prompts):
+            time.sleep(0.01)
+            sent.extend(prompts)
+            return super().complete(prompts)
+
+    prompts = [f"prompt {i}" for i in range(512)]
+    caches = [CachedBackend(Slow(), tmp_path / "shared.jsonl", chunk=8) for _ in range(2)]
+    answers = [None, None]
+
+    def run(i):
+        answers[i] = caches[i].complete(prompts)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert answers[0] == answers[1] == DeterministicBackend().complete(prompts)
+    assert len(set(sent)) == 512 and len(sent) < 1.5 * 512
 
 
 def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, capsys):
     from behaviorseq.cli import main
 
     _toy_store(tmp_path)
-    rc = main(["train", "--model", "sracl", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "run"),
-               "model.semantic.source=hashing", "model.semantic.llm.backend=deterministic", "model.semantic.llm.dry_run=true",
-               f"model.semantic.cache_dir={tmp_path / 'sem'}", "data.cache_dir=" + str(tmp_path / "c"), "model.max_len=8",
-               "model.k=2", "model.item_k=2", "eval.ks=[2,10]", "train.epochs=1", "train.early_stop_metric=ndcg@10"])
+    args = ["train", "--model", "sracl", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "run"),
+            "model.semantic.source=hashing", "model.semantic.llm.backend=deterministic", f"model.semantic.cache_dir="
+            f"{tmp_path / 'sem'}", "data.cache_dir=" + str(tmp_path / "c"), "model.max_len=8", "model.k=2",
+            "model.item_k=2", "eval.ks=[2,10]", "train.epochs=1", "train.early_stop_metric=ndcg@10",
+            "model.semantic.llm.dry_run=true"]
+    rc = main(args)
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("dry run, nothing sent: 4 prompt(s) of 4") and not (tmp_path / "run").exists()
+    assert main(args[:-1] + ["model.semantic.llm.dry_run=false"]) == 0 and (tmp_path / "run" / "metrics.json").exists()
+    capsys.readouterr()
+    rc = main(args + ["--overwrite"])  # the index is cached now: the dry run stops all the same, the run untouched
+    assert rc == 0 and "the semantic index" in capsys.readouterr().out and (tmp_path / "run" / "metrics.json").exists()
 
 
-def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:
+def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict, record: str | None = None) -> None:
     from datetime import timedelta
 
     import torch
@@ -553,7 +606,13 @@ def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict) -> None:
     # a default-group timeout shorter than rank 0's build: the other ranks must not wait on that group
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
                                          timeout=timedelta(seconds=2))
-    prepare(resolve_config(cfg))  # builds the model and attaches its semantic index
+    try:
+        prepare(resolve_config(cfg))  # builds the model and attaches its semantic index
+    except Exception as e:
+        if record is None:
+            raise
+        with open(f"{record}.{rank}", "w") as f:  # what each rank raised
+            f.write(f"{type(e).__name__}: {e}")
     torch.distributed.destroy_process_group()
 
 
@@ -576,3 +635,22 @@ def test_distributed_ranks_ask_the_llm_once(fake, tmp_path):
     prompts = [r[1]["messages"][0]["content"] for r in server.requests]
     assert len(prompts) == len(set(prompts)) > 4  # each item and prefix prompt asked once, by one rank
     assert time.perf_counter() - t0 > 3  # rank 0's build outlasted the default group's timeout
+
+
+def test_a_failure_of_rank_0_is_every_ranks(tmp_path):
+    """A dry run (or an LLM error) on rank 0, which builds the index: every rank raises the same exception, none is
+    left with a broken connection (the CLI prints the dry run and exits 0 on each)."""
+    import torch
+
+    _toy_store(tmp_path)
+    cfg = {"model": "sracl",
+           "model_config": {"max_len": 8, "hidden_size": 16, "k": 2, "item_k": 2,
+                            "semantic": {"source": "hashing", "dim": 16, "cache_dir": str(tmp_path / "sem"),
+                                         "llm": {"backend": "deterministic", "dry_run": True}}},
+           "data": {"dataset": str(tmp_path / "toy"), "cache_dir": str(tmp_path / "c")},
+           "train": {"epochs": 1, "batch_size": 8, "seed": 1, "threads": 1}, "eval": {"ks": [2, 10]}}
+    record = str(tmp_path / "raised")
+    torch.multiprocessing.spawn(_ddp_attach_worker, args=(2, f"file://{tmp_path / 'pg'}", cfg, record), nprocs=2)
+    raised = [open(f"{record}.{r}").read() for r in range(2)]
+    assert raised[0] == raised[1] and raised[0].startswith("LLMDryRun: dry run, nothing sent: 4 prompt(s) of 4")
+

@@ -6,7 +6,10 @@ import functools
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: files written here get the usual mode (mkstemp's own is 0600)
@@ -65,3 +68,36 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}" + (".dirty" if dirty else "")
+
+
+T = TypeVar("T")
+
+
+def rank0_first(build: Callable[[], T], wait: timedelta) -> T:
+    """Under torch.distributed with more than one rank: rank 0 runs ``build`` (which caches its result on disk)
+    while the other ranks wait for it, up to ``wait``, on a gloo group of their own (the default group's timeout,
+    30 minutes and NCCL's shorter, bounds no long build); then they run ``build`` too, reading that cache. A failure
+    of rank 0 (an error, a dry run's stop) is raised on every rank as the same exception, not as a broken
+    connection in the others. Otherwise: ``build()``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return build()
+    group = dist.new_group(backend="gloo", timeout=wait)
+    failed: list = [None]
+    try:
+        if dist.get_rank() == 0:
+            try:
+                out = build()
+            except BaseException as e:
+                failed[0] = e
+            dist.broadcast_object_list(failed, src=0, group=group)
+        else:
+            dist.broadcast_object_list(failed, src=0, group=group)
+            if failed[0] is None:
+                out = build()
+    finally:
+        dist.destroy_process_group(group)
+    if failed[0] is not None:
+        raise failed[0]
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import threading
 import warnings
 from collections.abc import Iterable
@@ -28,8 +29,9 @@ class CachedBackend:
 
     Spending guard (:meth:`preflight`, also applied by :meth:`complete` to its own prompts): ``dry_run`` lists the
     prompts not in the cache in ``<file>.pending.jsonl`` and raises :class:`LLMDryRun` with their count; ``max_new``
-    refuses to send more than that many prompts in this object's life (None: no limit). ``setting`` names where the
-    user sets these, for the messages."""
+    refuses to send more than that many prompts in this object's life (None: no limit; a count per process, not
+    shared with other runs on the file). ``setting`` names where the user sets these, for the messages. Each chunk
+    starts at a place drawn at random, so runs started together ask few prompts twice."""
 
     def __init__(self, backend: CompletionBackend, path: str | Path, chunk: int = 64, dry_run: bool = False,
                  max_new: int | None = None, setting: str = "llm"):
@@ -83,12 +85,20 @@ class CachedBackend:
     def pending_path(self) -> Path:
         return self.path.with_name(self.path.stem + ".pending.jsonl")
 
+    @property
+    def guarded(self) -> bool:
+        return self.dry_run or self.max_new is not None
+
     def preflight(self, prompt_lists: Iterable[list[str]]) -> dict[str, int]:
         """Count the prompts of ``prompt_lists`` that are not in the cache, before any is sent, and apply the
-        spending guard to them (see the class). Returns ``{"prompts", "new", "characters"}`` (characters of the new
-        prompts)."""
+        spending guard to them (see the class): a dry run always stops here, with nothing to send too. Returns
+        ``{"prompts", "new", "characters"}`` (characters of the new prompts); without a guard, counts nothing."""
+        counts = {"prompts": 0, "new": 0, "characters": 0}
+        if not self.guarded:
+            self.pending_path.unlink(missing_ok=True)  # a list from an earlier dry run is out of date now
+            return counts
         self.refresh()
-        memory, seen, counts = self.memory, set(), {"prompts": 0, "new": 0, "characters": 0}
+        memory, seen = self.memory, set()
         out = tmp = None
         if self.dry_run:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +109,10 @@ class CachedBackend:
                 for p in prompts:
                     counts["prompts"] += 1
                     k = _key(p)
-                    if k in memory or k in seen:
+                    digest = bytes.fromhex(k)  # half the memory of the hex string
+                    if k in memory or digest in seen:
                         continue
-                    seen.add(k)
+                    seen.add(digest)
                     counts["new"] += 1
                     counts["characters"] += len(p)
                     if out is not None:
@@ -109,6 +120,8 @@ class CachedBackend:
             if out is not None:
                 out.close()
                 os.replace(tmp, self.pending_path)
+            elif self.pending_path.exists():
+                self.pending_path.unlink()
         except BaseException:
             if out is not None:
                 out.close()
@@ -119,8 +132,6 @@ class CachedBackend:
 
     def _guard(self, counts: dict[str, int]) -> None:
         new, chars = counts["new"], counts["characters"]
-        if not new:
-            return
         out_tokens = getattr(getattr(self.backend, "cfg", None), "max_tokens", None)
         cost = (f"{new:,} prompt(s) of {counts['prompts']:,} are not in the cache {self.path} ({chars:,} characters, "
                 f"about {chars // 4:,} input tokens at 4 characters a token"
@@ -128,16 +139,20 @@ class CachedBackend:
         if self.dry_run:
             raise LLMDryRun(f"dry run, nothing sent: {cost}; they are listed in {self.pending_path}. "
                             f"{self.setting}.dry_run=false sends them")
-        if self.max_new is not None and self.sent + new > self.max_new:
+        if self.max_new is not None and new and self.sent + new > self.max_new:
             raise LLMError(f"nothing sent: {cost}, and {self.setting}.max_new_prompts is {self.max_new:,}"
                            + (f" ({self.sent:,} sent already)" if self.sent else "")
-                           + f". Raise it (null: no limit), or list them first with {self.setting}.dry_run=true")
+                           + f" (a count per process: runs sharing the cache each have their own). Raise it (null: "
+                           f"no limit), or list them first with {self.setting}.dry_run=true")
 
     def complete(self, prompts: list[str]) -> list[str]:
         keys = [_key(p) for p in prompts]
         todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
-        if todo and (self.dry_run or self.max_new is not None):
-            self._guard({"prompts": len(prompts), "new": len(todo), "characters": sum(len(p) for _, p in todo)})
+        if todo and self.guarded:
+            self.preflight([prompts])
+        # each chunk from a place drawn at random (per process): runs sharing the cache rarely ask the same prompts
+        # at once (in order, a run that caught up with another would follow it chunk for chunk)
+        rng = random.Random(f"{os.getpid()}:{id(self)}")
         bar = None
         if todo and os.environ.get("BEHAVIORSEQ_PROGRESS", "1") != "0" and len(todo) > self.chunk:
             from tqdm.auto import tqdm
@@ -146,7 +161,14 @@ class CachedBackend:
         try:
             while todo:
                 self.refresh()
+                before = len(todo)
                 todo = [(k, p) for k, p in todo if k not in self.memory]  # others may have asked them meanwhile
+                if bar is not None:
+                    bar.update(before - len(todo))
+                if not todo:
+                    break
+                at = rng.randrange(len(todo)) if len(todo) > self.chunk else 0
+                todo = todo[at:] + todo[:at]
                 part, todo = todo[:self.chunk], todo[self.chunk:]
                 got: dict[int, str] = {}
                 self.sent += len(part)

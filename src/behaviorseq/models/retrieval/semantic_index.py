@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from behaviorseq.index.faiss_index import IndexConfig
+from behaviorseq.llm import LLMDryRun
 from behaviorseq.models.retrieval.semantic import SemanticSource
 from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
 from behaviorseq.models.retrieval.semantic_prefixes import (
@@ -141,6 +142,10 @@ def build_index(store, view, source: SemanticSource, max_len: int, k: int = 10, 
     entry = Path(cache_dir or default_cache_dir()) / cache_key(store, source, start, end, k, item_k, item_ties, search,
                                                                item_search, prefix_ties)
     names = ("prefix_vectors", "prefix_neighbours", "item_neighbours")
+    summariser = getattr(source, "summariser", None)
+    if (entry / "meta.json").exists() and getattr(summariser, "dry_run", False):
+        raise LLMDryRun(f"dry run, nothing sent: the semantic index {entry} is cached, so the run would send no prompt; "
+                        f"{summariser.setting}.dry_run=false runs it")
     if not (entry / "meta.json").exists():
         sequences = None
         if getattr(source, "uses_item_sequences", False):  # LLM item prompts: sequences from the training prefixes

@@ -56,6 +56,7 @@ from behaviorseq.nn.contrastive import nt_xent
 from behaviorseq.nn.dropout import dropout
 from behaviorseq.nn.length_groups import encode_by_length
 from behaviorseq.nn.losses import next_item_loss
+from behaviorseq.utils import rank0_first
 
 BACKBONES = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 WIDTH_KEY = {"sasrec": "hidden_size", "gru4rec": "embedding_size"}  # the backbone key that hidden_size sets
@@ -158,21 +159,10 @@ class SRACL(nn.Module):
         sc = self.cfg.semantic
         device = ("cuda" if torch.cuda.is_available() else "cpu") if sc.device == "auto" else sc.device
         source = source or make_source(sc, device)
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized() and \
-            torch.distributed.get_world_size() > 1
-        # rank 0 builds and caches first (one search, one bill of LLM summaries), the others then read its entry;
-        # they wait on a group of their own: the default group's timeout (30 min, NCCL's shorter) is no bound for
-        # hours of LLM calls or an exact search over a million prefixes
-        group = torch.distributed.new_group(backend="gloo", timeout=BUILD_WAIT) if dist else None
-        if dist and torch.distributed.get_rank() > 0:
-            torch.distributed.barrier(group=group)
-        self.set_index(build_index(store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k,
-                                   sc.cache_dir, device, self.cfg.item_ties, sc.index_config(),
-                                   sc.index_config("item_index"), self.cfg.prefix_ties))
-        if dist and torch.distributed.get_rank() == 0:
-            torch.distributed.barrier(group=group)
-        if group is not None:
-            torch.distributed.destroy_process_group(group)
+        # under DDP rank 0 builds and caches first (one search, one bill of LLM summaries), the others then read it
+        self.set_index(rank0_first(lambda: build_index(
+            store, train_view, source, self.cfg.max_len, self.cfg.k, self.cfg.item_k, sc.cache_dir, device,
+            self.cfg.item_ties, sc.index_config(), sc.index_config("item_index"), self.cfg.prefix_ties), BUILD_WAIT))
 
     def set_index(self, index: SemanticIndex) -> None:
         if index.prefix_vectors.shape[1] != self.cfg.semantic.dim:
