@@ -469,7 +469,9 @@ def test_a_dry_run_counts_and_lists_every_prompt_and_sends_none(fake, tmp_path):
     with pytest.raises(LLMDryRun, match=r"dry run, nothing sent: (\d+) prompt\(s\) of (\d+) are not in the cache") as e:
         si.build_index(store, view, src, 8, k=2, item_k=2, cache_dir=tmp_path / "sem")
     assert server.requests == [] and not [p for p in (tmp_path / "sem").iterdir() if p.name != "llm"]
-    listed = [json.loads(x) for x in src.summariser.pending_path.read_text().splitlines()]
+    pending = src.summariser.pending
+    assert pending.name.startswith(src.summariser.path.stem + ".pending-") and str(pending) in str(e.value)
+    listed = [json.loads(x) for x in pending.read_text().splitlines()]
     events, end = np.asarray(store.item, dtype=np.int64), np.asarray(view.input_end, dtype=np.int64)
     start = np.maximum(np.asarray(view.input_start), end - 8)
     texts = item_texts(store)
@@ -484,12 +486,11 @@ def test_a_dry_run_counts_and_lists_every_prompt_and_sends_none(fake, tmp_path):
     si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
                    item_k=2, cache_dir=tmp_path / "sem")
     assert sorted(r[1]["messages"][0]["content"] for r in server.requests) == sorted(r["prompt"] for r in listed)
-    assert not src.summariser.pending_path.exists()  # the list of a past dry run, out of date now, is gone
     llm["dry_run"] = True  # every completion cached: a dry run still stops, with nothing to send
+    again = make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm}))
     with pytest.raises(LLMDryRun, match=rf"nothing sent: 0 prompt\(s\) of {len(items) + len(windows)} are not"):
-        si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
-                       item_k=2, cache_dir=tmp_path / "other")
-    assert src.summariser.pending_path.read_text() == ""
+        si.build_index(store, view, again, 8, k=2, item_k=2, cache_dir=tmp_path / "other")
+    assert again.summariser.pending == pending and pending.read_text() == ""  # the same prompt set: its list replaced
     with pytest.raises(LLMDryRun, match="the semantic index .* is cached, so the run would send no prompt"):
         si.build_index(store, view, make_source(SemanticConfig.from_dict(conf.to_dict() | {"llm": llm})), 8, k=2,
                        item_k=2, cache_dir=tmp_path / "sem")
@@ -526,15 +527,17 @@ def test_preflight_counts_each_new_prompt_once_and_lists_it_atomically(tmp_path)
     CachedBackend(DeterministicBackend(), path).complete(["a"])
     dry = CachedBackend(DeterministicBackend(), path, dry_run=True)
     with pytest.raises(LLMDryRun, match=r"2 prompt\(s\) of 5 are not in the cache .* \(3 characters, about 0 input "
-                                        r"tokens at 4 characters a token\); they are listed in .*c\.pending\.jsonl"):
+                                        r"tokens at 4 characters a token\); they are listed in .*c\.pending-[0-9a-f]{12}\.jsonl"):
         dry.preflight(iter([["a", "bb", "bb"], ["c", "bb"]]))
-    assert [json.loads(x)["prompt"] for x in dry.pending_path.read_text().splitlines()] == ["bb", "c"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "c.pending.jsonl"]  # no temporary file left
+    assert [json.loads(x)["prompt"] for x in dry.pending.read_text().splitlines()] == ["bb", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", dry.pending.name]  # no temporary file left
+    first = dry.pending
     assert CachedBackend(DeterministicBackend(), path, max_new=2).preflight([["a", "bb", "c", "bb"]]) == \
         {"prompts": 4, "new": 2, "characters": 3}
     with pytest.raises(LLMDryRun, match=r"1 prompt\(s\) of 2 .* listed in"):  # a direct call: its own prompts
         dry.complete(["a", "d"])
-    assert [json.loads(x)["prompt"] for x in dry.pending_path.read_text().splitlines()] == ["d"]
+    assert [json.loads(x)["prompt"] for x in dry.pending.read_text().splitlines()] == ["d"]
+    assert dry.pending != first and first.exists()  # another prompt set, another list
     assert dry.complete(["a"]) == CachedBackend(DeterministicBackend(), path).complete(["a"])  # cached: no stop
 
 
@@ -576,6 +579,27 @@ def test_runs_sharing_a_cache_rarely_ask_the_same_prompt(tmp_path):
     [t.join() for t in threads]
     assert answers[0] == answers[1] == DeterministicBackend().complete(prompts)
     assert len(set(sent)) == 512 and len(sent) < 1.5 * 512
+
+
+def test_a_cache_cleared_while_a_run_asks_still_gives_every_answer(tmp_path):
+    """Another process deletes the cache file between two chunks: the run's answers (those it had, those it
+    received) are still returned, and what it appends afterwards starts the new file."""
+    path = tmp_path / "c.jsonl"
+    CachedBackend(DeterministicBackend(), path).complete(["old"])
+
+    class Clearing(DeterministicBackend):
+        calls = 0
+
+        def complete(self, prompts):
+            Clearing.calls += 1
+            if Clearing.calls == 2:
+                path.unlink()
+            return super().complete(prompts)
+
+    prompts = ["old"] + [f"p{i}" for i in range(12)]
+    got = CachedBackend(Clearing(), path, chunk=4).complete(prompts)
+    assert got == DeterministicBackend().complete(prompts) and Clearing.calls == 3
+    assert len(path.read_text().splitlines()) == 8  # the chunks appended after the deletion
 
 
 def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, capsys):
@@ -653,4 +677,33 @@ def test_a_failure_of_rank_0_is_every_ranks(tmp_path):
     torch.multiprocessing.spawn(_ddp_attach_worker, args=(2, f"file://{tmp_path / 'pg'}", cfg, record), nprocs=2)
     raised = [open(f"{record}.{r}").read() for r in range(2)]
     assert raised[0] == raised[1] and raised[0].startswith("LLMDryRun: dry run, nothing sent: 4 prompt(s) of 4")
+
+
+def _rank0_worker(rank: int, world: int, init: str, record: str) -> None:
+    import urllib.error
+
+    import torch
+
+    from behaviorseq.utils import rank0_first
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+
+    def build():
+        raise urllib.error.HTTPError("http://x/v1", 503, "busy", {}, None)  # its constructor needs 5 arguments
+
+    try:
+        rank0_first(build, __import__("datetime").timedelta(seconds=30))
+    except Exception as e:
+        with open(f"{record}.{rank}", "w") as f:
+            f.write(f"{type(e).__name__}: {e}")
+    torch.distributed.destroy_process_group()
+
+
+def test_an_exception_that_cannot_be_pickled_reaches_the_other_ranks_by_name(tmp_path):
+    import torch
+
+    record = str(tmp_path / "raised")
+    torch.multiprocessing.spawn(_rank0_worker, args=(2, f"file://{tmp_path / 'pg'}", record), nprocs=2)
+    assert open(f"{record}.0").read() == "HTTPError: HTTP Error 503: busy"
+    assert open(f"{record}.1").read() == "RuntimeError: rank 0 failed: HTTPError: HTTP Error 503: busy"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -77,27 +78,41 @@ def rank0_first(build: Callable[[], T], wait: timedelta) -> T:
     """Under torch.distributed with more than one rank: rank 0 runs ``build`` (which caches its result on disk)
     while the other ranks wait for it, up to ``wait``, on a gloo group of their own (the default group's timeout,
     30 minutes and NCCL's shorter, bounds no long build); then they run ``build`` too, reading that cache. A failure
-    of rank 0 (an error, a dry run's stop) is raised on every rank as the same exception, not as a broken
-    connection in the others. Otherwise: ``build()``."""
+    of rank 0 (an error, a dry run's stop) is raised on every rank as the same exception (a RuntimeError naming it
+    where it cannot be pickled), not as a broken connection in the others. Otherwise: ``build()``."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return build()
     group = dist.new_group(backend="gloo", timeout=wait)
-    failed: list = [None]
+    failed: list = [None]  # rank 0's exception, pickled (None: it built)
+    error = None
     try:
         if dist.get_rank() == 0:
             try:
                 out = build()
             except BaseException as e:
-                failed[0] = e
+                error, failed[0] = e, _portable(e)
             dist.broadcast_object_list(failed, src=0, group=group)
         else:
             dist.broadcast_object_list(failed, src=0, group=group)
             if failed[0] is None:
                 out = build()
+            else:
+                error = pickle.loads(failed[0])
     finally:
         dist.destroy_process_group(group)
-    if failed[0] is not None:
-        raise failed[0]
+    if error is not None:
+        raise error
     return out
+
+
+def _portable(e: BaseException) -> bytes:
+    """``e`` pickled for the other ranks, or, where it does not survive pickling (an exception whose constructor
+    needs more than its message, or one holding a lock), a RuntimeError naming it."""
+    try:
+        data = pickle.dumps(e)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return pickle.dumps(RuntimeError(f"rank 0 failed: {type(e).__name__}: {e}"))

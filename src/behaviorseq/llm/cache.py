@@ -28,16 +28,17 @@ class CachedBackend:
     interrupted write is skipped (its prompt is asked again). The file is read on the first call, not before.
 
     Spending guard (:meth:`preflight`, also applied by :meth:`complete` to its own prompts): ``dry_run`` lists the
-    prompts not in the cache in ``<file>.pending.jsonl`` and raises :class:`LLMDryRun` with their count; ``max_new``
-    refuses to send more than that many prompts in this object's life (None: no limit; a count per process, not
-    shared with other runs on the file). ``setting`` names where the user sets these, for the messages. Each chunk
-    starts at a place drawn at random, so runs started together ask few prompts twice."""
+    prompts not in the cache in a file beside it (``self.pending``) and raises :class:`LLMDryRun` with their count;
+    ``max_new`` refuses to send more than that many prompts in this object's life (None: no limit; a count per process, not
+    shared with other runs on the file). ``setting`` names where the user sets these, for the messages. Each
+    process sends its prompts in an order of its own, so runs started together ask few prompts twice."""
 
     def __init__(self, backend: CompletionBackend, path: str | Path, chunk: int = 64, dry_run: bool = False,
                  max_new: int | None = None, setting: str = "llm"):
         self.backend, self.path, self.chunk, self.name = backend, Path(path), chunk, f"cached:{backend.name}"
         self.dry_run, self.max_new, self.setting = dry_run, max_new, setting
         self.sent = 0  # prompts handed to the backend so far (answered or not)
+        self.pending: Path | None = None  # the last dry run's list of prompts to send
         self._memory: dict[str, str] | None = None
         self.offset = 0  # bytes of the file read into memory
         self.inode: int | None = None  # the file they were read from
@@ -82,27 +83,24 @@ class CachedBackend:
                 self._read(f)
 
     @property
-    def pending_path(self) -> Path:
-        return self.path.with_name(self.path.stem + ".pending.jsonl")
-
-    @property
     def guarded(self) -> bool:
         return self.dry_run or self.max_new is not None
 
     def preflight(self, prompt_lists: Iterable[list[str]]) -> dict[str, int]:
         """Count the prompts of ``prompt_lists`` that are not in the cache, before any is sent, and apply the
         spending guard to them (see the class): a dry run always stops here, with nothing to send too. Returns
-        ``{"prompts", "new", "characters"}`` (characters of the new prompts); without a guard, counts nothing."""
+        ``{"prompts", "new", "characters"}`` (characters of the new prompts); without a guard, counts nothing.
+        A dry run lists the new prompts in ``<cache>.pending-<digest of all the prompts' keys>.jsonl``
+        (``self.pending``): one list per prompt set, replaced by the next dry run of the same set."""
         counts = {"prompts": 0, "new": 0, "characters": 0}
         if not self.guarded:
-            self.pending_path.unlink(missing_ok=True)  # a list from an earlier dry run is out of date now
             return counts
         self.refresh()
-        memory, seen = self.memory, set()
+        memory, seen, whole = self.memory, set(), hashlib.sha256()
         out = tmp = None
         if self.dry_run:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.parent / f".{self.pending_path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp = self.path.parent / f".{self.path.stem}.pending.{os.getpid()}.{threading.get_ident()}.tmp"
             out = open(tmp, "w", encoding="ascii")  # the usual permissions (mkstemp's are owner-only)
         try:
             for prompts in prompt_lists:
@@ -110,6 +108,7 @@ class CachedBackend:
                     counts["prompts"] += 1
                     k = _key(p)
                     digest = bytes.fromhex(k)  # half the memory of the hex string
+                    whole.update(digest)
                     if k in memory or digest in seen:
                         continue
                     seen.add(digest)
@@ -119,9 +118,8 @@ class CachedBackend:
                         out.write(json.dumps({"key": k, "prompt": p}) + "\n")
             if out is not None:
                 out.close()
-                os.replace(tmp, self.pending_path)
-            elif self.pending_path.exists():
-                self.pending_path.unlink()
+                self.pending = self.path.with_name(f"{self.path.stem}.pending-{whole.hexdigest()[:12]}.jsonl")
+                os.replace(tmp, self.pending)
         except BaseException:
             if out is not None:
                 out.close()
@@ -137,7 +135,7 @@ class CachedBackend:
                 f"about {chars // 4:,} input tokens at 4 characters a token"
                 + (f", at most {new * out_tokens:,} output tokens" if out_tokens else "") + ")")
         if self.dry_run:
-            raise LLMDryRun(f"dry run, nothing sent: {cost}; they are listed in {self.pending_path}. "
+            raise LLMDryRun(f"dry run, nothing sent: {cost}; they are listed in {self.pending}. "
                             f"{self.setting}.dry_run=false sends them")
         if self.max_new is not None and new and self.sent + new > self.max_new:
             raise LLMError(f"nothing sent: {cost}, and {self.setting}.max_new_prompts is {self.max_new:,}"
@@ -147,29 +145,35 @@ class CachedBackend:
 
     def complete(self, prompts: list[str]) -> list[str]:
         keys = [_key(p) for p in prompts]
-        todo = sorted({k: p for k, p in zip(keys, prompts) if k not in self.memory}.items())
+        memory = self.memory
+        have = {k: memory[k] for k in keys if k in memory}  # this call's answers, also if the file is cleared meanwhile
+        todo = list({k: p for k, p in zip(keys, prompts) if k not in have}.items())
         if todo and self.guarded:
             self.preflight([prompts])
-        # each chunk from a place drawn at random (per process): runs sharing the cache rarely ask the same prompts
-        # at once (in order, a run that caught up with another would follow it chunk for chunk)
-        rng = random.Random(f"{os.getpid()}:{id(self)}")
+        # in an order of this process's own: runs sharing the cache rarely ask the same prompts at once (in one
+        # order, a run that caught up with another would follow it chunk for chunk)
+        random.Random(f"{os.getpid()}:{id(self)}").shuffle(todo)
         bar = None
         if todo and os.environ.get("BEHAVIORSEQ_PROGRESS", "1") != "0" and len(todo) > self.chunk:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc=f"LLM summaries ({self.backend.name})", unit="prompt")
         try:
-            while todo:
+            i = 0
+            while i < len(todo):
                 self.refresh()
-                before = len(todo)
-                todo = [(k, p) for k, p in todo if k not in self.memory]  # others may have asked them meanwhile
+                memory, part, skipped = self.memory, [], 0
+                while i < len(todo) and len(part) < self.chunk:  # the next chunk of prompts nobody has answered
+                    k, p = todo[i]
+                    i += 1
+                    if k in memory:  # another process answered it meanwhile
+                        have[k], skipped = memory[k], skipped + 1
+                    else:
+                        part.append((k, p))
                 if bar is not None:
-                    bar.update(before - len(todo))
-                if not todo:
-                    break
-                at = rng.randrange(len(todo)) if len(todo) > self.chunk else 0
-                todo = todo[at:] + todo[:at]
-                part, todo = todo[:self.chunk], todo[self.chunk:]
+                    bar.update(skipped)
+                if not part:
+                    continue
                 got: dict[int, str] = {}
                 self.sent += len(part)
                 try:
@@ -182,20 +186,23 @@ class CachedBackend:
                         got = dict(enumerate(answers))
                 finally:
                     if got:  # what arrived is kept, the failure or not
-                        self._append([(part[i][0], got[i]) for i in sorted(got)])
+                        have.update(self._append([(part[j][0], got[j]) for j in sorted(got)]))
                 if bar is not None:
                     bar.update(len(part))
         finally:
             if bar is not None:
                 bar.close()
-        return [self.memory[k] for k in keys]
+        return [have[k] for k in keys]
 
-    def _append(self, pairs: list[tuple[str, str]]) -> None:
-        memory = self.memory
+    def _append(self, pairs: list[tuple[str, str]]) -> dict[str, str]:
+        """Append the pairs whose keys the file lacks; returns each key's completion as the file now has it (another
+        process's, where it wrote the key first)."""
+        self.memory  # noqa: B018  (loaded first)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:
             _lock(f)
             self._read(f)  # other processes' appends since: their completions win, no second line per key
+            memory = self._memory  # after the read: a file replaced meanwhile gives a new dict
             new = [(k, c) for k, c in pairs if k not in memory]
             f.seek(0, os.SEEK_END)
             size = f.tell()
@@ -209,6 +216,7 @@ class CachedBackend:
             os.fsync(f.fileno())
             self.offset = size + len(text)
         memory.update(new)
+        return {k: memory[k] for k, _ in pairs}
 
 
 def _lock(f) -> None:
