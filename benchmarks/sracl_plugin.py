@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import WORK, machine, write_json
-from sracl_bars import METRICS, row
+from common import RESULTS, WORK, cell, machine, write_json
+from sracl_bars import METRICS, SASREC, row
 
 PLAIN = {"gru": ("grupfx", "GRU4Rec on prefixes (SRA-CL on GRU4Rec, alpha = beta = 0)")}
+SECTION4 = {"gru": "gru4rec"}  # the backbone's §4 baseline (every position of a sequence, its packaged config)
 PAPER = "paper, Fig. 3: SRA-CL as a plug-in raises HR@20 by 8.3-27.3% on GRU4Rec, SASRec and DuoRec"
 
 
@@ -55,8 +56,15 @@ def main() -> None:
             done = [r for r in found[ds][g] if r["finished"]]
             if done:
                 text, stats[g] = row(name, done)
-                lines.append(text[:-1] + f" {sum(r['seconds_per_epoch'] for r in done) / len(done):.0f} | "
+                lines.append(text + f" {sum(r['seconds_per_epoch'] for r in done) / len(done):.0f} | "
                              + "/".join(str(r["best_epoch"]) for r in done) + " |")
+        if ds in SASREC:  # the §4 results file of this data set holds every baseline
+            base = [r for r in json.loads((RESULTS / SASREC[ds]).read_text())["results"]
+                    if r["model"] == SECTION4[args.tag]]
+            if base:
+                b = base[0]
+                lines.append(f"| our {SECTION4[args.tag]} (§4: every position, its packaged config) | "
+                             f"{'/'.join(map(str, b['seeds']))} | " + " | ".join(cell(b[m]) for m in METRICS) + " | | |")
         pending = [f"{r['run']} ({r['epochs']} epochs)" for g in found[ds].values() for r in g if not r["finished"]]
         if pending:
             lines.append(f"unfinished, not counted: {', '.join(pending)}")
