@@ -602,7 +602,7 @@ def test_a_cache_cleared_while_a_run_asks_still_gives_every_answer(tmp_path):
     assert len(path.read_text().splitlines()) == 8  # the chunks appended after the deletion
 
 
-def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, capsys):
+def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, capsys, monkeypatch):
     from behaviorseq.cli import main
 
     _toy_store(tmp_path)
@@ -618,6 +618,8 @@ def test_the_cli_dry_run_prints_the_count_and_exits_0_leaving_no_run(tmp_path, c
     capsys.readouterr()
     rc = main(args + ["--overwrite"])  # the index is cached now: the dry run stops all the same, the run untouched
     assert rc == 0 and "the semantic index" in capsys.readouterr().out and (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.setenv("RANK", "1")  # under torchrun: printed by rank 0 only
+    assert main(args + ["--overwrite"]) == 0 and capsys.readouterr().out == ""
 
 
 def _ddp_attach_worker(rank: int, world: int, init: str, cfg: dict, record: str | None = None) -> None:

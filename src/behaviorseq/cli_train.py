@@ -31,7 +31,8 @@ USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, FileNotFoundError,
 
 def user_error(e: Exception) -> int:
     if isinstance(e, LLMDryRun):  # asked for: the count of what would be sent, and no run (nothing was written)
-        print(e)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+            print(e)
         return 0
     if os.environ.get("BEHAVIORSEQ_DEBUG") == "1":
         raise e
