@@ -39,6 +39,22 @@ def run_tag(name: str, group: str, ds: str) -> str:
     return name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
 
 
+def run_record(run: Path, unfiltered: bool) -> dict:
+    """A run folder <...>-s<seed>: its test metrics when finished (no metrics.json, or stopped by its time limit:
+    unfinished), and with ``unfiltered`` its best weights re-evaluated with history items left in the ranking."""
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
+    done = (run / "metrics.json").exists() and not (log and log[-1].get("stopped_by_time_limit"))
+    rec = {"run": run.name, "seed": int(run.name.rsplit("-s", 1)[1]), "finished": done, "epochs": len(log)}
+    if done:
+        res = json.loads((run / "metrics.json").read_text())
+        rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
+                   seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
+        if unfiltered:  # scoring reads the backbone only (evaluate_run builds no semantic index)
+            ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
+            rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
+    return rec
+
+
 def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for group in GROUPS:
@@ -47,18 +63,7 @@ def scan(ds: str, unfiltered: bool, tags: tuple[str, ...] = TAGS) -> dict[str, l
                 continue  # a stray log file beside the run folders
             if run_tag(run.name, group, ds) not in tags:
                 continue  # a variant (another semantic source, ...), not the bar's set-up
-            seed = int(run.name.rsplit("-s", 1)[1])
-            log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
-            done = (run / "metrics.json").exists() and not (log and log[-1].get("stopped_by_time_limit"))
-            rec = {"run": run.name, "seed": seed, "finished": done, "epochs": len(log)}
-            if done:
-                res = json.loads((run / "metrics.json").read_text())
-                rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
-                           seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
-                if unfiltered:  # scoring reads the backbone only (evaluate_run builds no semantic index)
-                    ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
-                    rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
-            out.setdefault(group, []).append(rec)
+            out.setdefault(group, []).append(run_record(run, unfiltered))
     return out
 
 

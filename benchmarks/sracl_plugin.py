@@ -17,9 +17,7 @@ import argparse
 import json
 
 from common import RESULTS, WORK, cell, machine, write_json
-from sracl_bars import METRICS, SASREC, row
-
-from behaviorseq.train import evaluate_run
+from sracl_bars import METRICS, SASREC, row, run_record
 
 PLAIN = {"gru": ("grupfx", "GRU4Rec on prefixes (SRA-CL on GRU4Rec, alpha = beta = 0)")}
 SECTION4 = {"gru": "gru4rec"}  # the backbone's §4 baseline (every position of a sequence, its packaged config)
@@ -27,22 +25,8 @@ PAPER = "paper, Fig. 3: SRA-CL as a plug-in raises HR@20 by 8.3-27.3% on GRU4Rec
 
 
 def runs(group: str, ds: str, tag: str, unfiltered: bool = False) -> list[dict]:
-    out = []
-    for run in sorted((WORK / "runs").glob(f"{group}-{ds}-{tag}-s*")):
-        if not run.is_dir() or not run.name.rsplit("-s", 1)[1].isdigit():
-            continue
-        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
-        done = (run / "metrics.json").exists() and not (log and log[-1].get("stopped_by_time_limit"))
-        rec = {"run": run.name, "seed": int(run.name.rsplit("-s", 1)[1]), "finished": done, "epochs": len(log)}
-        if done:
-            res = json.loads((run / "metrics.json").read_text())
-            rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
-                       seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
-            if unfiltered:  # scoring reads the backbone only (evaluate_run builds no semantic index)
-                ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
-                rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
-        out.append(rec)
-    return out
+    return [run_record(run, unfiltered) for run in sorted((WORK / "runs").glob(f"{group}-{ds}-{tag}-s*"))
+            if run.is_dir() and run.name.rsplit("-s", 1)[1].isdigit()]
 
 
 def main() -> None:
