@@ -21,7 +21,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
             raise ConfigError(f"--column takes role=column, e.g. user=uid; got {args.column}")
         store = open_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, cache=not args.no_cache,
                              read_args={"columns": dict(c.split("=", 1) for c in args.column),
-                                        "delimiter": args.delimiter, "skip_bad_rows": args.skip_bad_rows or None})
+                                        "delimiter": args.delimiter, "skip_bad_rows": args.skip_bad_rows or None,
+                                        "drop": args.drop or None})
     except USER_ERRORS as e:
         return user_error(e)
     st = stats(store)
@@ -40,6 +41,14 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         lines.append("seq length   " + "  ".join(f"{k}={v:g}" for k, v in sl.items()))
     for k, v in st["cardinality"].items():
         lines.append(f"cardinality  {k:<22} {_fmt_int(v)}")
+    report = store.meta.get("load_report") or {}
+    if report.get("skipped_rows"):  # said here too: a cached store's reader warned only when it was built
+        from behaviorseq.data.loaders import DataFormatError
+
+        rows = report.get("bad_rows") or []
+        first = f"; first: {DataFormatError(rows[0]['file'], rows[0]['line'], rows[0]['field'], rows[0]['reason'])}" \
+            if rows else ""
+        lines.append(f"skipped      {_fmt_int(report['skipped_rows'])} malformed row(s){first}")
     print("\n".join(lines))
     out = Path(args.json) if args.json else None
     if out is not None:
@@ -77,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a table file's column for a role, e.g. --column user=uid --column item=sku")
     st.add_argument("--delimiter", default=None, help="a table file's delimiter (default: ',', tab for .tsv)")
     st.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows, and say how many")
+    st.add_argument("--drop", action="append", default=[], metavar="COLUMN",
+                    help="a table file's column to leave out (e.g. one of a type no kind takes); repeatable")
     st.set_defaults(func=cmd_data_stats)
 
     from behaviorseq import cli_cluster, cli_continual, cli_train

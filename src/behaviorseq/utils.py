@@ -33,6 +33,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def sync_folder(folder: str | Path) -> None:
+    """Before a temp folder is renamed into place: its files flushed to disk (a power cut after the rename
+    leaves the whole entry, not empty files under a complete-looking name) and the folder given the usual mode
+    (mkdtemp's is 0700, which other users of a shared cache could not read)."""
+    folder = Path(folder)
+    for f in folder.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    os.chmod(folder, 0o777 & ~_UMASK)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -89,13 +89,22 @@ def guess_format(p: Path) -> str:
         return "movielens"
     if "UserBehavior.csv" in names:
         return "taobao"
-    if p.is_file() and p.suffix == ".txt":
+    suffixes = [x.lower() for x in p.suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSED:  # events.csv.gz: what read_table reads compressed
+        suffixes.pop()
+    suffix = suffixes[-1] if suffixes else ""
+    if p.is_file() and suffix == ".txt" and len(p.suffixes) == 1:
         return "seqtext"
-    if p.is_file() and p.suffix in (".csv", ".parquet", ".pq", ".tsv"):
+    if p.is_file() and suffix in TABLE_SUFFIXES:
         return "table"
-    raise DataFormatError(p, None, None, "cannot tell the format: expected a CSV / TSV / Parquet file, a "
+    raise DataFormatError(p, None, None, "cannot tell the format: expected a CSV / TSV / Parquet file (.csv, .tsv, "
+                          ".dat, .parquet, .pq, .parq; compressed .gz / .bz2 / .zst / .lz4), a "
                           "'user item item ...' .txt file, or a folder of RecBole .inter files, MovieLens "
                           "ratings or Taobao's UserBehavior.csv (or read it with behaviorseq.data.loaders)")
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".dat", ".parquet", ".pq", ".parq")
+COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 
 
 def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwargs) -> EventTable:
@@ -111,7 +120,7 @@ def load_events(name_or_path: str | Path, root: str | Path | None = None, **kwar
     return table
 
 
-READ_ARGS = {"columns": dict, "delimiter": str, "format": str, "kinds": dict, "skip_bad_rows": bool}
+READ_ARGS = {"columns": dict, "delimiter": str, "format": str, "kinds": dict, "skip_bad_rows": bool, "drop": list}
 
 
 def check_read_args(read_args: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,10 +140,17 @@ def check_read_args(read_args: dict[str, Any] | None) -> dict[str, Any]:
 
 def source_files(path: str | Path, fmt: str) -> list[str]:
     """The files a data set is read from (what its cache entry is keyed by)."""
-    files = sorted(str(f) for f in (Path(path).iterdir() if Path(path).is_dir() else [Path(path)]) if f.is_file())
-    if fmt == "seqtext":  # the attribute file beside it is a source too
-        files += [str(f) for f in Path(path).parent.glob(Path(path).stem + "_item2attributes.json")]
-    return files
+    p = Path(path)
+    files = sorted(str(f) for f in (p.iterdir() if p.is_dir() else [p]) if f.is_file())
+    if p.is_dir():
+        return files
+    from behaviorseq.data.loaders.movielens import side_files
+
+    # the side files its reader reads beside it are sources too (one added or removed later makes a new entry)
+    side = {"seqtext": [p.stem + "_item2attributes.json"],
+            "recbole": [p.name[: -len(".inter")] + x for x in (".item", ".user")] if p.name.endswith(".inter") else [],
+            "movielens": side_files(p.name)}.get(fmt, [])
+    return files + [str(p.with_name(n)) for n in side if p.with_name(n).is_file()]
 
 
 def open_dataset(name_or_path: str | Path, steps: list[Step | dict] | None = None, *, root: str | Path | None = None,

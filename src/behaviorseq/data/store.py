@@ -31,11 +31,12 @@ import pyarrow.compute as pc
 from behaviorseq import __version__
 from behaviorseq.data.preprocess import Prepared, sorted_vocab
 from behaviorseq.data.schema import ITEM, TIME, USER, Kind, Schema
-from behaviorseq.utils import array_fingerprint
+from behaviorseq.utils import array_fingerprint, sync_folder
 
 # Part of every cache key: raise it whenever a loader or a preprocessing step changes what it produces for the
 # same files, or stores saved by older code would be loaded as if current.
-FORMAT_VERSION = 3  # 2: CSV id columns read as text (leading zeros kept); 3: load report says when times are positions
+FORMAT_VERSION = 4  # 2: CSV id columns read as text (leading zeros kept); 3: load report says when times are positions;
+# 4: ids parsed exactly (never through float64), non-finite times bad rows, ISO times of any year
 
 
 @dataclass
@@ -265,6 +266,7 @@ class SequenceStore:
                                     "list": c.offsets is not None, "vocab": c.vocab is not None}
             meta = {**self.meta, "layout": layout}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            sync_folder(tmp)
             try:
                 os.rename(tmp, path)
             except OSError:
@@ -309,7 +311,9 @@ def _read_arrow(path: Path) -> pa.Array:
 
 # ---- cache ---------------------------------------------------------------------------------------
 def file_fingerprint(path: str | Path, sample: int = 1 << 20) -> dict:
-    """Identity of a source file: path, size, mtime and a hash of its first and last MiB."""
+    """Identity of a source file: path, size, mtime, inode and change time, and a hash of its first and last MiB.
+    The change time (ctime) moves with every write and cannot be set back, so a file edited in place and given
+    its old mtime again (``cp -p``, ``rsync -t``, ``touch -d``) still gets a new entry."""
     p = Path(path).resolve()
     st = p.stat()
     h = hashlib.sha256()
@@ -318,7 +322,8 @@ def file_fingerprint(path: str | Path, sample: int = 1 << 20) -> dict:
         if st.st_size > sample:
             fh.seek(max(sample, st.st_size - sample))
             h.update(fh.read(sample))
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_sha256": h.hexdigest()}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "sample_sha256": h.hexdigest()}
 
 
 def cache_key(sources: list[str | Path], config: dict) -> str:

@@ -138,7 +138,12 @@ def first_line(path: str | PathLike, encoding: str = "utf8") -> str:
             if not chunk:
                 break
             buf += chunk
-    return buf.split(b"\n", 1)[0].rstrip(b"\r").decode(encoding).lstrip("\ufeff")
+    line = buf.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        return line.decode(encoding).lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, 1, None, f"the header is not {encoding} text (byte {line[e.start]:#04x} at "
+                              f"position {e.start}); save the file as UTF-8") from None
 
 
 def read_lines(path: str | PathLike, *, skip_rows: int = 0, encoding: str = "utf8") -> pa.ChunkedArray:

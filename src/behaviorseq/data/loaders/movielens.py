@@ -64,6 +64,11 @@ _USER_SCHEMA = Schema.of(
 )
 
 
+def side_files(ratings_name: str) -> list[str]:
+    """The movies / users files read beside a ratings file of this name, when present."""
+    return [n for n in _LAYOUTS.get(ratings_name, (None,) * 5)[3:] if n]
+
+
 def read_movielens(path: str | PathLike, *, skip_bad_rows: bool = False) -> EventTable:
     """Read a MovieLens folder (or its ratings file), with movies and users tables when present.
 
@@ -119,7 +124,9 @@ def read_movielens(path: str | PathLike, *, skip_bad_rows: bool = False) -> Even
 def _check_header(path: Path, expected: str) -> None:
     got = first_line(path).replace('"', "").strip()
     if got.lower() != expected.lower():
-        raise DataFormatError(path, 1, None, f"expected the header {expected!r}, found {got!r}")
+        raise DataFormatError(path, 1, None, f"expected the header {expected!r}, found {got!r} (a table of your "
+                              "own with this name is read as one once its columns are named: --column user=... in "
+                              "data stats, data.columns.user=... in a run)")
 
 
 def _encoding(path: Path) -> str:

@@ -30,7 +30,8 @@ lines and are exact unless a quoted value spans lines. For Parquet and in-memory
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,15 @@ def read_table(
     delimiter: str = ",",
     skip_bad_rows: bool = False,
     name: str | None = None,
+    drop: Sequence[str] | None = None,
 ) -> EventTable:
     """Read events from a CSV / Parquet file path or a pandas / polars DataFrame or pyarrow Table.
 
     ``format``: "csv" or "parquet"; None guesses from the file suffix (``.tsv`` implies a tab delimiter
     when ``delimiter`` is left at ","). A missing mapped column raises ``DataFormatError`` naming it and
     listing the available columns; a malformed row raises ``DataFormatError`` (file, line or row, field)
-    unless ``skip_bad_rows``, which drops it and records it in ``report``.
+    unless ``skip_bad_rows``, which drops it and records it in ``report``. ``drop``: source columns to leave
+    out (e.g. one of a type no kind takes: a struct, binary data, a time of day).
     """
     columns = dict(columns or {})
     kinds = {k: Kind(v) for k, v in (kinds or {}).items()}
@@ -94,8 +97,18 @@ def read_table(
     # ids that are all canonical integers become int64 again (``_canonical_ids``), as they were typed before.
     loaded = _load(source, format, delimiter, kinds, {columns.get(r, r) for r in (USER, ITEM)} - declared)
     kinds = {**loaded.kinds, **kinds}
-    table = _normalize_types(loaded.table)
     label = loaded.label
+    table = loaded.table
+    if loaded.unit == "line":
+        _warn_multiline(loaded)
+    if drop:
+        gone = [c for c in drop if c not in table.column_names]
+        if gone:
+            raise DataFormatError(label, None, gone[0], f"drop names a column that does not exist; available "
+                                  f"columns: {table.column_names}")
+        table = table.drop_columns(list(drop))
+        kinds = {k: v for k, v in kinds.items() if k not in drop}
+    table = _normalize_types(table, {columns.get(r, r) for r in (USER, ITEM)})
     roles = _map_roles(table, columns, kinds, label)
 
     n = table.num_rows
@@ -112,11 +125,10 @@ def read_table(
     src_to_role = {src: role for role, src in roles.items()}
     for src in table.column_names:
         role = src_to_role.get(src)
-        kind = (
-            _role_kind(role, kinds.get(src), src)
-            if role
-            else kinds.get(src) or _infer_kind(table[src].type, src)
-        )
+        try:
+            kind = _role_kind(role, kinds.get(src), src) if role else kinds.get(src) or _infer_kind(table[src].type)
+        except _NoKind as e:
+            raise DataFormatError(label, None, src, str(e)) from None
         col = table[src]
         if role:
             missing = to_mask(pc.is_null(col))
@@ -127,7 +139,13 @@ def read_table(
             flag(missing, src, "missing value")
             if src in loaded.id_strings:
                 col = _canonical_ids(col)
-        col = _convert(col, kind, src, flag)
+        try:
+            col = _convert(col, kind, src, flag)
+        except _NoKind as e:
+            raise DataFormatError(label, None, src, str(e)) from None
+        if role == TIME and pa.types.is_floating(col.type):  # NaN and +-inf are no time ("1e400" reads as inf)
+            inf = ~to_mask(pc.fill_null(pc.is_finite(col), True))
+            flag(inf, src, "non-finite timestamp {value!r}", col.filter(pa.array(inf)))
         out[role or src] = col
         out_kinds[role or src] = kind
 
@@ -155,6 +173,21 @@ def read_table(
     return EventTable(events, schema, sources=[loaded.path] if loaded.path else [], name=name, report=report)
 
 
+def _warn_multiline(loaded: _Loaded) -> None:
+    """A quoted value that spans lines is legal CSV, and also what an unmatched quote makes of the rows after
+    it (they become part of one value): say where, so that lost events are never silent."""
+    for c in loaded.table.column_names:
+        col = loaded.table[c]
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or not len(col):
+            continue
+        spans = to_mask(pc.fill_null(pc.match_substring(col, "\n"), False))
+        if spans.any():
+            first = int(np.flatnonzero(spans)[0])
+            warnings.warn(f"{loaded.label}: {int(spans.sum()):,} value(s) of field {c!r} span lines (the first "
+                          f"begins at line {int(loaded.locate(np.array([first]))[0])}); an unmatched quote makes "
+                          "one value of the lines after it", stacklevel=3)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # sources
 
@@ -180,31 +213,41 @@ class _Loaded:
 _NULLS = pa.array(pv.ConvertOptions().null_values)
 
 
+_TRUE = pa.array(pv.ConvertOptions().true_values)
+_BOOLS = pa.array(pv.ConvertOptions().true_values + pv.ConvertOptions().false_values)
+
+
 def _null_ids(col: pa.ChunkedArray) -> np.ndarray:
     """Bool mask of an id column read as text: the CSV reader's null tokens ("", "NA", "null", ...)."""
     return to_mask(pc.is_in(col, value_set=_NULLS))
 
 
 def _canonical_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text ids -> numbers when that merges no two spellings ("007" and "7", "1e3" and "1000" would merge, so
-    those stay text, every spelling its own id): then the column is typed, and numbered, as the CSV reader's
-    inference typed it before ids were read as text. Whole floats ("10.0", how pandas writes an int column
-    with gaps) become int64 as before; other floats stay text ids."""
+    """Text ids -> int64 when that merges no two spellings ("007" and "7" would merge, so those stay text, every
+    spelling its own id): then the column is typed, and numbered, as the CSV reader's inference typed it before
+    ids were read as text. Whole numbers written with a zero fraction ("10.0", how pandas writes an int column
+    with gaps) become int64 too, parsed exactly (no float64 on the way, which would change ids beyond 2^53).
+    Anything else stays text: "12.5", "1e3", "inf", and integers beyond int64 (64-bit hash ids above 2^63)."""
     nulls = pa.array(_null_ids(col))
     filled = pc.unique(col.filter(pc.invert(nulls)))
     cleared = pc.if_else(nulls, pa.scalar(None, pa.string()), col)
-    for t in (pa.int64(), pa.float64()):
+    for pattern in (None, _ZERO_FRACTION):
+        if pattern is not None:  # "10.0" -> "10"
+            if not len(filled) or pc.all(pc.match_substring_regex(filled, pattern)).as_py() is False:
+                return col
+            filled = pc.replace_substring_regex(filled, pattern, r"\1")
+            cleared = pc.replace_substring_regex(cleared, pattern, r"\1")
         try:
-            num = pc.cast(filled, t)
+            num = pc.cast(filled, pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         if len(pc.unique(num)) != len(filled):
             return col  # two spellings of one number
-        if t == pa.float64() and not (pc.all(pc.is_finite(num)).as_py() is not False
-                                      and pc.all(pc.equal(pc.floor(num), num)).as_py() is not False):
-            return col  # "12.5", "inf": text ids
-        return pc.cast(pc.cast(cleared, t), pa.int64()) if t == pa.float64() else pc.cast(cleared, t)
+        return pc.cast(cleared, pa.int64())
     return col
+
+
+_ZERO_FRACTION = r"^([+-]?[0-9]+)(?:\.0*)?$"  # an integer, perhaps with a zero fraction: "10.0", "7.", "8"
 
 
 def _rows(rows: np.ndarray) -> np.ndarray:
@@ -263,7 +306,8 @@ def _load(source: Any, format: str | None, delimiter: str, kinds: dict[str, Kind
 def _load_csv(path: Path, stem: str, delimiter: str, kinds: dict[str, Kind], id_columns: set[str]) -> _Loaded:
     header = next(csv.reader([first_line(path)], delimiter=delimiter), [])
     if not header or header == [""]:
-        raise DataFormatError(path, 1, None, "empty file: expected a header line of column names")
+        what = "empty file" if path.stat().st_size == 0 else "the first line is blank"
+        raise DataFormatError(path, 1, None, f"{what}: expected a header line of column names")
     as_string = {c: pa.string() for c in header if kinds.get(c) in (Kind.CATEGORICAL, Kind.TEXT) or c in id_columns}
     try:
         table = pv.read_csv(
@@ -294,10 +338,20 @@ def _load_csv_diagnostic(
         if c in kinds or c in id_columns:  # converted (with bad rows located) by read_table
             cols[c] = col
             continue
-        empty = to_mask(pc.equal(col, "")) if len(col) else np.zeros(0, dtype=bool)
+        # typed as the fast read types it (its inference order: int64, bool, ..., float64; its null tokens such
+        # as "NA" are missing values in a typed column), so a column's kind never depends on an unrelated bad row
+        empty = to_mask(pc.is_in(col, value_set=_NULLS)) if len(col) else np.zeros(0, dtype=bool)
         filled = col.filter(pa.array(~empty))
-        for pattern, t in ((INT_RE, pa.int64()), (FLOAT_RE, pa.float64())):
-            if len(filled) and pc.all(pc.match_substring_regex(filled, pattern)).as_py():
+        for pattern, t in ((INT_RE, pa.int64()), (None, pa.bool_()), (FLOAT_RE, pa.float64())):
+            if not len(filled):
+                break
+            if t == pa.bool_():
+                if pc.all(pc.is_in(filled, value_set=_BOOLS)).as_py():
+                    col = pc.is_in(pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), col), value_set=_TRUE)
+                    col = pc.if_else(pa.array(empty), pa.scalar(None, pa.bool_()), col)
+                    break
+                continue
+            if pc.all(pc.match_substring_regex(filled, pattern)).as_py():
                 typed, badm = parse_numbers(col, t, empty)
                 if not badm.any():
                     col = typed
@@ -353,10 +407,15 @@ def _map_roles(
     return roles
 
 
-def _normalize_types(table: pa.Table) -> pa.Table:
-    """View / large types to plain ones where they fit, dictionaries decoded, decimals to float64, nulls to string."""
+def _normalize_types(table: pa.Table, ids: set[str] = frozenset()) -> pa.Table:
+    """View / large types to plain ones where they fit, dictionaries decoded, decimals to float64 (id columns
+    ``ids``: to int64 when whole and in range, else to their exact text), nulls to string."""
     for i, f in enumerate(table.schema):
         target = _plain_type(f.type)
+        value_type = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        if f.name in ids and pa.types.is_decimal(value_type):
+            table = table.set_column(i, f.name, _decimal_ids(table.column(i)))
+            continue
         if target is not None and target != f.type:
             try:
                 col = pc.cast(table.column(i), target)
@@ -364,6 +423,19 @@ def _normalize_types(table: pa.Table) -> pa.Table:
                 continue  # e.g. more than 2 GiB of strings: keep the large type, which is still accepted
             table = table.set_column(i, f.name, col)
     return table
+
+
+def _decimal_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Decimal ids are never rounded through float64 (which merges ids above 2^53): int64 when every id is a
+    whole number that fits, else each id's exact decimal text."""
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    if col.type.scale <= 0:
+        try:
+            return pc.cast(col, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return pc.cast(col, pa.string())
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType | None:
@@ -377,6 +449,7 @@ def _plain_type(t: pa.DataType) -> pa.DataType | None:
         return pa.string()
     if (
         pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
         or getattr(pa.types, "is_list_view", lambda _: False)(t)
         or getattr(pa.types, "is_large_list_view", lambda _: False)(t)
     ):
@@ -386,7 +459,15 @@ def _plain_type(t: pa.DataType) -> pa.DataType | None:
     return None
 
 
-def _infer_kind(t: pa.DataType, src: str) -> Kind:
+class _NoKind(TypeError):
+    """A column whose Arrow type the kind asked for (or any kind) cannot take; read_table names file and field."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; leave it out with drop=[name] (data.read.drop=[name] in a run) or declare "
+                         "another kind with kinds={name: kind}")
+
+
+def _infer_kind(t: pa.DataType) -> Kind:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return Kind.CATEGORICAL
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
@@ -395,9 +476,7 @@ def _infer_kind(t: pa.DataType, src: str) -> Kind:
         return Kind.TIMESTAMP
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return Kind.NUMERIC_LIST if pa.types.is_floating(t.value_type) else Kind.CATEGORICAL_LIST
-    raise TypeError(
-        f"read_table: column {src!r} has Arrow type {t}, which has no kind; drop it or pass kinds"
-    )
+    raise _NoKind(f"Arrow type {t} has no kind")
 
 
 def _role_kind(role: str, declared: Kind | None, src: str) -> Kind:
@@ -414,7 +493,10 @@ def _convert(col: pa.ChunkedArray, kind: Kind, src: str, flag: Callable) -> pa.C
     t = col.type
     is_str = pa.types.is_string(t) or pa.types.is_large_string(t)
     if kind is Kind.TEXT:
-        return col if is_str else pc.cast(col, pa.string())
+        try:
+            return col if is_str else pc.cast(col, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _NoKind(f"Arrow type {t} cannot be text") from None
     if kind is Kind.CATEGORICAL:
         if is_str or pa.types.is_integer(t):
             return col
@@ -424,15 +506,13 @@ def _convert(col: pa.ChunkedArray, kind: Kind, src: str, flag: Callable) -> pa.C
                 return pc.cast(col, pa.int64())
         if pa.types.is_boolean(t):
             return pc.cast(col, pa.string())
-        raise TypeError(
-            f"read_table: column {src!r} ({t}) cannot be categorical: ids must be strings or whole numbers"
-        )
+        raise _NoKind(f"Arrow type {t} cannot be categorical: ids must be strings or whole numbers")
     if kind is Kind.NUMERIC:
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
             return col
         if is_str:
             return _parse_number_column(col, src, flag)
-        raise TypeError(f"read_table: column {src!r} ({t}) cannot be numeric")
+        raise _NoKind(f"Arrow type {t} cannot be numeric")
     if kind is Kind.TIMESTAMP:
         if pa.types.is_integer(t) or pa.types.is_floating(t):
             return col
@@ -440,13 +520,13 @@ def _convert(col: pa.ChunkedArray, kind: Kind, src: str, flag: Callable) -> pa.C
             return _seconds(col)
         if is_str:
             return _parse_time_column(col, src, flag)
-        raise TypeError(f"read_table: column {src!r} ({t}) cannot be a timestamp")
+        raise _NoKind(f"Arrow type {t} cannot be a timestamp")
     # list kinds
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         if kind is Kind.NUMERIC_LIST and not (
             pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
         ):
-            raise TypeError(f"read_table: column {src!r} ({t}) cannot be numeric_list")
+            raise _NoKind(f"Arrow type {t} cannot be numeric_list")
         return col
     if is_str:
         lists, bad_flat, parents, tokens = split_list(
@@ -458,7 +538,7 @@ def _convert(col: pa.ChunkedArray, kind: Kind, src: str, flag: Callable) -> pa.C
             mask[rows] = True
             flag(mask, src, "invalid number {value!r} in list", tokens.take(pa.array(bad_flat[first])))
         return lists
-    raise TypeError(f"read_table: column {src!r} ({t}) cannot be {kind.value}")
+    raise _NoKind(f"Arrow type {t} cannot be {kind.value}")
 
 
 def _parse_number_column(col: pa.ChunkedArray, src: str, flag: Callable) -> pa.ChunkedArray:
@@ -483,7 +563,8 @@ def _parse_time_column(col: pa.ChunkedArray, src: str, flag: Callable) -> pa.Chu
     naive = iso & ~aware
     null = pa.scalar(None, pa.string())
     parts = []
-    for mask, t in ((naive, pa.timestamp("ns")), (aware, pa.timestamp("ns", "UTC"))):
+    # microseconds: nanoseconds would span only the years 1677-2262 (the CSV reader's own inference takes any year)
+    for mask, t in ((naive, pa.timestamp("us")), (aware, pa.timestamp("us", "UTC"))):
         sub = pc.if_else(pa.array(mask), col, null)
         bad_pos = unparseable(sub, t)  # regex-valid but impossible dates, e.g. 2020-13-45
         if bad_pos:
@@ -491,8 +572,8 @@ def _parse_time_column(col: pa.ChunkedArray, src: str, flag: Callable) -> pa.Chu
             iso[bad_pos] = False
             sub = pc.if_else(pa.array(mask), col, null)
         parts.append(pc.cast(pc.cast(sub, t), pa.int64()))
-    ns = pc.coalesce(*parts)
-    secs = np.floor_divide(to_np(pc.fill_null(ns, 0)), 10**9)
+    us = pc.coalesce(*parts)
+    secs = np.floor_divide(to_np(pc.fill_null(us, 0)), 10**6)
     out = pa.array(secs, mask=~iso)
     badm = ~iso & ~numeric & ~empty
     flag(
