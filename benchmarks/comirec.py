@@ -4,10 +4,11 @@ Recall/HR/NDCG@20,50 (NDCG with IDCG over min(|targets|, N)), early stopping on 
 
     # the table: MostPopular, GRU4Rec, SASRec (single interest), ComiRec-SA, ComiRec-DR, 3 seeds
     python benchmarks/comirec.py table --datasets ml-100k --seeds 1 2 3 train.threads=1
-    # the interest-count sweep K in {1, 2, 4, 8} (seed 1)
-    python benchmarks/comirec.py ksweep --datasets ml-100k train.threads=1
-    # controllable aggregation: lambda in {0, .05, .1, .25, .5} on the trained seed-1 runs -> PNG
-    python benchmarks/comirec.py lambda --datasets ml-100k
+    # the interest-count sweep K in {1, 2, 4, 8} (seed 1), one model a process (the README's runs)
+    python benchmarks/comirec.py ksweep --datasets ml-100k --seeds 1 --models comirec_sa --suffix _sa train.threads=1
+    python benchmarks/comirec.py ksweep --datasets ml-100k --seeds 1 --models comirec_dr --suffix _dr train.threads=1
+    # controllable aggregation: lambda in {0, .05, .1, .25, .5} on the trained table runs (--seeds: which) -> PNG
+    python benchmarks/comirec.py lambda --datasets ml-100k --seeds 1 2 3
     # planted multi-topic users (2-4 topics each): ComiRec vs single-interest SASRec on Recall@50
     python benchmarks/comirec.py planted --seeds 1 2 3 train.threads=1
     # how the trained table runs use their interests (target shares, each interest alone, norms)

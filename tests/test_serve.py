@@ -69,17 +69,31 @@ def test_recommend_command_reads_ids_as_the_data_wrote_them(tmp_path, monkeypatc
     rec = Recommender.from_run(tmp_path / "run")
     assert a["items"] == rec.recommend([[3, 5, 7]], n=4)[0].items and b["unknown"] == ["zz"]
     assert main(["recommend", str(tmp_path / "none"), "--history", "1"]) == 2
+    assert main(["recommend", str(tmp_path / "run"), "--history", "3, 5, 7", "-n", "4"]) == 0  # spaces as typed
+    assert json.loads(capsys.readouterr().out)["items"] == a["items"]
+    assert main(["recommend", str(tmp_path / "run"), "--history", "3", "-n", "-1"]) == 2  # was a traceback
+    assert "n must be an integer >= 1" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "run"), "--history", "3"]) == 2
+    assert "a retrieval run, which scores no candidates" in capsys.readouterr().err
+    # the Python API refuses a string or a bare id where one user's list of ids belongs (it read "12" as 1 and 2)
+    for bad, n, why in [(["12", "58"], 3, "history 0 is '12', not a list"), ([12, 58], 3, "history 0 is 12"),
+                        ([[3]], 0, "n must be"), ([[3]], 2.5, "n must be"), ([[3]], True, "n must be")]:
+        with pytest.raises(ValueError, match=why):
+            rec.recommend(bad, n=n)
 
 
 def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_path, monkeypatch):
     import json
+    import socket
     import threading
     import urllib.error
     import urllib.request
 
+    from behaviorseq.serve import http
     from behaviorseq.serve.http import make_server
 
     monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    monkeypatch.setattr(http, "TIMEOUT", 1)
     data = write_seqtext(tmp_path / "d.txt")
     run_experiment(small_config(data, "sasrec", epochs=1), tmp_path / "run")
     rec = Recommender.from_run(tmp_path / "run")
@@ -108,6 +122,20 @@ def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_pa
                          ({"history": [1, True]}, "raw item ids are integers"), ({"history": [2**70]}, "64-bit")]:
             code, err = post(bad)
             assert code == 400 and why in err["error"], (bad, err)
+        assert post({"history": [3, 2**64 - 1]})[1]["unknown"] == [2**64 - 1]  # unsigned 64-bit: the vocabulary decides
+        with urllib.request.urlopen(url + "/health?verbose=1", timeout=10) as r:  # a query string is not the path
+            assert r.status == 200
+        host, port = server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as sock:  # HEAD: GET's headers, no body
+            sock.sendall(b"HEAD /health HTTP/1.0\r\n\r\n")
+            got = b""
+            while chunk := sock.recv(4096):
+                got += chunk
+            assert got.startswith(b"HTTP/1.0 200") and got.endswith(b"\r\n\r\n") and b"Content-Length: " in got
+        for head, code in [(b"Transfer-Encoding: chunked\r\n", 411), (b"Content-Length: 50\r\n", 408)]:
+            with socket.create_connection((host, port), timeout=10) as sock:  # no length / a body that never comes
+                sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n{\"history\"")
+                assert sock.recv(4096).split(b" ")[1] == str(code).encode()
     finally:
         server.shutdown()
         server.server_close()

@@ -82,6 +82,9 @@ def test_ranker_maps_raw_ids_and_refuses_other_runs(tmp_path, monkeypatch, capsy
     a = ranker.score([3, 5, 7], [1, 2, 9])
     b = named.score(["item-3", "item-5", "item-7"], ["item-1", "item-2", "item-9", 9])
     assert b.probs[:3] == pytest.approx(a.probs) and b.unknown_candidates == [9]  # 9 is not "item-9"
+    for h, c in [("35", [1]), ([3], "12"), ([3], 1)]:  # a string's characters were read as ids one by one
+        with pytest.raises(ValueError, match="not a list of raw ids"):
+            ranker.score(h, c)
     with pytest.raises(ValueError, match="category"):
         Ranker(ranker.model, names, {"year": fields["category"]})
     with pytest.raises(ValueError, match="rows"):
@@ -144,7 +147,8 @@ def test_score_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
                          ({"requests": [{"candidates": [1]}], "history": [1]}, "not both"),
                          ({"requests": [{"candidates": [[1]]}]}, "request 0"), ({"requests": [5]}, "request 0"),
                          ({"candidates": [1], "n": 2}, "rank"), (b"[" * 100_000 + b"]" * 100_000, "recursion"),
-                         ({"candidates": list(range(100_001))}, "over 100000 candidates")]:
+                         ({"candidates": list(range(100_001))}, "over 100000 candidates"),
+                         ({"requests": [{"candidates": [1]}] * 10_001}, "over 10000 requests")]:
             code, err = _post(url + "/score", bad)
             assert code == 400 and why in err["error"], (bad, err)
         assert _post(url + "/recommend", {"history": [1]})[0] == 404
@@ -156,7 +160,7 @@ def test_score_endpoint_answers_as_the_python_api(tmp_path, monkeypatch):
                 raise AssertionError((method, path))
             except urllib.error.HTTPError as e:
                 assert e.code == code and "error" in json.loads(e.read()), (method, path)
-                assert code == 404 or e.headers["Allow"] in ("GET", "POST")
+                assert code == 404 or e.headers["Allow"] in ("GET, HEAD", "POST")
     finally:
         server.shutdown()
         server.server_close()

@@ -92,6 +92,11 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
     scorer = RiskScorer.from_run(tmp_path / "run")
     some = pay[pay.user.isin(["u001", "u007"])]
     ref = scorer.score(some, label_date=LABEL_DATE)
+    # user ids come back as sent: "007" stays "007" (it came back as 7, and "007" beside "7" as two 7s)
+    renamed = scorer.score(some.assign(user=some.user.map({"u001": "007", "u007": "7"})), label_date=LABEL_DATE)
+    assert sorted(renamed.users) == ["007", "7"]
+    assert dict(zip(renamed.users, renamed.probs))["007"] == pytest.approx(ref.probs[ref.users.index("u001")], abs=1e-9)
+    assert scorer.score(some.assign(user=some.user.map({"u001": "12", "u007": "7"})), LABEL_DATE).users == [7, 12]
     server = make_server(scorer, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/risk"
@@ -105,7 +110,10 @@ def test_risk_endpoint_and_command(tmp_path, monkeypatch, capsys):
                           ({"payments": [{**body["payments"][0], "amount": "12.5"}] + body["payments"][1:],
                             "label_date": LABEL_DATE}, "different types"),
                           ({"payments": body["payments"], "label_date": {"u001": LABEL_DATE, "u007": 1719619200}},
-                           "all ISO dates or all numbers")]:
+                           "all ISO dates or all numbers"),
+                          ({"payments": body["payments"], "label_date": float("nan")}, "finite number"),
+                          ({"payments": [{**body["payments"][0], "merchant": {"a": 1}}], "label_date": LABEL_DATE},
+                           "payment 0, field 'merchant': a payment's fields are numbers or text")]:
             bad = urllib.request.Request(url, data=json.dumps(bad_body).encode(), method="POST")
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(bad, timeout=10)

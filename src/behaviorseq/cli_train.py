@@ -193,7 +193,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from behaviorseq.train.run import load_run_config
 
     try:
-        if load_run_config(args.run_dir).task == "default_risk":  # new users' payments -> default probabilities
+        task = load_run_config(args.run_dir).task
+        if task in ("retrieval", "tpp"):
+            raise ValueError(f"{args.run_dir} is a {task} run, which scores no candidates: "
+                             + ("`behaviorseq recommend RUN --history ...` gives its top-N items" if task == "retrieval"
+                                else "`behaviorseq serve RUN` predicts its next events (POST /predict)"))
+        if task == "default_risk":  # new users' payments -> default probabilities
             if not args.payments:
                 raise ValueError("a default-risk run scores a payments table: give --payments FILE")
             if args.label_date is not None and args.label_dates is not None:

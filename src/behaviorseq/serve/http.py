@@ -17,17 +17,20 @@ front of it for production traffic). One endpoint per kind of model, and ``GET /
                                               label_date: one date, or {"user": date, ...} per user)
                              -> {"users": [...], "probs": [...], "payments_used": [...]}
 
-A body of many gets a list of answers (at most 10,000 histories or sequences, 100,000 candidates, 1,000,000
-events a request). A malformed request gets 400 with {"error": message}; requests are served one model call at a
-time.
+A body of many gets a list of answers (at most 10,000 histories, /score requests or sequences, 100,000
+candidates, 1,000,000 events or payments a request). A malformed request gets 400 with {"error": message}; a body
+without a Content-Length 411; one that does not arrive within ``TIMEOUT`` seconds 408. Requests are served one
+model call at a time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +44,7 @@ MAX_BODY = 16 << 20  # bytes: a request larger than this is refused
 MAX_CANDIDATES = 100_000  # per /score request
 MAX_ROWS = 10_000  # histories per /recommend request, sequences per /predict request
 MAX_EVENTS = 1_000_000  # events per /predict request
+TIMEOUT = 30  # seconds a connection may stall (a body shorter than its Content-Length) before it is answered 408
 
 
 def _check_keys(body, allowed: set[str], what: str = "the body") -> None:
@@ -67,7 +71,7 @@ def _ids(x, what: str) -> list:
     if not isinstance(x, list):
         raise ValueError(f"{what} must be a list of raw item ids")
     bad = [v for v in x if not isinstance(v, (int, str)) or isinstance(v, bool)
-           or (isinstance(v, int) and not -2**63 <= v < 2**63)]
+           or (isinstance(v, int) and not -2**63 <= v < 2**64)]  # signed or unsigned 64-bit: the vocabulary decides
     if bad:
         raise ValueError(f"{what}: raw item ids are integers (64-bit) or strings, got {bad[0]!r}")
     return x
@@ -111,6 +115,8 @@ def parse_score(body) -> tuple[list[tuple[list, list]], bool, bool, int | None]:
     """(requests as (history, candidates), one, rank, n) of a /score body."""
     _check_keys(body, {"history", "candidates", "requests", "rank", "n"})
     reqs, one = _one_or_many(body, {"history", "candidates"}, "requests")
+    if len(reqs) > MAX_ROWS:
+        raise ValueError(f"over {MAX_ROWS} requests in one body: split it")
     parsed = []
     for i, r in enumerate(reqs):
         where = "" if one else f"request {i}: "
@@ -177,13 +183,17 @@ def parse_risk(body) -> tuple[object, object]:
         raise ValueError("'payments' must be a list of payment objects (user, time, merchant, amount[, description])")
     if len(rows) > MAX_EVENTS:
         raise ValueError(f"over {MAX_EVENTS} payments in one request: split it")
+    bad = next(((i, k, v) for i, r in enumerate(rows) for k, v in r.items() if isinstance(v, (dict, list))), None)
+    if bad is not None:
+        raise ValueError(f"payment {bad[0]}, field {bad[1]!r}: a payment's fields are numbers or text, got {bad[2]!r}")
     date = body.get("label_date")
-    ok = lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)  # noqa: E731
+    ok = lambda v: isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+                                          and math.isfinite(v))
     per_user = isinstance(date, dict) and date and all(ok(v) for v in date.values()) \
         and len({isinstance(v, str) for v in date.values()}) == 1  # all dates text or all numbers
     if not (ok(date) or per_user):
-        raise ValueError("'label_date' (the observation date, required) must be an ISO date or a number, or an "
-                         f"object of one per user (all ISO dates or all numbers), got {date!r}")
+        raise ValueError("'label_date' (the observation date, required) must be an ISO date or a finite number, or "
+                         f"an object of one per user (all ISO dates or all numbers), got {date!r}")
     frame = pd.DataFrame.from_records(rows)
     try:  # a column of mixed types (a number here, text there) is the request's fault
         pa.Table.from_pandas(frame, preserve_index=False)
@@ -223,6 +233,8 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
     paths = ", ".join(f"POST {p}" for p in routes)
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = TIMEOUT  # a stalled client (a body shorter than its Content-Length) never holds a thread forever
+
         def _send(self, code: int, payload, allow: str | None = None) -> None:
             data = json.dumps(payload, default=str).encode()
             self.send_response(code)
@@ -231,31 +243,41 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
             if allow:
                 self.send_header("Allow", allow)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # HEAD: the headers GET would send, no body
+                self.wfile.write(data)
+
+        @property
+        def route(self) -> str:
+            return urlsplit(self.path).path  # "/recommend?x=1" is /recommend
 
         def _refuse(self, method: str) -> bool:
             """404 for an unknown path, 405 (with Allow) for a known path and another method; True if sent."""
-            allowed = "GET" if self.path == "/health" else "POST" if self.path in routes else None
+            allowed = "GET, HEAD" if self.route == "/health" else "POST" if self.route in routes else None
             if allowed is None:
-                self._send(404, {"error": f"no such path {self.path!r}; GET /health, {paths}"})
-            elif allowed != method:
-                self._send(405, {"error": f"{self.path} takes {allowed}, not {method}"}, allow=allowed)
-            return allowed != method
+                self._send(404, {"error": f"no such path {self.route!r}; GET /health, {paths}"})
+            elif method not in allowed.split(", "):
+                self._send(405, {"error": f"{self.route} takes {allowed}, not {method}"}, allow=allowed)
+            return allowed is None or method not in allowed.split(", ")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's names)
-            if not self._refuse("GET"):
+            if not self._refuse(self.command):
                 self._send(200, health)
+
+        do_HEAD = do_GET  # noqa: N815
 
         def _other(self) -> None:
             self._refuse(self.command)
 
-        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other  # noqa: N815
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other  # noqa: N815
 
         def do_POST(self) -> None:  # noqa: N802
             if self._refuse("POST"):
                 return
+            if self.headers.get("Content-Length") is None:  # e.g. a chunked body, which this server does not read
+                self._send(411, {"error": "send the body with a Content-Length (chunked bodies are not read)"})
+                return
             try:
-                size = int(self.headers.get("Content-Length") or 0)
+                size = int(self.headers.get("Content-Length"))
             except ValueError:
                 size = -1
             if size < 0:
@@ -264,9 +286,18 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
             if size > MAX_BODY:
                 self._send(413, {"error": f"request body over {MAX_BODY} bytes"})
                 return
-            parse, answer = routes[self.path]
+            parse, answer = routes[self.route]
             try:
-                parsed = parse(json.loads(self.rfile.read(size) or b"null"))  # outside the lock
+                raw = self.rfile.read(size)
+            except TimeoutError:
+                self._send(408, {"error": f"the body did not arrive within {TIMEOUT} s (Content-Length {size})"})
+                self.close_connection = True
+                return
+            if len(raw) < size:  # the client closed its side early
+                self._send(400, {"error": f"the body ended after {len(raw)} of its {size} bytes"})
+                return
+            try:
+                parsed = parse(json.loads(raw or b"null"))  # outside the lock
                 with lock:
                     out = answer(parsed)
             except (ValueError, RecursionError, OverflowError) as e:  # the request's fault (parsing, model checks)

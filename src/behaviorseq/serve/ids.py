@@ -12,7 +12,7 @@ _INTS = (int, np.integer)
 DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 
-def _as_int(x) -> int | None:
+def as_int(x) -> int | None:
     """An integer id, or the integer a canonical decimal string spells ("12", "-3"; not "012", "+1", " 3")."""
     if isinstance(x, bool):
         return None
@@ -62,7 +62,7 @@ class RawIds:
             return np.fromiter((get(x if isinstance(x, str) else str(int(x)), 0)
                                 if isinstance(x, (str, *_INTS)) and not isinstance(x, bool) else 0 for x in raw),
                                dtype=np.int64, count=len(raw))
-        vals = [_as_int(x) for x in raw]
+        vals = [as_int(x) for x in raw]
         lo, hi = self.bounds
         ok = np.fromiter((v is not None and lo <= v < hi for v in vals), dtype=bool, count=len(raw))
         q = np.fromiter((v if o else 0 for v, o in zip(vals, ok)), count=len(raw),
@@ -73,7 +73,17 @@ class RawIds:
     def parse_cli(self, text: str) -> list:
         """Comma-separated ids from a command line (text) as the data's ids: digits become integers when the
         vocabulary is integer."""
-        return [int(x) if self.integer and DECIMAL.fullmatch(x) else x for x in text.split(",") if x]
+        fields = [x.strip() for x in text.split(",")]  # "3, 5, 7" as typed on a command line: the ids 3, 5, 7
+        return [int(x) if self.integer and DECIMAL.fullmatch(x) else x for x in fields if x]
+
+
+def check_id_lists(lists, what: str = "history") -> None:
+    """Each of ``lists`` must be a list of raw ids (a list, tuple or array), never a string, whose characters
+    would be read as ids one by one ("12" as the ids 1 and 2), nor a single id."""
+    for i, x in enumerate(lists):
+        if isinstance(x, (str, bytes)) or not isinstance(x, (list, tuple, np.ndarray)):
+            raise ValueError(f"{what} {i} is {x!r}, not a list of raw ids: one user's {what} is a list, e.g. "
+                             f"[[12, 58]] for a single user with the ids 12 and 58")
 
 
 def run_config(run_dir: str | Path, task: str, served_by: str):

@@ -28,7 +28,7 @@ from behaviorseq.data.item_table import ITEMS_FILE, read_item_table
 from behaviorseq.models.ranking import build
 from behaviorseq.models.ranking.sdim import BSE, SDIM
 from behaviorseq.nn.inference import inference
-from behaviorseq.serve.ids import RawIds, run_config
+from behaviorseq.serve.ids import RawIds, check_id_lists, run_config
 
 
 @dataclass
@@ -113,6 +113,7 @@ class Ranker:
     @inference
     def score(self, history: list[Any], candidates: list[Any]) -> Scored:
         """Click probabilities of ``candidates`` (raw ids) after ``history`` (raw ids, oldest first)."""
+        check_id_lists([history, candidates], "history or candidates, argument")
         h, c = self.ids.lookup(history), self.ids.lookup(candidates)
         known_c = c > 0
         probs = np.full(len(c), None, dtype=object)

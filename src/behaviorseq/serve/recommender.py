@@ -11,6 +11,7 @@ guessed. A history with no known item gets the most popular training items (the 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from behaviorseq import models
 from behaviorseq.data.item_table import read_item_table
 from behaviorseq.data.store import ragged_arange
 from behaviorseq.nn.inference import inference
-from behaviorseq.serve.ids import RawIds, run_config
+from behaviorseq.serve.ids import RawIds, check_id_lists, run_config
 
 
 @dataclass
@@ -95,6 +96,9 @@ class Recommender:
     @inference
     def recommend(self, histories: list[list[Any]], n: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
         """Top-``n`` raw item ids for each history (a list of raw ids, oldest first)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"recommend: n must be an integer >= 1, got {n!r}")
+        check_id_lists(histories)
         if not histories:
             return []
         batch, unknown, (row, ids), n_known = self.encode(histories)

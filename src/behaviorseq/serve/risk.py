@@ -24,7 +24,7 @@ from behaviorseq.data.payment_tables import PaymentTablesConfig, read_payments
 from behaviorseq.models.risk import build
 from behaviorseq.nn.inference import inference
 from behaviorseq.nn.payment_fields import hash_char_ngrams
-from behaviorseq.serve.ids import DECIMAL, run_config
+from behaviorseq.serve.ids import as_int, run_config
 from behaviorseq.tasks.default_risk import _take, to_tensors
 from behaviorseq.train.run_risk import RiskViewConfig, check_time_origin, risk_length, risk_view
 
@@ -132,11 +132,11 @@ class RiskScorer:
         cols = {"user": "user", "label": "label", "date": "date", **c.columns}
         with tempfile.TemporaryDirectory() as tmp:
             if not isinstance(payments, (str, Path)):  # a DataFrame: through Parquet, the path the reader takes
-                payments.to_parquet(Path(tmp) / "payments.parquet", index=False)
-                payments = Path(tmp) / "payments.parquet"
+                payments.to_parquet(Path(tmp) / "request_payments.parquet", index=False)  # errors name it, row = payment
+                payments = Path(tmp) / "request_payments.parquet"
             labels = None
             if per_user:  # the users and their dates as a labels table: the training reader's per-user path
-                labels = Path(tmp) / "labels.parquet"
+                labels = Path(tmp) / "request_label_dates.parquet"
                 pd.DataFrame({cols["user"]: [str(u) for u in label_date], cols["label"]: 0,
                               cols["date"]: list(label_date.values())}).to_parquet(labels, index=False)
             data = read_payments(payments, labels, c)
@@ -157,7 +157,9 @@ class RiskScorer:
             out.append(torch.sigmoid(self.model.score({k: t.to(self.device) for k, t in batch.items()}).double()).cpu())
         probs = torch.cat(out).tolist() if out else []
         users, used = list(data.user_names), np.diff(view.offsets).tolist()
-        if users and all(DECIMAL.fullmatch(u) for u in users):  # integer ids back as integers, in their order
+        # integer ids back as integers, in their order, only when each is one's canonical spelling ("007" stays
+        # "007": as an integer it would read 7, and "007" beside "7" would be two users of one id)
+        if users and all(as_int(u) is not None for u in users):
             order = sorted(range(len(users)), key=lambda i: int(users[i]))
             users, probs, used = [int(users[i]) for i in order], [probs[i] for i in order], [used[i] for i in order]
         return RiskScores(users, probs, used)
