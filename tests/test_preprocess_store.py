@@ -1,6 +1,8 @@
 """Preprocessing steps and the SequenceStore: encoding, k-core, dedup, truncation, CSR, cache."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -193,3 +195,32 @@ def test_added_label_column_reaches_the_store():
     t = make_events(["a", "a", "b"], [1, 2, 1], [1, 2, 3], rating=[5.0, 2.0, 4.0])
     store = SequenceStore.build(P.run(t, [P.Label("rating", ">=", 4), P.Threshold("rating", ">", 1)]))
     assert store.events["label"].data.tolist() == [1, 0, 1]
+
+
+def test_two_refreshes_of_one_entry_at_once_both_end_with_a_whole_entry(tmp_path, monkeypatch):
+    from behaviorseq.data import store as S
+
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    small, _ = generate_seqrec(SeqRecConfig(n_users=30, n_items=20, n_topics=2, seed=2))
+    other, _ = generate_seqrec(SeqRecConfig(n_users=40, n_items=20, n_topics=2, seed=3))
+    first = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(small)), tmp_path / "c")
+    entry = first.path
+
+    def while_another_swaps():  # the other process has moved the entry aside and not yet put its own in
+        os.rename(entry, tmp_path / "held")
+        return SequenceStore.build(P.run(small))
+
+    ours = cached_store([src], {"steps": []}, while_another_swaps, tmp_path / "c", refresh=True)
+    assert ours.path == entry and ours.num_users == 30  # was FileNotFoundError
+    real = os.rename
+
+    def another_lands_first(a, b):  # between our two renames, the other process's rebuild takes the place
+        if Path(a).name == "new":
+            SequenceStore.build(P.run(other)).save(b)
+        return real(a, b)
+
+    monkeypatch.setattr(S.os, "rename", another_lands_first)
+    got = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(small)), tmp_path / "c", refresh=True)
+    assert got.path == entry and got.num_users == 40  # theirs, loaded: was an OSError and a .swap- folder left
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [entry.name]

@@ -352,14 +352,21 @@ def cached_store(sources: list[str | Path], config: dict, build: Callable[[], Se
         side = Path(tempfile.mkdtemp(prefix=f".{entry.name}.swap-", dir=entry.parent))
         try:
             new, old = store.save(side / "new"), side / "old"
-            os.rename(entry, old)
+            try:
+                os.rename(entry, old)
+            except FileNotFoundError:  # another process is swapping the same entry: ours goes in if the place is free
+                pass
         except BaseException:
             shutil.rmtree(side, ignore_errors=True)
             raise
         try:
             os.rename(new, entry)
         except OSError:
-            os.rename(old, entry)  # if even this fails, the old store stays in the side folder, not deleted
+            if (entry / "meta.json").exists():  # another process's rebuild landed first: it is as new as ours
+                shutil.rmtree(side, ignore_errors=True)
+                return SequenceStore.load(entry)
+            if old.exists():
+                os.rename(old, entry)  # if even this fails, the old store stays in the side folder, not deleted
             shutil.rmtree(side, ignore_errors=True)
             raise
         shutil.rmtree(side, ignore_errors=True)
