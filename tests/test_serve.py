@@ -82,7 +82,7 @@ def test_recommend_command_reads_ids_as_the_data_wrote_them(tmp_path, monkeypatc
             rec.recommend(bad, n=n)
 
 
-def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_path, monkeypatch):
+def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_path, monkeypatch, capsys):
     import json
     import socket
     import threading
@@ -126,6 +126,13 @@ def test_http_endpoint_answers_as_the_python_api_and_refuses_bad_requests(tmp_pa
         with urllib.request.urlopen(url + "/health?verbose=1", timeout=10) as r:  # a query string is not the path
             assert r.status == 200
         host, port = server.server_address[:2]
+        for gone, printed in [(BrokenPipeError(), ""), (ConnectionResetError(), ""), (KeyError("bug"), "KeyError")]:
+            try:  # a client that went away is not reported as a server error; anything else still is
+                raise gone
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 0))
+            err = capsys.readouterr().err
+            assert printed in err if printed else err == "", (gone, err)
         with socket.create_connection((host, port), timeout=10) as sock:  # HEAD: GET's headers, no body
             sock.sendall(b"HEAD /health HTTP/1.0\r\n\r\n")
             got = b""

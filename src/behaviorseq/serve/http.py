@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -224,6 +225,13 @@ def routes_for(served) -> tuple[dict[str, tuple[Callable, Callable]], dict]:
     raise TypeError(f"cannot serve a {type(served).__name__}; serve a Recommender, Ranker, EventPredictor or RiskScorer")
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the client went away before its answer: not an error
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> ThreadingHTTPServer:
     """An HTTP server for ``served`` (port 0: any free port, see ``server.server_address``); call
     ``serve_forever()`` on it, ``shutdown()`` to stop."""
@@ -311,4 +319,4 @@ def make_server(served, host: str = "127.0.0.1", port: int = 8000, name: str = "
         def log_message(self, fmt: str, *args) -> None:  # quiet by default; a gateway logs requests
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _Server((host, port), Handler)
