@@ -74,6 +74,10 @@ def test_mostpop_needs_no_training_and_ranks_by_training_counts(data, tmp_path):
     from behaviorseq.train import compare_runs
 
     assert "differ in ties" in compare_runs([tmp_path / "pop", tmp_path / "pop_opt"])[0]
+    # the serving path takes single-vector models without an item table (it read model.item_emb: AttributeError)
+    store, _, m, task = prepare(resolve_config(config(data, "mostpop")))
+    served = evaluate_controllable(task, m, "test", item_categories(store)[0], n=50)[0.0]
+    assert 0 < served["recall@50"] < 1
 
 
 def test_comirec_beats_single_interest_sasrec_on_planted_multi_topic_users(tmp_path):

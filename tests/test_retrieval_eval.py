@@ -148,3 +148,47 @@ def test_unknown_split_args_and_empty_files_are_named(tmp_path):
     empty.write_text("")
     with pytest.raises(DataFormatError, match="empty.txt.*no events"):
         open_dataset(str(empty), cache=False)
+
+
+def test_a_holdout_view_of_one_target_users_still_reports_set_metrics():
+    # every held-out user has 5 events: input int(0.8 * 5) = 4, one target each. Recall@K is the protocol's
+    # metric (ComiRec's early stopping reads recall@50): it was missing whenever no user had two targets
+    _, task, model = holdout_task(["b"] * 5 + ["c"] * 5, list(range(1, 11)), exclude=False)
+    assert {"recall@1", "recall@2", "ndcg@2"} <= set(task.evaluate(model, "test", "cpu"))
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_a_target_the_model_scores_minus_inf_is_not_put_behind_padding_or_excluded_items(exclude):
+    from behaviorseq.data.splits import leave_one_out
+
+    # one user: 1 2 3 4 5; test target 5 after input 1 2 3 4 (history, excluded with exclude=True)
+    store = SequenceStore.build(P.run(make_events(["a"] * 5, [1, 2, 3, 4, 5], list(range(5)))))
+    model = FixedScores(store.num_items, top=1)
+    model.s[:] = 1.0
+    model.s[5] = -torch.inf  # the model rules the target out; padding and (excluded) history are -inf too
+    ev = EvalConfig(ks=[1, 5], exclude_history=exclude)
+    out = RetrievalTask.create(store, leave_one_out(store), model, TrainConfig(), ev).evaluate(model, "test", "cpu")
+    # below every real item: ranked last among the 5 items (1 with history excluded), never behind padding
+    assert out["hr@5"] == 1.0 and out["hr@1"] == (1.0 if exclude else 0.0)
+    hs = user_holdout(store, fractions=(0.0, 0.0, 1.0), seed=0)  # input 1 2 3 4, target set {5}
+    sets = RetrievalTask.create(store, hs, model, TrainConfig(), ev).evaluate(model, "test", "cpu")
+    assert sets["recall@5"] == 1.0 and sets["recall@1"] == (1.0 if exclude else 0.0)
+
+
+def test_leave_one_out_refuses_a_min_length_it_would_not_apply():
+    from behaviorseq.data.splits import leave_one_out
+
+    store = SequenceStore.build(P.run(make_events(["a"] * 5, [1, 2, 3, 4, 5], list(range(5)))))
+    with pytest.raises(ValueError, match="min_length must be >= 3"):
+        leave_one_out(store, min_length=2)
+    assert leave_one_out(store, min_length=6).describe()["samples"]["test"] == 0  # a 5-event user stays in training
+
+
+def test_bfloat16_scores_rank_as_their_float32_values():
+    from behaviorseq.metrics.ranking import target_ranks, topk_with_exclusion
+
+    s = torch.tensor([[0.0, 0.5, 0.25, 0.5, 0.125]])
+    for ties in ("pessimistic", "optimistic", "average"):
+        assert torch.equal(target_ranks(s.bfloat16(), torch.tensor([3]), ties=ties),
+                           target_ranks(s, torch.tensor([3]), ties=ties))
+    assert torch.equal(torch.as_tensor(topk_with_exclusion(s.bfloat16(), 2)), torch.as_tensor(topk_with_exclusion(s, 2)))

@@ -130,10 +130,13 @@ def leave_one_out(store: SequenceStore, min_length: int = 3) -> Split:
     """Last event = test, second-to-last = validation, the rest = training (SASRec / S3-Rec protocol).
 
     Users with fewer than ``min_length`` (3) events keep all events in training, as in SASRec."""
+    if min_length < 3:  # it was raised to 3 silently while the protocol record said otherwise
+        raise ValueError(f"leave_one_out: min_length must be >= 3 (a training, a validation and a test event), "
+                         f"got {min_length}")
     users = np.arange(1, store.num_users + 1)
     s, e = store.offsets[1:-1].astype(np.int64), store.offsets[2:].astype(np.int64)
     n = e - s
-    full = n >= max(min_length, 3)
+    full = n >= min_length
     roles = np.zeros(store.num_events, dtype=np.int8)
     roles[e[full] - 1] = TEST
     roles[e[full] - 2] = VALID

@@ -45,6 +45,12 @@ def _as_tensor(x: Tensor | np.ndarray | Sequence, device: torch.device | None = 
     return t.to(device) if device is not None and t.device != device else t
 
 
+def _as_scores(x) -> Tensor:
+    """Scores as a tensor; bfloat16 (which numpy cannot hold) as float32, exactly: same order, same ties."""
+    t = _as_tensor(x)
+    return t.float() if t.dtype == torch.bfloat16 else t
+
+
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     ks = tuple(int(k) for k in ks)
     if not ks or any(k < 1 for k in ks):
@@ -113,7 +119,7 @@ def target_ranks(
     """
     if ties not in _TIES:
         raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
-    scores = _as_tensor(scores)
+    scores = _as_scores(scores)
     _check_scores(scores)
     b, n = scores.shape
     targets = _as_tensor(targets, scores.device).long()
@@ -249,7 +255,7 @@ def topk_with_exclusion(scores: Tensor | np.ndarray, k: int, exclude: ExcludeLik
         the tail is filled with 0 (padding, which never counts as a hit). Exact ties are ordered
         arbitrarily (by ``torch.topk``), and a rankable item whose score is ``-inf`` may be replaced by 0.
     """
-    scores = _as_tensor(scores)
+    scores = _as_scores(scores)
     _check_scores(scores)
     b, n = scores.shape
     if not 1 <= k <= n:

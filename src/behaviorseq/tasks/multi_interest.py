@@ -5,8 +5,10 @@ aggregation with trade-off lambda (lambda = 0: the plain merge). Reports Recall/
 held-out target set and Diversity@k over item categories, for each lambda.
 
 With the exact (flat) index and lambda = 0 this gives the same Recall/HR/NDCG as
-``RetrievalTask.evaluate`` on the dense max-over-interests scores (a test checks it), so the training
-metrics and the serving metrics agree. Models without ``interests()`` (single-vector baselines) are
+``RetrievalTask.evaluate`` on the dense max-over-interests scores when no scores tie (a test checks it), so the
+training metrics and the serving metrics agree. Tied scores differ: the evaluator counts a tie against the
+target (pessimistic), a served top-N keeps the index's order among them (a constant-score model gets recall
+from the order alone). Models without ``interests()`` (single-vector baselines) are
 ranked by their dense ``score()``; the aggregation then has a single candidate list to re-rank.
 History items are not removed here: ComiRec's protocol keeps them in the ranking.
 """
@@ -42,8 +44,8 @@ def evaluate_controllable(task: RetrievalTask, model: torch.nn.Module, role: str
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    table = model.item_emb.weight.detach().float().cpu()
     multi = hasattr(model, "interests")
+    table = model.item_emb.weight.detach().float().cpu() if multi else None  # single-vector models: dense score()
     idx_obj = ItemIndex(IndexConfig.from_dict(index or {})).fit(table) if multi else None
     sums: dict[float, dict[str, float]] = {lam: {} for lam in lambdas}
     count = 0

@@ -93,9 +93,11 @@ class RetrievalTask:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def _is_set(self, role: str) -> bool:
-        """Whether ``role`` holds target sets (user holdout), which set metrics rank by their top K."""
+        """Whether ``role`` holds target sets (user holdout), which set metrics rank by their top K: decided by
+        the split, so the metric names (recall@K) never depend on whether some user happens to have two targets."""
         view = self.split.view(role)
-        return bool(len(view)) and bool((view.target_end - view.target_start > 1).any())
+        return self.split.name == "user_holdout" or (bool(len(view)) and bool((view.target_end - view.target_start
+                                                                                 > 1).any()))
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, role: str, device: torch.device,
@@ -124,6 +126,9 @@ class RetrievalTask:
             idx = idx_all[start:start + ec.batch_size]
             batch = batcher.batch(idx)
             scores = model.score(_move(batch, device)).float().cpu()  # [B, n_items + 1]
+            # a model's -inf becomes the lowest finite score: it then ties with the model's other -inf items
+            # (counted by the tie rule), never with padding or excluded items, which are -inf below it (NaN stays)
+            scores.clamp_(min=torch.finfo(scores.dtype).min)
             scores[:, 0] = -torch.inf
             exclude = None
             if self.exclude_history:
