@@ -62,8 +62,12 @@ class _LossModule(torch.nn.Module):
 
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Trainer:
@@ -107,15 +111,26 @@ class Trainer:
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def _rng_state(self) -> dict:
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                # this process's own device only (all of them would create a context on every GPU)
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
     def save_checkpoint(self) -> None:
+        """Called by every rank at the same points: under DDP each rank's RNG states go into the checkpoint (their
+        dropout draws differ, batches being of other widths), so that each resumes with its own."""
+        rng = self._rng_state()
+        ranks = None
+        if self.world > 1:
+            ranks = [None] * self.world
+            dist.all_gather_object(ranks, rng)
         if self.rank != 0:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         _atomic_torch_save({
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "state": self.state,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": rng, "rng_ranks": ranks,
         }, self.ckpt_dir / "last.pt")
 
     def load_checkpoint(self, path: Path | None = None) -> bool:
@@ -126,13 +141,20 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
+        if ck["scaler"]:  # a run started without AMP saved an empty state, which an enabled scaler refuses
+            self.scaler.load_state_dict(ck["scaler"])
         self.state = ck["state"]
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
-        if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        ranks = ck.get("rng_ranks")
+        rng = ranks[self.rank] if ranks and len(ranks) == self.world else ck["rng"]  # this rank's own states
+        torch.set_rng_state(rng["torch"].cpu())
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        cuda = rng.get("cuda")
+        if cuda is not None and self.device.type == "cuda":
+            if isinstance(cuda, (list, tuple)):  # checkpoints before session 25 held every device's state
+                cuda = cuda[self.device.index or 0] if len(cuda) > (self.device.index or 0) else None
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda.cpu(), self.device)
         return True
 
     def _log(self, row: dict) -> None:
@@ -175,7 +197,9 @@ class Trainer:
                     continue
                 loss = self._train_step(batch)
                 losses.append(loss)
-                st["step_in_epoch"] = step + 1
+                # the next round of ranks: the other ranks have taken this round's other steps by the time a
+                # checkpoint is read back (step + 1 made rank 1 redo its step, one more than rank 0: a hang)
+                st["step_in_epoch"] = step - step % self.world + self.world
                 st["global_step"] += 1
                 bar.update(self.world if self.world > 1 else 1)
                 bar.set_postfix(loss=f"{loss:.4f}")
