@@ -148,3 +148,11 @@ def test_cli_reads_one_folder_per_window(stream, tmp_path, capsys):
     assert "final earlier" in capsys.readouterr().out
     assert main(["continual", "--model", "attnhp", "--data", str(tmp_path / "stream" / "w0" / "train.jsonl")]) == 2
     assert "one sub-folder per window" in capsys.readouterr().err  # a user's mistake: a message, no traceback
+    args = ["continual", "--model", "attnhp", "--data", str(tmp_path / "stream"), "--out", str(out), "train.epochs=1",
+            "model.hidden_size=8", "model.time_emb_size=4", "data.tpp.task.predict_roles=[]"]
+    before = (out / "continual.json").read_bytes()
+    assert main(args) == 2 and "already holds a continual run" in capsys.readouterr().err  # it overwrote
+    assert (out / "continual.json").read_bytes() == before
+    (out / "finetune_w0" / "notes.txt").write_text("mine")  # a folder with a file no run wrote: never deleted
+    assert main(args + ["--overwrite"]) == 2 and "files a continual run did not write" in capsys.readouterr().err
+    assert (out / "finetune_w0" / "notes.txt").read_text() == "mine"

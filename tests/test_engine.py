@@ -51,6 +51,24 @@ def test_configs_reject_unknown_keys_with_the_valid_ones():
         resolve_config({"model": "sasrek"})
 
 
+def test_overrides_read_leading_zeros_as_decimal_and_name_a_value_given_keys():
+    from behaviorseq.config import parse_overrides
+
+    assert parse_overrides(["train.seed=010", "a=-007", "b=0"]) == {"train": {"seed": 10}, "a": -7, "b": 0}  # not octal
+    with pytest.raises(ConfigError, match="model was given a value"):  # was a TypeError
+        parse_overrides(["model=sasrec", "model.dropout=0.5"])
+
+
+def test_settings_of_another_task_are_refused_not_ignored():
+    auc = {"train": {"early_stop_metric": "auc"}}
+    with pytest.raises(ConfigError, match=r"eval.negatives=100, data.split='temporal'.*never reads them|"
+                                          r"data.split='temporal', .*eval.negatives=100.*never reads them"):
+        resolve_config({"model": "din", "eval": {"negatives": 100}, "data": {"split": "temporal"}, **auc})
+    with pytest.raises(ConfigError, match=r"data.tpp=.*the retrieval task never reads it"):
+        resolve_config({"model": "sasrec", "data": {"tpp": {"num_types": 9}}})
+    resolve_config({"model": "din", "eval": {"batch_size": 64}, **auc})  # what CTR reads is accepted
+
+
 def test_overrides_read_scientific_notation_as_numbers():
     from behaviorseq.config import parse_overrides
 
@@ -179,6 +197,11 @@ def test_a_used_folder_is_refused_or_replaced_never_mixed(data, tmp_path, monkey
 
     with pytest.raises(DatasetNotFound):  # and so is the data
         run_experiment(small_config(tmp_path / "missing.txt"), out, overwrite=True)
+    if not torch.cuda.is_available():  # a device that is not there: refused before the old run is deleted
+        with pytest.raises(ConfigError, match="train.device=cuda"):
+            run_experiment(small_config(data, epochs=2, device="cuda"), out, overwrite=True)
+    with pytest.raises(ConfigError, match="early_stop_metric 'recall@10'"):  # leave-one-out reports no recall@K
+        run_experiment(small_config(data, epochs=2, early_stop_metric="recall@10"), out, overwrite=True)
     assert all((out / f).read_bytes() == b for f, b in before.items())
     # a run that ends before its first evaluation: no best.pt and no metrics of the old run
     res = run_experiment(small_config(data, epochs=2, eval_every=5, time_limit_s=0.0), out, overwrite=True)
@@ -216,6 +239,8 @@ def test_evaluate_refuses_changed_data_and_compare_flags_other_protocols(data, t
     own.write_text("\n".join([" ".join([a, *rest])] + lines[1:]) + "\n")
     with pytest.raises(ConfigError, match="fingerprint"):
         evaluate_run(tmp_path / "a")
+    with pytest.raises(ConfigError, match="its data changed since the run started"):  # it went on silently
+        run_experiment(small_config(own.resolve(), epochs=2), tmp_path / "a", resume=True)
     own.write_text(data.read_text() + "99999 1 2 3 4 5\n")  # a user more
     with pytest.raises(ConfigError, match="changed since it was trained"):
         evaluate_run(tmp_path / "a")
@@ -444,3 +469,27 @@ def test_a_dataframe_trains_like_its_csv_and_the_run_keeps_it(tmp_path):
     with pytest.raises(ConfigError, match="tpp metric"):  # a refused start leaves no folder behind
         run_experiment({"model": "nhp"}, tmp_path / "fresh", data=df)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_resume_that_replaces_the_best_weights_drops_their_old_re_evaluations(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    run_experiment(small_config(data, epochs=1), tmp_path / "r")
+    evaluate_run(tmp_path / "r", overrides=["eval.negatives=20"])
+    run_experiment(small_config(data, epochs=1), tmp_path / "r", resume=True)  # nothing more to train: kept
+    assert (tmp_path / "r" / "evaluation.json").exists()
+    best = (tmp_path / "r" / "checkpoints" / "best.pt").read_bytes()
+    with pytest.warns(UserWarning, match="removed evaluation.json, evaluations"):
+        run_experiment(small_config(data, epochs=4), tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "checkpoints" / "best.pt").read_bytes() != best
+    assert not (tmp_path / "r" / "evaluation.json").exists() and not (tmp_path / "r" / "evaluations").exists()
+
+
+def test_compare_flags_event_stream_runs_predicted_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    base = {"model": "hawkes_exp", "data": {"dataset": "synthetic-hawkes", "tpp": {"n_seqs": 40, "max_events": 20}},
+            "train": {"epochs": 1, "threads": 1, "early_stop_metric": "loglik"}}
+    run_experiment(base, tmp_path / "a")
+    other = {**base, "data": {**base["data"], "tpp": {**base["data"]["tpp"], "task": {"thinning_samples": 3}}}}
+    run_experiment(other, tmp_path / "b")
+    assert "differ in ranking" in compare_runs([tmp_path / "a", tmp_path / "b"])[0]
+    assert "WARNING" not in compare_runs([tmp_path / "a", tmp_path / "a"])[0]

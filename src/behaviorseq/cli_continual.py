@@ -78,6 +78,11 @@ def cmd_continual(args: argparse.Namespace) -> int:
             source = f"synthetic Hawkes stream, schedule {schedule}"
         num_types = windows[0]["train"].num_types
         out = Path(args.out or f"runs/continual-{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+        held = sorted(f.name for f in out.glob("*") if f.name == "continual.json" or f.name == args.method
+                      or f.name.startswith(f"{args.method}_w")) if out.is_dir() else []
+        if held and not args.overwrite:
+            raise ConfigError(f"{out} already holds a continual run ({', '.join(held[:4])}"
+                              f"{', ...' if len(held) > 4 else ''}): --overwrite replaces it, or choose another --out")
         res = run_continual(lambda: models.build(cfg.model, num_types, cfg.model_args), windows, args.method,
                             cfg.train, tpp.task, out, trainable=args.trainable.split(","))
     except USER_ERRORS as e:
@@ -103,5 +108,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="--method frozen: the parameters that train from window 2 on")
     c.add_argument("--config", default=None, help="a YAML run config")
     c.add_argument("--out", default=None, help="output folder (default runs/continual-<model>-<method>-<time>)")
+    c.add_argument("--overwrite", action="store_true", help="replace the continual run of this method --out holds")
     c.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=20 model.pool_size=10")
     c.set_defaults(func=cmd_continual)

@@ -46,9 +46,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, val = p.split("=", 1)
         node = out
         parts = key.strip().split(".")
-        for k in parts[:-1]:
+        for i, k in enumerate(parts[:-1]):
             node = node.setdefault(k, {})
-        v = yaml.safe_load(val)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {p!r}: {'.'.join(parts[:i + 1])} was given a value ({node!r}), so it "
+                                  "has no keys to set")
+        v = int(val.strip(), 10) if _LEADING_ZERO.fullmatch(val.strip()) else yaml.safe_load(val)  # 010 is 10, not 8
         if isinstance(v, str) and _SCI.fullmatch(v.strip()):  # YAML 1.1 reads 1e-3 and 1e3 as strings
             f = float(v)
             v = int(f) if f.is_integer() and "." not in v else f  # 1e3 -> 1000, 2.5e2 -> 250.0
@@ -57,6 +60,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 _SCI = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+_LEADING_ZERO = re.compile(r"[+-]?0[0-9]+")  # YAML 1.1 would read 010 as octal 8 (and 019 as the string "019")
 
 class DataConfig(StrictConfig):
     dataset: str = "ml-100k"  # registered name or path

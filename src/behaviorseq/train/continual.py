@@ -46,6 +46,7 @@ from behaviorseq.tasks.tpp import TPPTask, TPPTaskConfig
 from behaviorseq.train.trainer import Trainer, seed_everything
 
 METHODS = ("finetune", "frozen", "retrain", "joint")
+_TRAINER_FILES = {"log.jsonl", "checkpoints"}  # what Trainer.fit writes into a run folder
 Window = dict[str, EventSequences]  # {"train": ..., "valid": ..., "test": ...}
 
 
@@ -60,7 +61,12 @@ def summarize(R: np.ndarray) -> dict[str, float]:
 
 
 def _fit(model: nn.Module, task: TPPTask, cfg: TrainConfig, run_dir: Path) -> None:
-    """Train with early stopping into a fresh ``run_dir``, then load the best weights."""
+    """Train with early stopping into a fresh ``run_dir``, then load the best weights. An earlier training's
+    folder is replaced; a folder holding anything a training does not write is refused, never deleted."""
+    other = sorted(f.name for f in run_dir.iterdir() if f.name not in _TRAINER_FILES) if run_dir.is_dir() else []
+    if other:
+        raise ValueError(f"{run_dir} holds files a continual run did not write ({', '.join(other[:5])}): choose "
+                         "another output folder")
     shutil.rmtree(run_dir, ignore_errors=True)
     Trainer(model, task, cfg, run_dir).fit()
     model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True))

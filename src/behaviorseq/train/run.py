@@ -58,9 +58,10 @@ def resolve_task(cfg: RunConfig, check_early_stop: bool = True) -> str:
                           + "; ".join(f"{f} models ({t}): {models.names(f)}" for f, t in FAMILY_TASK.items()
                                       if f != "retrieval"))
     allowed = _STOP_METRICS.get(task)
-    if task == "retrieval":  # what the evaluators report at eval.ks (one target, target sets, multi-interest)
-        allowed = ["mrr"] + [f"{m}@{k}" for k in sorted(cfg.eval.ks) for m in ("hr", "ndcg", "mrr", "recall",
-                                                                               "diversity")]
+    if task == "retrieval":  # what the evaluator reports at eval.ks: target sets (user holdout) or one target
+        ks = sorted(cfg.eval.ks)
+        allowed = ([f"{m}@{k}" for k in ks for m in ("recall", "hr", "ndcg")] if cfg.data.split == "user_holdout"
+                   else ["mrr"] + [f"{m}@{k}" for k in ks for m in ("hr", "ndcg", "mrr")])
     if check_early_stop and cfg.train.early_stop_metric not in allowed:
         raise ConfigError(f"train.early_stop_metric {cfg.train.early_stop_metric!r} is not a {task} metric; "
                           f"use one of {list(allowed)} (the packaged <model>.yaml sets it"
@@ -81,7 +82,30 @@ def resolve_config(config: dict | RunConfig, training: bool = True) -> RunConfig
     if task != "retrieval" and (cfg.data.columns or cfg.data.read):
         raise ConfigError(f"data.columns / data.read map an event table for the retrieval task; the {task} task "
                           "reads its own data settings (data.ctr, data.payments, data.tpp)")
+    unread = _unread_settings(cfg, task)
+    if unread:
+        raise ConfigError(f"{', '.join(unread)}: set, but the {task} task never reads {'it' if len(unread) == 1 else 'them'} "
+                          "(settings of another task: the run would go on as if they were not there); remove them")
     return cfg.model_copy(update={"model_args": model_cfg.to_dict(), "task": task})
+
+
+# Settings only some tasks read: a run of another task that sets them is refused, never run without them.
+_TASK_ONLY = {"data.steps": {"retrieval"}, "data.split": {"retrieval"}, "data.split_args": {"retrieval"},
+              "train.train_windows": {"retrieval"}, "data.ctr": {"ctr"}, "data.payments": {"default_risk"},
+              "data.risk": {"default_risk"}, "data.tpp": {"tpp"},
+              **{f"eval.{k}": {"retrieval"} for k in ("ks", "exclude_history", "negatives", "negative_sampler",
+                                                      "ties", "seed")},
+              "eval.batch_size": {"retrieval", "ctr", "default_risk"}}
+
+
+def _unread_settings(cfg: RunConfig, task: str) -> list[str]:
+    default = RunConfig()
+    out = []
+    for key, tasks in _TASK_ONLY.items():
+        section, name = key.split(".")
+        if task not in tasks and getattr(getattr(cfg, section), name) != getattr(getattr(default, section), name):
+            out.append(f"{key}={getattr(getattr(cfg, section), name)!r}")
+    return out
 
 
 def _prepare_any(cfg: RunConfig, attach: bool = True):
@@ -147,9 +171,44 @@ def _write_index_record(run_dir: Path, model, resume: bool) -> None:
         atomic_write_text(run_dir / INDEX_FILE, json.dumps({**rec, **({"recorded_on_resume": True} if resume else {})}))
 
 
+# The data a run started on (its fingerprint and sizes): a resume on other data is refused.
+DATA_FILE = "data_record.json"
+
+
+def _data_record(task) -> dict:
+    p = task.protocol("test")
+    return json.loads(json.dumps({"data_fingerprint": p.get("data_fingerprint"), "stats": _data_stats(p)}, default=str))
+
+
+def check_resume_data(run_dir: Path, task) -> None:
+    """Refuse to resume on data other than the run started on (runs from before session 25 have no record)."""
+    f = run_dir / DATA_FILE
+    if not f.exists():
+        return
+    then, now = json.loads(f.read_text()), _data_record(task)
+    if then != now:
+        raise ConfigError(f"--resume of {run_dir}: its data changed since the run started (fingerprint "
+                          f"{then.get('data_fingerprint')} then, {now.get('data_fingerprint')} now; sizes "
+                          f"{then.get('stats')} then, {now.get('stats')} now). Start a new run folder.")
+
+
+def _drop_stale_evaluations(run_dir: Path, best_before: str | None) -> None:
+    """A resumed run whose best weights changed: the re-evaluations of the old ones go (they would be read as
+    this run's), with a line saying so."""
+    best = run_dir / "checkpoints" / "best.pt"
+    now = hashlib.sha256(best.read_bytes()).hexdigest() if best.exists() else None
+    stale = [f for f in ("evaluation.json", "evaluations") if (run_dir / f).exists()]
+    if now == best_before or not stale:
+        return
+    for f in stale:
+        shutil.rmtree(run_dir / f) if (run_dir / f).is_dir() else (run_dir / f).unlink()
+    warnings.warn(f"{run_dir}: removed {', '.join(stale)}: they scored the best weights before this resume, which "
+                  "it replaced; `behaviorseq evaluate` scores the new ones", stacklevel=3)
+
+
 # What a run leaves in its folder; a fresh run refuses a folder holding any of them unless told to overwrite.
 RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "evaluation.json", "curves.png",
-             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations", INDEX_FILE)
+             "checkpoints/last.pt", "checkpoints/best.pt", ITEMS_FILE, "evaluations", INDEX_FILE, DATA_FILE)
 
 
 def _events_file(run_dir: Path, data) -> tuple[Path, bool]:
@@ -185,6 +244,7 @@ def _start(config, run_dir: Path, resume: bool, overwrite: bool, events: Path | 
     if events is not None and cfg.task != "retrieval":
         raise ConfigError(f"data=<table> is for retrieval runs; a {cfg.task} run reads its data set by name or path")
     rank, world = dist_info()
+    resolve_device(cfg.train.device)  # a device that is not there is refused before anything is deleted
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     allocator = tune_malloc()  # glibc: keep freed memory for the next step (train/allocator.py)
@@ -205,6 +265,7 @@ def _start(config, run_dir: Path, resume: bool, overwrite: bool, events: Path | 
     built = _prepare_any(cfg)  # data and model errors before anything is deleted
     if resume:
         check_resume_index(run_dir, built[1])
+        check_resume_data(run_dir, built[2])
     return cfg, held, rank, world, allocator, built
 
 
@@ -239,6 +300,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         _write_index_record(run_dir, model, resume)
+        if not (resume and (run_dir / DATA_FILE).exists()):
+            atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(task)))
         if cfg.task == "retrieval":  # what serving needs besides the weights (serve.Recommender.from_run)
             store = task.store
             write_item_table(run_dir, store.events["item"].vocab[1:],
@@ -248,6 +311,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
             write_item_table(run_dir, d.raw_item_ids(),
                              np.bincount(d.target[d.indices("train")], minlength=d.n_items + 1)[1:], d.item_fields)
     t0 = time.perf_counter()
+    best = run_dir / "checkpoints" / "best.pt"
+    best_before = hashlib.sha256(best.read_bytes()).hexdigest() if resume and best.exists() else None
     if any(p.requires_grad for p in model.parameters()):
         trainer = Trainer(model, task, cfg.train, run_dir)
         state, device = trainer.fit(resume=resume), trainer.device
@@ -258,7 +323,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     train_s = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()  # rank 0 writes best.pt: every rank must read its final version
-    best = run_dir / "checkpoints" / "best.pt"
+    if resume and rank == 0:
+        _drop_stale_evaluations(run_dir, best_before)
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
     valid = task.evaluate(model, "valid", device, rank, world)
@@ -458,9 +524,11 @@ def _comparable(m: dict) -> dict:
         args = json.dumps(p.get("dataset_args", {}), sort_keys=True, default=str)
         p = {"ranking": f"per user, {p['window_days']:g} d, budget {p['payment_budget']}, data args "
                         f"{hashlib.sha256(args.encode()).hexdigest()[:8]}", "exclude_history": "n/a"}
-    elif p.get("task") == "temporal_point_process":  # the integral and the chunking must agree
-        i = p["loglik_integral"]
-        p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}",
+    elif p.get("task") == "temporal_point_process":  # the integral, the chunking and the prediction must agree
+        i, pred = p["loglik_integral"], {k: v for k, v in (p.get("prediction") or {}).items() if k != "method"}
+        pred_key = hashlib.sha256(json.dumps([pred, p.get("eval_seed")], sort_keys=True, default=str).encode())
+        p = {"ranking": f"tpp, {i['method']} x{i['points_per_interval']}, chunks {p['max_len'] or 'whole'}, "
+                        f"prediction {pred_key.hexdigest()[:8]} (thinning draws, candidates, dtime_max, seed)",
              "exclude_history": "n/a"}
     split = {k: v for k, v in (p.get("split") or {}).items() if k not in ("samples", "targets")}
     return {"dataset": m["dataset"], "ranking": p["ranking"], "history exclusion": p["exclude_history"],

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from behaviorseq.config import TrainConfig
+from behaviorseq.config import ConfigError, TrainConfig
 from behaviorseq.utils import atomic_write_text
 
 # Tests set this to kill the process (SIGKILL, no clean-up) after a given global step.
@@ -38,7 +38,8 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+            raise ConfigError("train.device=cuda, but torch sees no CUDA device (no GPU here, or a CPU build of "
+                              "torch); train.device=cpu or auto runs on the CPU")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
 

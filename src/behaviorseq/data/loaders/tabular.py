@@ -183,9 +183,10 @@ def _warn_multiline(loaded: _Loaded) -> None:
         spans = to_mask(pc.fill_null(pc.match_substring(col, "\n"), False))
         if spans.any():
             first = int(np.flatnonzero(spans)[0])
+            line = int(loaded.locate(np.array([first]))[0])
             warnings.warn(f"{loaded.label}: {int(spans.sum()):,} value(s) of field {c!r} span lines (the first "
-                          f"begins at line {int(loaded.locate(np.array([first]))[0])}); an unmatched quote makes "
-                          "one value of the lines after it", stacklevel=3)
+                          f"begins at line {line}): fine if quoted on purpose; an unmatched quote would make one "
+                          "value of the lines after it", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------------
