@@ -53,6 +53,8 @@ def format_continual(res: dict) -> str:
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
+    import torch
+
     from behaviorseq import models
     from behaviorseq.cli_train import USER_ERRORS, build_config, user_error
     from behaviorseq.train.continual import run_continual, synthetic_stream
@@ -64,6 +66,8 @@ def cmd_continual(args: argparse.Namespace) -> int:
         cfg = resolve_config(build_config(args.model, None, args.config, args.overrides))
         if cfg.task != "tpp":
             raise ConfigError(f"continual runs event-stream models (task tpp); {args.model!r} has task {cfg.task!r}")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         tpp = TPPDataConfig.from_dict(cfg.data.tpp)
         if args.data:
             windows, source = read_windows(args.data), str(args.data)

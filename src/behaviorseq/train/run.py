@@ -442,6 +442,8 @@ def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict |
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
     cfg = load_run_config(run_dir, overrides)
+    if cfg.train.threads:  # as in training (train.threads=1 beside other jobs)
+        torch.set_num_threads(cfg.train.threads)
     if cfg.task == "default_risk":
         check_time_origin(run_dir, cfg)
     dataset, model, task = _prepare_any(cfg, attach=False)  # SRA-CL scores with its backbone: no index needed
