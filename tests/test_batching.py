@@ -1,6 +1,7 @@
 """Batches: truncation, padding sides, shifted targets, fields, negative samplers, loader resume."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from conftest import make_events
@@ -106,3 +107,25 @@ def test_batch_indices_cover_each_sample_once():
 def test_unknown_batch_field_names_the_field(store):
     with pytest.raises(KeyError, match="category"):
         SeqBatcher(store, leave_one_out(store).train, 5, fields=("category",))
+
+
+def test_a_list_field_is_refused_as_a_batch_field_and_popularity_never_draws_unseen_items():
+    from behaviorseq.data.events import EventTable
+    from behaviorseq.data.schema import Schema
+
+    base = make_events(["u"] * 3, [1, 2, 3], [1, 2, 3])
+    tags = base.events.append_column("tags", pa.array([["a", "b", "c"], ["d"], ["e"]]))
+    store = SequenceStore.build(P.run(EventTable(tags, Schema.of(user="categorical", item="categorical",
+                                                                 timestamp="timestamp", tags="categorical_list"))))
+    with pytest.raises(ValueError, match=r"\['tags'\] are list or text fields"):  # they were gathered misaligned
+        SeqBatcher(store, leave_one_out(store).train, 5, fields=["tags"])
+    counts = np.array([0, 5, 0, 3])  # item 2 never trained on
+    for alpha in (0.0, 0.75, 1.0):
+        s = PopularitySampler(counts, alpha=alpha)
+        draws = s._draw(np.zeros(20_000, dtype=np.int64), np.random.default_rng(0))
+        freq = np.bincount(draws, minlength=4) / len(draws)
+        assert freq[0] == 0 and freq[2] == 0, (alpha, freq)  # alpha = 0: 0**0 put padding's mass on item 1
+        want = np.where(counts > 0, counts.astype(float), 0) ** alpha * (counts > 0)
+        assert np.allclose(freq[[1, 3]], (want / want.sum())[[1, 3]], atol=0.015), (alpha, freq)
+    with pytest.raises(ValueError, match="alpha must be a number >= 0"):
+        PopularitySampler(counts, alpha=-1.0)

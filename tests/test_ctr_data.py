@@ -328,3 +328,16 @@ def test_packaged_generic_ctr_configs_make_any_ctr_dataset_a_ctr_run(model):
     from behaviorseq import models
 
     assert cfg.model_args.get("max_len", models.get(model).Config.model_fields["max_len"].default) == 200
+
+
+def test_taobao_category_vocabulary_covers_every_event_and_offsets_never_reach_valid_or_test(taobao_csv):
+    lines = taobao_csv.read_text().splitlines()
+    u, item, _, beh, t = lines[0].split(",")
+    # a later page view of one item listed under another category, above every category of the item table
+    taobao_csv.write_text("\n".join(lines + [f"{u},{item},99999,pv,{int(t) + 1}"]) + "\n")
+    data = taobao_ctr(read_taobao(taobao_csv), TaobaoCTRConfig(max_len=L, train_offsets=(3, 8), n_negatives=1))
+    assert data.events["category"].max() > data.item_fields["category"].max()  # the case: only an event has it
+    assert data.vocab_size("category") > int(data.events["category"].max())  # was the item table's max + 1 only
+    for bad in [(1, 3), (2,), (3, 3)]:  # -1 / -2 are test and validation; a repeat trains one target twice
+        with pytest.raises(ValueError, match="distinct and >= 3"):
+            taobao_ctr(read_taobao(taobao_csv), TaobaoCTRConfig(max_len=L, train_offsets=bad))

@@ -224,3 +224,25 @@ def test_two_refreshes_of_one_entry_at_once_both_end_with_a_whole_entry(tmp_path
     got = cached_store([src], {"steps": []}, lambda: SequenceStore.build(P.run(small)), tmp_path / "c", refresh=True)
     assert got.path == entry and got.num_users == 40  # theirs, loaded: was an OSError and a .swap- folder left
     assert [p.name for p in (tmp_path / "c").iterdir()] == [entry.name]
+
+
+def test_a_side_table_repeating_a_key_keeps_its_last_row_in_every_column():
+    events = make_events(["u"] * 4, ["a", "b", "c", "d"], [1, 2, 3, 4])
+    items = pa.table({"item": ["a", "b", "a", "c", "d"],
+                      "genre": pa.array([["g1"], ["g3"], ["g2", "g4"], ["g7"], ["g8"]]), "year": [2000, 2001, 2002, 2003, 2004]})
+    et = EventTable(events.events, events.schema, items=items,
+                    item_schema=Schema.of(item="categorical", genre="categorical_list", year="numeric"), name="toy")
+    with pytest.warns(UserWarning, match="1 row\\(s\\) repeat a key"):
+        store = SequenceStore.build(P.run(et))
+    raw = store.events["item"].vocab.to_pylist()  # [None, a, b, c, d]
+    g = store.items["genre"]
+    genres = {raw[i]: g.vocab.take(pa.array(np.asarray(g.data)[g.offsets[i]:g.offsets[i + 1]])).to_pylist()
+              for i in range(1, 5)}
+    assert genres == {"a": ["g2", "g4"], "b": ["g3"], "c": ["g7"], "d": ["g8"]}  # b, c, d were shifted
+    assert dict(zip(raw[1:], np.asarray(store.items["year"].data)[1:].tolist())) == {"a": 2002, "b": 2001, "c": 2003,
+                                                                                     "d": 2004}
+
+
+def test_int32_times_spanning_more_than_2_31_sort_in_time_order():
+    t = np.array([2_000_000_000, -2_000_000_000, 0], dtype=np.int32)
+    assert P.user_time_order(np.zeros(3, dtype=np.int64), t).tolist() == [1, 2, 0]  # t - tmin wrapped in int32

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from behaviorseq.data.sampling import UniformSampler
+from behaviorseq.data.schema import Kind
 from behaviorseq.data.splits import View
 from behaviorseq.data.store import SequenceStore, ragged_arange
 
@@ -49,6 +50,10 @@ class SeqBatcher:
         missing = [f for f in fields if f not in store.events]
         if missing:
             raise KeyError(f"batch fields {missing} are not in the store; it has {sorted(store.events)}")
+        per_event = [f for f in fields if store.events[f].offsets is not None or store.events[f].kind == Kind.TEXT]
+        if per_event:  # one value per event is gathered by event number: a list or text field would be misread
+            raise ValueError(f"batch fields {per_event} are list or text fields; a batch field holds one category "
+                             "or number per event")
         self.store, self.view, self.max_len, self.padding = store, view, max_len, padding
         self.fields, self.sampler, self.n_neg, self.max_targets = tuple(fields), sampler, n_neg, max_targets
         # trim: cut the batch to its longest sequence (width <= max_len). Models place positions

@@ -83,8 +83,12 @@ class CTRData:
         return pa.array(np.arange(1, self.n_items + 1, dtype=np.int64))
 
     def vocab_size(self, name: str) -> int:
-        """Number of ids of an item field (padding 0 included)."""
-        return int(self.item_fields[name].max()) + 1
+        """Number of ids of an item field (padding 0 included): over the item table and, where events carry the
+        field too (Taobao: an item listed under several categories), over the events."""
+        top = int(self.item_fields[name].max())
+        if name in self.events:
+            top = max(top, int(np.asarray(self.events[name]).max(initial=0)))
+        return top + 1
 
     def indices(self, role: str) -> np.ndarray:
         return np.flatnonzero(self.role == ROLES[role])
@@ -172,6 +176,9 @@ def dare_protocol(offsets: np.ndarray, events: dict[str, np.ndarray], item_field
     if (back > max_len + 10).any() or (back < 1).any():
         raise ValueError(f"target offsets must lie in 1..{max_len + 10} (max_len + 10), got {back.tolist()}: "
                          "set data.ctr.train_offsets below that, or raise model.max_len")
+    if min(train_offsets, default=3) < 3 or len(set(train_offsets)) != len(train_offsets):
+        raise ValueError(f"train_offsets must be distinct and >= 3 (-2 and -1 are the validation and test targets), "
+                         f"got {list(train_offsets)}")
     pos_ev = (offsets[rows + 1][:, None] - back[None, :]).reshape(-1)  # flat event index of each positive
     pos_row = np.repeat(rows, len(back))
     pos_role = np.tile(roles, len(rows))

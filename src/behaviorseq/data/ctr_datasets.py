@@ -177,7 +177,8 @@ def taobao_ctr(source: EventTable | SequenceStore, cfg: TaobaoCTRConfig | None =
                name: str = "taobao-ctr") -> CTRData:
     """DARE's protocol on Taobao UserBehavior: a :class:`EventTable` (``read_taobao``'s output) or the store
     ``taobao_store`` / ``open_taobao`` made of it with ``cfg.behaviors``, then :func:`dare_protocol`. An item's
-    category in ``item_fields`` is the one of its first event; events keep their own category
+    category in ``item_fields`` is the one of its first event in the store's (user, time) order, that is of its
+    lowest user id's earliest event (the DARE code keeps the last in file order); events keep their own category
     (``report["items_with_several_categories"]`` counts the difference)."""
     cfg = cfg or TaobaoCTRConfig()
     max_len = cfg.max_len or max_len

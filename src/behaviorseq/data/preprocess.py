@@ -215,7 +215,7 @@ def user_time_order(user: np.ndarray, t: np.ndarray) -> np.ndarray:
     if np.issubdtype(t.dtype, np.integer):
         tmin, span = int(t.min()), int(t.max()) - int(t.min()) + 1
         if span * (int(user.max()) + 1) < 2**62:
-            return np.argsort(user.astype(np.int64) * span + (t - tmin), kind="stable")
+            return np.argsort(user.astype(np.int64) * span + (t.astype(np.int64) - tmin), kind="stable")  # int32 t - tmin wraps
     return np.lexsort((t, user))
 
 

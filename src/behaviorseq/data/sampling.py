@@ -138,10 +138,12 @@ class PopularitySampler(UniformSampler):
 
     def __init__(self, counts: np.ndarray, alpha: float = 1.0, exclude: InteractionSet | None = None,
                  max_rounds: int = 100):
+        if not (np.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"popularity sampler: alpha must be a number >= 0, got {alpha}")
         counts = np.asarray(counts, dtype=np.float64).copy()
         counts[0] = 0.0
         super().__init__(len(counts) - 1, exclude, max_rounds)
-        w = counts ** alpha
+        w = np.where(counts > 0, counts, 1.0) ** alpha * (counts > 0)  # never padding or an unseen item (0**0 = 1)
         if w.sum() <= 0:
             raise ValueError("popularity sampler: all item counts are zero")
         self.cdf = np.cumsum(w) / w.sum()

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ from behaviorseq.utils import array_fingerprint, sync_folder
 # Part of every cache key: raise it whenever a loader or a preprocessing step changes what it produces for the
 # same files, or stores saved by older code would be loaded as if current.
 FORMAT_VERSION = 4  # 2: CSV id columns read as text (leading zeros kept); 3: load report says when times are positions;
-# 4: ids parsed exactly (never through float64), non-finite times bad rows, ISO times of any year
+# 4: ids parsed exactly (never through float64), non-finite times bad rows, ISO times of any year, a side table
+# repeating a key keeps its last row in every column
 
 
 @dataclass
@@ -240,6 +242,17 @@ class SequenceStore:
         pos = pc.index_in(keys, value_set=vocab.slice(1)).fill_null(-1).to_numpy().astype(np.int64)
         rows = np.where(pos >= 0, pos + 1, -1)
         n = len(vocab)
+        # a key the side table repeats: its last row wins, in every column (list columns were misaligned for every
+        # row after a repeat; scalar ones kept the last)
+        _, last_rev = np.unique(rows[::-1], return_index=True)
+        keep = np.zeros(len(rows), dtype=bool)
+        keep[len(rows) - 1 - last_rev] = True
+        repeated = (rows >= 0) & ~keep
+        if repeated.any():
+            warnings.warn(f"{key} side table: {int(repeated.sum()):,} row(s) repeat a key seen again later (first: "
+                          f"{keys[int(np.flatnonzero(repeated)[0])].as_py()!r}); the last row of each key is kept",
+                          stacklevel=3)
+            rows = np.where(repeated, -1, rows)
         return {f.name: encode_column(table[f.name], f.kind, rows, n) for f in schema.fields if f.name != key}
 
     # ---- save / load -------------------------------------------------------------------------
