@@ -228,3 +228,17 @@ def test_sampled_softmax_equals_a_manual_computation_and_removes_accidental_hits
         logits += [user[b] @ table[n] - lq[n] for n in neg if n != target[b]]  # accidental hit dropped
         manual.append(-F.log_softmax(torch.stack(logits), 0)[0])
     torch.testing.assert_close(loss, torch.stack(manual).mean())
+
+
+def test_expected_count_is_tfs_also_when_no_draw_repeated_and_sa_masks_in_half_precision():
+    from behaviorseq.nn.sampled_softmax import log_expected_count
+
+    q = torch.tensor([0.0, 0.1, 0.3, 0.6])
+    assert torch.allclose(log_expected_count(q[1:], 3, 3), torch.log(q[1:] * 3))  # TF: q * num_sampled
+    assert torch.allclose(log_expected_count(q[1:], 7, 3), torch.log(1 - (1 - q[1:]) ** 7))
+    logits = torch.zeros(1, 2, 3, dtype=torch.float16)
+    valid = torch.tensor([[True, True, False]])
+    from behaviorseq.models.retrieval.comirec_sa import PAD_LOGIT
+
+    filled = logits.masked_fill(~valid.unsqueeze(1), max(PAD_LOGIT, torch.finfo(logits.dtype).min))
+    assert torch.softmax(filled.float(), -1)[0, 0].tolist() == [0.5, 0.5, 0.0]

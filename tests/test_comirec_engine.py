@@ -90,3 +90,18 @@ def test_comirec_beats_single_interest_sasrec_on_planted_multi_topic_users(tmp_p
     sas = run_experiment(config(data, "sasrec", *common, "train.epochs=60", "model.num_heads=1", "train.lr=0.005"),
                          tmp_path / "sasrec")
     assert sa["test"]["recall@50"] > sas["test"]["recall@50"] + 0.05, (sa["test"], sas["test"])
+
+
+def test_each_cut_off_is_aggregated_from_its_own_pool():
+    """Items 1-20 score highest and share one category, items 21-50 follow, each in a category of its own. The
+    paper's protocol pools each interest's top 20 for the @20 metrics: diversity@20 is 0 at any lambda. Reading
+    @20 off the greedy pass over a top-50 pool picked items 21+ (diversity@20 0.87 at lambda = 0.25)."""
+    from test_retrieval_eval import holdout_task
+
+    _, task, model = holdout_task(["a"] * 60, list(range(1, 61)), exclude=False)  # input: items 1..48
+    model.s[:] = 0.0
+    model.s[1:51] = torch.linspace(2.0, 1.0, 50)
+    cate = np.r_[0, np.zeros(20, dtype=np.int64), np.arange(1, 41)]  # item -> category (0 = padding's)
+    out = evaluate_controllable(task, model, "test", cate, lambdas=(0.0, 0.25), n=50, ks=[20, 50])
+    assert out[0.25]["diversity@20"] == 0.0 and out[0.0]["diversity@20"] == 0.0
+    assert out[0.25]["diversity@50"] > 0  # a pool of one vector's top 50 is what both lambdas return at 50

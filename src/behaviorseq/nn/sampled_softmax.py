@@ -73,8 +73,11 @@ def sample_unique(q: Tensor, num_sampled: int, generator: torch.Generator | None
     return uniq[order[:num_sampled]], int(first_sorted[num_sampled - 1]) + 1
 
 
-def log_expected_count(q: Tensor, tries: int) -> Tensor:
-    """log(1 - (1 - q) ** tries), TF's expected count of a unique sampler (numerically stable)."""
+def log_expected_count(q: Tensor, tries: int, num_sampled: int | None = None) -> Tensor:
+    """log(1 - (1 - q) ** tries), TF's expected count of a unique sampler (numerically stable); TF's
+    ``ExpectedCountHelper`` takes ``q * num_sampled`` instead when no draw repeated (``tries == num_sampled``)."""
+    if num_sampled is not None and tries == num_sampled:
+        return torch.log(q * num_sampled)
     return torch.log(-torch.expm1(tries * torch.log1p(-q.clamp(max=1 - 1e-12))))
 
 
@@ -87,7 +90,7 @@ def sampled_softmax_loss(user: Tensor, target: Tensor, table: Tensor, q: Tensor,
     """
     neg, tries = sample_unique(q, num_sampled, generator)
     neg = neg.to(user.device)
-    log_q = log_expected_count(q.to(user.device), tries).to(user.dtype)  # [n_items + 1]
+    log_q = log_expected_count(q.to(user.device), tries, len(neg)).to(user.dtype)  # [n_items + 1]
     true_logit = (user * table[target]).sum(-1) - log_q[target]  # [B]
     neg_logit = user @ table[neg].T - log_q[neg]  # [B, S]
     neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], -torch.inf)  # accidental hits

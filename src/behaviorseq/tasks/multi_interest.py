@@ -31,7 +31,9 @@ def evaluate_controllable(task: RetrievalTask, model: torch.nn.Module, role: str
                           device: torch.device | str = "cpu") -> dict[float, dict[str, float]]:
     """{lambda: {recall@k, hr@k, ndcg@k, diversity@k, n}} over the users of ``role``'s view, plus the ComiRec
     code's own recall and NDCG (``recall_master@k``, ``ndcg_paper@k``, ...: metrics.comirec_official) to set
-    beside the paper's tables."""
+    beside the paper's tables. Each cut-off k aggregates its own pool (each interest's top k), as the ComiRec code
+    does per topN; ``n`` caps the cut-offs (until session 25 every k was read off one greedy pass over top-n
+    pools, which differs from the paper's protocol at lambda > 0 for k < n)."""
     if task.exclude_history:
         raise ValueError("the serving path does not remove history items; evaluate with eval.exclude_history=false "
                          "(ComiRec's protocol)")
@@ -54,22 +56,26 @@ def evaluate_controllable(task: RetrievalTask, model: torch.nn.Module, role: str
         batch = batcher.batch(rows)
         if "targets" not in batch:  # a single target per user: make it a one-element set
             batch["targets"] = batch.pop("target")[:, None]
-        if multi:
-            pool = idx_obj.search_pool(model.interests(_move(batch, device)).float().cpu(), n)  # [B, K*n]
-            p_scores, p_items = pool.scores, pool.items
-        else:
-            s = model.score(_move(batch, device)).float().cpu()
-            s[:, 0] = -torch.inf
-            top = torch.topk(s, min(n, s.shape[1] - 1), dim=1)
-            p_scores, p_items = top.values.numpy(), top.indices.numpy()
-        for lam in lambdas:
-            items = controllable_aggregate(p_scores, p_items, cate, n, lam).items  # [B, n]
-            per = set_metrics(items, batch["targets"], ks)
-            per.update(comirec_official_metrics(items, batch["targets"], ks))  # the paper's variants, apart
-            for k in ks:
-                per[f"diversity@{k}"] = diversity_at_n(items[:, :k], cate)
-            for key, v in per.items():
-                sums[lam][key] = sums[lam].get(key, 0.0) + float(v.double().sum())
+        u = model.interests(_move(batch, device)).float().cpu() if multi else None
+        if not multi:
+            dense = model.score(_move(batch, device)).float().cpu()
+            dense[:, 0] = -torch.inf
+        # each cut-off k from its own pool, each interest's top k (the ComiRec code runs once per topN): a greedy
+        # pass over a wider pool reaches items no interest ranks in its top k (other @k metrics at lambda > 0)
+        for k in ks:
+            if multi:
+                pool = idx_obj.search_pool(u, k)  # [B, K*k]
+                p_scores, p_items = pool.scores, pool.items
+            else:
+                top = torch.topk(dense, min(k, dense.shape[1] - 1), dim=1)
+                p_scores, p_items = top.values.numpy(), top.indices.numpy()
+            for lam in lambdas:
+                items = controllable_aggregate(p_scores, p_items, cate, k, lam).items  # [B, k]
+                per = set_metrics(items, batch["targets"], [k])
+                per.update(comirec_official_metrics(items, batch["targets"], [k]))  # the paper's variants, apart
+                per[f"diversity@{k}"] = diversity_at_n(items, cate)
+                for key, v in per.items():
+                    sums[lam][key] = sums[lam].get(key, 0.0) + float(v.double().sum())
         count += len(rows)
     if was_training:
         model.train()

@@ -82,7 +82,9 @@ class ComiRecSA(nn.Module):
         h = self.item_emb(item) * valid.unsqueeze(-1)  # [B, L, d]
         x = h + self.pos_emb[:L] if self.cfg.add_pos else h
         logits = self.attn_out(torch.tanh(self.attn_hidden(x))).transpose(1, 2)  # [B, K, L]
-        logits = logits.masked_fill(~valid.unsqueeze(1), PAD_LOGIT)
+        # the official value, or the dtype's lowest where it does not fit (fp16 autocast: -2^32 overflows); either
+        # way exp() of it is 0 next to any real logit
+        logits = logits.masked_fill(~valid.unsqueeze(1), max(PAD_LOGIT, torch.finfo(logits.dtype).min))
         return torch.softmax(logits, -1) * valid.unsqueeze(1)  # the zero is exact for empty rows too
 
     def interests(self, batch: dict[str, Tensor]) -> Tensor:
