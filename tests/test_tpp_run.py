@@ -127,8 +127,13 @@ def test_event_predictor_serves_the_evaluators_thinning_from_the_run_folder(tmp_
                          noise=(torch.zeros(3, 1), torch.zeros(3, 1)))
     with pytest.raises(ValueError, match="integers"):
         pred.predict([([0.0, 1.0], [0.0, 1.5])])
-    pred.max_len = 5  # a run trained on chunks of 5 events conditions on the latest 5, as its evaluator
-    assert pred.predict(seqs[:1], seed=7)[0] == pred.predict([(seqs[0][0][-5:], seqs[0][1][-5:])], seed=7)[0]
+    pred.max_len = 5  # chunks of 5 events: a scored event had at most 4 before it, so the latest 4 are read
+    assert pred.predict(seqs[:1], seed=7)[0] == pred.predict([(seqs[0][0][-4:], seqs[0][1][-4:])], seed=7)[0]
+    seen, build = [], pred.batch
+    pred.batch = lambda rows: seen.append([len(t) for t, _ in rows]) or build(rows)  # what the model is given
+    pred.predict(seqs[:1], seed=7)
+    assert seen == [[4]] and len(seqs[0][0]) > 5
+    pred.batch = build
     with pytest.raises(ValueError, match="sequence 1: needs at least one event"):
         pred.predict([seqs[0], ([], [])])
     with pytest.raises(ValueError, match="non-decreasing"):

@@ -83,6 +83,9 @@ def nll_per_event(model, batch: dict[str, Tensor], n_samples: int = 20, method: 
     return -(ll.per_event.sum() / ll.mask.sum().clamp_min(1))
 
 
+MAX_BLOCKS = 64  # blocks of n_exp candidates a draw may propose (a bound far above the intensity needs many)
+
+
 @torch.no_grad()
 def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp: int = 50,
                      over_sample: float = 1.5, n_boundary: int = 16,
@@ -93,13 +96,16 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     as the time prediction and ``argmax_k mean_s lambda_k / lambda`` at the drawn times as the type.
 
     Neural intensities need not decay, so the dominating rate is ``over_sample`` times the largest total
-    intensity on ``n_boundary`` points of [0, dtime_max] (EasyTPP's choice); each draw proposes
-    ``n_exp`` candidates and keeps the first accepted; a draw with none accepted (no candidate before
-    ``dtime_max`` passed, or all ``n_exp`` rejected) returns ``dtime_max``. Returns dt [B, L], type [B, L] and
-    the fraction of such draws at each position [B, L] (0 at padding). ``noise`` (exponential and uniform
-    draws, each [n_samples, n_exp]) replaces the generator's: the same draws at every position of every row, so
-    a row's answer does not depend on the batch it is in (serving); each position's draws stay independent
-    across samples, so every prediction has the evaluator's distribution.
+    intensity on ``n_boundary`` points of [0, dtime_max] (EasyTPP's choice); each draw proposes candidates in
+    blocks of ``n_exp`` and keeps the first accepted, proposing further blocks while none is accepted and the
+    candidates have not passed ``dtime_max`` (one block returned ``dtime_max`` as soon as its candidates ran out:
+    biased early when a spike raises the bound). A draw with no candidate accepted before ``dtime_max`` returns
+    ``dtime_max``, its type read from the intensities at ``dtime_max``. Returns dt [B, L], type [B, L] and the
+    fraction of such draws at each position [B, L] (0 at padding). ``noise`` (exponential and uniform draws, each
+    [n_samples, n_exp]) replaces the generator's: the same draws at every position of every row, so a row's
+    answer does not depend on the batch it is in (serving); each position's draws stay independent across
+    samples, so every prediction has the evaluator's distribution (a further block of draw i takes the noise
+    rows of draws i + 1, i + 2, ...: independent of its own, at most ``n_samples`` blocks).
     """
     if noise is not None and not (tuple(noise[0].shape) == tuple(noise[1].shape) == (n_samples, n_exp)):
         raise ValueError(f"thinning_predict: noise must be two [{n_samples}, {n_exp}] tensors, got "
@@ -111,23 +117,37 @@ def thinning_predict(model, state, dtime_max: float, n_samples: int = 20, n_exp:
     dt_sum = torch.zeros(B, L, device=dev)
     p_sum = None
     misses = torch.zeros(B, L, device=dev)
+    blocks = n_samples if noise is not None else MAX_BLOCKS
     for i in range(n_samples):
-        e = torch.empty(B, L, n_exp, device=dev).exponential_(1.0, generator=generator) if noise is None \
-            else noise[0][i].to(dev).expand(B, L, n_exp)
-        tau = torch.cumsum(e, -1) / bound[..., None]  # [B, L, n_exp] candidate times
-        lam = model.intensity(state, tau)  # [B, L, n_exp, K]
-        total = lam.sum(-1)
-        u = torch.rand(B, L, n_exp, device=dev, generator=generator) if noise is None \
-            else noise[1][i].to(dev).expand(B, L, n_exp)
-        ok = (u * bound[..., None] <= total) & (tau <= dtime_max)
-        hit = ok.any(-1)
-        first = torch.where(hit, ok.int().argmax(-1), torch.full_like(hit, n_exp - 1, dtype=torch.long))
-        t_acc = torch.where(hit, tau.gather(-1, first[..., None])[..., 0], torch.full_like(bound, dtime_max))
-        lam_acc = lam.gather(2, first[..., None, None].expand(B, L, 1, lam.shape[-1]))[:, :, 0]  # [B, L, K]
+        t_acc, lam_acc = torch.full_like(bound, dtime_max), None
+        hit_any, done, start = torch.zeros_like(valid), ~valid, torch.zeros_like(bound)
+        for b in range(blocks):
+            j = (i + b) % n_samples
+            e = torch.empty(B, L, n_exp, device=dev).exponential_(1.0, generator=generator) if noise is None \
+                else noise[0][j].to(dev).expand(B, L, n_exp)
+            tau = start[..., None] + torch.cumsum(e, -1) / bound[..., None]  # [B, L, n_exp] candidate times
+            lam = model.intensity(state, tau)  # [B, L, n_exp, K]
+            u = torch.rand(B, L, n_exp, device=dev, generator=generator) if noise is None \
+                else noise[1][j].to(dev).expand(B, L, n_exp)
+            ok = (u * bound[..., None] <= lam.sum(-1)) & (tau <= dtime_max) & ~done[..., None]
+            hit = ok.any(-1)
+            first = ok.int().argmax(-1)
+            t_acc = torch.where(hit, tau.gather(-1, first[..., None])[..., 0], t_acc)
+            got = lam.gather(2, first[..., None, None].expand(B, L, 1, lam.shape[-1]))[:, :, 0]  # [B, L, K]
+            lam_acc = got if lam_acc is None else torch.where(hit[..., None], got, lam_acc)
+            hit_any |= hit
+            done |= hit | (tau[..., -1] > dtime_max)  # accepted, or every later candidate is past dtime_max
+            if bool(done.all()):
+                break
+            start = tau[..., -1]
+        miss = ~hit_any
+        if bool((miss & valid).any()):  # the type of a draw that returns dtime_max: the intensities there
+            at_max = model.intensity(state, torch.full((B, L, 1), float(dtime_max), device=dev))[:, :, 0]
+            lam_acc = torch.where(miss[..., None], at_max, lam_acc)
         p = lam_acc / lam_acc.sum(-1, keepdim=True).clamp_min(1e-12)
         dt_sum += t_acc
         p_sum = p if p_sum is None else p_sum + p
-        misses += (~hit & valid).float()
+        misses += (miss & valid).float()
     return dt_sum / n_samples, p_sum.argmax(-1), misses / n_samples
 
 

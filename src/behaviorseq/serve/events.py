@@ -1,8 +1,8 @@
 """Serve a trained event-stream model (NHP, THP, AttNHP, PromptTPP): the next event's time and type after a
 sequence of (time, type) events, by the thinning predictor the evaluation uses (``nn.tpp.thinning_predict``,
 with the run's draws, candidates, ``dtime_max`` and chunk length, all read from its ``metrics.json``: a run
-trained on chunks of ``max_len`` events conditions on the latest ``max_len``, the longest context it has seen;
-the evaluator's chunks hold at most that many).
+trained on chunks of ``max_len`` events conditions on the latest ``max_len - 1``, the longest context any scored
+event of training or evaluation had: the state after a chunk's last event is never scored).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class EventPredictor:
                  max_len: int | None = None):
         self.model, self.device = model.to(device).eval(), torch.device(device)
         self.num_types, self.dtime_max = num_types, float(dtime_max)
-        self.max_len = max_len  # the run's chunk length: the model never saw a longer context
+        self.max_len = max_len  # the run's chunk length: no scored event had a context of more than max_len - 1
         self.thinning = (draws, candidates, over_sample, boundary)
         self.positions = 4096  # padded positions per model call: thinning holds [positions, candidates, types] floats
 
@@ -104,8 +104,9 @@ class EventPredictor:
         if not sequences:
             return []
         self.check(sequences)  # every sequence checked before any work
-        if self.max_len:  # the latest max_len events: the longest context the model was trained on
-            sequences = [(t[-self.max_len:], k[-self.max_len:]) for t, k in sequences]
+        if self.max_len:  # the latest max_len - 1 events: the longest context a scored event had in training
+            keep = max(1, self.max_len - 1)
+            sequences = [(t[-keep:], k[-keep:]) for t, k in sequences]
         noise, out = self.noise(seed), [None] * len(sequences)
         for rows in _chunks([len(t) for t, _ in sequences], self.positions):
             batch = self.batch([sequences[i] for i in rows])
