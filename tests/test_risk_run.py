@@ -298,3 +298,33 @@ def test_read_payments_parquet_renamed_columns_and_numeric_days(tmp_path):
     with pytest.raises(DataFormatError, match="p.parquet, field 'amount': no column for the amount.*columns.amount="):
         open_payments(str(tmp_path), {"payments": str(tmp_path / "p.parquet"), "labels": str(tmp_path / "l.parquet"),
                                       "columns": {**cols, "amount": "amount"}, "time_unit": "days"})
+
+
+def test_payment_times_on_the_hour_and_times_written_two_ways(tmp_path):
+    from behaviorseq.data.folding import _per_payment
+    from behaviorseq.nn.payment_fields import AttentionPool
+
+    # every hour of two days, on the hour, as float days since the epoch: floor((t % 1) * 24) read 02:00 as 1
+    t = (np.datetime64("2024-03-01") - np.datetime64("1970-01-01")).astype(float) + np.arange(48) / 24
+    one = np.zeros(48)
+    hours = _per_payment({"time": t, "merchant": one, "description": one, "amount": one, "label_day": t + 1})["hour"]
+    assert hours.tolist() == list(range(24)) * 2
+    _, pay, lab = _write_tables(tmp_path, n_users=6)
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    mixed = pay.astype({"time": object})
+    mixed.loc[mixed.index[0], "time"] = "19800.5"  # an epoch number beside ISO date-times
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(DataFormatError, match="ISO date-times and numbers mixed; time_unit 'days'"):
+        read_payments(tmp_path / "mixed.csv", tmp_path / "l.csv", PaymentTablesConfig(time_unit="days"))
+    since = pd.to_datetime(pay.time) - pd.Timestamp("1970-01-01")
+    ms = pay.assign(time=(since // pd.Timedelta("1ms")).astype(str))  # epoch milliseconds, as text
+    ms.to_parquet(tmp_path / "ms.parquet", index=False)
+    with pytest.raises(DataFormatError, match="milliseconds"):  # was read as seconds: every gap x 1000
+        read_payments(tmp_path / "ms.parquet", tmp_path / "l.csv")
+    secs = pay.assign(time=since // pd.Timedelta("1s"))
+    secs.to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(DataFormatError, match="read as days is over 3,000 years"):  # seconds given as days
+        read_payments(tmp_path / "s.csv", tmp_path / "l.csv", PaymentTablesConfig(time_unit="days"))
+    with torch.autocast("cpu", dtype=torch.float16):  # the padding fill fits half precision (-1e9 did not)
+        x = AttentionPool(4)(torch.randn(2, 3, 4), torch.tensor([[True, True, False], [True, False, False]]))
+    assert torch.isfinite(x).all()

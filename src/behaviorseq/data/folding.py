@@ -88,7 +88,8 @@ def _per_payment(a: dict) -> dict:
     return {
         "merchant": a["merchant"].astype(np.int64), "description": a["description"].astype(np.int64),
         "amount": a["amount"].astype(np.float64), "days_before": (a["label_day"] - t).astype(np.float64),
-        "hour": (np.floor((t % 1.0) * 24).astype(np.int64)).clip(0, 23),
+        # from the second of the day, rounded: floor((t % 1) * 24) read 02:00:00 as 1.999... -> hour 1
+        "hour": (np.round((t % 1.0) * 86400).astype(np.int64) // 3600) % 24,
         "dow": (np.floor(t).astype(np.int64) % 7),
     }
 

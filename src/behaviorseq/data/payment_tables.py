@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from behaviorseq.config import ConfigError, StrictConfig
+from behaviorseq.data.loaders._csv import FLOAT_RE
 from behaviorseq.data.loaders.errors import DataFormatError
 from behaviorseq.data.loaders.tabular import read_table
 from behaviorseq.data.preprocess import sorted_vocab
@@ -119,33 +120,45 @@ def _require(path: Path, names: list[str], cols: dict[str, str], roles: tuple[st
             raise DataFormatError(str(path), None, cols[role], f"no column for the {role} (columns are {names}){hint}")
 
 
-def _iso_times(path: Path, column: str, delimiter: str | None = None) -> bool:
-    """Whether the time column holds date-times (ISO text or a Parquet timestamp) rather than numbers."""
+def _time_kinds(path: Path, column: str, delimiter: str | None = None) -> tuple[bool, bool]:
+    """(any date-time, any number) in the time column: a Parquet timestamp / date type, else every value of a text
+    column (a string column may hold epoch numbers; a CSV column may mix both, which its reader accepts)."""
     if path.suffix in _PARQUET:
         import pyarrow.parquet as pq
 
         t = pq.read_schema(path).field(column).type
-        return not (pa.types.is_integer(t) or pa.types.is_floating(t))
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = csv.DictReader(fh, delimiter=_delimiter(path, delimiter))
-        for row in rows:
-            v = (row.get(column) or "").strip()
-            if v:
-                try:
-                    float(v)
-                    return False
-                except ValueError:
-                    return True
-    return False
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            return False, True
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            return True, False
+        col = pq.read_table(path, columns=[column])[column]
+    else:
+        import pyarrow.csv as pv
+
+        try:
+            col = pv.read_csv(path, parse_options=pv.ParseOptions(delimiter=_delimiter(path, delimiter)),
+                              convert_options=pv.ConvertOptions(include_columns=[column],
+                                                                column_types={column: pa.string()}))[column]
+        except pa.ArrowInvalid:  # rows the fast reader refuses (whitespace-only lines): the row reader, which skips them
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                col = pa.array([row.get(column) for row in csv.DictReader(fh, delimiter=_delimiter(path, delimiter))],
+                               pa.string())
+    col = pc.utf8_trim_whitespace(pc.drop_null(col))
+    col = col.filter(pc.not_equal(col, ""))
+    num = pc.match_substring_regex(col, FLOAT_RE)
+    n_num = int(pc.sum(num).as_py() or 0)
+    return n_num < len(col), n_num > 0
 
 
 def _check_time_unit(path: Path, column: str, time_unit: str, delimiter: str | None = None) -> bool:
-    """Whether ``column`` holds ISO date-times (read as such); then ``time_unit`` must be left at seconds."""
-    iso = _iso_times(path, column, delimiter)
+    """Whether ``column`` holds ISO date-times (read as such); then ``time_unit`` must be left at seconds (ISO
+    times become seconds; numbers beside them would be scaled by the unit and the date-times not)."""
+    iso, num = _time_kinds(path, column, delimiter)
     if iso and time_unit != "s":
-        raise DataFormatError(str(path), None, column, f"ISO date-times, which are read as such; time_unit "
-                              f"{time_unit!r} is for numeric times only (leave it at 's')")
-    return iso
+        what = "ISO date-times and numbers mixed" if num else "ISO date-times, which are read as such"
+        raise DataFormatError(str(path), None, column, f"{what}; time_unit {time_unit!r} is for numeric times "
+                              "only (leave it at 's', or write every time one way)")
+    return iso and not num
 
 
 def _strings(t: pa.Table, name: str) -> np.ndarray:
@@ -287,6 +300,11 @@ def read_payments(payments: str | Path, labels: str | Path | None, config: Payme
     if not iso and c.time_unit == "s" and raw_t.size and np.nanmax(np.abs(raw_t)) > 1e11:  # after the year 5138
         raise _row_error(src, np.abs(raw_t) > 1e11, cols["time"], lambda i: f"time {raw_t[i]:.0f} read as seconds is "
                          "after the year 5000: milliseconds? set data.payments.time_unit=ms", delimiter=d)
+    too_far = {"ms": (1e14, "microseconds"), "days": (1e6, "seconds")}.get(c.time_unit)  # 3,000+ years either way
+    if too_far and raw_t.size and np.nanmax(np.abs(raw_t)) > too_far[0]:
+        raise _row_error(src, np.abs(raw_t) > too_far[0], cols["time"], lambda i: f"time {raw_t[i]:.0f} read as "
+                         f"{c.time_unit} is over 3,000 years from the origin: {too_far[1]}? set data.payments.time_unit",
+                         delimiter=d)
     days = raw_t * _SECONDS[c.time_unit] / 86_400.0
 
     per_user = labels is not None and cols["date"] in _column_names(Path(labels), d)  # each user's own date

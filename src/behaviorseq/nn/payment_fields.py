@@ -124,7 +124,8 @@ class AttentionPool(nn.Module):
         self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        s = self.score(x).squeeze(-1).masked_fill(~valid, -1e9)  # [B, L]
+        s = self.score(x).squeeze(-1)
+        s = s.masked_fill(~valid, max(-1e9, torch.finfo(s.dtype).min))  # [B, L]; fp16 autocast cannot hold -1e9
         w = torch.softmax(s, dim=-1) * valid.any(dim=-1, keepdim=True)  # an all-padding row pools to 0
         return torch.einsum("bl,bld->bd", w, x)
 
