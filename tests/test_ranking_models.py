@@ -576,3 +576,13 @@ def test_dare_beats_a_no_history_baseline_on_planted_long_sequences():
     with_hist, without = fit_and_auc(True, 4), fit_and_auc(False, 2)
     assert bayes > 0.9 and without < 0.56, (bayes, without)
     assert with_hist > 0.75, (with_hist, without, bayes)  # seen: 0.875 / 0.886 / 0.913 for seeds 0 / 1 / 2
+
+
+@pytest.mark.parametrize("tau", [3, 9, 12])
+def test_simhash_codes_under_autocast_are_the_float32_ones(tau):
+    h = SimHash(16, 4 * tau, tau, seed=1)
+    x = torch.randn(64, 40, 16)
+    want_bits, want = h.bits(x), h.codes(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # AMP's matmuls: bits flipped and buckets merged (tau >= 9)
+        assert torch.equal(h.bits(x), want_bits) and torch.equal(h.codes(x), want)
+    assert int(want.max()) < h.n_buckets

@@ -49,15 +49,21 @@ class SimHash(nn.Module):
         return 2**self.tau
 
     def bits(self, x: Tensor) -> Tensor:
-        """[..., dim] -> bool [..., m]; a projection of exactly 0 gives bit 0 (FuxiCTR's argmax tie rule)."""
-        return (x.detach() @ self.projection.to(x.dtype).T) > 0
+        """[..., dim] -> bool [..., m]; a projection of exactly 0 gives bit 0 (FuxiCTR's argmax tie rule). In
+        float32 always: under AMP autocast the product ran in bf16 / fp16 and flipped bits that evaluation and
+        serving (float32) do not."""
+        with torch.autocast(x.device.type, enabled=False):
+            return (x.detach().float() @ self.projection.float().T) > 0
 
     def codes(self, x: Tensor) -> Tensor:
-        """[..., dim] -> bucket ids int64 [..., m / tau] in [0, 2^tau), bit b of a signature weighing 2^b."""
-        if self.code_weights is not None:
-            return (self.bits(x).to(self.code_weights.dtype) @ self.code_weights).long()
-        bits = self.bits(x).view(*x.shape[:-1], self.n_signatures, self.tau)
-        return (bits.float() @ self.bit_weights.to(bits.device, torch.float32)).long()
+        """[..., dim] -> bucket ids int64 [..., m / tau] in [0, 2^tau), bit b of a signature weighing 2^b
+        (float32 products outside autocast: bf16 holds whole numbers exactly only up to 256, tau >= 9 merged
+        buckets)."""
+        with torch.autocast(x.device.type, enabled=False):
+            if self.code_weights is not None:
+                return (self.bits(x).to(self.code_weights.dtype) @ self.code_weights).long()
+            bits = self.bits(x).view(*x.shape[:-1], self.n_signatures, self.tau)
+            return (bits.float() @ self.bit_weights.to(bits.device, torch.float32)).long()
 
 
 ASSIGN_LIMIT = 2**26  # "auto": the matmul form while its [B, S, n_buckets, L] buffer stays under 256 MB (fp32)

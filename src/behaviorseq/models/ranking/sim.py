@@ -9,8 +9,9 @@ selection rule (brief 1.1) so that it is the category-match counterpart of TWIN 
 Deviations, one line each:
 - SIM's ESU is multi-head attention with time-interval embeddings; this one is a single-head scaled dot
   product with a position field: by default one sqrt(3d) over [item; cat; pos] and no auxiliary head (the
-  README's SIM rows). ``esu="twin"`` is TWIN's ESU exactly (semantic part over sqrt(2d), position part over
-  sqrt(d), the auxiliary full-attention head), i.e. DARE's "TWIN (hard)": then only the search differs.
+  README's SIM rows). ``esu="twin"`` is TWIN's soft-mode ESU after the hard search (semantic part over
+  sqrt(2d), position part over sqrt(d), the auxiliary head over all L). DARE's official "TWIN (hard)" differs:
+  its auxiliary head attends over the searched K only and its semantic part is over all 3d fields / sqrt(3d).
 - The paper's search is an inverted index per user and category; the selection here is one top-K over
   a category-match key, the same result with static shapes.
 - One output logit with BCE and DARE's tower and N(0, 0.01) init, for comparability.
