@@ -412,3 +412,18 @@ def test_single_target_batches_train_the_last_position_only(name, loss):
     blanked = {**shifted, "target": shifted["target"] * keep, "negative": shifted["negative"] * keep}
     single["negative"] = shifted["negative"][torch.arange(8), last][:, None]
     torch.testing.assert_close(model.loss(single), model.loss(blanked))
+
+
+def test_bert4rec_trains_on_one_target_a_row_as_on_the_shifted_view():
+    """Prefix / random-target windows give each row one target ([B]); the shifted view gives [B, L]. The cloze
+    sequence is the same (inputs, then the final target), so is the loss (it crashed on [B] targets)."""
+    m = build("bert4rec")
+    item = torch.tensor([[0, 3, 5, 7], [2, 4, 6, 8]])
+    nxt = torch.tensor([9, 1])
+    shifted = {"item": item, "target": torch.cat([item[:, 1:], nxt[:, None]], 1)}
+    one = {"item": item, "target": nxt}
+    losses = []
+    for b in (shifted, one):
+        torch.manual_seed(0)  # dropout's draws; the cloze masks come from the generator
+        losses.append(m.loss(b, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(losses[0], losses[1])

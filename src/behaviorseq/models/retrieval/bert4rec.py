@@ -143,7 +143,8 @@ class BERT4Rec(nn.Module):
         item, target = batch["item"], batch["target"]  # [B, L] shifted view, left-padded, L <= max_len
         # The whole sequence is the inputs then the final target (``target`` alone would lose the first
         # item); its last max_len items, so only a window already max_len wide loses its oldest item.
-        seq = torch.cat([item, target[:, -1:]], 1)[:, -self.cfg.max_len:]  # [B, L'] L' = min(L + 1, max_len)
+        last = target[:, None] if target.dim() == 1 else target[:, -1:]  # one target a row (prefix windows) or shifted
+        seq = torch.cat([item, last], 1)[:, -self.cfg.max_len:]  # [B, L'] L' = min(L + 1, max_len)
         inp, labels = self.cloze(seq, generator)
         h = self.encode(inp)  # [B, L', d]
         at = labels > 0  # [B, L']
