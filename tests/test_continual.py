@@ -56,6 +56,10 @@ def test_methods_fill_R_as_the_protocol_says(stream, tmp_path):
     assert R.shape == (3, 3) and np.isfinite(R).all()
     assert ft["summary"]["loglik"] == summarize(R)
     assert ft["protocol"]["replay_buffer"] is False and ft["protocol"]["task_id_at_test"] is False
+    # one thinning cut-off, known at the start (window 0's training gaps): each window took its own before, so
+    # the "next" column, scored before training on a window, read a number from that window's training data
+    assert ft["protocol"]["dtime_max"] == pytest.approx(float(windows[0]["train"].dtime().max()))
+    assert float(windows[1]["train"].dtime().max()) != ft["protocol"]["dtime_max"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune_w0", "finetune_w1", "finetune_w2"]
     joint = run_continual(build, windows, "joint", CFG, TASK, tmp_path)
     J = np.array(joint["R"]["loglik"])

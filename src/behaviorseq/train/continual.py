@@ -89,6 +89,10 @@ def run_continual(build: Callable[[], nn.Module], windows: Sequence[Window],
         if missing:
             raise ValueError(f"window {w} has no {sorted(missing)} set")
     t0, workdir, T, run_name = time.perf_counter(), Path(workdir), len(windows), run_name or method
+    if task_cfg.dtime_max is None:  # one thinning cut-off for every window, from what is known at the start (each
+        # window's own training gaps gave the "next" column, scored before training on a window, a number from it)
+        task_cfg = task_cfg.model_copy(update={"dtime_max": float(max(windows[0]["train"].dtime().max(initial=0.0),
+                                                                        1e-6))})
     tasks = [TPPTask(dict(win), task_cfg, train_cfg) for win in windows]
     hook = window_hook or (lambda model, w: None)
     seed_everything(train_cfg.seed)
@@ -128,6 +132,7 @@ def run_continual(build: Callable[[], nn.Module], windows: Sequence[Window],
             "protocol": {"windows": [{r: s.stats() for r, s in win.items()} for win in windows],
                          "method": method, "trainable_after_window_1": list(trainable) if method == "frozen" else None,
                          "replay_buffer": False, "task_id_at_test": False, "seed": train_cfg.seed,
+                         "dtime_max": task_cfg.dtime_max,  # every window's thinning cut-off (window 0's gaps by default)
                          "early_stopping": {"metric": train_cfg.early_stop_metric, "patience": train_cfg.patience,
                                             "max_epochs": train_cfg.epochs}}}
 

@@ -20,6 +20,8 @@ Deviations, one line each:
 - Query times are measured from each sequence's first event (the task's batches).
 - The softplus has a learnable softness per type (EasyTPP's ScaledSoftplus, 1 at init = plain softplus);
   PromptTPP's released code uses a plain ``nn.Softplus``.
+- Each of the ``num_heads`` stacks starts from the event embeddings (the brief's independent stacks); EasyTPP's
+  and PromptTPP's code start stack h + 1 from stack h's final event tokens (their ``event_emb`` is not reset).
 """
 
 from __future__ import annotations
