@@ -60,6 +60,9 @@ def attach(
         cluster[todo] = tree.cluster_parent[cluster[todo]]
     labels = flat.cluster_label[cluster]
     owner = flat.cluster_owner[cluster]
+    if flat.cluster_owner[0] == 0:  # the root is the single cluster: fit's noise rule (hdbscan's do_labelling), so
+        # points fit left as noise come back as noise (they came back as cluster 0)
+        labels = np.where((owner == 0) & (np.minimum(lam, tree.point_lambda[nearest]) < flat.max_lambda[0]), -1, labels)
     ref = flat.max_lambda[np.maximum(owner, 0)]
     with np.errstate(invalid="ignore", divide="ignore"):
         prob = np.where(ref > 0, np.minimum(ref, lam) / ref, 1.0)

@@ -33,7 +33,8 @@ class Condition:
         return column <= self.threshold if self.op == "<=" else column > self.threshold
 
     def text(self) -> str:
-        return f"{self.feature} {self.op} {self.threshold:.4g}"
+        thr = repr(float(self.threshold))  # the shortest exact form: the rule read is the rule applied (.4g was not)
+        return f"{self.feature} {self.op} {thr[:-2] if thr.endswith('.0') else thr}"
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,14 @@ def extract_rules(X: np.ndarray, y: np.ndarray, feature_names: Sequence[str], ma
         if t.children_left[node] == -1:  # leaf
             if tree.classes_[int(np.argmax(t.value[node][0]))]:
                 cond = _tighten(path)
-                if evaluate_rule(cond, Xf, yf, feature_names, target).precision >= min_precision:
-                    rules.append(evaluate_rule(cond, X[test], y[test], feature_names, target, "held-out")
-                                 if holdout > 0 else evaluate_rule(cond, X, y, feature_names, target))
+                fit = evaluate_rule(cond, Xf, yf, feature_names, target)
+                if fit.precision >= min_precision:  # chosen and ordered on the fit rows; reported on the held-out
+                    rules.append((fit, evaluate_rule(cond, X[test], y[test], feature_names, target, "held-out")
+                                  if holdout > 0 else evaluate_rule(cond, X, y, feature_names, target)))
             continue
         f, thr = feature_names[t.feature[node]], float(t.threshold[node])
         stack.append((t.children_right[node], [*path, Condition(f, ">", thr)]))
         stack.append((t.children_left[node], [*path, Condition(f, "<=", thr)]))
-    return sorted(rules, key=lambda r: (-r.n_true, -r.precision))
+    # the order is part of the choice (the top rule is what gets reported): by the fit rows' counts, never by the
+    # held-out rows' (it was, so the reported top rule was picked on the rows that scored it)
+    return [r for _, r in sorted(rules, key=lambda fr: (-fr[0].n_true, -fr[0].precision))]
