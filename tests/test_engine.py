@@ -493,3 +493,35 @@ def test_compare_flags_event_stream_runs_predicted_otherwise(tmp_path, monkeypat
     run_experiment(other, tmp_path / "b")
     assert "differ in ranking" in compare_runs([tmp_path / "a", tmp_path / "b"])[0]
     assert "WARNING" not in compare_runs([tmp_path / "a", tmp_path / "a"])[0]
+
+
+def test_build_config_is_case_blind_follows_the_dataset_however_given_and_merges_model_keys(tmp_path):
+    from behaviorseq.train.packaged import build_config
+
+    ref = build_config("sasrec", "ml-100k")
+    assert build_config("SASRec", "ml-100k") == ref  # packaged YAMLs were skipped for another spelling
+    via = build_config("sasrec", None, None, ["data.dataset=ml-100k"])  # sasrec_ml-100k.yaml applies here too
+    assert via["train"]["train_windows"] == ref["train"]["train_windows"] and via["model_args"] == ref["model_args"]
+    both = build_config("sasrec", "ml-100k", None, ["model_args.loss=bce", "model.dropout=0.1"])
+    assert both["model_args"]["loss"] == "bce" and both["model_args"]["dropout"] == 0.1  # model.* dropped model_args.*
+    (tmp_path / "other.yaml").write_text("model: bert4rec\n")
+    with pytest.raises(ConfigError, match="names model 'bert4rec', the command --model 'sasrec'"):
+        build_config("sasrec", "ml-100k", str(tmp_path / "other.yaml"))
+    (tmp_path / "empty.yaml").write_text("data:  # nothing yet\ntrain:\n  seed: 010\n")
+    with pytest.raises(ConfigError, match="empty.yaml: data must be a section"):  # it wiped the packaged data
+        build_config("lbsf", None, str(tmp_path / "empty.yaml"))
+    (tmp_path / "nums.yaml").write_text("train:\n  seed: 010\n  epochs: 1e2\n  lr: 1e-3\n")
+    t = build_config("sasrec", "ml-100k", str(tmp_path / "nums.yaml"))["train"]
+    assert (t["seed"], t["epochs"], t["lr"]) == (10, 100.0, 0.001)  # octal 8 and the string '1e-3' before
+    (tmp_path / "bad.yaml").write_text("train: [\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        build_config("sasrec", "ml-100k", str(tmp_path / "bad.yaml"))
+
+
+def test_evaluate_takes_eval_settings_only(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIORSEQ_PROGRESS", "0")
+    run_experiment(small_config(data, epochs=1), tmp_path / "r")
+    for bad in (["train.lr=0.5"], ["train.seed=7"], ["model.hidden_size=8"], ["data.split=temporal"]):
+        with pytest.raises(ConfigError, match="evaluate takes eval.\\* settings"):  # no-ops, or a wrong protocol
+            evaluate_run(tmp_path / "r", overrides=bad)
+    assert "hr@10" in evaluate_run(tmp_path / "r", overrides=["eval.ties=optimistic", "train.threads=1"])["test"]

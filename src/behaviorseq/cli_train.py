@@ -129,8 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(args.model, args.data, args.config, args.overrides, args.protocol)
         if args.task:
             cfg = _merge(cfg, {"task": args.task})
-        if args.data_root:
-            cfg = _merge(cfg, {"data": {"data_root": args.data_root}})
+        if args.data_root:  # recorded absolute: evaluate / resume / serve from any directory find the data
+            cfg = _merge(cfg, {"data": {"data_root": str(Path(args.data_root).resolve())}})
+        ds = (cfg.get("data") or {}).get("dataset")
+        if isinstance(ds, str) and ds.lower() not in REGISTRY and Path(ds).exists():  # a relative path of one's own
+            cfg = _merge(cfg, {"data": {"dataset": str(Path(ds).resolve())}})
         own = bool(args.data) and args.data.lower() not in REGISTRY and Path(args.data).exists()
         if own:  # a file or folder of one's own: the run folder records where it is, from any directory
             cfg = _merge(cfg, {"data": {"dataset": str(Path(args.data).resolve())}})

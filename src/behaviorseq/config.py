@@ -35,9 +35,46 @@ class StrictConfig(pydantic.BaseModel):
         return self.model_dump(mode="json")
 
 
+def _yaml_loader():
+    """PyYAML's safe loader with YAML 1.2's core scalars: integers are decimal (``010`` is 10, not octal 8),
+    ``1e-3`` and ``1e3`` are numbers (1.1 reads them as strings), booleans are true / false only (not yes / no /
+    on / off). One loader for packaged files, ``--config`` files, run folders and ``key=value`` overrides."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    drop = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+    Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] not in drop]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+        r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+        list("-+0123456789."))
+    Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(loader.construct_scalar(node), 10))
+    Loader.add_constructor("tag:yaml.org,2002:bool", lambda loader, node: loader.construct_scalar(node).lower() == "true")
+    return Loader
+
+
+_LOADER = None
+
+
+def load_yaml(text: str, source: str = "<text>") -> Any:
+    """Parse YAML with :func:`_yaml_loader`'s scalars; a syntax error names ``source`` (a file's path)."""
+    import yaml
+
+    global _LOADER
+    _LOADER = _LOADER or _yaml_loader()
+    try:
+        return yaml.load(text, Loader=_LOADER)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({e})") from None
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["a=1", "b.c=x"]`` -> nested dict with YAML-typed values (``1`` -> int, ``true`` -> bool)."""
-    import yaml
 
     out: dict[str, Any] = {}
     for p in pairs:
@@ -51,16 +88,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {p!r}: {'.'.join(parts[:i + 1])} was given a value ({node!r}), so it "
                                   "has no keys to set")
-        v = int(val.strip(), 10) if _LEADING_ZERO.fullmatch(val.strip()) else yaml.safe_load(val)  # 010 is 10, not 8
-        if isinstance(v, str) and _SCI.fullmatch(v.strip()):  # YAML 1.1 reads 1e-3 and 1e3 as strings
-            f = float(v)
-            v = int(f) if f.is_integer() and "." not in v else f  # 1e3 -> 1000, 2.5e2 -> 250.0
+        v = load_yaml(val, f"override {p!r}")
+        if isinstance(v, float) and _SCI.fullmatch(val.strip()) and v.is_integer() and "." not in val:
+            v = int(v)  # 1e3 -> 1000 (a count), 2.5e2 -> 250.0
         node[parts[-1]] = v
     return out
 
 
 _SCI = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-_LEADING_ZERO = re.compile(r"[+-]?0[0-9]+")  # YAML 1.1 would read 010 as octal 8 (and 019 as the string "019")
 
 class DataConfig(StrictConfig):
     dataset: str = "ml-100k"  # registered name or path

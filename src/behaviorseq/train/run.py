@@ -435,12 +435,22 @@ def load_run_config(run_dir: str | Path, overrides: dict | None = None) -> RunCo
     return resolve_config(data, training=False)
 
 
+# What a re-evaluation may change besides eval.*: where it runs and where the data are, not what was trained.
+EVALUATE_RUNTIME = ("train.device", "train.threads", "data.data_root", "data.cache_dir", "model.semantic.cache_dir",
+                    "model.semantic.device")
+
+
 def evaluate_run(run_dir: str | Path, roles=("valid", "test"), overrides: dict | list[str] | None = None) -> dict:
     """Re-evaluate a run's best weights (optionally under another eval protocol, e.g. sampled-100).
     ``overrides``: a nested dict or ``key=value`` strings. Refused if the data no longer match the run's."""
     run_dir = Path(run_dir)
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
+    bad = sorted(k for k in _flat(overrides or {}) if not k.startswith("eval.")
+                 and k.replace("model_args.", "model.", 1) not in EVALUATE_RUNTIME)
+    if bad:  # the rest would do nothing (training keys), misreport the protocol (train.seed), or not fit the weights
+        raise ConfigError(f"evaluate takes eval.* settings and {', '.join(EVALUATE_RUNTIME)}; not {', '.join(bad)} "
+                          "(the weights were trained under the run's own settings)")
     cfg = load_run_config(run_dir, overrides)
     if cfg.train.threads:  # as in training (train.threads=1 beside other jobs)
         torch.set_num_threads(cfg.train.threads)
