@@ -252,3 +252,17 @@ def test_k_must_be_positive() -> None:
     _, truth = generate_seqrec(SMALL)
     with pytest.raises(ValueError, match="k must be"):
         truth.bayes_hr(0)
+
+
+def test_generators_refuse_settings_that_would_give_no_or_undefined_data():
+    from behaviorseq.data.synthetic.hawkes import HawkesParams, random_hawkes_params, simulate_hawkes
+    from behaviorseq.data.synthetic.long_ctr import LongCTRConfig
+
+    empty = simulate_hawkes(HawkesParams([1e-6], [[0.5]], 1.0), 3, t_end=1e-3)  # no event at all: IndexError before
+    assert len(empty.seqs.time) == 0
+    with pytest.raises(ValueError, match="max_events must be >= 1"):  # 0 gave one event a sequence
+        simulate_hawkes(HawkesParams([1.0], [[0.5]], 1.0), 3, max_events=0)
+    with pytest.raises(ValueError, match="branching must lie in"):  # a non-stationary process, silently
+        random_hawkes_params(2, branching=1.2)
+    with pytest.raises(ValueError, match="must be >= 2 x n_categories"):  # one item a category: NaN probabilities
+        LongCTRConfig(n_items=5, n_categories=5, n_interests=2)

@@ -21,12 +21,15 @@ Populations (everything reproducible from ``seed``, vectorised over sessions and
   ``farm`` (new accounts, device farm, drop address, many orders), ``takeover`` (aged hijacked accounts, a
   new payment instrument, one attacker device) and ``reship`` (young accounts, proxies, reshipping
   addresses). ``human_ring_fraction`` of the rings are worked by hand (human lognormal dwell, only the
-  path is scripted) and ``copy_fraction`` of the rings replay a benign scripted group's path and dwell.
+  path is scripted) and ``copy_fraction`` of the rings replay a benign scripted group's path and dwell. The
+  two are drawn independently, so a ring can be both: it replays the group's path by hand, with human dwell
+  (with the defaults, in seeds 1, 2, 4 and 5; such a ring's stream is the group's path, not its timing).
 
 Why neither view alone recovers every ring (the honest part; measured by ``benchmarks/fdbc.py``):
 
-* sequence only: a ring that copies a benign scripted group is the same click stream as that group, and a
-  hand-worked ring has human dwell times, so its path is its only sequence signal;
+* sequence only: a ring that copies a benign scripted group is the same click stream as that group (its
+  path only, when the ring is also hand-worked), and a hand-worked ring has human dwell times, so its path is
+  its only sequence signal;
 * expert features only: the features are counts, ages and amounts with little ring identity (a ring's
   levels sit within ``ring_level_spread`` of its type's mid-range), so rings of one type overlap each
   other; takeover rings (aged accounts, shared device) sit next to households/offices, and

@@ -76,6 +76,8 @@ class HawkesParams:
 def random_hawkes_params(num_types: int, branching: float = 0.6, decay: tuple[float, float] = (0.5, 2.0),
                          mu: tuple[float, float] = (0.1, 0.5), seed: int = 0) -> HawkesParams:
     """Random parameters with spectral radius ``branching`` (< 1), decays and baselines uniform in ranges."""
+    if not 0 < branching < 1:
+        raise ValueError(f"branching must lie in (0, 1) (a stationary process), got {branching}")
     rng = np.random.default_rng(seed)
     a = rng.random((num_types, num_types)) * (rng.random((num_types, num_types)) < 0.7) + 1e-3
     a *= branching / np.max(np.abs(np.linalg.eigvals(a)))
@@ -105,6 +107,8 @@ def simulate_hawkes(params: HawkesParams, n_seqs: int, t_end: float | None = Non
     sequence, so the loop runs (longest sequence's events + its rejections) times."""
     if t_end is None and max_events is None:
         raise ValueError("give t_end, max_events or both")
+    if max_events is not None and max_events < 1:
+        raise ValueError(f"max_events must be >= 1, got {max_events}")
     if max_events is None and params.spectral_radius() >= 1:
         raise ValueError("an explosive process (spectral radius >= 1) needs max_events")
     rng = np.random.default_rng(seed)
@@ -140,7 +144,8 @@ def simulate_hawkes(params: HawkesParams, n_seqs: int, t_end: float | None = Non
                           np.concatenate(ev_k)[order] if ev_k else np.zeros(0, np.int64), K,
                           {"generator": "hawkes_exp", "params": params.to_dict(), "seed": seed,
                            "t_end": t_end, "max_events": max_events})
-    last = np.where(lens > 0, seqs.time[np.maximum(seqs.offsets[1:] - 1, 0)], 0.0)
+    last = np.where(lens > 0, seqs.time[np.maximum(seqs.offsets[1:] - 1, 0)], 0.0) if len(seqs.time) else \
+        np.zeros(n_seqs)  # no sequence had an event (a short t_end): indexing the empty times failed
     ends = np.full(n_seqs, horizon) if max_events is None else np.where(lens >= cap, last, horizon)
     ends = np.where(np.isinf(ends), last, ends)
     return HawkesSample(seqs, params, hawkes_loglik(params, seqs, ends), ends)

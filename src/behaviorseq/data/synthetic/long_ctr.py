@@ -91,8 +91,9 @@ class LongCTRConfig:
         for name in ("deep_fraction", "signal_scale", "bias", "valid_fraction", "test_fraction"):
             if not is_real(getattr(self, name)):
                 raise ValueError(f"LongCTRConfig.{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.n_items < self.n_categories:
-            raise ValueError(f"LongCTRConfig.n_items ({self.n_items}) must be >= n_categories ({self.n_categories})")
+        if self.n_items < 2 * self.n_categories:  # latents are centred per category: a category of one item has a
+            # zero latent (a constant click probability), and all of them made every probability NaN
+            raise ValueError(f"LongCTRConfig.n_items ({self.n_items}) must be >= 2 x n_categories ({self.n_categories})")
         if self.n_categories <= self.n_interests:
             raise ValueError(f"LongCTRConfig.n_categories ({self.n_categories}) must exceed n_interests "
                              f"({self.n_interests}) so that distractor categories exist")
