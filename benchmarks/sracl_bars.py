@@ -39,6 +39,9 @@ def run_tag(name: str, group: str, ds: str) -> str:
     return name[len(f"{group}-{ds}"):].rsplit("-s", 1)[0].lstrip("-")
 
 
+PROTOCOL_KEYS = ("ranking", "exclude_history", "ties", "split", "data_fingerprint")  # recorded with every run's numbers
+
+
 def run_record(run: Path, unfiltered: bool) -> dict:
     """A run folder <...>-s<seed>: its test metrics when finished (no metrics.json, or stopped by its time limit:
     unfinished), and with ``unfiltered`` its best weights re-evaluated with history items left in the ranking."""
@@ -48,10 +51,12 @@ def run_record(run: Path, unfiltered: bool) -> dict:
     if done:
         res = json.loads((run / "metrics.json").read_text())
         rec.update(test={m: res["test"][m] for m in METRICS}, best_epoch=res["best_epoch"],
-                   seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"])
+                   seconds_per_epoch=res["seconds_per_epoch"], device=res["environment"]["device"],
+                   protocol={k: res["protocol"].get(k) for k in PROTOCOL_KEYS})  # what "test" was measured under
         if unfiltered:  # scoring reads the backbone only (evaluate_run builds no semantic index)
             ev = evaluate_run(run, ("test",), {"eval": {"exclude_history": False}})
             rec["test_unfiltered"] = {m: ev["test"][m] for m in METRICS}
+            rec["protocol_unfiltered"] = {k: ev["protocol"].get(k) for k in PROTOCOL_KEYS}
     return rec
 
 
