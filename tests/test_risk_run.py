@@ -328,3 +328,12 @@ def test_payment_times_on_the_hour_and_times_written_two_ways(tmp_path):
     with torch.autocast("cpu", dtype=torch.float16):  # the padding fill fits half precision (-1e9 did not)
         x = AttentionPool(4)(torch.randn(2, 3, 4), torch.tensor([[True, True, False], [True, False, False]]))
     assert torch.isfinite(x).all()
+
+
+def test_a_window_longer_than_the_recency_embedding_is_refused():
+    cfg = {"model": "lbsf", "data": {"dataset": "synthetic-payments", "risk": {"window_days": 365}},
+           "train": {"early_stop_metric": "auc"}}
+    from behaviorseq.train.run import _prepare_any
+
+    with pytest.raises(ConfigError, match="window_days=365 exceeds model.max_days=180"):  # days 181-365 shared one
+        _prepare_any(resolve_config(cfg))

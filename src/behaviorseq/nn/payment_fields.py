@@ -31,7 +31,8 @@ PAYMENT_FIELDS = ("merchant", "description", "amount", "days_before", "hour", "d
 def hash_char_ngrams(strings: list[str], n_buckets: int, ns: tuple[int, ...] = (2, 3),
                      max_grams: int = 48) -> np.ndarray:
     """Hashed char n-gram ids of each string: int64 [len(strings), max_grams], ids in ``1..n_buckets-1``,
-    0 = padding; the first ``max_grams`` n-grams are kept. Words are padded with spaces (``" ab "``); crc32
+    0 = padding; the first ``max_grams`` n-grams are kept (about three words: strings that differ only after
+    that hash alike; 33 of 901 synthetic descriptions reach the cap). Words are padded with spaces (``" ab "``); crc32
     makes the hash stable across runs.
     A loop over distinct strings (a vocabulary), never over payments."""
     if n_buckets < 2:

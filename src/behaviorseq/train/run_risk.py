@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from behaviorseq import models
-from behaviorseq.config import RunConfig, StrictConfig
+from behaviorseq.config import ConfigError, RunConfig, StrictConfig
 from behaviorseq.data.folding import fold_by_merchant, last_n
 from behaviorseq.data.packed import PackedView, pack_view
 from behaviorseq.data.payment_tables import open_payments
@@ -47,7 +47,6 @@ def check_time_origin(run_dir, cfg: RunConfig) -> None:
     import json
     from pathlib import Path
 
-    from behaviorseq.config import ConfigError
 
     metrics = Path(run_dir) / "metrics.json"
     if cfg.data.dataset == "synthetic-payments" or not metrics.exists():
@@ -79,6 +78,10 @@ def prepare_risk(cfg: RunConfig) -> tuple[PaymentData, object, DefaultRiskTask]:
     n_hash = int(cfg.model_args["n_hash"])
     train_users = np.flatnonzero(data.role == TRAIN)
     edges = amount_edges(data.amount[np.isin(data.user, train_users)], v.amount_buckets)
+    max_days = int(cfg.model_args.get("max_days", 180))
+    if v.window_days > max_days:  # every payment beyond max_days would share the last recency embedding
+        raise ConfigError(f"data.risk.window_days={v.window_days:g} exceeds model.max_days={max_days}, the recency "
+                          "embedding's range: set model.max_days to at least the window")
     view, length, kind = risk_view(cfg.model, v, data)
     folded = "txn_mask" in models.get(cfg.model).fields
     seed_everything(cfg.train.seed)

@@ -9,7 +9,7 @@ that list is the brief's reconstruction [R], configurable where it is a choice:
 
     x_{j,k} = FieldEncoder(payment k of merchant slot j) + P_pos(k)                   # [B, S, Lm, d]
     h_{j,:} = Transformer_intra(x_{j,:}) (masked, ``intra_layers`` blocks)             # [B, S, Lm, d]
-    m_j = AttnPool(h_{j,:}) + W_s stats_j + E_type(top / rest)                          # [B, S, d]
+    m_j = AttnPool(h_{j,:}) + MLP_s(stats_j) + E_type(top / rest)                       # [B, S, d]
     z = Transformer_cross([CLS; m_1..m_S]) (no slot position: permutation-invariant)   # [B, 1 + S, d]
     logit = MLP([z_CLS; max_j z_j])                                                     # [B]
 
