@@ -709,3 +709,28 @@ def test_an_exception_that_cannot_be_pickled_reaches_the_other_ranks_by_name(tmp
     assert open(f"{record}.0").read() == "HTTPError: HTTP Error 503: busy"
     assert open(f"{record}.1").read() == "RuntimeError: rank 0 failed: HTTPError: HTTP Error 503: busy"
 
+
+
+def test_a_connect_timeout_is_unreachable_and_a_proxy_is_named(monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from behaviorseq.llm import backends
+
+    calls = []
+
+    def dropped(req, timeout=None):  # a host that drops packets: the connect times out (URLError around it)
+        calls.append(timeout)
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", dropped)
+    with pytest.raises(LLMError, match="cannot reach the LLM endpoint"):
+        OpenAIChatBackend(LLMConfig(base_url="http://10.255.255.1/v1", model="m", retries=6, retry_wait=0.01),
+                          "semantic.llm").complete(["a"])
+    assert len(calls) == 1  # not 7 tries of the whole timeout each before anything was ever reached
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert "NO_PROXY=llm.example bypasses it" in backends._proxy_note("http://llm.example/v1/chat/completions")
+    monkeypatch.setenv("NO_PROXY", "llm.example")
+    assert backends._proxy_note("http://llm.example/v1/chat/completions") == ""

