@@ -35,3 +35,31 @@ def test_coarsest_through_a_dataset(tmp_path: Path):
     assert got == {10: 2, 11: 2, 12: 7, 13: 7}
     with pytest.raises(ValueError, match="'first', 'last' or 'coarsest'"):
         item_categories(store, "attributes", "middle")
+
+
+def test_coarsest_keeps_a_first_id_that_is_a_category_and_a_given_pick_is_kept(tmp_path: Path):
+    # the last row has no brand: its first id, 20, is a category (it sits after a brand elsewhere); skipping every
+    # first id gave that row 31, a level too deep
+    rows = [[1, 9, 20, 31], [2, 9, 20, 32], [1, 9, 21, 33], [3, 9, 21], [4, 40, 41], [], [20, 31]]
+    off = np.r_[0, np.cumsum([len(r) for r in rows])]
+    data = np.concatenate([np.asarray(r, np.int64) for r in rows])
+    np.testing.assert_array_equal(_coarsest(data, off), [20, 20, 21, 21, 40, 0, 20])
+    (tmp_path / "beauty.txt").write_text("1 10 11\n2 11 10\n")
+    (tmp_path / "beauty_item2attributes.json").write_text('{"10": [5, 1, 2], "11": [6, 1, 3]}')
+    store = open_dataset(str(tmp_path / "beauty.txt"), cache_dir=tmp_path / "cache")
+    store.meta["name"] = "beauty"  # the registry's defaults: column attributes, pick last
+    assert item_categories(store)[1]["pick"] == "last"
+    assert item_categories(store, pick="coarsest")[1]["pick"] == "coarsest"  # it came back as "last"
+
+
+def test_bfloat16_pools_and_the_ivf_seed_range():
+    import torch
+
+    from behaviorseq.index.aggregation import merge_top_n
+    from behaviorseq.index.faiss_index import IndexConfig
+
+    s = torch.tensor([[0.5, 0.25, 0.125]])
+    it = torch.tensor([[3, 1, 2]])
+    assert np.array_equal(np.asarray(merge_top_n(s.bfloat16(), it, 2).items), np.asarray(merge_top_n(s, it, 2).items))
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\^31\)"):  # a SWIG OverflowError at fit
+        IndexConfig(kind="ivf", seed=2**31)

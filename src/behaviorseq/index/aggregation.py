@@ -33,7 +33,10 @@ class SearchResult(NamedTuple):
 def as_numpy(x: Any, dtype: Any | None = None) -> np.ndarray:
     """A numpy array from a numpy array, a (possibly CUDA, possibly grad-tracking) torch tensor or a sequence."""
     if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # numpy has no bfloat16: float32 holds it exactly
+            x = x.float()
+        x = x.numpy()
     return np.asarray(x, dtype=dtype)
 
 

@@ -64,10 +64,10 @@ class IndexConfig:
                 raise ValueError(f"IndexConfig.{name} only applies to kind={owner!r}, not kind={self.kind!r}")
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"IndexConfig.{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**31:
+            raise ValueError(f"IndexConfig.seed must be an int in [0, 2^31) (FAISS's k-means seed), got {self.seed!r}")
         if self.nlist is not None and self.nprobe is not None and self.nprobe > self.nlist:
             raise ValueError(f"IndexConfig.nprobe ({self.nprobe}) must be <= nlist ({self.nlist})")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"IndexConfig.seed must be an int >= 0, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IndexConfig:
@@ -160,6 +160,7 @@ class ItemIndex:
 
         Returns:
             :class:`SearchResult`: scores ``[B, n]`` float32 (best first), items ``[B, n]`` int64 ids in ``1..n_items``.
+            Among equal scores FAISS's order: the smallest tied ids are kept, listed by descending id.
         """
         index = self._built()
         q = _as_f32(queries, "queries", 2)
