@@ -395,7 +395,8 @@ class VectorFileSource(SemanticSource):
         if vecs.ndim != 2 or len(vecs) != len(ids) or not len(ids) or not vecs.shape[1]:
             raise ValueError(f"{p}: vectors must be [len(ids), dim] with rows and columns, got {vecs.shape} for "
                              f"{len(ids)} ids")
-        bad = ~np.isfinite(vecs).all(1) | ~np.isfinite(np.linalg.norm(vecs, axis=1))  # a norm past float32's range
+        with np.errstate(over="ignore"):  # a norm past float32's range is what is looked for
+            bad = ~np.isfinite(vecs).all(1) | ~np.isfinite(np.linalg.norm(vecs, axis=1))
         if bad.any():
             raise ValueError(f"{p}: vectors hold NaN or inf, or values too large for float32 norms (row "
                              f"{int(np.flatnonzero(bad)[0])})")
