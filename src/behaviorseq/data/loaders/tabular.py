@@ -232,20 +232,16 @@ def _canonical_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
     nulls = pa.array(_null_ids(col))
     filled = pc.unique(col.filter(pc.invert(nulls)))
     cleared = pc.if_else(nulls, pa.scalar(None, pa.string()), col)
-    for pattern in (None, _ZERO_FRACTION):
-        if pattern is not None:  # "10.0" -> "10"
-            if not len(filled) or pc.all(pc.match_substring_regex(filled, pattern)).as_py() is False:
-                return col
-            filled = pc.replace_substring_regex(filled, pattern, r"\1")
-            cleared = pc.replace_substring_regex(cleared, pattern, r"\1")
-        try:
-            num = pc.cast(filled, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        if len(pc.unique(num)) != len(filled):
-            return col  # two spellings of one number
-        return pc.cast(cleared, pa.int64())
-    return col
+    if len(filled) and pc.all(pc.match_substring_regex(filled, _ZERO_FRACTION)).as_py() is False:
+        return col
+    filled = pc.replace_substring_regex(filled, _ZERO_FRACTION, r"\1")  # "10.0" -> "10", "007" stays
+    try:
+        num = pc.cast(filled, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return col  # beyond int64
+    if len(pc.unique(num)) != len(filled):
+        return col  # two spellings of one number
+    return pc.cast(pc.replace_substring_regex(cleared, _ZERO_FRACTION, r"\1"), pa.int64())
 
 
 _ZERO_FRACTION = r"^([+-]?[0-9]+)(?:\.0*)?$"  # an integer, perhaps with a zero fraction: "10.0", "7.", "8"
