@@ -162,3 +162,14 @@ def test_served_prediction_at_the_last_interval_equals_thinning_at_every_interva
     rows = torch.arange(len(seqs))
     assert [e.type for e in got] == k[rows, last].tolist()
     assert [e.dtime for e in got] == pytest.approx(dt[rows, last].tolist(), rel=1e-6)
+
+
+def test_split_fractions_and_chunk_length_are_checked():
+    from behaviorseq.data.eventseq import EventSequences
+    from behaviorseq.tasks.tpp import TPPBatcher
+
+    seqs = EventSequences.from_lists([[0.0, 1.0, 2.0, 3.0]] * 10, [[0, 1, 0, 1]] * 10, 2)
+    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):  # (0.5, -0.5, 1) overlapped train / test
+        seqs.split((0.5, -0.5, 1.0))
+    with pytest.raises(ValueError, match="max_len must be None .whole sequences. or >= 2"):  # 1 kept one event a sequence
+        TPPBatcher(seqs, 1)

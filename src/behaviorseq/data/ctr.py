@@ -132,7 +132,8 @@ class CTRBatcher:
                "length": torch.from_numpy(valid.sum(1).astype(np.int64)), "target": torch.from_numpy(tgt),
                "label": torch.from_numpy(d.label[idx].astype(np.float32))}
         for k, col in d.events.items():
-            out[k] = torch.from_numpy(np.where(valid, col[flat], 0).astype(np.int64))
+            out[k] = torch.from_numpy(np.where(valid, col[flat], 0).astype(np.int64) if len(col) else
+                                      np.zeros(flat.shape, np.int64))  # no events at all: nothing to gather
         for k, table in d.item_fields.items():
             out[f"target_{k}"] = torch.from_numpy(table[tgt].astype(np.int64))
         return out

@@ -95,8 +95,8 @@ class EventSequences:
     def split(self, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
               shuffle: bool = True) -> tuple[EventSequences, EventSequences, EventSequences]:
         """Sequences (not events) split into train / valid / test."""
-        if abs(sum(fractions) - 1) > 1e-9:
-            raise ValueError(f"fractions must sum to 1, got {fractions}")
+        if abs(sum(fractions) - 1) > 1e-9 or any(not 0 <= f <= 1 for f in fractions):  # a negative one overlapped
+            raise ValueError(f"fractions must lie in [0, 1] and sum to 1, got {fractions}")
         order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
         a = int(round(fractions[0] * len(self)))
         b = a + int(round(fractions[1] * len(self)))

@@ -52,6 +52,8 @@ class TPPBatcher:
     """Chunks of an ``EventSequences`` and their padded batches, built by one vectorised gather."""
 
     def __init__(self, seqs: EventSequences, max_len: int | None):
+        if max_len is not None and max_len < 2:  # 1 kept each sequence's first event only (chunks overlap by one)
+            raise ValueError(f"TPPBatcher: max_len must be None (whole sequences) or >= 2, got {max_len}")
         self.seqs, self.max_len = seqs, max_len
         lens = seqs.lengths
         step = (max_len - 1) if max_len else None
