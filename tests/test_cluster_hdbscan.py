@@ -462,3 +462,26 @@ def test_cli_cluster_on_npy_and_csv(tmp_path, capsys):
     assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "c.npz"),
                      "--min-cluster-size", "1"]) == 2
     assert "min_cluster_size" in capsys.readouterr().err
+
+
+def test_the_exact_mst_of_float32_data_is_prims_and_too_many_partitions_are_named():
+    from scipy.spatial.distance import cdist
+
+    from behaviorseq.cluster import HDBSCAN
+
+    rng = np.random.default_rng(0)  # tight blobs far from the mean, rows repeated: float32 brute force erred
+    base = np.r_[rng.normal(size=(100, 8)) * 0.01 + 20, rng.normal(size=(50, 8)) * 0.01 - 20]
+    X = np.repeat(base, 20, axis=0).astype(np.float32)
+    h = HDBSCAN(min_cluster_size=25, min_samples=10).fit(X)
+    Xw, core = h._Xw.astype(np.float64), h.core_distances_.astype(np.float64)
+    mr = np.maximum(np.maximum(cdist(Xw, Xw), core[:, None]), core[None, :])
+    inside, best, total = np.zeros(len(X), bool), np.full(len(X), np.inf), 0.0  # dense Prim (a test-sized loop)
+    best[0] = 0.0
+    for _ in range(len(X)):
+        j = int(np.argmin(np.where(inside, np.inf, best)))
+        inside[j], total = True, total + best[j]
+        best = np.minimum(best, mr[j])
+    assert h.minimum_spanning_tree_.exact_fraction == 1.0
+    assert h.minimum_spanning_tree_.weight.sum() == pytest.approx(total, rel=1e-6)  # was 3.8e-3 heavier
+    with pytest.raises(ValueError, match="partitions .16. exceeds the 10 points"):
+        HDBSCAN(partitions=16).fit(rng.normal(size=(10, 2)))

@@ -185,6 +185,8 @@ class HDBSCAN(ClusterMixin, BaseEstimator):
         self._check_params()
         X = self._check_X(X)
         n = X.shape[0]
+        if self.partitions is not None and self.partitions > n:  # FAISS's k-means refused it with 'nx >= k'
+            raise ValueError(f"HDBSCAN.partitions ({self.partitions}) exceeds the {n} points; use at most {n} (or None)")
         t = {}
         t0 = time.perf_counter()
         ms = self.min_cluster_size if self.min_samples is None else self.min_samples
