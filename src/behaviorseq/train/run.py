@@ -338,6 +338,8 @@ def run_experiment(config: dict | RunConfig, run_dir: str | Path, resume: bool =
     if rank == 0:
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, default=str))
         plot_curves(run_dir, cfg.train.early_stop_metric)
+    if world > 1:  # ranks leave together: one that tore its group down while rank 0 still wrote made gloo abort
+        torch.distributed.barrier()
     return result
 
 
