@@ -462,6 +462,21 @@ def test_cli_cluster_on_npy_and_csv(tmp_path, capsys):
     assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "c.npz"),
                      "--min-cluster-size", "1"]) == 2
     assert "min_cluster_size" in capsys.readouterr().err
+    # session 25: a typo in one cell dropped its whole column silently; outputs were replaced without asking
+    typo = df.astype({"f2": object})
+    typo.loc[7, "f2"] = "1.2x"
+    typo.to_csv(tmp_path / "typo.csv", index=False)
+    assert cli_main(["cluster", str(tmp_path / "typo.csv"), "--out", str(tmp_path / "d.npz")]) == 2
+    assert "typo.csv, row 8, field 'f2': not a number ('1.2x')" in capsys.readouterr().err
+    before = (tmp_path / "a.npz").read_bytes()
+    for extra, why in [([], "a.npz exists: --overwrite"), (["--overwrite", "--json", str(tmp_path / "a.npz")],
+                                                          "name one file"), (["--overwrite", "--json", str(tmp_path)],
+                                                                             "is a folder")]:
+        assert cli_main(["cluster", str(tmp_path / "x.npy"), "--out", str(tmp_path / "a.npz"), *extra]) == 2
+        assert why in capsys.readouterr().err and (tmp_path / "a.npz").read_bytes() == before
+    np.save(tmp_path / "cplx.npy", X.astype(np.complex64))  # clustered on the real part, with a warning only
+    assert cli_main(["cluster", str(tmp_path / "cplx.npy"), "--out", str(tmp_path / "e.npz")]) == 2
+    assert "expected real numbers" in capsys.readouterr().err
 
 
 def test_the_exact_mst_of_float32_data_is_prims_and_too_many_partitions_are_named():

@@ -19,12 +19,18 @@ import numpy as np
 def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarray:
     """[n, d] float array from ``.npy``, or the numeric (or named) columns of a CSV / Parquet file."""
     path = Path(path)
-    if path.suffix == ".npy":
-        X = np.load(path, allow_pickle=False)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".csv", ".tsv", ".parquet", ".pq"):
+        raise ValueError(f"{path.name}: expected a .npy array or a .csv / .tsv / .parquet table")
+    if suffix == ".npy":
+        try:
+            X = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{path.name}: not a numeric .npy array ({e})") from None
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{path.name}: expected a non-empty 2-d array [n, d], got shape {X.shape}")
-        if not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"{path.name}: expected numbers, got dtype {X.dtype}")
+        if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+            raise ValueError(f"{path.name}: expected real numbers, got dtype {X.dtype}")  # complex lost its imaginary part
         bad = ~np.isfinite(X)
         if bad.any():
             r, c = np.argwhere(bad)[0]
@@ -33,14 +39,28 @@ def read_vectors(path: str | Path, columns: list[str] | None = None) -> np.ndarr
         return X
     import pandas as pd
 
-    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path, sep="\t" if suffix == ".tsv"
+                                                                                       else ",")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.name}: cannot read it as a table ({e})") from None
     if columns:
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise ValueError(f"{path.name}: no column {missing[0]!r}; columns are {list(df.columns)}")
         df = df[columns]
-    else:
+    else:  # every column that is numbers, refusing one that is numbers but for a few cells (a typo would drop it)
+        for c in df.columns:
+            if df[c].dtype == object or str(df[c].dtype).startswith(("string", "str")):
+                num = pd.to_numeric(df[c], errors="coerce")
+                if num.notna().mean() >= 0.5:
+                    r = int(np.flatnonzero(num.isna() & df[c].notna())[0])
+                    raise ValueError(f"{path.name}, row {r + 1}, field {c!r}: not a number ({df[c].iloc[r]!r}); "
+                                     "fix it, or name the columns to use with --columns")
         df = df.select_dtypes("number")
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_complex_dtype(df[c]):
+            raise ValueError(f"{path.name}, field {c!r}: not a column of real numbers (dtype {df[c].dtype})")
     if df.shape[1] == 0:
         raise ValueError(f"{path.name}: no numeric columns to cluster")
     bad = ~np.isfinite(df.to_numpy(dtype=np.float64))
@@ -56,13 +76,21 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     try:
-        for f in [out] + ([Path(args.json)] if args.json else []):  # before the clustering, not after it
+        outputs = [out] + ([Path(args.json)] if args.json else [])
+        if args.json and Path(args.json).resolve() == out.resolve():  # the summary overwrote the labels
+            raise ValueError(f"--out and --json name one file ({out}): give two")
+        for f in outputs:  # before the clustering, not after it
             if not f.resolve().parent.is_dir():
                 raise ValueError(f"{f}: its folder {f.parent} does not exist")
+            if f.is_dir():
+                raise ValueError(f"{f} is a folder: give a file name")
+            if f.exists() and not args.overwrite:
+                raise ValueError(f"{f} exists: --overwrite replaces it, or choose another name")
         X = read_vectors(args.vectors, args.columns)
         model = HDBSCAN(min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, index=args.index,
                         cluster_selection_method=args.selection, allow_single_cluster=args.allow_single_cluster,
-                        partitions=args.partitions, use_gpu=args.gpu)
+                        partitions=args.partitions, use_gpu=args.gpu,
+                        partition_overlap=min(2, args.partitions or 2))  # 1 partition: no overlap to ask for
     except (ValueError, OSError) as e:
         return user_error(e)
     t0 = time.perf_counter()
@@ -70,6 +98,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         model.fit(X)  # checks its settings first (min_cluster_size >= 2, ...)
     except ValueError as e:
         return user_error(e)
+    except RuntimeError as e:
+        if "use_gpu" not in str(e):
+            raise
+        return user_error(ValueError(str(e)))  # --gpu without a CUDA build of FAISS
     secs = time.perf_counter() - t0
     labels = model.labels_
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=np.int64)
@@ -80,8 +112,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                "params": {"min_cluster_size": args.min_cluster_size, "min_samples": model.min_samples_,
                           "index": args.index, "selection": args.selection, "mst": model.mst_mode_}}
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, labels=labels, probabilities=model.probabilities_, outlier_scores=model.outlier_scores_)
-    os.replace(tmp, out)
+    try:
+        np.savez(tmp, labels=labels, probabilities=model.probabilities_, outlier_scores=model.outlier_scores_)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     print(f"{summary['points']:,} points x {summary['dims']} dims: {summary['clusters']} clusters, "
           f"{summary['noise_share']:.1%} noise, {secs:.1f} s -> {out}")
     if args.json:
@@ -104,4 +140,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--partitions", type=int, default=None, help="partition-and-merge mode with P partitions")
     c.add_argument("--gpu", action="store_true", help="FAISS on the GPUs (faiss-gpu)")
     c.add_argument("--json", default=None, help="also write the summary here")
+    c.add_argument("--overwrite", action="store_true", help="replace --out / --json files that exist")
     c.set_defaults(func=cmd_cluster)
